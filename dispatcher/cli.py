@@ -1,0 +1,163 @@
+"""The `frontdesk` command: parses the command line, resolves settings, starts one role.
+
+Each subcommand lives in the module that does its job; this file only wires them. Child
+processes are started as `python -m dispatcher.cli ROLE`, so every process shares this entry.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from protocol import config
+
+# subcommand -> (module, function, one-line help)
+COMMANDS = {
+    "run": ("dispatcher.run", "main", "everything on one machine: store, receiver, dispatcher, "
+            "rate limiter, handlers (--sandbox: plus the LINE API emulator)"),
+    "receiver": ("receiver.server", "main", "only the webhook receiver (scale-out)"),
+    "dispatcher": ("dispatcher.run", "main_dispatcher",
+                   "only the dispatcher with its rate limiter and handlers (scale-out)"),
+    "sandbox": ("sandbox.server", "main", "only the local LINE Messaging API emulator"),
+    "bench": ("sandbox.bench", "main", "signed webhooks at a chosen rate against a running system"),
+    "check-handler": ("handlers.conformance", "main",
+                      "the conformance suite for a handler in any language: check-handler -- CMD ARGS"),
+    "status": ("dispatcher.admin", "main_status",
+               "queue depth, in-flight, dead letters, handler states, API call rates"),
+    "scale": ("dispatcher.admin", "main_scale", "set the number of handler processes of running dispatchers"),
+    "dead-letters": ("dispatcher.admin", "main_dead_letters", "list, retry or drop dead letters"),
+    "config": ("dispatcher.admin", "main_config", "print the resolved configuration (secrets masked)"),
+    "_ratelimiter": ("dispatcher.ratelimiter", "main", argparse.SUPPRESS),
+}
+
+log = logging.getLogger("frontdesk")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("configuration (flag > environment > file > default)")
+    group.add_argument("--config", help="configuration file (default ./frontdesk.toml; env FRONTDESK_CONFIG)")
+    group.add_argument("--store", help="store URL (env FRONTDESK_STORE)")
+    group.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING, ERROR")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="any setting by its key (see `frontdesk config --markdown`); repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="frontdesk",
+        description="A LINE bot server that survives floods of messages.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parsers = {}
+    for name, (_, _, help_text) in COMMANDS.items():
+        kwargs = {"help": help_text} if help_text is not argparse.SUPPRESS else {}
+        description = help_text if help_text is not argparse.SUPPRESS else None
+        p = sub.add_parser(name, description=description, **kwargs)
+        _common(p)
+        parsers[name] = p
+
+    for name in ("run", "receiver"):
+        parsers[name].add_argument("--listen", help="receiver HOST:PORT (env FRONTDESK_LISTEN)")
+    for name in ("run", "dispatcher"):
+        parsers[name].add_argument("--handler", help="handler command line (env FRONTDESK_HANDLER)")
+        parsers[name].add_argument("--handlers", type=int, help="handler process count (env FRONTDESK_HANDLERS)")
+    parsers["run"].add_argument("--sandbox", action="store_true",
+                                help="also start the LINE API emulator and point the system at it")
+    parsers["run"].add_argument("--demo", action="store_true",
+                                help="with --sandbox: send a few signed example webhooks and print the replies")
+
+    parsers["sandbox"].add_argument("--listen", dest="sandbox_listen", help="sandbox HOST:PORT")
+    parsers["sandbox"].add_argument("--latency-ms", dest="sandbox_latency_ms", type=float,
+                                    help="latency added to every API answer")
+    parsers["sandbox"].add_argument("--fault-rate", dest="sandbox_fault_rate", type=float,
+                                    help="share of API calls answered 500")
+    parsers["sandbox"].add_argument("--drop-rate", dest="sandbox_drop_rate", type=float,
+                                    help="share of API calls whose connection is dropped")
+
+    bench = parsers["bench"]
+    bench.add_argument("--url", help="webhook URL (default http://<listen><callback_path>)")
+    bench.add_argument("--sandbox-url", help="sandbox base URL for collecting deliveries "
+                       "(default http://<sandbox_listen>)")
+    bench.add_argument("--rate", type=float, default=100.0, help="events per second offered (open loop)")
+    bench.add_argument("--count", type=int, help="events to send (default: rate x duration)")
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds to send for")
+    bench.add_argument("--users", type=int, default=100, help="distinct users (per-user order matters)")
+    bench.add_argument("--events-per-request", type=int, default=1, help="events per webhook body")
+    bench.add_argument("--mix", default="text",
+                       help="event mix, e.g. text=8,sticker=1,follow=1 (types: text, image, video, "
+                            "audio, location, sticker, follow, unfollow, postback)")
+    bench.add_argument("--connections", type=int, default=32, help="concurrent HTTP connections")
+    bench.add_argument("--settle", type=float, default=30.0,
+                       help="seconds to wait for deliveries after the last webhook")
+    bench.add_argument("--chaos", action="store_true",
+                       help="kill handlers, the rate limiter and the dispatcher at random moments")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+    check = parsers["check-handler"]
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per check")
+    check.add_argument("handler_command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]",
+                       help="the handler to check")
+
+    parsers["status"].add_argument("--json", action="store_true", help="print one JSON object")
+    parsers["scale"].add_argument("count", type=int, help="handler processes per dispatcher")
+    dead = parsers["dead-letters"]
+    dead.add_argument("action", choices=["list", "retry", "drop"])
+    dead.add_argument("ids", nargs="*", help="event ids (retry/drop: none means all, with --all)")
+    dead.add_argument("--all", action="store_true", help="retry or drop every dead letter")
+    dead.add_argument("--limit", type=int, default=100, help="list at most this many")
+    dead.add_argument("--json", action="store_true", help="print JSON")
+    parsers["config"].add_argument("--markdown", action="store_true",
+                                   help="print the configuration reference table instead")
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> dict:
+    """Knob values given on the command line, from dedicated flags and --set KEY=VALUE."""
+    flags = {name: getattr(args, name) for name in config.KNOBS_BY_NAME if getattr(args, name, None) is not None}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in config.KNOBS_BY_NAME:
+            raise config.ConfigError(f"--set: unknown setting {key!r}")
+        flags[key] = value
+    return flags
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = config.load(_flags(args), config_file=args.config)
+    except config.ConfigError as exc:
+        print(f"frontdesk: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    module_name, function_name, _ = COMMANDS[args.command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"frontdesk {args.command}: not yet available", file=sys.stderr)
+        return 3
+    try:
+        return getattr(module, function_name)(settings, args) or 0
+    except config.ConfigError as exc:
+        print(f"frontdesk {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

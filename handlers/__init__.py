@@ -1,0 +1,1 @@
+"""The Python handler SDK (`handlers.sdk`), the conformance kit and example handlers."""

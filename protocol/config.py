@@ -1,0 +1,298 @@
+"""Configuration: every knob a typed, documented entry; one loader for every process.
+
+Precedence, as pinned in DESIGN.md: command-line flag > environment > file
+(`frontdesk.toml`, or `--config` / `FRONTDESK_CONFIG`) > default. Errors name the key and the
+source, never a secret's value. Child processes receive the resolved settings through their
+environment (`Settings.to_environ`), so every process of one system sees the same values.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_CONFIG_FILE = "frontdesk.toml"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or wrong; the message names the key and its source."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    type: type
+    default: Any
+    help: str
+    env: str | None = None
+    secret: bool = False
+    minimum: float | None = None
+
+    @property
+    def env_name(self) -> str:
+        return self.env or "FRONTDESK_" + self.name.upper()
+
+
+def _rates(text: str) -> dict[str, tuple[float, float]]:
+    """`reply=2000/s,broadcast=60/h` -> {"reply": (2000, 1.0), "broadcast": (60, 3600.0)}."""
+    periods = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    rates = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        endpoint, sep, spec = part.partition("=")
+        count, slash, unit = spec.partition("/")
+        if not sep or not slash or unit not in periods:
+            raise ValueError(f"{part!r} is not ENDPOINT=COUNT/s|m|h")
+        if float(count) <= 0:
+            raise ValueError(f"{part!r}: the count must be positive")
+        rates[endpoint.strip()] = (float(count), periods[unit])
+    return rates
+
+
+# Every knob. Grouped by the process that uses it; the README's configuration table is made
+# from this list (`frontdesk config --markdown`), so the help texts are user documentation.
+KNOBS: tuple[Knob, ...] = (
+    # --- credentials and addresses
+    Knob("channel_secret", str, "", "LINE channel secret: verifies webhook signatures.",
+         env="LINE_CHANNEL_SECRET", secret=True),
+    Knob("channel_access_token", str, "", "LINE channel access token for the Messaging API.",
+         env="LINE_CHANNEL_ACCESS_TOKEN", secret=True),
+    Knob("store", str, "sqlite:///frontdesk.db",
+         "Store URL: sqlite:///path.db or mongodb://host/db?replicaSet=rs0."),
+    Knob("listen", str, "127.0.0.1:8000", "Receiver address HOST:PORT."),
+    Knob("api_base", str, "https://api.line.me", "Messaging API base URL."),
+    Knob("api_data_base", str, "https://api-data.line.me", "Messaging API data (content) base URL."),
+    Knob("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
+    # --- receiver
+    Knob("callback_path", str, "/callback", "Webhook path."),
+    Knob("max_body_bytes", int, 1024 * 1024, "Largest webhook body accepted (413 beyond).", minimum=1),
+    Knob("ack_budget_s", float, 1.0,
+         "Longest a webhook may wait for durable storage before it gets a fast 503.", minimum=0.01),
+    Knob("receiver_threads", int, 16, "Waitress worker threads.", minimum=1),
+    Knob("receiver_connection_limit", int, 1000, "Waitress open connection limit.", minimum=1),
+    Knob("receiver_backlog", int, 2048, "Listen socket backlog.", minimum=1),
+    Knob("receiver_channel_timeout_s", int, 30, "Idle connection timeout (waitress channel_timeout).",
+         minimum=1),
+    # --- store
+    Knob("max_attempts", int, 5, "Deliveries of one event before it becomes a dead letter.", minimum=1),
+    Knob("retry_backoff_s", float, 1.0, "First retry delay after a nack; doubles per attempt.",
+         minimum=0.0),
+    Knob("retry_backoff_max_s", float, 300.0, "Longest retry delay after a nack.", minimum=0.0),
+    Knob("lease_s", float, 60.0,
+         "How long a claimed event stays leased to one dispatcher without news (crash recovery).",
+         minimum=1.0),
+    Knob("retention_s", float, 7 * 86400.0, "How long done events are kept.", minimum=0.0),
+    Knob("feed_rescan_s", float, 5.0, "Safety-net re-scan interval of the change feed.", minimum=0.1),
+    # --- dispatcher and handlers
+    Knob("handler", str, "",
+         "Handler command line (shell words). Empty: the bundled Python echo example."),
+    Knob("handlers", int, 2, "Number of handler processes.", minimum=0),
+    Knob("max_frame_bytes", int, 16 * 1024 * 1024, "Largest frame accepted on any pipe.", minimum=64),
+    Knob("event_deadline_s", float, 30.0,
+         "A handler that holds an event longer than this is killed and the event retried.",
+         minimum=0.1),
+    Knob("kill_grace_s", float, 5.0, "Time between TERM and KILL for a handler being stopped.",
+         minimum=0.0),
+    Knob("handler_start_timeout_s", float, 10.0, "Time a new handler has to complete the handshake.",
+         minimum=0.1),
+    Knob("restart_backoff_max_s", float, 30.0, "Longest delay before restarting a crashed process.",
+         minimum=0.0),
+    Knob("restart_intensity", int, 5,
+         "More than this many restarts of a pool within restart_period_s marks it degraded.",
+         minimum=1),
+    Knob("restart_period_s", float, 60.0, "Window for restart_intensity.", minimum=1.0),
+    Knob("drain_grace_s", float, 30.0, "On TERM/INT, how long in-flight work may take to finish.",
+         minimum=0.0),
+    # --- rate limiter and LINE API client
+    Knob("api_connections", int, 1, "Concurrent connections to the LINE API.", minimum=1),
+    Knob("api_connect_timeout_s", float, 5.0, "LINE API connect timeout.", minimum=0.1),
+    Knob("api_read_timeout_s", float, 30.0, "LINE API read timeout.", minimum=0.1),
+    Knob("api_max_retries", int, 5, "Retries of one API call after 429, 5xx or connection errors.",
+         minimum=0),
+    Knob("rate_limits", _rates,
+         "reply=2000/s,push=2000/s,multicast=200/s,broadcast=60/h,narrowcast=60/h,"
+         "profile=2000/s,content=2000/s,default=2000/s",
+         "Per-endpoint limits ENDPOINT=COUNT/s|m|h; `default` covers the rest."),
+    Knob("reply_max_age_s", float, 50.0,
+         "A reply whose token is older than this is sent as a push to the same source.", minimum=0.0),
+    Knob("batch_window_ms", float, 20.0,
+         "Identical pushes to different users within this window become one multicast.", minimum=0.0),
+    Knob("batching", bool, True, "Turn push-to-multicast batching on or off."),
+    Knob("profile_ttl_s", float, 86400.0, "How long a cached profile answers profile calls.",
+         minimum=0.0),
+    Knob("content_max_bytes", int, 50 * 1024 * 1024, "Largest content download.", minimum=1),
+    # --- sandbox (the local LINE API emulator)
+    Knob("sandbox_listen", str, "127.0.0.1:8100", "Sandbox LINE API address HOST:PORT."),
+    Knob("sandbox_latency_ms", float, 0.0, "Latency the sandbox adds to every API answer.",
+         minimum=0.0),
+    Knob("sandbox_fault_rate", float, 0.0, "Share of sandbox API calls answered 500.", minimum=0.0),
+    Knob("sandbox_drop_rate", float, 0.0, "Share of sandbox API calls whose connection is dropped.",
+         minimum=0.0),
+)
+
+KNOBS_BY_NAME = {knob.name: knob for knob in KNOBS}
+
+
+def _convert(knob: Knob, raw: Any, source: str) -> Any:
+    """Coerce a raw value (str from env/flags, typed from TOML) to the knob's type."""
+    where = f"{knob.name} (from {source})"
+    try:
+        if knob.type is bool:
+            if isinstance(raw, bool):
+                value = raw
+            elif isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError("expected true or false")
+        elif knob.type is int:
+            if isinstance(raw, bool) or isinstance(raw, float):
+                raise ValueError("expected a whole number")
+            value = int(raw)
+        elif knob.type is float:
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            value = float(raw)
+        elif knob.type is str:
+            if not isinstance(raw, str):
+                raise ValueError(f"expected a string, got {type(raw).__name__}")
+            value = raw
+        else:
+            if isinstance(raw, dict):  # TOML table form: {reply = "2000/s"}
+                raw = ",".join(f"{k}={v}" for k, v in raw.items())
+            value = knob.type(raw)
+    except (ValueError, TypeError) as exc:
+        shown = "<secret>" if knob.secret else repr(raw)
+        raise ConfigError(f"{where}: invalid value {shown}: {exc}") from None
+    if knob.minimum is not None and value < knob.minimum:
+        raise ConfigError(f"{where}: must be at least {knob.minimum}, got {value}")
+    return value
+
+
+class Settings:
+    """Resolved configuration: one attribute per knob, plus where each value came from."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str]):
+        self.__dict__.update(values)
+        self._sources = sources
+
+    def source(self, name: str) -> str:
+        return self._sources[name]
+
+    def replace(self, **changes) -> "Settings":
+        values = {k.name: getattr(self, k.name) for k in KNOBS}
+        sources = dict(self._sources)
+        for name, raw in changes.items():
+            knob = KNOBS_BY_NAME[name]
+            values[name] = _convert(knob, raw, "override") if isinstance(raw, str) else raw
+            sources[name] = "override"
+        return Settings(values, sources)
+
+    def require_secrets(self, *names: str) -> None:
+        """Fail with the names (never values) of required secrets that are empty."""
+        missing = [KNOBS_BY_NAME[n] for n in names if not getattr(self, n)]
+        if missing:
+            listed = ", ".join(f"{k.name} (env {k.env_name})" for k in missing)
+            raise ConfigError(f"missing required secret: {listed}")
+
+    def to_environ(self) -> dict[str, str]:
+        """Settings as environment variables, for child processes (secrets included, by env only)."""
+        env = {}
+        for knob in KNOBS:
+            value = getattr(self, knob.name)
+            if knob.name == "rate_limits":
+                units = {1.0: "s", 60.0: "m", 3600.0: "h"}
+                value = ",".join(f"{k}={c:g}/{units[p]}" for k, (c, p) in value.items())
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[knob.env_name] = str(value)
+        return env
+
+    def public(self) -> dict[str, Any]:
+        """Every value with secrets masked, for status output and logs."""
+        return {
+            k.name: ("<set>" if getattr(self, k.name) else "<unset>") if k.secret else getattr(self, k.name)
+            for k in KNOBS
+        }
+
+
+def load(
+    flags: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Resolve every knob: flag > environment > file > default.
+
+    `flags` holds values given on the command line (None means not given). The file is
+    `config_file`, else $FRONTDESK_CONFIG, else ./frontdesk.toml if it exists.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = os.environ if environ is None else environ
+    file_values, file_name = _read_file(config_file or environ.get("FRONTDESK_CONFIG"))
+    unknown = sorted(set(flags) - set(KNOBS_BY_NAME))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    values, sources = {}, {}
+    for knob in KNOBS:
+        if knob.name in flags:
+            raw, source = flags[knob.name], "command line"
+        elif knob.env_name in environ:
+            raw, source = environ[knob.env_name], f"environment {knob.env_name}"
+        elif knob.name in file_values:
+            raw, source = file_values[knob.name], file_name
+        else:
+            values[knob.name], sources[knob.name] = _convert(knob, knob.default, "default"), "default"
+            continue
+        values[knob.name], sources[knob.name] = _convert(knob, raw, source), source
+    return Settings(values, sources)
+
+
+def _read_file(path: str | None) -> tuple[dict[str, Any], str]:
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_FILE
+    if not os.path.exists(path):
+        if explicit:
+            raise ConfigError(f"configuration file {path} does not exist")
+        return {}, path
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror}") from None
+    flat = {}
+    for key, value in data.items():
+        # `[frontdesk]` table or top-level keys are both accepted.
+        if key == "frontdesk" and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    unknown = sorted(set(flat) - set(KNOBS_BY_NAME))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    return flat, path
+
+
+def default_handler_command() -> list[str]:
+    """The bundled echo example, run with this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "handlers.examples.echo"]
+
+
+def handler_command(settings: Settings) -> list[str]:
+    import shlex
+
+    return shlex.split(settings.handler) if settings.handler.strip() else default_handler_command()
+
+
+def markdown_table() -> str:
+    """The configuration reference, for the README."""
+    rows = ["| key | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for knob in KNOBS:
+        default = "" if knob.secret else knob.default
+        rows.append(f"| `{knob.name}` | `{knob.env_name}` | `{default}` | {knob.help} |")
+    return "\n".join(rows)
+

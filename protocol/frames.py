@@ -1,0 +1,123 @@
+"""Frame codec: a 4-byte big-endian length, then exactly one msgpack value.
+
+Framing is kept apart from sessions (who sends what, msgids, handshakes) so that the same
+codec serves handler pipes, the rate limiter pipe and the conformance kit. The msgpack
+options are pinned here and in SPEC.md: strings are msgpack str (UTF-8), byte strings are
+msgpack bin, map keys must be strings, ext types are refused.
+"""
+from __future__ import annotations
+
+import struct
+
+import msgpack
+
+HEADER = struct.Struct(">I")
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """The peer broke the wire protocol; the message says how. The stream cannot be trusted after it."""
+
+
+def _refuse_ext(code, data):
+    raise ProtocolError(f"msgpack ext type {code} is not allowed in frontdesk frames")
+
+
+def pack(value) -> bytes:
+    """One msgpack value with the pinned options (str as str, bytes as bin)."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(payload: bytes):
+    """Decode exactly one msgpack value with the pinned options, or raise ProtocolError."""
+    try:
+        return msgpack.unpackb(
+            payload, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext
+        )
+    except ProtocolError:
+        raise
+    except msgpack.ExtraData:
+        raise ProtocolError("frame holds more than one msgpack value") from None
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ProtocolError(f"frame body is not valid msgpack: {exc}") from None
+
+
+def encode_frame(value) -> bytes:
+    body = pack(value)
+    return HEADER.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Turns a byte stream into values; accepts frames split across reads and many per read.
+
+    The length is checked against max_frame_bytes as soon as the 4 header bytes are in, so an
+    oversize or garbage length never causes a large allocation.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame (non-zero at EOF = truncated)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list:
+        self._buffer += data
+        values = []
+        offset = 0
+        buffer = self._buffer
+        while len(buffer) - offset >= HEADER.size:
+            (length,) = HEADER.unpack_from(buffer, offset)
+            if length > self.max_frame_bytes:
+                preview = bytes(buffer[offset : offset + 16]).hex(" ")
+                raise ProtocolError(
+                    f"frame length {length} exceeds the maximum {self.max_frame_bytes} bytes "
+                    f"(first bytes: {preview}); is something printing to stdout?"
+                )
+            end = offset + HEADER.size + length
+            if len(buffer) < end:
+                break
+            values.append(unpack(bytes(buffer[offset + HEADER.size : end])))
+            offset = end
+        if offset:
+            del buffer[:offset]
+        return values
+
+
+def read_exactly(stream, count: int) -> bytes | None:
+    """Read count bytes from a binary stream; None at a clean EOF before the first byte."""
+    chunks = []
+    remaining = count
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            if remaining == count:
+                return None
+            raise ProtocolError(f"stream ended inside a frame ({count - remaining} of {count} bytes)")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(stream, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+    """Blocking read of one value from a binary stream. Raises EOFError at a clean end."""
+    header = read_exactly(stream, HEADER.size)
+    if header is None:
+        raise EOFError("stream closed")
+    (length,) = HEADER.unpack(header)
+    if length > max_frame_bytes:
+        raise ProtocolError(
+            f"frame length {length} exceeds the maximum {max_frame_bytes} bytes "
+            f"(header bytes: {header.hex(' ')})"
+        )
+    body = read_exactly(stream, length)
+    if body is None:
+        raise ProtocolError(f"stream ended after a frame header announcing {length} bytes")
+    return unpack(body)
+
+
+def write_frame(stream, value) -> None:
+    stream.write(encode_frame(value))
+    stream.flush()

@@ -1,0 +1,1 @@
+"""The webhook receiver: verify, store durably, answer 200 — fast, at any load."""

@@ -1,0 +1,1 @@
+"""A local LINE Messaging API emulator and a signed-webhook load generator."""

@@ -1,0 +1,21 @@
+"""The queue and the per-user DB behind one contract (`store.base.Store`); a URL picks the backend."""
+from __future__ import annotations
+
+from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
+
+__all__ = ["AppendResult", "ChangeFeed", "JournalEntry", "Store", "StoreError", "StoreUnavailable",
+           "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """sqlite:///relative/or//absolute/path.db or mongodb://…/db?replicaSet=…"""
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from .mongo import MongoStore
+
+        return MongoStore(url)
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise StoreError(f"store URL scheme {scheme!r} is not supported (use sqlite:///path.db or mongodb://…)")

@@ -1,0 +1,182 @@
+"""The store contract: the queue, its change feed, the call journal and the per-user DB.
+
+The receiver, the dispatcher and the rate limiter use only this interface; `store.open_store`
+picks the implementation from the URL. Every method is safe to call from several threads of
+one process, and several processes may use one store at once (one receiver and one or more
+dispatchers): leases, not memory, decide who holds an event.
+
+Event states: pending (deliverable once `not_before` has passed) -> leased (claimed by an
+owner until `lease_until`) -> done | dead. An expired lease counts as pending again.
+Per conversation key, only the oldest event that is pending or leased may be handed out.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (unreachable, unwritable, corrupt); the message says why."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take writes right now (the receiver answers 503)."""
+
+
+@dataclass
+class AppendResult:
+    new: list[str] = field(default_factory=list)         # webhookEventIds stored by this call
+    duplicates: list[str] = field(default_factory=list)  # ids already in the store (redeliveries)
+
+
+@dataclass
+class JournalEntry:
+    """What the rate limiter knows about the n-th API call of one event.
+
+    state: "started" (sent or about to be sent, outcome unknown), "done" (response holds the
+    result), "failed" (response holds the error). `request` is the HTTP request actually sent
+    (endpoint, body, retry key), so that a restarted rate limiter can repeat it exactly.
+    """
+    event_id: str
+    call_no: int
+    fingerprint: str
+    state: str
+    request: dict | None = None
+    response: dict | None = None
+    updated_at: float = 0.0
+
+
+class ChangeFeed(abc.ABC):
+    """A wake-up source for a dispatcher: readable when events may have been appended.
+
+    The documents stay the source of truth; a wake-up only says "claim again". Spurious
+    wake-ups are allowed; missed ones are covered by the caller's slow re-scan timer.
+    """
+
+    @abc.abstractmethod
+    def fileno(self) -> int:
+        """A descriptor for selectors: readable when there may be news."""
+
+    @abc.abstractmethod
+    def drain(self) -> None:
+        """Consume pending wake-ups without blocking."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Store(abc.ABC):
+    url: str
+
+    # --- queue: writing ------------------------------------------------------------------
+    @abc.abstractmethod
+    def append(self, destination: str, events: list[dict], received_at_ms: int) -> AppendResult:
+        """Store one webhook body's events atomically and durably, dedupe by webhookEventId.
+
+        Returns only after this call's events are durable (group commit: concurrent callers
+        share one commit). follow/unfollow events also update the users table. Raises
+        StoreUnavailable when the write cannot be made.
+        """
+
+    # --- queue: handing out --------------------------------------------------------------
+    @abc.abstractmethod
+    def claim(self, owner: str, limit: int, lease_s: float) -> list[dict]:
+        """Lease up to `limit` deliverable events to `owner`, oldest first, one per key.
+
+        Returns event documents (see protocol.events.make_document) with `attempt` already
+        counting this delivery. An event is deliverable when it is pending (or its lease
+        expired), its not_before has passed, and no older event of its key is pending or leased.
+        """
+
+    @abc.abstractmethod
+    def ack(self, owner: str, event_ids: list[str]) -> None:
+        """Mark events done. Ids not leased to `owner` any more are ignored (lease lost)."""
+
+    @abc.abstractmethod
+    def nack(self, owner: str, event_id: str, error: str, retry: bool, max_attempts: int,
+             backoff_s: float, backoff_max_s: float) -> str:
+        """Record a failure: retry later (backoff doubling per attempt) or dead-letter.
+
+        Dead-letters when retry is False or the attempt count reached max_attempts. Returns
+        the new state ("pending" or "dead"); ignored (returns "lost") if not leased to owner.
+        """
+
+    @abc.abstractmethod
+    def release(self, owner: str, event_ids: list[str]) -> None:
+        """Give leased events back without counting a failure (e.g. on drain)."""
+
+    @abc.abstractmethod
+    def extend_leases(self, owner: str, event_ids: list[str], lease_s: float) -> None:
+        """Keep leases of events still being worked on alive."""
+
+    @abc.abstractmethod
+    def next_wakeup(self) -> float | None:
+        """Epoch seconds of the earliest future not_before or lease expiry, or None."""
+
+    @abc.abstractmethod
+    def change_feed(self) -> ChangeFeed:
+        """A new follower wake-up source (one per dispatcher)."""
+
+    # --- dead letters and retention -------------------------------------------------------
+    @abc.abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[dict]:
+        """Dead events, oldest first: {"id", "key", "attempts", "error", "dead_at", "event"}."""
+
+    @abc.abstractmethod
+    def retry_dead(self, event_ids: list[str] | None = None) -> int:
+        """Re-queue dead letters (all when None) with a fresh attempt count; returns how many."""
+
+    @abc.abstractmethod
+    def drop_dead(self, event_ids: list[str] | None = None) -> int:
+        """Delete dead letters (all when None); returns how many."""
+
+    @abc.abstractmethod
+    def purge_done(self, older_than_s: float) -> int:
+        """Remove done events finished more than older_than_s ago; returns how many."""
+
+    # --- call journal ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def journal_get(self, event_id: str, call_no: int) -> JournalEntry | None: ...
+
+    @abc.abstractmethod
+    def journal_put(self, entry: JournalEntry) -> None:
+        """Insert or replace (durably) the entry for (event_id, call_no)."""
+
+    @abc.abstractmethod
+    def journal_unfinished(self) -> list[JournalEntry]:
+        """Entries still "started" (a restarted rate limiter resolves them)."""
+
+    # --- users (profile cache and follow state) ---------------------------------------------
+    @abc.abstractmethod
+    def user_get(self, user_id: str) -> dict | None:
+        """{"user_id", "profile", "profile_fetched_at", "followed", "followed_at",
+        "unfollowed_at", "data"} or None."""
+
+    @abc.abstractmethod
+    def user_put_profile(self, user_id: str, profile: dict, fetched_at: float) -> None: ...
+
+    @abc.abstractmethod
+    def user_set_data(self, user_id: str, data: dict) -> None:
+        """Replace the bot's own small per-user data map."""
+
+    # --- observation and control -------------------------------------------------------------
+    @abc.abstractmethod
+    def stats(self) -> dict:
+        """{"pending", "in_flight", "done", "dead", "oldest_pending_s"}."""
+
+    @abc.abstractmethod
+    def put_status(self, name: str, status: dict) -> None:
+        """Publish a process's status document (dispatchers publish theirs every second)."""
+
+    @abc.abstractmethod
+    def get_statuses(self) -> dict[str, dict]: ...
+
+    @abc.abstractmethod
+    def set_control(self, name: str, value) -> None:
+        """Operator requests to running processes, e.g. ("handlers", 4) from `frontdesk scale`."""
+
+    @abc.abstractmethod
+    def get_control(self, name: str): ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
