@@ -20,7 +20,8 @@ COMMANDS = {
     "dispatcher": ("dispatcher.run", "main_dispatcher",
                    "only the dispatcher with its rate limiter and handlers (scale-out)"),
     "sandbox": ("sandbox.server", "main", "only the local LINE Messaging API emulator"),
-    "bench": ("sandbox.bench", "main", "signed webhooks at a chosen rate against a running system"),
+    "bench": ("dispatcher.cli", "main_bench", "signed webhooks at a chosen rate against a running system "
+              "(--suite picks a component benchmark instead)"),
     "check-handler": ("handlers.conformance", "main",
                       "the conformance suite for a handler in any language: check-handler -- CMD ARGS"),
     "status": ("dispatcher.admin", "main_status",
@@ -29,6 +30,16 @@ COMMANDS = {
     "dead-letters": ("dispatcher.admin", "main_dead_letters", "list, retry or drop dead letters"),
     "config": ("dispatcher.admin", "main_config", "print the resolved configuration (secrets masked)"),
     "_ratelimiter": ("dispatcher.ratelimiter", "main", argparse.SUPPRESS),
+}
+
+# `frontdesk bench --suite NAME` -> the module whose `run_bench(settings, args)` measures it.
+BENCH_SUITES = {
+    "e2e": "sandbox.bench",         # the whole path through a running system (default)
+    "receiver": "receiver.bench",   # bare falcon+waitress HMAC app vs the receiver
+    "store": "store.bench",         # group-committed append, claim+ack, change-feed latency
+    "frames": "handlers.bench",     # frames per second through one handler process
+    "api": "dispatcher.bench_api",  # calls per second through the rate limiter, batching on/off
+    "drain": "dispatcher.bench_drain",  # queue drain rate and append-to-handler latency
 }
 
 log = logging.getLogger("frontdesk")
@@ -76,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     help="share of API calls whose connection is dropped")
 
     bench = parsers["bench"]
+    bench.add_argument("--suite", choices=sorted(BENCH_SUITES), default="e2e",
+                       help="what to measure (default e2e: the whole path)")
+    bench.add_argument("--repeat", type=int, default=1, help="runs of a component suite (median reported)")
     bench.add_argument("--url", help="webhook URL (default http://<listen><callback_path>)")
     bench.add_argument("--sandbox-url", help="sandbox base URL for collecting deliveries "
                        "(default http://<sandbox_listen>)")
@@ -123,6 +137,11 @@ def _flags(args: argparse.Namespace) -> dict:
             raise config.ConfigError(f"--set: unknown setting {key!r}")
         flags[key] = value
     return flags
+
+
+def main_bench(settings, args) -> int:
+    module = importlib.import_module(BENCH_SUITES[args.suite])
+    return module.run_bench(settings, args) or 0
 
 
 def setup_logging(level: str) -> None:
