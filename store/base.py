@@ -70,13 +70,20 @@ class Store(abc.ABC):
 
     # --- queue: writing ------------------------------------------------------------------
     @abc.abstractmethod
-    def append(self, destination: str, events: list[dict], received_at_ms: int) -> AppendResult:
+    def append(self, destination: str, events: list[dict], received_at_ms: int,
+               deadline: float | None = None) -> AppendResult:
         """Store one webhook body's events atomically and durably, dedupe by webhookEventId.
 
         Returns only after this call's events are durable (group commit: concurrent callers
         share one commit). follow/unfollow events also update the users table. Raises
-        StoreUnavailable when the write cannot be made.
+        StoreUnavailable when the write cannot be made, or when `deadline` (a time.monotonic()
+        value) passes before the write has started: then nothing of this call is stored, so
+        the receiver can answer a fast 503 and "only a 200 stores anything" still holds.
         """
+
+    @abc.abstractmethod
+    def health(self) -> None:
+        """Raise StoreUnavailable (with the reason) unless the store can take writes now."""
 
     # --- queue: handing out --------------------------------------------------------------
     @abc.abstractmethod
