@@ -40,6 +40,7 @@ BENCH_SUITES = {
     "frames": "handlers.bench",     # frames per second through one handler process
     "api": "dispatcher.bench_api",  # calls per second through the rate limiter, batching on/off
     "drain": "dispatcher.bench_drain",  # queue drain rate and append-to-handler latency
+    "compare": "sandbox.compare",   # frontdesk vs the official SDK's in-request echo pattern
 }
 
 log = logging.getLogger("frontdesk")
