@@ -1,0 +1,580 @@
+"""The embedded store: one SQLite file in WAL mode with synchronous=FULL.
+
+Appends are group-committed: one writer thread per process takes every queued append request
+and commits them in one transaction, then wakes each caller and the change-feed followers
+(one transaction per request inside waitress threads measured 0.4-0.6x the throughput, with
+p99 in the hundreds of ms; batches of 100 rows ~256,000 rows/s). Everything else runs on one
+connection per process guarded by a lock; other processes (one receiver, one or more
+dispatchers) share the file through SQLite's own locking.
+
+Claiming does not scan: each conversation key's oldest pending-or-leased event carries
+`head = 1`, and a partial index over heads ordered by seq is all claim reads. `due` is the
+not_before of a pending event and the lease expiry of a leased one, so "deliverable" is simply
+`head = 1 AND due <= now` (an expired lease is deliverable again).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+
+from protocol.events import conversation_key, make_document
+
+from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
+from .feed import FeedNotifier, SocketFeed, feed_folder
+
+log = logging.getLogger("frontdesk.store.sqlite")
+
+PENDING, LEASED, DONE, DEAD = 0, 1, 2, 3
+BUSY_TIMEOUT_S = 10.0       # how long a write waits for another process's transaction
+MAX_BATCH_REQUESTS = 1000   # append requests committed in one transaction at most
+PURGE_CHUNK = 2000          # rows deleted per transaction, so writers are never held up long
+
+# Schema migrations: index i brings user_version i to i + 1. Append, never edit.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- store order: the document's ts
+            id TEXT NOT NULL UNIQUE,                -- webhookEventId
+            key TEXT NOT NULL,                      -- conversation key
+            destination TEXT NOT NULL,
+            event TEXT NOT NULL,                    -- the LINE event as received (JSON)
+            received_at INTEGER NOT NULL,           -- epoch ms
+            state INTEGER NOT NULL,                 -- 0 pending, 1 leased, 2 done, 3 dead
+            head INTEGER NOT NULL,                  -- 1: oldest pending/leased event of its key
+            due REAL NOT NULL,                      -- pending: not_before; leased: lease expiry
+            attempt INTEGER NOT NULL DEFAULT 0,     -- deliveries so far
+            owner TEXT,                             -- lease holder
+            error TEXT,                             -- last nack's error
+            finished_at REAL                        -- done or dead since (epoch s)
+        )""",
+        "CREATE INDEX events_heads ON events(seq, due) WHERE head = 1",
+        "CREATE INDEX events_active ON events(key, seq) WHERE state < 2",
+        "CREATE INDEX events_done ON events(finished_at) WHERE state = 2",
+        "CREATE INDEX events_dead ON events(seq) WHERE state = 3",
+        """CREATE TABLE journal (
+            event_id TEXT NOT NULL, call_no INTEGER NOT NULL, fingerprint TEXT NOT NULL,
+            state TEXT NOT NULL, request TEXT, response TEXT, updated_at REAL NOT NULL,
+            PRIMARY KEY (event_id, call_no)) WITHOUT ROWID""",
+        "CREATE INDEX journal_started ON journal(event_id) WHERE state = 'started'",
+        """CREATE TABLE users (
+            user_id TEXT PRIMARY KEY, profile TEXT, profile_fetched_at REAL,
+            followed INTEGER, followed_at REAL, unfollowed_at REAL,
+            data TEXT NOT NULL DEFAULT '{}')""",
+        "CREATE TABLE statuses (name TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at REAL NOT NULL)",
+        "CREATE TABLE controls (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+]
+
+_FOLLOW_SQL = {
+    "follow": """INSERT INTO users (user_id, followed, followed_at) VALUES (?1, 1, ?2)
+        ON CONFLICT (user_id) DO UPDATE SET followed = 1, followed_at = ?2
+        WHERE ?2 > coalesce(followed_at, 0) AND ?2 > coalesce(unfollowed_at, 0)""",
+    "unfollow": """INSERT INTO users (user_id, followed, unfollowed_at) VALUES (?1, 0, ?2)
+        ON CONFLICT (user_id) DO UPDATE SET followed = 0, unfollowed_at = ?2
+        WHERE ?2 > coalesce(followed_at, 0) AND ?2 > coalesce(unfollowed_at, 0)""",
+}
+
+_PROMOTE_HEAD = """UPDATE events SET head = 1
+    WHERE seq = (SELECT min(seq) FROM events WHERE key = ? AND state < 2)"""
+
+
+def path_from_url(url: str) -> str:
+    """sqlite:///relative.db -> relative.db; sqlite:////abs/x.db -> /abs/x.db."""
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    if not path:
+        raise StoreError(f"store URL {url!r} names no file (use sqlite:///path.db)")
+    return path
+
+
+class _AppendRequest:
+    __slots__ = ("destination", "rows", "deadline", "result", "error", "finished")
+
+    def __init__(self, destination: str, rows: list[tuple], deadline: float | None):
+        self.destination = destination
+        self.rows = rows            # (event_id, key, event_json, received_at, follow_change)
+        self.deadline = deadline
+        self.result: AppendResult | None = None
+        self.error: Exception | None = None
+        self.finished = threading.Event()
+
+
+_STOP = object()
+
+
+class SQLiteStore(Store):
+    def __init__(self, url: str):
+        self.url = url
+        self.path = path_from_url(url)
+        self.db_name = os.path.splitext(os.path.basename(self.path))[0]
+        self._check_location()
+        self._conn = self._connect()
+        self._migrate()
+        self._writer_conn = self._connect()
+        self._lock = threading.Lock()           # guards self._conn
+        self._notifier = FeedNotifier(feed_folder(self.path))
+        self._followers: list[SocketFeed] = []
+        self._requests: queue.Queue = queue.Queue()
+        self._write_error: str | None = None
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+
+    # --- opening -------------------------------------------------------------------------------
+    def _check_location(self) -> None:
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise StoreError(f"store {self.path}: folder {folder} does not exist")
+        if os.path.isdir(self.path):
+            raise StoreError(f"store {self.path}: is a directory, not a database file")
+        if os.path.exists(self.path):
+            if not os.access(self.path, os.R_OK | os.W_OK):
+                raise StoreError(f"store {self.path}: file is not readable and writable by this user")
+        elif not os.access(folder, os.W_OK):
+            raise StoreError(f"store {self.path}: folder {folder} is not writable by this user")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"store {self.path}: cannot switch to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot open: {exc}") from None
+        return conn
+
+    def _migrate(self) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(f"store {self.path}: schema version {version} is newer than this "
+                                 f"frontdesk knows ({len(MIGRATIONS)}); upgrade frontdesk")
+            for step in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[step]:
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version={step + 1}")
+                log.info("store_migrated path=%s version=%d", self.path, step + 1)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(self._conn)
+            raise StoreError(f"store {self.path}: cannot prepare the schema: {exc}") from None
+        except StoreError:
+            self._rollback(self._conn)
+            raise
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _transaction(self, work):
+        """Run work(conn) in one write transaction on the shared connection."""
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"store {self.path} is closed")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                result = work(self._conn)
+                self._conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                self._rollback(self._conn)
+                raise StoreUnavailable(f"store {self.path}: {exc}") from None
+            except BaseException:
+                self._rollback(self._conn)
+                raise
+
+    def _read(self, sql: str, params=()) -> list[tuple]:
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"store {self.path} is closed")
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"store {self.path}: {exc}") from None
+
+    # --- append: group commit --------------------------------------------------------------------
+    def append(self, destination: str, events: list[dict], received_at_ms: int,
+               deadline: float | None = None) -> AppendResult:
+        if self._closed:
+            raise StoreUnavailable(f"store {self.path} is closed")
+        rows = []
+        for event in events:
+            follow = None
+            if event.get("type") in _FOLLOW_SQL:
+                user_id = (event.get("source") or {}).get("userId")
+                if isinstance(user_id, str) and user_id:
+                    follow = (event["type"], user_id, event.get("timestamp", received_at_ms) / 1000.0)
+            rows.append((event["webhookEventId"], conversation_key(event),
+                         json.dumps(event, ensure_ascii=False, separators=(",", ":")),
+                         received_at_ms, follow))
+        request = _AppendRequest(destination, rows, deadline)
+        self._requests.put(request)
+        request.finished.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is _STOP:
+                return
+            batch, stopping = [first], False
+            while len(batch) < MAX_BATCH_REQUESTS:
+                try:
+                    item = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._write_batch(batch)
+            if stopping:
+                return
+
+    def _write_batch(self, batch: list[_AppendRequest]) -> None:
+        now = time.monotonic()
+        live = []
+        for request in batch:
+            if request.deadline is not None and now > request.deadline:
+                request.error = StoreUnavailable(
+                    f"store {self.path}: the append deadline passed before the write started")
+                request.finished.set()
+            else:
+                live.append(request)
+        if not live:
+            return
+        stored = False
+        try:
+            stored = self._commit_appends(live)
+            self._write_error = None
+        except Exception as exc:  # every caller must be answered, whatever went wrong
+            self._rollback(self._writer_conn)
+            reason = f"store {self.path}: write failed: {exc}"
+            if self._write_error != reason:
+                log.error("store_write_failed path=%s error=%s", self.path, exc)
+            self._write_error = reason
+            for request in live:
+                request.result, request.error = None, StoreUnavailable(reason)
+        for request in live:
+            request.finished.set()
+        if stored:
+            self._notifier.notify()
+
+    def _commit_appends(self, live: list[_AppendRequest]) -> bool:
+        """One transaction for every request in `live`; returns whether anything new was stored."""
+        conn = self._writer_conn
+        conn.execute("BEGIN IMMEDIATE")
+        active_keys: set[str] = set()   # keys known to have a pending/leased event already
+        stored = False
+        for request in live:
+            result = AppendResult()
+            for event_id, key, text, received_at, follow in request.rows:
+                if key not in active_keys and conn.execute(
+                        "SELECT 1 FROM events WHERE key = ? AND state < 2 LIMIT 1", (key,)).fetchone():
+                    active_keys.add(key)
+                cursor = conn.execute(
+                    "INSERT INTO events (id, key, destination, event, received_at, state, head, due)"
+                    " VALUES (?, ?, ?, ?, ?, 0, ?, 0) ON CONFLICT (id) DO NOTHING",
+                    (event_id, key, request.destination, text, received_at,
+                     0 if key in active_keys else 1))
+                if cursor.rowcount == 1:
+                    result.new.append(event_id)
+                    active_keys.add(key)
+                    if follow is not None:
+                        kind, user_id, at = follow
+                        conn.execute(_FOLLOW_SQL[kind], (user_id, at))
+                else:
+                    result.duplicates.append(event_id)
+            request.result = result
+            stored = stored or bool(result.new)
+        conn.execute("COMMIT")
+        return stored
+
+    def health(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"store {self.path} is closed")
+        if not self._writer.is_alive():
+            raise StoreUnavailable(f"store {self.path}: the writer thread has stopped")
+        if not os.path.exists(self.path):
+            raise StoreUnavailable(f"store {self.path}: the database file was removed")
+        if self._write_error:
+            raise StoreUnavailable(self._write_error)
+
+    # --- handing out -----------------------------------------------------------------------------
+    def claim(self, owner: str, limit: int, lease_s: float) -> list[dict]:
+        if limit <= 0:
+            return []
+        now = time.time()
+
+        def work(conn):
+            rows = conn.execute(
+                "SELECT seq, id, key, destination, event, received_at, attempt FROM events"
+                " WHERE head = 1 AND due <= ? ORDER BY seq LIMIT ?", (now, limit)).fetchall()
+            conn.executemany(
+                "UPDATE events SET state = 1, owner = ?, due = ?, attempt = attempt + 1 WHERE seq = ?",
+                [(owner, now + lease_s, row[0]) for row in rows])
+            return rows
+
+        rows = self._transaction(work)
+        return [make_document(seq, self.db_name, event_id, destination, json.loads(text), key,
+                              received_at, attempt + 1)
+                for seq, event_id, key, destination, text, received_at, attempt in rows]
+
+    def _finish(self, conn, owner: str, event_id: str, state: int, error: str | None) -> bool:
+        """Move one event leased to owner to done/dead and promote the next event of its key."""
+        row = conn.execute(
+            "UPDATE events SET state = ?, head = 0, owner = NULL, finished_at = ?,"
+            " error = coalesce(?, error) WHERE id = ? AND owner = ? AND state = 1 RETURNING key",
+            (state, time.time(), error, event_id, owner)).fetchone()
+        if row is None:
+            return False
+        conn.execute(_PROMOTE_HEAD, (row[0],))
+        return True
+
+    def ack(self, owner: str, event_ids: list[str]) -> None:
+        if not event_ids:
+            return
+        finished = self._transaction(
+            lambda conn: sum(self._finish(conn, owner, event_id, DONE, None) for event_id in event_ids))
+        if finished:
+            self._notifier.notify()   # later events of these keys are claimable now
+
+    def nack(self, owner: str, event_id: str, error: str, retry: bool, max_attempts: int,
+             backoff_s: float, backoff_max_s: float) -> str:
+        def work(conn):
+            row = conn.execute("SELECT attempt FROM events WHERE id = ? AND owner = ? AND state = 1",
+                               (event_id, owner)).fetchone()
+            if row is None:
+                return "lost"
+            attempt = row[0]
+            if not retry or attempt >= max_attempts:
+                self._finish(conn, owner, event_id, DEAD, error)
+                log.warning("event_dead_lettered id=%s attempts=%d retry=%s", event_id, attempt, retry)
+                return "dead"
+            delay = min(backoff_s * 2 ** max(attempt - 1, 0), backoff_max_s)
+            conn.execute("UPDATE events SET state = 0, owner = NULL, due = ?, error = ? WHERE id = ?",
+                         (time.time() + delay, error, event_id))
+            return "pending"
+
+        state = self._transaction(work)
+        if state == "dead":
+            self._notifier.notify()   # the next event of its key is claimable now
+        return state
+
+    def release(self, owner: str, event_ids: list[str]) -> None:
+        """Back to pending, claimable at once; the delivery is not counted (attempt - 1)."""
+        if not event_ids:
+            return
+        now = time.time()
+        released = self._transaction(lambda conn: sum(conn.execute(
+            "UPDATE events SET state = 0, owner = NULL, due = ?, attempt = max(attempt - 1, 0)"
+            " WHERE id = ? AND owner = ? AND state = 1", (now, event_id, owner)).rowcount
+            for event_id in event_ids))
+        if released:
+            self._notifier.notify()
+
+    def extend_leases(self, owner: str, event_ids: list[str], lease_s: float) -> None:
+        if not event_ids:
+            return
+        until = time.time() + lease_s
+        self._transaction(lambda conn: conn.executemany(
+            "UPDATE events SET due = ? WHERE id = ? AND owner = ? AND state = 1",
+            [(until, event_id, owner) for event_id in event_ids]))
+
+    def next_wakeup(self) -> float | None:
+        return self._read("SELECT min(due) FROM events WHERE head = 1 AND due > ?", (time.time(),))[0][0]
+
+    def change_feed(self) -> ChangeFeed:
+        follower = SocketFeed(feed_folder(self.path))
+        self._followers.append(follower)
+        return follower
+
+    # --- dead letters and retention --------------------------------------------------------------
+    def dead_letters(self, limit: int = 100) -> list[dict]:
+        rows = self._read("SELECT id, key, attempt, error, finished_at, event FROM events"
+                          " WHERE state = 3 ORDER BY seq LIMIT ?", (limit,))
+        return [{"id": event_id, "key": key, "attempts": attempts, "error": error, "dead_at": dead_at,
+                 "event": json.loads(text)} for event_id, key, attempts, error, dead_at, text in rows]
+
+    @staticmethod
+    def _dead_filter(event_ids: list[str] | None) -> tuple[str, list]:
+        if event_ids is None:
+            return "state = 3", []
+        return f"state = 3 AND id IN ({','.join('?' * len(event_ids))})", list(event_ids)
+
+    def retry_dead(self, event_ids: list[str] | None = None) -> int:
+        """Re-queue dead letters at the end of the queue (a new ts) with a fresh attempt count.
+
+        At the end, because later events of the same conversation were delivered meanwhile;
+        re-inserting also keeps "one event per key in flight" true.
+        """
+        if event_ids == []:
+            return 0
+        where, params = self._dead_filter(event_ids)
+
+        def work(conn):
+            rows = conn.execute(f"DELETE FROM events WHERE {where} RETURNING id, key, destination,"
+                                f" event, received_at, seq", params).fetchall()
+            rows.sort(key=lambda row: row[5])
+            for event_id, key, destination, text, received_at, _ in rows:
+                busy = conn.execute("SELECT 1 FROM events WHERE key = ? AND state < 2 LIMIT 1",
+                                    (key,)).fetchone()
+                conn.execute("INSERT INTO events (id, key, destination, event, received_at, state,"
+                             " head, due) VALUES (?, ?, ?, ?, ?, 0, ?, 0)",
+                             (event_id, key, destination, text, received_at, 0 if busy else 1))
+            return len(rows)
+
+        count = self._transaction(work)
+        if count:
+            log.info("dead_letters_requeued count=%d", count)
+            self._notifier.notify()
+        return count
+
+    def drop_dead(self, event_ids: list[str] | None = None) -> int:
+        if event_ids == []:
+            return 0
+        where, params = self._dead_filter(event_ids)
+
+        def work(conn):
+            ids = [row[0] for row in conn.execute(f"DELETE FROM events WHERE {where} RETURNING id",
+                                                  params)]
+            conn.executemany("DELETE FROM journal WHERE event_id = ?", [(i,) for i in ids])
+            return len(ids)
+
+        count = self._transaction(work)
+        if count:
+            log.info("dead_letters_dropped count=%d", count)
+        return count
+
+    def purge_done(self, older_than_s: float) -> int:
+        """Delete done events (and their call journal) in chunks, one short transaction each."""
+        cutoff = time.time() - older_than_s
+
+        def chunk(conn):
+            ids = [row[0] for row in conn.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE state = 2"
+                " AND finished_at < ? LIMIT ?) RETURNING id", (cutoff, PURGE_CHUNK))]
+            conn.executemany("DELETE FROM journal WHERE event_id = ?", [(i,) for i in ids])
+            return len(ids)
+
+        total = 0
+        while True:
+            removed = self._transaction(chunk)
+            total += removed
+            if removed < PURGE_CHUNK:
+                break
+        if total:
+            log.info("done_events_purged count=%d older_than_s=%g", total, older_than_s)
+        return total
+
+    # --- call journal ------------------------------------------------------------------------------
+    @staticmethod
+    def _journal_entry(row) -> JournalEntry:
+        event_id, call_no, fingerprint, state, request, response, updated_at = row
+        return JournalEntry(event_id, call_no, fingerprint, state,
+                            json.loads(request) if request is not None else None,
+                            json.loads(response) if response is not None else None, updated_at)
+
+    def journal_get(self, event_id: str, call_no: int) -> JournalEntry | None:
+        rows = self._read("SELECT event_id, call_no, fingerprint, state, request, response, updated_at"
+                          " FROM journal WHERE event_id = ? AND call_no = ?", (event_id, call_no))
+        return self._journal_entry(rows[0]) if rows else None
+
+    def journal_put(self, entry: JournalEntry) -> None:
+        self._transaction(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (entry.event_id, entry.call_no, entry.fingerprint, entry.state,
+             None if entry.request is None else json.dumps(entry.request),
+             None if entry.response is None else json.dumps(entry.response),
+             entry.updated_at or time.time())))
+
+    def journal_unfinished(self) -> list[JournalEntry]:
+        rows = self._read("SELECT event_id, call_no, fingerprint, state, request, response, updated_at"
+                          " FROM journal WHERE state = 'started' ORDER BY updated_at")
+        return [self._journal_entry(row) for row in rows]
+
+    # --- users ---------------------------------------------------------------------------------------
+    def user_get(self, user_id: str) -> dict | None:
+        rows = self._read("SELECT profile, profile_fetched_at, followed, followed_at, unfollowed_at,"
+                          " data FROM users WHERE user_id = ?", (user_id,))
+        if not rows:
+            return None
+        profile, fetched_at, followed, followed_at, unfollowed_at, data = rows[0]
+        return {"user_id": user_id, "profile": json.loads(profile) if profile else None,
+                "profile_fetched_at": fetched_at,
+                "followed": None if followed is None else bool(followed),
+                "followed_at": followed_at, "unfollowed_at": unfollowed_at, "data": json.loads(data)}
+
+    def user_put_profile(self, user_id: str, profile: dict, fetched_at: float) -> None:
+        self._transaction(lambda conn: conn.execute(
+            "INSERT INTO users (user_id, profile, profile_fetched_at) VALUES (?1, ?2, ?3)"
+            " ON CONFLICT (user_id) DO UPDATE SET profile = ?2, profile_fetched_at = ?3",
+            (user_id, json.dumps(profile), fetched_at)))
+
+    def user_set_data(self, user_id: str, data: dict) -> None:
+        self._transaction(lambda conn: conn.execute(
+            "INSERT INTO users (user_id, data) VALUES (?1, ?2)"
+            " ON CONFLICT (user_id) DO UPDATE SET data = ?2", (user_id, json.dumps(data))))
+
+    # --- observation and control -----------------------------------------------------------------------
+    def stats(self) -> dict:
+        now = time.time()
+        rows = self._read(
+            "SELECT state = 1 AND due > ?, count(*), min(received_at) FROM events WHERE state < 2"
+            " GROUP BY 1", (now,))
+        done = self._read("SELECT count(*) FROM events WHERE state = 2")[0][0]
+        dead = self._read("SELECT count(*) FROM events WHERE state = 3")[0][0]
+        counts = {bool(in_flight): (count, oldest) for in_flight, count, oldest in rows}
+        pending, oldest = counts.get(False, (0, None))
+        return {"pending": pending, "in_flight": counts.get(True, (0, None))[0], "done": done,
+                "dead": dead,
+                "oldest_pending_s": round(max(0.0, now - oldest / 1000.0), 3) if oldest is not None else 0.0}
+
+    def put_status(self, name: str, status: dict) -> None:
+        self._transaction(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO statuses VALUES (?, ?, ?)", (name, json.dumps(status), time.time())))
+
+    def get_statuses(self) -> dict[str, dict]:
+        """Every published status document, each with "updated_at" (epoch s) added."""
+        return {name: {**json.loads(doc), "updated_at": updated_at}
+                for name, doc, updated_at in self._read("SELECT name, doc, updated_at FROM statuses")}
+
+    def set_control(self, name: str, value) -> None:
+        self._transaction(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO controls VALUES (?, ?)", (name, json.dumps(value))))
+
+    def get_control(self, name: str):
+        rows = self._read("SELECT value FROM controls WHERE name = ?", (name,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._requests.put(_STOP)
+        self._writer.join()
+        while not self._requests.empty():   # appends that raced with close
+            request = self._requests.get_nowait()
+            if request is not _STOP:
+                request.error = StoreUnavailable(f"store {self.path} is closed")
+                request.finished.set()
+        for follower in self._followers:
+            follower.close()
+        self._notifier.close()
+        with self._lock:
+            self._conn.close()
+        self._writer_conn.close()

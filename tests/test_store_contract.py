@@ -1,0 +1,527 @@
+"""The store contract, one suite for every implementation.
+
+SQLite always runs (real files in tmp_path); MongoDB runs when FRONTDESK_TEST_MONGODB_URI names
+a replica set (e.g. mongodb://127.0.0.1:27017/?replicaSet=rs0), otherwise its cases are skipped.
+Other processes are real child processes writing to the same store.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from store import JournalEntry, StoreError, StoreUnavailable, open_store
+from tests.helpers import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+MONGO_URI = os.environ.get("FRONTDESK_TEST_MONGODB_URI")
+
+
+def mongo_url(base: str, db: str) -> str:
+    """The test URI with its database path replaced by `db`."""
+    scheme, rest = base.split("://", 1)
+    hosts, _, tail = rest.partition("/")
+    query = tail.partition("?")[2]
+    return f"{scheme}://{hosts}/{db}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    if not MONGO_URI:
+        pytest.skip("FRONTDESK_TEST_MONGODB_URI is not set")
+    db = f"fdtest_{uuid.uuid4().hex[:12]}"
+    yield mongo_url(MONGO_URI, db)
+    import pymongo
+
+    pymongo.MongoClient(MONGO_URI).drop_database(db)
+
+
+@pytest.fixture
+def store(store_url):
+    opened = open_store(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def event(n: int, user: str = "U1", kind: str = "message", timestamp: int | None = None,
+          group: str | None = None) -> dict:
+    source = {"type": "group", "groupId": group, "userId": user} if group else {"type": "user", "userId": user}
+    body = {"type": kind, "mode": "active", "timestamp": 1_700_000_000_000 + n if timestamp is None else timestamp,
+            "webhookEventId": f"ev{n:05d}", "source": source,
+            "deliveryContext": {"isRedelivery": False}}
+    if kind == "message":
+        body["message"] = {"type": "text", "id": str(n), "text": f"hello {n}"}
+        body["replyToken"] = f"rt{n}"
+    return body
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def ids(documents) -> list[str]:
+    return [doc["o"]["_id"] for doc in documents]
+
+
+def drain_all(store, owner="d1", limit=100) -> list[str]:
+    """Claim and ack until nothing is deliverable; the ids in delivery order."""
+    seen = []
+    while batch := store.claim(owner, limit, 30):
+        seen += ids(batch)
+        store.ack(owner, ids(batch))
+    return seen
+
+
+CHILD_PRELUDE = f"""
+import sys, time, json
+sys.path.insert(0, {str(REPO)!r})
+from store import open_store
+"""
+
+
+def child(code: str, *args: str) -> subprocess.Popen:
+    """A real Python process running `code` (with open_store imported); argv[1:] = args."""
+    return subprocess.Popen([sys.executable, "-c", CHILD_PRELUDE + textwrap.dedent(code), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def children():
+    started: list[subprocess.Popen] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+            process.stdout.close()
+            process.stderr.close()
+
+
+# --- append --------------------------------------------------------------------------------------
+
+def test_append_returns_new_and_duplicates(store):
+    first = store.append("Udest", [event(1), event(2)], now_ms())
+    assert first.new == ["ev00001", "ev00002"] and first.duplicates == []
+    again = store.append("Udest", [event(2), event(3)], now_ms())
+    assert again.new == ["ev00003"] and again.duplicates == ["ev00002"]
+    assert store.stats()["pending"] == 3
+
+
+def test_append_empty_body_stores_nothing(store):
+    result = store.append("Udest", [], now_ms())
+    assert result.new == [] and result.duplicates == []
+    assert store.stats()["pending"] == 0
+
+
+def test_concurrent_duplicate_appends_store_once(store):
+    results = []
+
+    def send():
+        results.append(store.append("Udest", [event(n) for n in range(20)], now_ms()))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(sum((r.new for r in results), [])) == [f"ev{n:05d}" for n in range(20)]
+    assert sum(len(r.duplicates) for r in results) == 7 * 20
+    assert store.stats()["pending"] == 20
+
+
+def test_document_shape(store):
+    received = now_ms()
+    store.append("Udest", [event(7, user="Ux", group="Cg")], received)
+    (doc,) = store.claim("d1", 10, 30)
+    assert isinstance(doc["ts"], int) and doc["op"] == "i" and doc["ns"].endswith(".events")
+    assert doc["o"] == {"_id": "ev00007", "destination": "Udest", "event": event(7, user="Ux", group="Cg"),
+                        "key": "Cg", "received_at": received, "attempt": 1}
+
+
+def test_deadline_passed_is_unavailable_and_stores_nothing(store):
+    with pytest.raises(StoreUnavailable, match="deadline"):
+        store.append("Udest", [event(1)], now_ms(), deadline=time.monotonic() - 0.001)
+    assert store.claim("d1", 10, 30) == []
+    assert store.stats() == {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
+    # a deadline in the future is fine
+    assert store.append("Udest", [event(1)], now_ms(), deadline=time.monotonic() + 5).new == ["ev00001"]
+
+
+def test_follow_events_update_users_only_when_newer(store):
+    store.append("Udest", [event(1, user="Uf", kind="follow", timestamp=1_000_000)], now_ms())
+    user = store.user_get("Uf")
+    assert user["followed"] is True and user["followed_at"] == 1000.0
+    store.append("Udest", [event(2, user="Uf", kind="unfollow", timestamp=3_000_000)], now_ms())
+    # an older follow delivered late changes nothing
+    store.append("Udest", [event(3, user="Uf", kind="follow", timestamp=2_000_000)], now_ms())
+    user = store.user_get("Uf")
+    assert user["followed"] is False and user["unfollowed_at"] == 3000.0 and user["followed_at"] == 1000.0
+    assert store.user_get("Unobody") is None
+
+
+# --- claim, ack, per-key order ---------------------------------------------------------------------
+
+def test_claim_is_oldest_first_and_one_per_key(store):
+    store.append("Udest", [event(1, "A"), event(2, "A"), event(3, "B"), event(4, "C"), event(5, "B")], now_ms())
+    first = store.claim("d1", 10, 30)
+    assert ids(first) == ["ev00001", "ev00003", "ev00004"]
+    assert [doc["o"]["attempt"] for doc in first] == [1, 1, 1]
+    assert store.claim("d2", 10, 30) == []          # A and B have events in flight
+    store.ack("d1", ["ev00001", "ev00003"])
+    assert ids(store.claim("d2", 10, 30)) == ["ev00002", "ev00005"]
+    stats = store.stats()
+    assert (stats["pending"], stats["in_flight"], stats["done"]) == (0, 3, 2)
+
+
+def test_claim_respects_limit_and_ts_increases(store):
+    store.append("Udest", [event(n, f"U{n}") for n in range(10)], now_ms())
+    first, second = store.claim("d1", 4, 30), store.claim("d1", 100, 30)
+    assert len(first) == 4 and len(second) == 6
+    ts = [doc["ts"] for doc in first + second]
+    assert ts == sorted(ts) and len(set(ts)) == 10
+
+
+def test_ack_from_a_lost_lease_is_ignored(store):
+    store.append("Udest", [event(1)], now_ms())
+    store.claim("d1", 10, 30)
+    store.ack("intruder", ["ev00001"])
+    assert store.stats()["in_flight"] == 1
+    store.ack("d1", ["ev00001", "unknown-id"])
+    assert store.stats()["done"] == 1
+    assert store.nack("d1", "ev00001", "late", True, 5, 1, 10) == "lost"
+
+
+def test_per_key_order_holds_through_retries(store):
+    store.append("Udest", [event(n, "A" if n % 2 else "B") for n in range(1, 11)], now_ms())
+    delivered = []
+    while len(delivered) < 10:
+        batch = store.claim("d1", 10, 30)
+        assert batch, "nothing deliverable while events remain"
+        for doc in batch:
+            if doc["o"]["attempt"] == 1 and int(doc["o"]["_id"][2:]) % 3 == 0:
+                assert store.nack("d1", doc["o"]["_id"], "flaky", True, 5, 0.0, 0.0) == "pending"
+            else:
+                delivered.append((doc["o"]["key"], doc["o"]["_id"]))
+                store.ack("d1", [doc["o"]["_id"]])
+    for key in "AB":
+        of_key = [event_id for k, event_id in delivered if k == key]
+        assert of_key == sorted(of_key) and len(of_key) == 5
+
+
+# --- nack, dead letters ------------------------------------------------------------------------------
+
+def test_nack_backs_off_doubling(store):
+    store.append("Udest", [event(1)], now_ms())
+    store.claim("d1", 1, 30)
+    before = time.time()
+    assert store.nack("d1", "ev00001", "boom", True, 5, 10.0, 300.0) == "pending"
+    assert 9.0 <= store.next_wakeup() - before <= 11.0
+    assert store.claim("d1", 1, 30) == []            # not before the backoff
+    assert store.stats()["pending"] == 1
+
+
+def test_backoff_is_capped(store):
+    store.append("Udest", [event(1)], now_ms())
+    for attempt in range(1, 4):
+        (doc,) = wait_until(lambda: store.claim("d1", 1, 30), 5)
+        assert doc["o"]["attempt"] == attempt
+        assert store.nack("d1", "ev00001", "boom", True, 10, 0.01, 0.05) == "pending"
+    assert store.next_wakeup() - time.time() <= 0.06
+
+
+def test_dead_letter_after_max_attempts_then_retry_and_drop(store):
+    store.append("Udest", [event(1, "A"), event(2, "A"), event(3, "B")], now_ms())
+    for attempt in (1, 2):
+        docs = wait_until(lambda: [d for d in store.claim("d1", 10, 30) if d["o"]["key"] == "A"], 5)
+        assert docs[0]["o"]["attempt"] == attempt
+        state = store.nack("d1", "ev00001", f"error {attempt}", True, 2, 0.0, 0.0)
+    assert state == "dead"
+    (dead,) = store.dead_letters()
+    assert dead["id"] == "ev00001" and dead["attempts"] == 2 and dead["error"] == "error 2"
+    assert dead["key"] == "A" and dead["event"] == event(1, "A") and dead["dead_at"] <= time.time()
+    assert store.stats()["dead"] == 1
+    # the dead letter does not block its key
+    assert "ev00002" in ids(store.claim("d1", 10, 30))
+    store.ack("d1", ["ev00002", "ev00003"])
+    # re-queue: delivered again with a fresh attempt count, at the end of the queue
+    assert store.retry_dead() == 1
+    (doc,) = store.claim("d1", 10, 30)
+    assert doc["o"]["_id"] == "ev00001" and doc["o"]["attempt"] == 1 and store.dead_letters() == []
+    assert store.nack("d1", "ev00001", "fatal", False, 5, 0.0, 0.0) == "dead"   # retry False: at once
+    assert store.retry_dead(["other-id"]) == 0
+    assert store.drop_dead(["ev00001"]) == 1
+    assert store.dead_letters() == [] and store.stats()["dead"] == 0
+
+
+def test_release_does_not_count_an_attempt(store):
+    store.append("Udest", [event(1)], now_ms())
+    store.claim("d1", 1, 30)
+    store.release("d1", ["ev00001"])
+    (doc,) = store.claim("d2", 1, 30)
+    assert doc["o"]["attempt"] == 1
+
+
+# --- leases and recovery ---------------------------------------------------------------------------------
+
+def test_expired_lease_is_claimable_again_and_counted(store):
+    store.append("Udest", [event(1)], now_ms())
+    store.claim("d1", 1, 0.2)
+    assert store.claim("d2", 1, 30) == []
+    assert store.next_wakeup() <= time.time() + 0.2
+    (doc,) = wait_until(lambda: store.claim("d2", 1, 30), 5)
+    assert doc["o"]["attempt"] == 2
+    store.ack("d1", ["ev00001"])                    # the old owner lost its lease
+    assert store.stats()["in_flight"] == 1
+
+
+def test_extend_leases_keeps_events(store):
+    store.append("Udest", [event(1)], now_ms())
+    store.claim("d1", 1, 1.0)
+    store.extend_leases("d1", ["ev00001"], 60)
+    assert store.next_wakeup() is None or store.next_wakeup() > time.time() + 30
+    assert store.claim("d2", 1, 30) == []
+
+
+def test_restart_finds_everything_not_done(store_url):
+    first = open_store(store_url)
+    first.append("Udest", [event(n, f"U{n}") for n in range(6)], now_ms())
+    first.claim("d1", 2, 0.3)                 # leased, then the process "dies"
+    first.ack("d1", [])
+    claimed = first.claim("d1", 1, 30)
+    first.ack("d1", ids(claimed))
+    first.close()
+    second = open_store(store_url)
+    try:
+        assert len(second.claim("d2", 100, 30)) == 3   # pending ones at once
+        expired = wait_until(lambda: second.claim("d2", 100, 30), 5)
+        assert len(expired) == 2 and {d["o"]["attempt"] for d in expired} == {2}
+        assert second.stats()["done"] == 1
+    finally:
+        second.close()
+
+
+def test_kill_9_of_a_lease_holder_loses_nothing(store, children):
+    store.append("Udest", [event(n, f"U{n}") for n in range(5)], now_ms())
+    holder = child("""
+        store = open_store(sys.argv[1])
+        print(json.dumps([d["o"]["_id"] for d in store.claim("victim", 100, 0.5)]), flush=True)
+        time.sleep(60)
+        """, store.url)
+    children.append(holder)
+    held = json.loads(holder.stdout.readline() or "null")
+    assert held and len(held) == 5, holder.stderr.read() if holder.poll() is not None else held
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(5)
+    recovered = []
+    wait_until(lambda: recovered.extend(ids(store.claim("survivor", 100, 30))) or len(recovered) == 5, 5)
+    assert sorted(recovered) == sorted(held)
+
+
+def test_concurrent_appenders_from_several_processes(store, children):
+    writer = """
+        store = open_store(sys.argv[1])
+        base = int(sys.argv[2])
+        for batch in range(10):
+            events = [{"type": "message", "timestamp": 1, "webhookEventId": f"p{(base + batch * 10 + i) % 250}",
+                       "source": {"type": "user", "userId": f"U{i % 5}"}} for i in range(10)]
+            store.append("Udest", events, 1)
+        store.close()
+        print("ok", flush=True)
+        """
+    for process_no in range(4):
+        children.append(child(writer, store.url, str(process_no * 50)))
+    for process in children:
+        assert process.wait(60) == 0, process.stderr.read()
+    # ids overlap between processes: 4 x 100 appended, 250 distinct values possible
+    expected = {f"p{(p * 50 + b * 10 + i) % 250}" for p in range(4) for b in range(10) for i in range(10)}
+    delivered = drain_all(store)
+    assert sorted(delivered) == sorted(expected)
+    assert store.stats()["pending"] == 0 and store.stats()["done"] == len(expected)
+
+
+# --- change feed ------------------------------------------------------------------------------------
+
+def test_change_feed_wakes_on_append_by_another_process(store, children):
+    feed = store.change_feed()
+    selector = selectors.DefaultSelector()
+    selector.register(feed.fileno(), selectors.EVENT_READ)
+    try:
+        feed.drain()
+        assert selector.select(timeout=0.05) == []          # quiet while nothing happens
+        appender = child("""
+            store = open_store(sys.argv[1])
+            store.append("Udest", [{"type": "message", "timestamp": 1, "webhookEventId": "x1",
+                                    "source": {"type": "user", "userId": "U1"}}], 1)
+            store.close()
+            """, store.url)
+        children.append(appender)
+        assert selector.select(timeout=10), "no wake-up after another process appended"
+        assert ids(store.claim("d1", 10, 30)) == ["x1"]
+        feed.drain()
+        assert appender.wait(10) == 0, appender.stderr.read()
+        assert selector.select(timeout=0.05) == []          # drained
+    finally:
+        selector.close()
+        feed.close()
+
+
+def test_change_feed_wakes_on_release_and_on_ack_of_a_key_head(store):
+    store.append("Udest", [event(1, "A"), event(2, "A")], now_ms())
+    store.claim("d1", 10, 30)
+    feed = store.change_feed()
+    selector = selectors.DefaultSelector()
+    selector.register(feed.fileno(), selectors.EVENT_READ)
+    try:
+        store.release("d1", ["ev00001"])
+        assert selector.select(timeout=10)
+        feed.drain()
+        store.claim("d1", 10, 30)
+        store.ack("d1", ["ev00001"])                        # ev00002 becomes deliverable
+        assert selector.select(timeout=10)
+    finally:
+        selector.close()
+        feed.close()
+
+
+def test_change_feed_outlives_a_dead_follower(store, children):
+    follower = child("""
+        store = open_store(sys.argv[1])
+        feed = store.change_feed()
+        print("ready", flush=True)
+        time.sleep(60)
+        """, store.url)
+    children.append(follower)
+    assert follower.stdout.readline().strip() == "ready"
+    os.kill(follower.pid, signal.SIGKILL)
+    follower.wait(5)
+    feed = store.change_feed()
+    selector = selectors.DefaultSelector()
+    selector.register(feed.fileno(), selectors.EVENT_READ)
+    try:
+        store.append("Udest", [event(1)], now_ms())
+        assert selector.select(timeout=10)
+    finally:
+        selector.close()
+        feed.close()
+
+
+# --- retention ------------------------------------------------------------------------------------------
+
+def test_purge_done_removes_only_old_done_events(store):
+    store.append("Udest", [event(1, "A"), event(2, "B"), event(3, "C")], now_ms())
+    store.claim("d1", 10, 30)
+    store.ack("d1", ["ev00001"])
+    store.nack("d1", "ev00002", "bad", False, 5, 0, 0)
+    store.journal_put(JournalEntry("ev00001", 1, "fp", "done", {"path": "/x"}, {"ok": True}))
+    assert store.purge_done(3600) == 0
+    assert store.purge_done(0) == 1
+    stats = store.stats()
+    assert (stats["done"], stats["dead"], stats["in_flight"]) == (0, 1, 1)
+    assert store.journal_get("ev00001", 1) is None
+    assert store.append("Udest", [event(1, "A")], now_ms()).new == ["ev00001"]  # dedupe window ends
+
+
+# --- journal, users, status, control -----------------------------------------------------------------------
+
+def test_call_journal(store):
+    assert store.journal_get("ev1", 1) is None
+    entry = JournalEntry("ev1", 1, "fp1", "started", {"endpoint": "push", "retry_key": "k"}, None, 100.0)
+    store.journal_put(entry)
+    store.journal_put(JournalEntry("ev1", 2, "fp2", "done", {"endpoint": "reply"}, {"sentMessages": []}, 101.0))
+    assert store.journal_get("ev1", 1) == entry
+    assert [(e.event_id, e.call_no) for e in store.journal_unfinished()] == [("ev1", 1)]
+    store.journal_put(JournalEntry("ev1", 1, "fp1", "failed", {"endpoint": "push"}, {"status": 400}, 102.0))
+    assert store.journal_get("ev1", 1).state == "failed" and store.journal_unfinished() == []
+
+
+def test_user_profile_and_data(store):
+    store.user_put_profile("U1", {"displayName": "Ann", "language": "ja"}, 1234.5)
+    store.user_set_data("U1", {"step": 2})
+    user = store.user_get("U1")
+    assert user == {"user_id": "U1", "profile": {"displayName": "Ann", "language": "ja"},
+                    "profile_fetched_at": 1234.5, "followed": None, "followed_at": None,
+                    "unfollowed_at": None, "data": {"step": 2}}
+    store.user_set_data("U1", {})
+    assert store.user_get("U1")["data"] == {} and store.user_get("U1")["profile"]["displayName"] == "Ann"
+
+
+def test_stats_oldest_pending(store):
+    store.append("Udest", [event(1)], now_ms() - 5000)
+    assert 4.5 <= store.stats()["oldest_pending_s"] <= 60
+
+
+def test_statuses_and_controls(store):
+    store.put_status("dispatcher-host-1", {"handlers": [{"pid": 1, "state": "ready"}]})
+    store.put_status("dispatcher-host-1", {"handlers": [{"pid": 2, "state": "busy"}]})
+    statuses = store.get_statuses()
+    assert list(statuses) == ["dispatcher-host-1"]
+    assert statuses["dispatcher-host-1"]["handlers"] == [{"pid": 2, "state": "busy"}]
+    assert statuses["dispatcher-host-1"]["updated_at"] <= time.time()
+    assert store.get_control("handlers") is None
+    store.set_control("handlers", 4)
+    assert store.get_control("handlers") == 4
+
+
+def test_health_and_closed_store(store_url):
+    opened = open_store(store_url)
+    opened.health()
+    opened.close()
+    with pytest.raises(StoreUnavailable):
+        opened.append("Udest", [event(1)], now_ms())
+    with pytest.raises(StoreUnavailable):
+        opened.health()
+
+
+# --- SQLite specifics: opening ---------------------------------------------------------------------------
+
+def test_sqlite_corrupt_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StoreError, match=f"{path}.*not a database"):
+        open_store(f"sqlite:///{path}")
+
+
+def test_sqlite_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(f"sqlite:///{tmp_path}/nowhere/x.db")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_sqlite_unwritable_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "ro.db"
+    open_store(f"sqlite:///{path}").close()
+    path.chmod(0o444)
+    with pytest.raises(StoreError, match="not readable and writable"):
+        open_store(f"sqlite:///{path}")
+
+
+def test_sqlite_newer_schema_is_refused(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "new.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreError, match="schema version 99"):
+        open_store(f"sqlite:///{path}")
+
+
+def test_unknown_url_scheme():
+    with pytest.raises(StoreError, match="not supported"):
+        open_store("postgres://x")
