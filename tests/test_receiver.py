@@ -1,0 +1,346 @@
+"""The receiver as LINE sees it: a real `frontdesk receiver` process, real HTTP, a real SQLite file."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from store import open_store
+from tests.helpers import free_port, sign, wait_until
+
+SECRET = "test-channel-secret-0123456789"
+MAX_BODY = 4096
+
+
+def make_event(event_id: str | None = None, user: str | None = None, text: str = "hello") -> dict:
+    return {
+        "type": "message", "mode": "active", "timestamp": 1_700_000_000_000,
+        "webhookEventId": event_id or uuid.uuid4().hex,
+        "deliveryContext": {"isRedelivery": False},
+        "source": {"type": "user", "userId": user or "U" + uuid.uuid4().hex},
+        "replyToken": uuid.uuid4().hex,
+        "message": {"type": "text", "id": "1", "text": text},
+    }
+
+
+def make_body(*events: dict) -> bytes:
+    return json.dumps({"destination": "Ubot", "events": list(events)}).encode()
+
+
+class Receiver:
+    """One `frontdesk receiver` subprocess; its log goes to a file the tests can read."""
+
+    def __init__(self, tmp_path, extra_env: dict | None = None, preexec_fn=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.store_url = f"sqlite:///{tmp_path}/frontdesk.db"
+        self.log_path = tmp_path / "receiver.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
+        env.update({"LINE_CHANNEL_SECRET": SECRET, "FRONTDESK_STORE": self.store_url,
+                    "FRONTDESK_LISTEN": f"127.0.0.1:{self.port}",
+                    "FRONTDESK_MAX_BODY_BYTES": str(MAX_BODY)})
+        env.update(extra_env or {})
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "receiver"],
+                                         env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=preexec_fn)
+
+    def wait_ready(self) -> None:
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"receiver exited with {self.proc.returncode}: {self.log()}")
+            try:
+                return requests.get(self.url + "/healthz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+        wait_until(ready, timeout=15, message="receiver answers /healthz")
+
+    def post(self, body: bytes, signature: str | None = "sign", path: str = "/callback", **kw):
+        headers = kw.pop("headers", {})
+        if signature == "sign":
+            signature = sign(body, SECRET)
+        if signature is not None:
+            headers["x-line-signature"] = signature
+        return requests.post(self.url + path, data=body, headers=headers, timeout=5, **kw)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory):
+    running = Receiver(tmp_path_factory.mktemp("receiver"))
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def store(receiver):
+    """The receiver's store, opened from the test process the way a dispatcher opens it."""
+    opened = open_store(receiver.store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def stored_total(store) -> int:
+    stats = store.stats()
+    return stats["pending"] + stats["in_flight"] + stats["done"] + stats["dead"]
+
+
+def claim_all(store) -> dict[str, dict]:
+    """Every deliverable event by id (the tests give each event its own user, so its own key)."""
+    return {doc["o"]["_id"]: doc for doc in store.claim("test", 10_000, 60.0)}
+
+
+def test_valid_signed_body_is_stored_then_answered_200(receiver, store):
+    events = [make_event(), make_event()]
+    before = stored_total(store)
+    response = receiver.post(make_body(*events))
+    assert response.status_code == 200
+    assert stored_total(store) == before + 2
+    claimed = claim_all(store)
+    for event in events:
+        document = claimed[event["webhookEventId"]]["o"]
+        assert document["event"] == event
+        assert document["destination"] == "Ubot"
+        assert document["key"] == event["source"]["userId"]
+
+
+def _body_over_limit() -> bytes:
+    event = make_event(text="x" * MAX_BODY)
+    return make_body(event)
+
+
+# name -> (how to send it, expected status, a word the error must contain)
+REJECTIONS = {
+    "wrong signature": (lambda r, b: r.post(b, signature=sign(b, "another-secret")), 401, "signature"),
+    "missing signature": (lambda r, b: r.post(b, signature=None), 401, "signature"),
+    "signature over different bytes": (
+        lambda r, b: r.post(b, signature=sign(b.replace(b"hello", b"hellO"), SECRET)), 401, "signature"),
+    "empty signature": (lambda r, b: r.post(b, signature=""), 401, "signature"),
+    "malformed JSON": (lambda r, b: r.post(b[:-1]), 400, "JSON"),
+    "JSON not an object": (lambda r, b: r.post(b"[" + b + b"]"), 400, "object"),
+    "events not a list": (
+        lambda r, b: r.post(json.dumps({"destination": "U", "events": {"a": 1}}).encode()), 400, "events"),
+    "event without webhookEventId": (
+        lambda r, b: r.post(make_body({k: v for k, v in make_event().items() if k != "webhookEventId"})),
+        400, "webhookEventId"),
+    "body over the limit": (lambda r, b: r.post(_body_over_limit()), 413, "limit"),
+    "wrong method": (lambda r, b: requests.get(r.url + "/callback", timeout=5), 405, ""),
+    "wrong path": (lambda r, b: r.post(b, path="/webhook"), 404, ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REJECTIONS))
+def test_rejected_request_gets_its_status_and_stores_nothing(receiver, store, case):
+    send, status, word = REJECTIONS[case]
+    before = stored_total(store)
+    response = send(receiver, make_body(make_event()))
+    assert response.status_code == status, response.text
+    if word:
+        assert word in response.json()["description"]
+    assert stored_total(store) == before
+
+
+def test_chunked_body_over_the_limit_gets_413(receiver, store):
+    body = _body_over_limit()
+    before = stored_total(store)
+    # A generator body makes requests send Transfer-Encoding: chunked (no Content-Length).
+    response = requests.post(receiver.url + "/callback", data=iter([body[:1000], body[1000:]]),
+                             headers={"x-line-signature": sign(body, SECRET)}, timeout=5)
+    assert response.status_code == 413
+    assert stored_total(store) == before
+
+
+def test_huge_content_length_is_refused_before_the_body_is_sent(receiver):
+    """The server answers from the header alone: the client never sends its 40 MB."""
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=5)
+    try:
+        conn.putrequest("POST", "/callback")
+        conn.putheader("Content-Length", str(10_000 * MAX_BODY))
+        conn.putheader("x-line-signature", "irrelevant")
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+    finally:
+        conn.close()
+
+
+def test_empty_events_is_a_connectivity_check(receiver, store):
+    before = stored_total(store)
+    response = receiver.post(json.dumps({"destination": "Ubot", "events": []}).encode())
+    assert response.status_code == 200
+    assert stored_total(store) == before
+
+
+def test_redelivery_is_acknowledged_and_stored_once(receiver, store):
+    event = make_event()
+    before = stored_total(store)
+    assert receiver.post(make_body(event)).status_code == 200
+    redelivered = dict(event, deliveryContext={"isRedelivery": True})
+    assert receiver.post(make_body(redelivered)).status_code == 200
+    assert receiver.post(make_body(event)).status_code == 200
+    assert stored_total(store) == before + 1
+    assert claim_all(store)[event["webhookEventId"]]["o"]["event"] == event
+    wait_until(lambda: "new=0 dup=1" in receiver.log(), timeout=5, message="duplicate logged")
+
+
+def test_100_concurrent_clients_each_event_stored_exactly_once(receiver, store):
+    events = [make_event() for _ in range(100)]
+    before = stored_total(store)
+
+    def deliver(event):
+        with requests.Session() as session:
+            body = make_body(event)
+            return session.post(receiver.url + "/callback", data=body, timeout=10,
+                                headers={"x-line-signature": sign(body, SECRET)}).status_code
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        statuses = list(pool.map(deliver, events))
+    assert statuses == [200] * 100
+    assert stored_total(store) == before + 100
+    claimed = claim_all(store)
+    assert {e["webhookEventId"] for e in events} <= set(claimed)
+
+
+def test_healthz_answers_200_when_the_store_is_writable(receiver):
+    response = requests.get(receiver.url + "/healthz", timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def _metric(text: str, name: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(values) == 1, f"{name} missing from /metrics"
+    return values[0]
+
+
+def test_metrics_count_requests_events_duplicates_and_latency(receiver):
+    before = requests.get(receiver.url + "/metrics", timeout=5).text
+    event = make_event()
+    assert receiver.post(make_body(event)).status_code == 200
+    assert receiver.post(make_body(event)).status_code == 200
+    assert receiver.post(b"{}", signature="bad").status_code == 401
+    response = requests.get(receiver.url + "/metrics", timeout=5)
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    after = response.text
+    for name, delta in [('frontdesk_receiver_requests_total{route="/callback",status="200"}', 2),
+                        ('frontdesk_receiver_requests_total{route="/callback",status="401"}', 1),
+                        ("frontdesk_receiver_events_stored_total", 1),
+                        ("frontdesk_receiver_events_duplicate_total", 1),
+                        ("frontdesk_receiver_ack_seconds_count", 3),
+                        ("frontdesk_receiver_store_append_seconds_count", 2)]:
+        old = _metric(before, name) if name + " " in before else 0.0
+        assert _metric(after, name) - old == delta, name
+    assert 'frontdesk_receiver_ack_seconds_bucket{le="+Inf"}' in after
+    assert _metric(after, "frontdesk_receiver_server_queue_depth") >= 0
+
+
+def test_metrics_queue_gauges_follow_the_store_within_a_second(receiver, store):
+    assert receiver.post(make_body(make_event())).status_code == 200
+    expected = store.stats()  # nobody acks here, so these only grow
+
+    def caught_up():
+        text = requests.get(receiver.url + "/metrics", timeout=5).text
+        return (_metric(text, "frontdesk_store_pending_events") + _metric(text, "frontdesk_store_in_flight_events")
+                >= expected["pending"] + expected["in_flight"] >= 1)
+    wait_until(caught_up, timeout=5, message="store gauges refreshed")
+
+
+def test_log_has_one_line_per_request_and_no_body_or_secret(receiver):
+    event = make_event(text="a very private message")
+    assert receiver.post(make_body(event)).status_code == 200
+    wait_until(lambda: "status=200 events=1 new=1 dup=0 ms=" in receiver.log(), timeout=5)
+    log = receiver.log()
+    assert "a very private message" not in log
+    assert SECRET not in log
+
+
+def _limit_file_size():
+    """Runs in the receiver child: a 200 KiB file size limit, so the disk is 'full' soon."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200 * 1024, 200 * 1024))
+
+
+def test_store_that_cannot_write_gets_503_and_stores_nothing(tmp_path):
+    """A real write failure: the kernel refuses to grow the database files (as a full disk does)."""
+    running = Receiver(tmp_path, preexec_fn=_limit_file_size)
+    try:
+        running.wait_ready()
+        answered = []
+        for _ in range(400):  # each stored event adds a few KiB to the WAL; 200 KiB runs out soon
+            event = make_event(text="y" * 1000)
+            status = running.post(make_body(event)).status_code
+            answered.append((event, status))
+            if status != 200:
+                break
+        refused_event, refused_status = answered[-1]
+        assert refused_status == 503
+        assert "status=503" in running.log() and "store unavailable" in running.log()
+        health = requests.get(running.url + "/healthz", timeout=5)
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        assert running.stop() == 0
+    finally:
+        running.stop()
+    store = open_store(running.store_url)
+    try:
+        stored = set(claim_all(store))
+    finally:
+        store.close()
+    assert stored == {event["webhookEventId"] for event, status in answered if status == 200}
+    assert refused_event["webhookEventId"] not in stored
+
+
+def test_store_path_that_is_a_directory_stops_the_receiver_with_a_clear_error(tmp_path):
+    (tmp_path / "frontdesk.db").mkdir()
+    running = Receiver(tmp_path)
+    try:
+        assert running.proc.wait(timeout=15) == 1
+    finally:
+        running.stop()
+    assert "is a directory" in running.log()
+    assert "Traceback" not in running.log()
+
+
+def test_missing_channel_secret_is_a_configuration_error(tmp_path):
+    running = Receiver(tmp_path, extra_env={"LINE_CHANNEL_SECRET": ""})
+    try:
+        assert running.proc.wait(timeout=15) == 2
+    finally:
+        running.stop()
+    assert "LINE_CHANNEL_SECRET" in running.log()
+
+
+def test_sigterm_stops_the_receiver_cleanly(tmp_path):
+    running = Receiver(tmp_path)
+    try:
+        running.wait_ready()
+        assert running.post(make_body(make_event())).status_code == 200
+        assert running.stop() == 0
+    finally:
+        running.stop()
+    assert "event=stopped" in running.log()
+    assert "Traceback" not in running.log()
