@@ -79,6 +79,11 @@ _FOLLOW_SQL = {
         WHERE ?2 > coalesce(followed_at, 0) AND ?2 > coalesce(unfollowed_at, 0)""",
 }
 
+# A new event heads its key when the key has no pending or leased event yet.
+_INSERT_EVENT = """INSERT INTO events (id, key, destination, event, received_at, state, head, due)
+    SELECT ?1, ?2, ?3, ?4, ?5, 0, NOT EXISTS (SELECT 1 FROM events WHERE key = ?2 AND state < 2), 0
+    WHERE true ON CONFLICT (id) DO NOTHING"""
+
 _PROMOTE_HEAD = """UPDATE events SET head = 1
     WHERE seq = (SELECT min(seq) FROM events WHERE key = ? AND state < 2)"""
 
@@ -278,22 +283,13 @@ class SQLiteStore(Store):
         """One transaction for every request in `live`; returns whether anything new was stored."""
         conn = self._writer_conn
         conn.execute("BEGIN IMMEDIATE")
-        active_keys: set[str] = set()   # keys known to have a pending/leased event already
         stored = False
         for request in live:
             result = AppendResult()
             for event_id, key, text, received_at, follow in request.rows:
-                if key not in active_keys and conn.execute(
-                        "SELECT 1 FROM events WHERE key = ? AND state < 2 LIMIT 1", (key,)).fetchone():
-                    active_keys.add(key)
-                cursor = conn.execute(
-                    "INSERT INTO events (id, key, destination, event, received_at, state, head, due)"
-                    " VALUES (?, ?, ?, ?, ?, 0, ?, 0) ON CONFLICT (id) DO NOTHING",
-                    (event_id, key, request.destination, text, received_at,
-                     0 if key in active_keys else 1))
+                cursor = conn.execute(_INSERT_EVENT, (event_id, key, request.destination, text, received_at))
                 if cursor.rowcount == 1:
                     result.new.append(event_id)
-                    active_keys.add(key)
                     if follow is not None:
                         kind, user_id, at = follow
                         conn.execute(_FOLLOW_SQL[kind], (user_id, at))
