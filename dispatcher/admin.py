@@ -1,0 +1,206 @@
+"""Operator commands that talk to the store: status, scale, dead-letters, config.
+
+Each is `main_X(settings, args)` wired by dispatcher/cli.py. They open the store, do one thing,
+print it (a small table, or JSON with --json) and exit: 0 done, 1 the store failed, 2 bad usage.
+Errors are one line naming the problem; secrets (credentials in a store URL) are never shown.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+from protocol import config
+from store import StoreError, open_store
+
+EMPTY_STATS = {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
+
+
+class _Failed(Exception):
+    """Already reported to the user; carries the exit status."""
+
+    def __init__(self, status: int):
+        self.status = status
+
+
+def public_url(url: str) -> str:
+    """The store URL with any password replaced, fit for output."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _fail(command: str, message: str, status: int = 1):
+    print(f"frontdesk {command}: {message}", file=sys.stderr)
+    raise _Failed(status)
+
+
+@contextmanager
+def _store(command: str, url: str):
+    try:
+        store = open_store(url)
+    except StoreError as exc:
+        _fail(command, f"cannot open store {public_url(url)}: {exc}")
+    try:
+        yield store
+    except StoreError as exc:
+        _fail(command, f"store {public_url(url)}: {exc}")
+    finally:
+        store.close()
+
+
+def _reported(function):
+    """Turn an already-reported failure into its exit status."""
+    def run(settings, args):
+        try:
+            return function(settings, args)
+        except _Failed as failed:
+            return failed.status
+    run.__doc__, run.__name__ = function.__doc__, function.__name__
+    return run
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    """A SQLite store not created yet (in a folder that exists): status shows zeros, creates nothing."""
+    if not url.startswith("sqlite:///"):
+        return False
+    from store.sqlite import path_from_url
+
+    try:
+        path = path_from_url(url)
+    except StoreError:
+        return False
+    return not os.path.exists(path) and os.path.isdir(os.path.dirname(os.path.abspath(path)))
+
+
+# --- status ------------------------------------------------------------------------------------
+
+def _summarise(doc: dict) -> str:
+    """One line for a process's status document: its scalars, and handler states counted."""
+    parts = []
+    for key, value in doc.items():
+        if key == "updated_at":
+            continue
+        if key == "handlers" and isinstance(value, list):
+            states: dict[str, int] = {}
+            for handler in value:
+                state = handler.get("state", "?") if isinstance(handler, dict) else "?"
+                states[state] = states.get(state, 0) + 1
+            parts.append(f"handlers={len(value)}"
+                         + (" (" + ", ".join(f"{s} {n}" for s, n in sorted(states.items())) + ")" if states else ""))
+        elif isinstance(value, (str, int, float, bool)) or value is None:
+            parts.append(f"{key}={value}")
+        else:
+            text = json.dumps(value, separators=(",", ":"), default=str)
+            parts.append(f"{key}={text if len(text) <= 60 else text[:57] + '...'}")
+    return " ".join(parts)
+
+
+def print_status_table(report: dict) -> None:
+    events = report["events"]
+    print(f"store      {report['store']}")
+    print("events     pending  in_flight  done      dead      oldest_pending_s")
+    print(f"           {events['pending']:<8} {events['in_flight']:<10} {events['done']:<9} "
+          f"{events['dead']:<9} {events['oldest_pending_s']:.1f}")
+    processes = report["processes"]
+    if not processes:
+        print("processes  none published a status")
+        return
+    now = time.time()
+    width = max(len(name) for name in processes)
+    print(f"processes  {'name':<{width}}  age_s  status")
+    for name, doc in sorted(processes.items()):
+        age = now - doc.get("updated_at", now)
+        print(f"           {name:<{width}}  {age:>5.0f}  {_summarise(doc)}")
+
+
+@_reported
+def main_status(settings, args) -> int:
+    """Queue depth, in flight, dead letters, and every process's published status."""
+    report = {"store": public_url(settings.store), "events": dict(EMPTY_STATS), "processes": {}}
+    if not _sqlite_file_missing(settings.store):
+        with _store("status", settings.store) as store:
+            report["events"] = store.stats()
+            report["processes"] = store.get_statuses()
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True, default=str))
+    else:
+        print_status_table(report)
+    return 0
+
+
+# --- scale -------------------------------------------------------------------------------------
+
+@_reported
+def main_scale(settings, args) -> int:
+    """Ask running dispatchers for a number of handler processes (they read it from the store)."""
+    if args.count < 0:
+        _fail("scale", f"count must be 0 or more, got {args.count}", 2)
+    with _store("scale", settings.store) as store:
+        store.set_control("handlers", args.count)
+    print(f"handlers: {args.count} requested; running dispatchers pick it up within a few seconds")
+    return 0
+
+
+# --- dead letters ----------------------------------------------------------------------------------
+
+def _print_dead_table(letters: list[dict]) -> None:
+    if not letters:
+        print("no dead letters")
+        return
+    print(f"{'id':<34} {'key':<34} {'attempts':>8}  {'dead_at':<19}  error")
+    for letter in letters:
+        dead_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter["dead_at"] or 0))
+        error = (letter["error"] or "").replace("\n", " ")
+        print(f"{letter['id']:<34} {letter['key']:<34} {letter['attempts']:>8}  {dead_at}  "
+              f"{error if len(error) <= 80 else error[:77] + '...'}")
+
+
+@_reported
+def main_dead_letters(settings, args) -> int:
+    """list | retry | drop dead letters (retry and drop need ids or --all)."""
+    if args.action == "list":
+        if args.ids or args.all:
+            _fail("dead-letters", "list takes no ids and no --all (use --limit)", 2)
+        with _store("dead-letters", settings.store) as store:
+            letters = store.dead_letters(args.limit)
+        if args.json:
+            print(json.dumps(letters, indent=2, ensure_ascii=False))
+        else:
+            _print_dead_table(letters)
+        return 0
+    if bool(args.ids) == bool(args.all):
+        _fail("dead-letters", f"{args.action} needs event ids or --all (not both)", 2)
+    with _store("dead-letters", settings.store) as store:
+        operation = store.retry_dead if args.action == "retry" else store.drop_dead
+        count = operation(None if args.all else list(args.ids))
+    verb = "re-queued" if args.action == "retry" else "dropped"
+    if args.json:
+        print(json.dumps({verb: count}))
+    else:
+        missing = "" if args.all or count == len(args.ids) else \
+            f" ({len(args.ids) - count} of the given ids are not dead letters)"
+        print(f"{verb} {count} dead letter(s){missing}")
+    return 0
+
+
+# --- config ------------------------------------------------------------------------------------------
+
+@_reported
+def main_config(settings, args) -> int:
+    """The resolved configuration, one knob a line with where its value came from (secrets masked)."""
+    if args.markdown:
+        print(config.markdown_table())
+        return 0
+    values = settings.public()
+    values["store"] = public_url(values["store"])
+    width = max(len(name) for name in values)
+    for name, value in values.items():
+        print(f"{name:<{width}}  {value}  ({settings.source(name)})")
+    return 0

@@ -1,0 +1,127 @@
+"""`frontdesk status | scale | dead-letters | config`, run as real commands against real store files."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from store import open_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def frontdesk(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "dispatcher.cli", *args], cwd=REPO, env=environ,
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path}/fd.db"
+
+
+def event(n: int, user: str) -> dict:
+    return {"type": "message", "timestamp": 1_700_000_000_000 + n, "webhookEventId": f"ev{n}",
+            "source": {"type": "user", "userId": user}, "message": {"type": "text", "id": str(n), "text": "x"}}
+
+
+def test_status_on_a_fresh_path_is_zeros_and_creates_nothing(tmp_path, url):
+    result = frontdesk("status", "--json", "--store", url)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["events"] == {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
+    assert report["processes"] == {}
+    assert list(tmp_path.iterdir()) == []
+    table = frontdesk("status", "--store", url)
+    assert table.returncode == 0 and "pending" in table.stdout and "none published" in table.stdout
+
+
+def test_status_reports_queue_and_processes(url):
+    store = open_store(url)
+    try:
+        store.append("Udest", [event(1, "A"), event(2, "A"), event(3, "B"), event(4, "C")],
+                     int(time.time() * 1000))
+        store.claim("d1", 10, 60)
+        store.ack("d1", ["ev1"])
+        store.nack("d1", "ev3", "handler crashed", False, 5, 1, 10)
+        store.put_status("dispatcher-h1", {"pid": 123, "handlers": [{"state": "ready"}, {"state": "busy"}]})
+    finally:
+        store.close()
+    report = json.loads(frontdesk("status", "--json", "--store", url).stdout)
+    assert {k: report["events"][k] for k in ("pending", "in_flight", "done", "dead")} == \
+        {"pending": 1, "in_flight": 1, "done": 1, "dead": 1}
+    assert report["processes"]["dispatcher-h1"]["pid"] == 123
+    table = frontdesk("status", "--store", url).stdout
+    assert "dispatcher-h1" in table and "handlers=2 (busy 1, ready 1)" in table
+
+
+@pytest.mark.parametrize("bad_url, message", [
+    ("postgres://db", "not supported"),
+    ("sqlite:////nonexistent-folder-xyz/fd.db", "does not exist"),
+])
+def test_status_with_a_bad_store_url_is_one_clear_line(bad_url, message):
+    result = frontdesk("status", "--store", bad_url)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_on_a_corrupt_file(tmp_path):
+    (tmp_path / "junk.db").write_text("not a database " * 200)
+    result = frontdesk("status", "--store", f"sqlite:///{tmp_path}/junk.db")
+    assert result.returncode == 1 and "not a database" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_hides_store_password():
+    result = frontdesk("status", "--store", "mongodb://bot:s3cret@127.0.0.1:1/db?serverSelectionTimeoutMS=200")
+    assert result.returncode == 1 and "s3cret" not in result.stderr + result.stdout
+
+
+def test_scale_sets_the_control(url):
+    assert frontdesk("scale", "3", "--store", url).returncode == 0
+    store = open_store(url)
+    try:
+        assert store.get_control("handlers") == 3
+    finally:
+        store.close()
+    assert frontdesk("scale", "--", "-1", "--store", url).returncode == 2
+
+
+def test_dead_letters_list_retry_drop(url):
+    store = open_store(url)
+    try:
+        store.append("Udest", [event(n, f"U{n}") for n in range(1, 4)], 0)
+        for doc in store.claim("d1", 10, 60):
+            store.nack("d1", doc["o"]["_id"], f"bad input {doc['o']['_id']}", False, 5, 1, 10)
+    finally:
+        store.close()
+    listed = json.loads(frontdesk("dead-letters", "list", "--json", "--store", url).stdout)
+    assert [d["id"] for d in listed] == ["ev1", "ev2", "ev3"] and listed[0]["error"] == "bad input ev1"
+    table = frontdesk("dead-letters", "list", "--store", url).stdout
+    assert "ev2" in table and "bad input ev2" in table
+
+    refused = frontdesk("dead-letters", "retry", "--store", url)
+    assert refused.returncode == 2 and "--all" in refused.stderr
+    retried = frontdesk("dead-letters", "retry", "ev1", "nope", "--store", url)
+    assert retried.returncode == 0 and "re-queued 1" in retried.stdout and "1 of the given ids" in retried.stdout
+    assert json.loads(frontdesk("dead-letters", "drop", "--all", "--json", "--store", url).stdout) == {"dropped": 2}
+    store = open_store(url)
+    try:
+        assert store.dead_letters() == [] and [d["o"]["_id"] for d in store.claim("d1", 10, 60)] == ["ev1"]
+    finally:
+        store.close()
+
+
+def test_config_masks_secrets_and_names_sources(url):
+    result = frontdesk("config", "--store", url, env={"LINE_CHANNEL_SECRET": "topsecretvalue"})
+    assert result.returncode == 0
+    assert "topsecretvalue" not in result.stdout
+    assert "channel_secret" in result.stdout and "environment LINE_CHANNEL_SECRET" in result.stdout
+    assert f"{url}  (command line)" in result.stdout
+    assert frontdesk("config", "--markdown").stdout.startswith("| key |")
