@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -26,12 +25,12 @@ from protocol.events import conversation_key, make_document
 
 from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
 from .feed import FeedNotifier, SocketFeed, feed_folder
+from .groupcommit import AppendRequest, GroupCommitter, follow_change
 
 log = logging.getLogger("frontdesk.store.sqlite")
 
 PENDING, LEASED, DONE, DEAD = 0, 1, 2, 3
 BUSY_TIMEOUT_S = 10.0       # how long a write waits for another process's transaction
-MAX_BATCH_REQUESTS = 1000   # append requests committed in one transaction at most
 PURGE_CHUNK = 2000          # rows deleted per transaction, so writers are never held up long
 
 # Schema migrations: index i brings user_version i to i + 1. Append, never edit.
@@ -96,21 +95,6 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class _AppendRequest:
-    __slots__ = ("destination", "rows", "deadline", "result", "error", "finished")
-
-    def __init__(self, destination: str, rows: list[tuple], deadline: float | None):
-        self.destination = destination
-        self.rows = rows            # (event_id, key, event_json, received_at, follow_change)
-        self.deadline = deadline
-        self.result: AppendResult | None = None
-        self.error: Exception | None = None
-        self.finished = threading.Event()
-
-
-_STOP = object()
-
-
 class SQLiteStore(Store):
     def __init__(self, url: str):
         self.url = url
@@ -123,11 +107,9 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()           # guards self._conn
         self._notifier = FeedNotifier(feed_folder(self.path))
         self._followers: list[SocketFeed] = []
-        self._requests: queue.Queue = queue.Queue()
-        self._write_error: str | None = None
         self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
-        self._writer.start()
+        self._writer = GroupCommitter(self.path, self._commit_appends, self._notifier.notify,
+                                      lambda: self._rollback(self._writer_conn))
 
     # --- opening -------------------------------------------------------------------------------
     def _check_location(self) -> None:
@@ -212,87 +194,24 @@ class SQLiteStore(Store):
     # --- append: group commit --------------------------------------------------------------------
     def append(self, destination: str, events: list[dict], received_at_ms: int,
                deadline: float | None = None) -> AppendResult:
-        if self._closed:
-            raise StoreUnavailable(f"store {self.path} is closed")
-        rows = []
-        for event in events:
-            follow = None
-            if event.get("type") in _FOLLOW_SQL:
-                user_id = (event.get("source") or {}).get("userId")
-                if isinstance(user_id, str) and user_id:
-                    follow = (event["type"], user_id, event.get("timestamp", received_at_ms) / 1000.0)
-            rows.append((event["webhookEventId"], conversation_key(event),
-                         json.dumps(event, ensure_ascii=False, separators=(",", ":")),
-                         received_at_ms, follow))
-        request = _AppendRequest(destination, rows, deadline)
-        self._requests.put(request)
-        request.finished.wait()
-        if request.error is not None:
-            raise request.error
-        return request.result
+        return self._writer.append(destination, events, received_at_ms, deadline)
 
-    def _write_loop(self) -> None:
-        while True:
-            first = self._requests.get()
-            if first is _STOP:
-                return
-            batch, stopping = [first], False
-            while len(batch) < MAX_BATCH_REQUESTS:
-                try:
-                    item = self._requests.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            self._write_batch(batch)
-            if stopping:
-                return
-
-    def _write_batch(self, batch: list[_AppendRequest]) -> None:
-        now = time.monotonic()
-        live = []
-        for request in batch:
-            if request.deadline is not None and now > request.deadline:
-                request.error = StoreUnavailable(
-                    f"store {self.path}: the append deadline passed before the write started")
-                request.finished.set()
-            else:
-                live.append(request)
-        if not live:
-            return
-        stored = False
-        try:
-            stored = self._commit_appends(live)
-            self._write_error = None
-        except Exception as exc:  # every caller must be answered, whatever went wrong
-            self._rollback(self._writer_conn)
-            reason = f"store {self.path}: write failed: {exc}"
-            if self._write_error != reason:
-                log.error("store_write_failed path=%s error=%s", self.path, exc)
-            self._write_error = reason
-            for request in live:
-                request.result, request.error = None, StoreUnavailable(reason)
-        for request in live:
-            request.finished.set()
-        if stored:
-            self._notifier.notify()
-
-    def _commit_appends(self, live: list[_AppendRequest]) -> bool:
+    def _commit_appends(self, live: list[AppendRequest]) -> bool:
         """One transaction for every request in `live`; returns whether anything new was stored."""
         conn = self._writer_conn
         conn.execute("BEGIN IMMEDIATE")
         stored = False
         for request in live:
             result = AppendResult()
-            for event_id, key, text, received_at, follow in request.rows:
-                cursor = conn.execute(_INSERT_EVENT, (event_id, key, request.destination, text, received_at))
+            for event in request.events:
+                event_id = event["webhookEventId"]
+                cursor = conn.execute(_INSERT_EVENT, (
+                    event_id, conversation_key(event), request.destination,
+                    json.dumps(event, ensure_ascii=False, separators=(",", ":")), request.received_at_ms))
                 if cursor.rowcount == 1:
                     result.new.append(event_id)
-                    if follow is not None:
-                        kind, user_id, at = follow
-                        conn.execute(_FOLLOW_SQL[kind], (user_id, at))
+                    if change := follow_change(event):
+                        conn.execute(_FOLLOW_SQL[change[0]], change[1:])
                 else:
                     result.duplicates.append(event_id)
             request.result = result
@@ -303,12 +222,12 @@ class SQLiteStore(Store):
     def health(self) -> None:
         if self._closed:
             raise StoreUnavailable(f"store {self.path} is closed")
-        if not self._writer.is_alive():
+        if not self._writer.alive():
             raise StoreUnavailable(f"store {self.path}: the writer thread has stopped")
         if not os.path.exists(self.path):
             raise StoreUnavailable(f"store {self.path}: the database file was removed")
-        if self._write_error:
-            raise StoreUnavailable(self._write_error)
+        if self._writer.last_error:
+            raise StoreUnavailable(self._writer.last_error)
 
     # --- handing out -----------------------------------------------------------------------------
     def claim(self, owner: str, limit: int, lease_s: float) -> list[dict]:
@@ -561,13 +480,7 @@ class SQLiteStore(Store):
         if self._closed:
             return
         self._closed = True
-        self._requests.put(_STOP)
-        self._writer.join()
-        while not self._requests.empty():   # appends that raced with close
-            request = self._requests.get_nowait()
-            if request is not _STOP:
-                request.error = StoreUnavailable(f"store {self.path} is closed")
-                request.finished.set()
+        self._writer.stop()
         for follower in self._followers:
             follower.close()
         self._notifier.close()
