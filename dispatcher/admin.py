@@ -11,10 +11,10 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 from protocol import config
 from store import StoreError, open_store
+from store.mongo import redact_url as public_url
 
 EMPTY_STATS = {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
 
@@ -24,16 +24,6 @@ class _Failed(Exception):
 
     def __init__(self, status: int):
         self.status = status
-
-
-def public_url(url: str) -> str:
-    """The store URL with any password replaced, fit for output."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _fail(command: str, message: str, status: int = 1):
@@ -46,11 +36,11 @@ def _store(command: str, url: str):
     try:
         store = open_store(url)
     except StoreError as exc:
-        _fail(command, f"cannot open store {public_url(url)}: {exc}")
+        _fail(command, str(exc))
     try:
         yield store
     except StoreError as exc:
-        _fail(command, f"store {public_url(url)}: {exc}")
+        _fail(command, str(exc))
     finally:
         store.close()
 
