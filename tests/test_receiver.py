@@ -314,6 +314,27 @@ def test_store_that_cannot_write_gets_503_and_stores_nothing(tmp_path):
     assert refused_event["webhookEventId"] not in stored
 
 
+def test_overload_gets_fast_503s_and_only_200s_are_stored(tmp_path):
+    """One worker thread and a 10 ms budget: most of 100 simultaneous webhooks wait too long."""
+    running = Receiver(tmp_path, extra_env={"FRONTDESK_RECEIVER_THREADS": "1",
+                                            "FRONTDESK_ACK_BUDGET_S": "0.01"})
+    try:
+        running.wait_ready()
+        events = [make_event() for _ in range(100)]
+        with ThreadPoolExecutor(max_workers=100) as pool:
+            statuses = list(pool.map(lambda event: running.post(make_body(event)).status_code, events))
+        assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses
+        assert "status=503" in running.log()
+    finally:
+        running.stop()
+    store = open_store(running.store_url)
+    try:
+        stored = set(claim_all(store))
+    finally:
+        store.close()
+    assert stored == {e["webhookEventId"] for e, status in zip(events, statuses) if status == 200}
+
+
 def test_store_path_that_is_a_directory_stops_the_receiver_with_a_clear_error(tmp_path):
     (tmp_path / "frontdesk.db").mkdir()
     running = Receiver(tmp_path)
