@@ -52,11 +52,13 @@ def queued_seconds(environ: dict) -> float:
 
 
 class _Rejected(Exception):
-    """A webhook answered with an error; carries what the log line and the client are told."""
+    """A webhook answered with an error: the log line gets `reason`, the client `public`
+    (the same unless the reason holds server details such as file paths)."""
 
-    def __init__(self, status: int, title: str, reason: str):
+    def __init__(self, status: int, title: str, reason: str, public: str | None = None):
         super().__init__(reason)
         self.status, self.title, self.reason = status, title, reason
+        self.public = reason if public is None else public
 
 
 class ReceiverMetrics:
@@ -140,7 +142,7 @@ class Callback:
         log.log(level, "status=%d events=%d new=%d dup=%d ms=%.1f%s", status, fields["events"],
                 fields["new"], fields["dup"], elapsed * 1000, f" reason={reason!r}" if reason else "")
         if rejected:
-            raise falcon.HTTPError(status, title=rejected.title, description=reason)
+            raise falcon.HTTPError(status, title=rejected.title, description=rejected.public)
         resp.data = b'{"status":"ok"}'
 
     def _accept(self, req: falcon.Request, accepted: float, fields: dict) -> None:
@@ -172,7 +174,8 @@ class Callback:
         try:
             result = self._store.append(destination, events, received_at_ms, deadline=deadline)
         except StoreError as exc:
-            raise _Rejected(503, "store unavailable", f"store unavailable: {exc}") from None
+            raise _Rejected(503, "store unavailable", f"store unavailable: {exc}",
+                            "the events cannot be stored now; send them again later") from None
         finally:
             self._metrics.append_finished(time.monotonic() - started)
         fields["new"], fields["dup"] = len(result.new), len(result.duplicates)

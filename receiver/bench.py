@@ -93,8 +93,9 @@ class _Load:
         self.free = [self._connect() for _ in range(connections)]
         self.state: dict = {}   # socket -> [buffer, intended, sent]
         self.statuses: dict[int, int] = {}
-        self.waits: list[float] = []     # answer - scheduled send (open loop) or - send (closed)
-        self.service: list[float] = []   # answer - actual send
+        self.answered = 0                # answers that arrived inside the measured window
+        self.waits: list[float] = []     # answer - scheduled send, for requests scheduled in it
+        self.service: list[float] = []   # answer - actual send, for the same requests
         self.measure_from, self.measure_until = 0.0, math.inf
 
     def _connect(self) -> socket.socket:
@@ -130,7 +131,9 @@ class _Load:
             self.selector.unregister(sock)
             del self.state[sock]
             self.statuses[status] = self.statuses.get(status, 0) + 1
-            if self.measure_from <= entry[1] and now <= self.measure_until:
+            if self.measure_from <= now <= self.measure_until:
+                self.answered += 1
+            if self.measure_from <= entry[1]:
                 self.waits.append(now - entry[1])
                 self.service.append(now - entry[2])
             if close:
@@ -170,7 +173,7 @@ class _Load:
         waited over 2 s for a free connection and were never sent."""
         start = time.monotonic()
         self.measure_from = start + WARMUP_S
-        end = self.measure_from + duration
+        end = self.measure_until = self.measure_from + duration
         interval, scheduled = 1.0 / rate, 0
         while True:
             now = time.monotonic()
@@ -195,7 +198,8 @@ def _load_process(pipe, port, path, secret, connections, prefix, mode, rate, dur
         unsent = 0
     else:
         unsent = load.run_open(rate, duration)
-    pipe.send({"statuses": load.statuses, "waits": load.waits, "service": load.service,
+    pipe.send({"statuses": load.statuses, "answered": load.answered, "waits": load.waits,
+               "service": load.service,
                "unsent": unsent, "client_cpu_s": time.process_time() - cpu})
     pipe.close()
 
@@ -214,9 +218,7 @@ def _drive(port: int, settings, connections: int, prefix: str, mode: str, durati
         process.join(timeout=30)
         if process.is_alive():
             process.kill()
-    measured = len(result["waits"])
-    result["measured"] = measured
-    result["rate"] = measured / duration
+    result["rate"] = result["answered"] / duration
     return result
 
 

@@ -299,6 +299,7 @@ def test_store_that_cannot_write_gets_503_and_stores_nothing(tmp_path):
                 break
         refused_event, refused_status = answered[-1]
         assert refused_status == 503
+        assert str(tmp_path) not in running.post(make_body(make_event())).text  # no server paths
         assert "status=503" in running.log() and "store unavailable" in running.log()
         health = requests.get(running.url + "/healthz", timeout=5)
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
