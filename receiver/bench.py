@@ -7,9 +7,11 @@ load comes from another process: raw keep-alive sockets in one selector loop, so
 spends little CPU per request and the figures describe the servers, not the client.
 
 Phases per run: closed-loop maximum of (a) and of (b); (b) at half its maximum (open loop, p99
-ack latency); (b) at twice its maximum (open loop: longest wait counted from each request's
-scheduled send time, so a client stuck behind busy connections is not hidden, and the share of
-503s). Run: `frontdesk bench --suite receiver [--repeat 3] [--duration S] [--json]`.
+ack latency from each request's scheduled send time); (b) at twice its maximum (open loop: the
+longest time the server took for a request — LINE's 2 s timer starts when it sends — the
+longest wait counted from the schedule, which also holds the client's own queue for a free
+connection, and the share of 503s). Run: `frontdesk bench --suite receiver [--repeat 3]
+[--duration S] [--json]`.
 """
 from __future__ import annotations
 
@@ -316,21 +318,23 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
         "half_503_share": round(share(half, 503), 4),
         "double_rate_offered": round(b["rate"] * 2),
         "double_rate_answered": round(double["rate"]),
-        "double_max_wait_ms": round(max(double["waits"], default=0.0) * 1000, 1),
+        "double_max_sched_wait_ms": round(max(double["waits"], default=0.0) * 1000, 1),
         "double_max_server_ms": round(max(double["service"], default=0.0) * 1000, 1),
         "double_p99_server_ms": round(_percentile(double["service"], 0.99) * 1000, 2),
         "double_503_share": round(share(double, 503), 4),
-        "double_over_2s": late,
+        "double_sched_over_2s": late,
         "acked_200": acked,
         "stored": stored,
         "client_cpu_share_at_max": round(b["client_cpu_s"] / (duration + WARMUP_S), 2),
     }
 
 
+# LINE's 2 s timer runs from when it sends a request, so the overload target is the server's
+# time per request; the wait counted from the schedule also holds the client's own queue.
 TARGETS = (
     ("ratio_b_to_a", ">=", 0.8),
     ("half_p99_ms", "<=", 20.0),
-    ("double_over_2s", "<=", 0),
+    ("double_max_server_ms", "<=", LINE_TIMEOUT_S * 1000),
 )
 
 
