@@ -347,6 +347,15 @@ def test_store_path_that_is_a_directory_stops_the_receiver_with_a_clear_error(tm
     assert "Traceback" not in running.log()
 
 
+def test_busy_port_stops_the_receiver_with_a_clear_error(tmp_path, receiver):
+    running = Receiver(tmp_path, extra_env={"FRONTDESK_LISTEN": f"127.0.0.1:{receiver.port}"})
+    try:
+        assert running.proc.wait(timeout=15) == 1
+    finally:
+        running.stop()
+    assert "event=listen_failed" in running.log() and "Traceback" not in running.log()
+
+
 def test_missing_channel_secret_is_a_configuration_error(tmp_path):
     running = Receiver(tmp_path, extra_env={"LINE_CHANNEL_SECRET": ""})
     try:
