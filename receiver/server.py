@@ -14,6 +14,7 @@ from logging.handlers import QueueHandler, QueueListener
 import waitress
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
 
 from protocol.config import Settings
 from store import StoreError, open_store
@@ -54,6 +55,9 @@ def serve(app_factory, settings: Settings) -> None:
         return len(server.task_dispatcher.queue) if server is not None else None
 
     server = waitress.create_server(app_factory(queue_depth), map=socket_map, **waitress_options(settings))
+    for dispatcher in socket_map.values():
+        if isinstance(dispatcher, BaseWSGIServer):
+            dispatcher.channel_class = _QuietChannel
 
     def stop(signum, frame):
         # Waitress's run() catches SystemExit: it stops its workers after their current requests.
@@ -71,6 +75,25 @@ def serve(app_factory, settings: Settings) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _stop_log_writer(log_writer)
+
+
+class _QuietChannel(HTTPChannel):
+    """Waitress's connection, without a busy loop in its I/O thread.
+
+    A worker thread sends its own (small) response while it holds the connection's output
+    lock. Waitress's I/O thread meanwhile finds the connection writable, fails to take the
+    lock, and polls again at once — spinning with the GIL the worker needs to finish. With
+    group commit many workers finish together, and the spin cost the receiver two thirds of
+    its throughput (measured: ~500 -> ~1,450 req/s). While a request is being served its
+    worker flushes, and wakes the I/O thread when done, so nothing is lost by not polling;
+    above the high watermark (a worker waiting for the I/O thread to drain) it polls as before.
+    """
+
+    def writable(self):
+        if (self.requests and not (self.will_close or self.close_when_flushed)
+                and self.total_outbufs_len < self.adj.outbuf_high_watermark):
+            return False
+        return super().writable()
 
 
 def _log_through_queue() -> QueueListener:
