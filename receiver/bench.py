@@ -11,7 +11,7 @@ ack latency from each request's scheduled send time); (b) at twice its maximum (
 longest time the server took for a request — LINE's 2 s timer starts when it sends — the
 longest wait counted from the schedule, which also holds the client's own queue for a free
 connection, and the share of 503s). Run: `frontdesk bench --suite receiver [--repeat 3]
-[--duration S] [--json]`.
+[--duration S] [--events-per-request N] [--json]`.
 """
 from __future__ import annotations
 
@@ -80,16 +80,18 @@ def _serve_bare() -> int:
 class _Load:
     """Signed single-event webhooks over keep-alive sockets; one selector loop, no threads."""
 
-    def __init__(self, port: int, path: str, secret: str, connections: int, prefix: str):
+    def __init__(self, port: int, path: str, secret: str, connections: int, prefix: str,
+                 events_per_request: int):
         self.port, self.secret, self.prefix = port, secret.encode(), prefix
         self.head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                      "Content-Type: application/json\r\n").encode()
         template = json.dumps({"destination": "Ubench", "events": [{
             "type": "message", "mode": "active", "timestamp": 1_700_000_000_000,
-            "webhookEventId": "@ID@", "deliveryContext": {"isRedelivery": False},
-            "source": {"type": "user", "userId": "U@USER@"}, "replyToken": "@ID@",
-            "message": {"type": "text", "id": "@ID@", "text": "hello from the bench"}}]})
-        self.parts = [part.encode() for part in template.replace("@USER@", "@ID@").split("@ID@")]
+            "webhookEventId": f"@ID@-{k}", "deliveryContext": {"isRedelivery": False},
+            "source": {"type": "user", "userId": f"U@ID@-{k}"}, "replyToken": f"@ID@-{k}",
+            "message": {"type": "text", "id": f"@ID@-{k}", "text": "hello from the bench"}}
+            for k in range(events_per_request)]})
+        self.parts = [part.encode() for part in template.split("@ID@")]
         self.sequence = 0
         self.selector = selectors.DefaultSelector()
         self.free = [self._connect() for _ in range(connections)]
@@ -192,8 +194,9 @@ class _Load:
         return max(0, math.ceil((end - LINE_TIMEOUT_S - start) * rate) - scheduled)
 
 
-def _load_process(pipe, port, path, secret, connections, prefix, mode, rate, duration) -> None:
-    load = _Load(port, path, secret, connections, prefix)
+def _load_process(pipe, port, path, secret, connections, prefix, events_per_request, mode, rate,
+                  duration) -> None:
+    load = _Load(port, path, secret, connections, prefix, events_per_request)
     cpu = time.process_time()
     if mode == "closed":
         load.run_closed(duration)
@@ -206,12 +209,14 @@ def _load_process(pipe, port, path, secret, connections, prefix, mode, rate, dur
     pipe.close()
 
 
-def _drive(port: int, settings, connections: int, prefix: str, mode: str, duration: float,
-           rate: float = 0.0) -> dict:
+def _drive(port: int, settings, args, prefix: str, mode: str, rate: float = 0.0) -> dict:
+    """One phase: a load process against `port`; args gives connections, duration, body size."""
+    duration = args.duration
     parent, child = multiprocessing.get_context("spawn").Pipe(duplex=False)
     process = multiprocessing.get_context("spawn").Process(
         target=_load_process, args=(child, port, settings.callback_path, settings.channel_secret,
-                                    connections, prefix, mode, rate, duration))
+                                    args.connections, prefix, args.events_per_request, mode, rate,
+                                    duration))
     process.start()
     child.close()
     try:
@@ -275,13 +280,12 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
     settings = settings.replace(channel_secret=secret)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
     log_path = os.path.join(workdir, f"servers-{run_no}.log")
-    connections, duration = args.connections, args.duration
 
     port = _free_port()
     bare_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}").to_environ()}
     bare = _Server([sys.executable, "-m", "receiver.bench", "serve-bare"], bare_env, port, log_path)
     try:
-        a = _drive(port, settings, connections, f"a{run_no}-", "closed", duration)
+        a = _drive(port, settings, args, f"a{run_no}-", "closed")
     finally:
         bare.stop()
 
@@ -290,9 +294,9 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
     receiver_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}", store=store_url).to_environ()}
     receiver = _Server([sys.executable, "-m", "dispatcher.cli", "receiver"], receiver_env, port, log_path)
     try:
-        b = _drive(port, settings, connections, f"b{run_no}-", "closed", duration)
-        half = _drive(port, settings, connections, f"h{run_no}-", "open", duration, b["rate"] / 2)
-        double = _drive(port, settings, connections, f"d{run_no}-", "open", duration, b["rate"] * 2)
+        b = _drive(port, settings, args, f"b{run_no}-", "closed")
+        half = _drive(port, settings, args, f"h{run_no}-", "open", b["rate"] / 2)
+        double = _drive(port, settings, args, f"d{run_no}-", "open", b["rate"] * 2)
     finally:
         receiver.stop()
     store = open_store(store_url)
@@ -301,7 +305,7 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
     finally:
         store.close()
     stored = stats["pending"] + stats["in_flight"] + stats["done"] + stats["dead"]
-    acked = sum(result["statuses"].get(200, 0) for result in (b, half, double))
+    acked = sum(result["statuses"].get(200, 0) for result in (b, half, double)) * args.events_per_request
 
     def share(result, status):
         return result["statuses"].get(status, 0) / max(1, sum(result["statuses"].values()))
@@ -310,6 +314,7 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
     return {
         "a_bare_rps": round(a["rate"]),
         "b_receiver_rps": round(b["rate"]),
+        "b_events_per_s": round(b["rate"] * args.events_per_request),
         "ratio_b_to_a": round(b["rate"] / a["rate"], 3) if a["rate"] else 0.0,
         "half_rate_offered": round(b["rate"] / 2),
         "half_rate_achieved": round(half["rate"]),
@@ -323,9 +328,9 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
         "double_p99_server_ms": round(_percentile(double["service"], 0.99) * 1000, 2),
         "double_503_share": round(share(double, 503), 4),
         "double_sched_over_2s": late,
-        "acked_200": acked,
-        "stored": stored,
-        "client_cpu_share_at_max": round(b["client_cpu_s"] / (duration + WARMUP_S), 2),
+        "events_acked_200": acked,
+        "events_stored": stored,
+        "client_cpu_share_at_max": round(b["client_cpu_s"] / (args.duration + WARMUP_S), 2),
     }
 
 
@@ -350,9 +355,10 @@ def run_bench(settings, args) -> int:
                       flush=True)
     median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     verdicts = {key: (median[key] >= goal if op == ">=" else median[key] <= goal) for key, op, goal in TARGETS}
-    lossless = all(run["stored"] == run["acked_200"] for run in runs)
+    lossless = all(run["events_stored"] == run["events_acked_200"] for run in runs)
     if args.json:
         print(json.dumps({"suite": "receiver", "connections": args.connections, "duration_s": args.duration,
+                          "events_per_request": args.events_per_request,
                           "runs": runs, "median": median, "targets_met": verdicts,
                           "stored_equals_acked": lossless}))
     else:
