@@ -1,0 +1,466 @@
+"""The dispatcher's master loop, in the spirit of gunicorn's arbiter.
+
+One thread, one selector (`loop.EventLoop`) over: every handler's stdout and stderr, the rate
+limiter's pipe, the store's change feed and a self-pipe for signals (`signal.set_wakeup_fd`).
+Signal handlers do nothing; the byte they leave in the pipe is handled by the loop. Each turn
+the loop converges the world to the desired state: handler processes to the target count, due
+restarts, a rolling restart's next step, claims from the store up to the free capacity, acks
+written back in one batch. Timers (deadlines, backoffs, the store's next due event, the slow
+re-scan, status, lease extension, retention) only bound how long the selector may sleep, so
+an idle dispatcher sleeps about a second at a time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from protocol import rpc
+from protocol.config import handler_command
+from store import StoreError
+
+from .apilink import ApiLink
+from .loop import EventLoop
+from .router import Router
+from .supervise import RestartPolicy, Service
+from .workers import CLOSING, EXITED, READY, HandlerProcess, describe_exit
+
+log = logging.getLogger("frontdesk.dispatcher")
+
+API_METHODS = frozenset({"reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content",
+                         "call", "user_get", "user_set_data"})
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                   signal.SIGTTOU, signal.SIGCHLD)
+STATUS_INTERVAL_S = 1.0
+RUNNING, DRAINING, STOPPING, STOPPED = "running", "draining", "stopping", "stopped"
+
+
+@dataclass
+class Slot:
+    """A place for one handler process; it outlives the processes that fill it."""
+    name: str
+    process: HandlerProcess | None = None
+    replacement: HandlerProcess | None = None   # the new process of a rolling restart
+    restart_at: float = 0.0
+    restarts: int = 0
+
+
+def _api_error(message: str) -> dict:
+    return rpc.error_value(message, status=0, retryable=False)
+
+
+class Arbiter:
+    def __init__(self, settings, store, services: list[Service] = (), environ: dict | None = None):
+        self.settings = settings
+        self.store = store
+        self.services = list(services)   # started in this order, stopped in reverse
+        self.loop = EventLoop()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        self.status_name = f"dispatcher:{self.host}:{self.pid}"
+        self.env = {**(os.environ if environ is None else environ), **settings.to_environ()}
+        self.handler_argv = handler_command(settings)
+        self.router = Router(store, settings, self.owner)
+        self.apilink = ApiLink(settings, self.env, self.loop)
+        self.policy = RestartPolicy(settings, "handlers")
+        self.slots: list[Slot] = []
+        self.retiring: list[HandlerProcess] = []
+        self.target = settings.handlers
+        self.state = RUNNING
+        self.started_at = time.time()
+        self.handled_by_gone = 0   # events answered by processes that have exited
+        self._signals: deque[int] = deque()
+        self._rolling: deque[Slot] = deque()
+        self._slot_numbers = 0
+        self._drain_until = 0.0
+        self._last_control = None
+        now = time.monotonic()
+        self._status_at = now
+        self._rescan_at = now + settings.feed_rescan_s
+        self._store_wakeup_at: float | None = None
+        self._extend_at = now + settings.lease_s / 3
+        self._purge_at = now + self._purge_interval()
+        self._feed = None
+        self._signal_pipe: tuple[int, int] | None = None
+
+    # --- the loop -----------------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        try:
+            self._feed = self.store.change_feed()
+            self.loop.add_reader(self._feed.fileno(), self._on_feed)
+            self._last_control = self._read_control()
+            log.info("dispatcher_started pid=%d owner=%s handlers=%d handler_command=%s", self.pid,
+                     self.owner, self.target, self.handler_argv[0])
+            for service in self.services:
+                service.start()
+            self.apilink.start()
+            while self.state != STOPPED:
+                self._turn()
+            self._publish_status()
+            log.info("dispatcher_stopped pid=%d", self.pid)
+            return 0
+        finally:
+            self._restore_signals()
+            if self._feed is not None:
+                self._feed.close()
+            self.loop.close()
+
+    def _turn(self) -> None:
+        self.loop.run_once(self._timeout())
+        while self._signals:
+            self._on_signal(self._signals.popleft())
+        self._check_timers(time.monotonic())
+        self._converge()
+        self.router.flush()
+        self._dispatch()
+
+    def _processes(self):
+        for slot in self.slots:
+            if slot.process is not None:
+                yield slot.process
+            if slot.replacement is not None:
+                yield slot.replacement
+        yield from self.retiring
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        times = [self._status_at, self._rescan_at, self._extend_at, self._purge_at]
+        if self._store_wakeup_at is not None:
+            times.append(self._store_wakeup_at)
+        if self.state == DRAINING:
+            times.append(self._drain_until)
+        for process in self._processes():
+            times.append(process.next_timer())
+        if self.state == RUNNING:
+            times.extend(slot.restart_at for slot in self.slots if slot.process is None)
+        for child in (self.router, self.apilink, *self.services):
+            times.append(child.next_timer())
+        return max(0.0, min(t for t in times if t is not None) - now)
+
+    def _check_timers(self, now: float) -> None:
+        for process in list(self._processes()):
+            process.check_timers(now)
+        for child in (self.router, self.apilink, *self.services):
+            child.check_timers(now)
+        if self._store_wakeup_at is not None and now >= self._store_wakeup_at:
+            self._store_wakeup_at = None
+            self.router.wake()
+        if now >= self._rescan_at:
+            self._rescan_at = now + self.settings.feed_rescan_s
+            self.router.wake()
+            self._schedule_store_wakeup()
+        if now >= self._extend_at:
+            self._extend_at = now + self.settings.lease_s / 3
+            self.router.extend([d.event_id for p in self._processes() for d in p.in_flight.values()])
+        if now >= self._status_at:
+            self._status_at = now + STATUS_INTERVAL_S
+            self.policy.refresh()
+            self._apply_control()
+            self._publish_status()
+        if now >= self._purge_at:
+            self._purge_at = now + self._purge_interval()
+            try:
+                self.store.purge_done(self.settings.retention_s)
+            except StoreError as exc:
+                log.error("purge_failed error=%s", exc)
+        if self.state == DRAINING and now >= self._drain_until:
+            self._release_and_stop_handlers(f"drain_grace_s={self.settings.drain_grace_s:g} passed")
+
+    def _purge_interval(self) -> float:
+        return max(60.0, min(3600.0, self.settings.retention_s / 4))
+
+    def _schedule_store_wakeup(self) -> None:
+        """Wake when the store's next retry backoff or foreign lease runs out."""
+        try:
+            due = self.store.next_wakeup()
+        except StoreError as exc:
+            log.error("store_call_failed op=next_wakeup error=%s", exc)
+            return
+        if due is not None:
+            self._store_wakeup_at = time.monotonic() + max(0.0, due - time.time()) + 0.001
+
+    def _on_feed(self) -> None:
+        self._feed.drain()
+        self.router.wake()
+
+    # --- routing --------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        if self.state != RUNNING:
+            return
+        ready = [slot.process for slot in self.slots
+                 if slot.process is not None and slot.process.state == READY]
+        free = sum(p.free_slots for p in ready)
+        for doc in self.router.claim(free):
+            max(ready, key=lambda p: p.free_slots).deliver(doc)
+
+    def event_answered(self, process: HandlerProcess, delivery, error) -> None:
+        if error is None:
+            self.router.ack(delivery.event_id, delivery.key)
+            return
+        message = error.get("message") if isinstance(error, dict) else None
+        retry = error.get("retry", True) if isinstance(error, dict) else True
+        self.router.nack(delivery.event_id, delivery.key,
+                         f"handler nack: {message if isinstance(message, str) else repr(error)[:200]}",
+                         retry is not False)
+        self._schedule_store_wakeup()
+
+    def handler_lost_events(self, process: HandlerProcess, reason: str) -> None:
+        for delivery in process.take_in_flight():
+            self.router.nack(delivery.event_id, delivery.key,
+                             f"handler {process.name} pid {process.pid} failed: {reason}", True)
+        self._schedule_store_wakeup()
+
+    def api_call(self, process: HandlerProcess, request: rpc.Request) -> None:
+        params = request.params
+        if request.method not in API_METHODS:
+            process.respond(request.msgid, _api_error(f"unknown method {request.method}"), None)
+            return
+        if len(params) != 2 or not isinstance(params[1], dict):
+            process.respond(request.msgid, _api_error(
+                f"{request.method}: params must be [event id or nil, args map]"), None)
+            return
+        event_id, call_no, context = params[0], None, {}
+        if event_id is not None:
+            delivery = process.delivery_for(event_id)
+            if delivery is None:
+                process.respond(request.msgid, _api_error(
+                    f"{request.method}: event {str(event_id)[:130]!r} is not in flight on this handler"), None)
+                return
+            delivery.calls += 1
+            call_no = delivery.calls
+            process.touch(delivery)
+            o = delivery.doc["o"]
+            context = {"received_at": o["received_at"], "source": o["event"].get("source"),
+                       "reply_token": o["event"].get("replyToken")}
+        self.apilink.call(process, request.msgid, {"event_id": event_id, "call_no": call_no,
+                                                   "method": request.method, "args": params[1],
+                                                   "context": context})
+
+    # --- supervision ------------------------------------------------------------------------------
+    def _converge(self) -> None:
+        if self.state != RUNNING:
+            if self.state in (DRAINING, STOPPING) and self._all_stopped():
+                self.state = STOPPED
+            elif self.state in (DRAINING, STOPPING) and not any(True for _ in self._processes()):
+                self.apilink.stop(fast=self.state == STOPPING)
+                if self.apilink.stopped:
+                    for service in self.services:
+                        if service.wanted:
+                            service.stop()
+            return
+        now = time.monotonic()
+        while len(self.slots) < self.target:
+            self._slot_numbers += 1
+            self.slots.append(Slot(f"handler-{self._slot_numbers}", restart_at=now))
+        while len(self.slots) > self.target:
+            slot = self.slots.pop()
+            for process in (slot.replacement, slot.process):
+                if process is not None:
+                    self._retire(process)
+            log.info("handler_slot_removed name=%s", slot.name)
+        for slot in self.slots:
+            if slot.process is None and now >= slot.restart_at:
+                slot.process = self._start_handler(slot)
+        if self._rolling and not any(slot.replacement for slot in self.slots):
+            slot = self._rolling.popleft()
+            if slot in self.slots and slot.process is not None and slot.process.state == READY:
+                slot.replacement = self._start_handler(slot)
+
+    def _start_handler(self, slot: Slot) -> HandlerProcess | None:
+        try:
+            return HandlerProcess(slot.name, self.handler_argv, self.env, self.loop, self.settings, self)
+        except OSError as exc:
+            reason = f"cannot start {self.handler_argv[0]!r}: {exc.strerror or exc}"
+            slot.restarts += 1
+            slot.restart_at = time.monotonic() + self.policy.crashed(reason)
+            log.error("handler_start_failed name=%s reason=%s", slot.name, reason)
+            return None
+
+    def _retire(self, process: HandlerProcess) -> None:
+        self.retiring.append(process)
+        process.drain()
+
+    def handler_ready(self, process: HandlerProcess) -> None:
+        for slot in self.slots:
+            if slot.replacement is process:
+                old, slot.process, slot.replacement = slot.process, process, None
+                if old is not None:
+                    self._retire(old)
+                log.info("handler_replaced name=%s old_pid=%s new_pid=%d", slot.name,
+                         old.pid if old else None, process.pid)
+
+    def _reap(self) -> None:
+        for process in list(self._processes()):
+            if process.reap() is not None:
+                self._handler_exited(process)
+        self.apilink.reap()
+        for service in self.services:
+            service.reap()
+
+    def _handler_exited(self, process: HandlerProcess) -> None:
+        clean = process.state == CLOSING and process.returncode == 0 and process.failure is None
+        reason = process.failure or describe_exit(process.returncode)
+        if process.in_flight:   # it exited before we read its EOF: its events are retried
+            self.handler_lost_events(process, reason)
+        process.exited()
+        self.handled_by_gone += process.handled
+        slot = next((s for s in self.slots if process in (s.process, s.replacement)), None)
+        delay = None
+        if not clean and self.state == RUNNING:
+            delay = self.policy.crashed(f"{process.name}: {reason}")
+        if slot is not None and slot.process is process:
+            slot.process = None
+            if delay is not None:
+                slot.restarts += 1
+            slot.restart_at = time.monotonic() + (delay or 0.0)
+        elif slot is not None:
+            slot.replacement = None
+            if self._rolling:
+                log.error("rolling_restart_aborted name=%s reason=%s remaining=%d", slot.name, reason,
+                          len(self._rolling))
+                self._rolling.clear()
+        else:
+            self.retiring.remove(process)
+        level = logging.INFO if clean else logging.WARNING
+        log.log(level, "handler_exited name=%s pid=%d how=%s clean=%s restart_in_s=%s", process.name,
+                process.pid, describe_exit(process.returncode), clean,
+                f"{delay:.2f}" if delay is not None and slot is not None else "-")
+
+    # --- signals ---------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self._signal_pipe = (read_fd, write_fd)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self._previous_handlers = {sig: signal.signal(sig, _enqueue_only) for sig in HANDLED_SIGNALS}
+        self.loop.add_reader(read_fd, self._on_signal_pipe)
+
+    def _restore_signals(self) -> None:
+        if self._signal_pipe is None:
+            return
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_wakeup_fd)
+        for fd in self._signal_pipe:
+            os.close(fd)
+        self._signal_pipe = None
+
+    def _on_signal_pipe(self) -> None:
+        try:
+            self._signals.extend(os.read(self._signal_pipe[0], 4096))
+        except BlockingIOError:
+            pass
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            self._reap()
+            return
+        name = signal.Signals(signum).name
+        log.info("signal_received signal=%s state=%s", name, self.state)
+        if signum == signal.SIGTTIN and self.state == RUNNING:
+            self.set_target(self.target + 1, "TTIN")
+        elif signum == signal.SIGTTOU and self.state == RUNNING:
+            self.set_target(max(0, self.target - 1), "TTOU")
+        elif signum == signal.SIGHUP and self.state == RUNNING:
+            self._rolling = deque(self.slots)
+            log.info("rolling_restart_started handlers=%d", len(self._rolling))
+        elif signum in (signal.SIGTERM, signal.SIGINT) and self.state == RUNNING:
+            self.drain()
+        elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.state == DRAINING):
+            self.quit()
+
+    def set_target(self, count: int, why: str) -> None:
+        log.info("handlers_target_changed from=%d to=%d by=%s", self.target, count, why)
+        self.target = count
+
+    def drain(self) -> None:
+        """TERM/INT: stop claiming, let in-flight events finish up to drain_grace_s, then stop."""
+        self.state = DRAINING
+        self._drain_until = time.monotonic() + self.settings.drain_grace_s
+        self._rolling.clear()
+        in_flight = sum(len(p.in_flight) for p in self._processes())
+        log.info("drain_started in_flight=%d grace_s=%g", in_flight, self.settings.drain_grace_s)
+        for service in self.services:
+            if service.name == "receiver":   # no new webhooks while we finish
+                service.stop()
+        for process in list(self._processes()):
+            process.drain()
+
+    def quit(self) -> None:
+        """QUIT (or a second INT): give every leased event back to the store, kill every child."""
+        log.info("fast_stop in_flight=%d", sum(len(p.in_flight) for p in self._processes()))
+        self.state = STOPPING
+        self._release_and_stop_handlers("fast stop", kill=True)
+        self.apilink.stop(fast=True)
+        for service in self.services:
+            service.stop()
+
+    def _release_and_stop_handlers(self, reason: str, kill: bool = False) -> None:
+        for process in list(self._processes()):
+            self.router.release(process.take_in_flight())
+            if process.state != EXITED:
+                log.info("handler_stopping name=%s pid=%d reason=%s", process.name, process.pid, reason)
+                process.terminate()
+                if kill:
+                    process.signal(signal.SIGKILL)
+
+    def _all_stopped(self) -> bool:
+        return (not any(True for _ in self._processes()) and self.apilink.stopped
+                and all(service.stopped for service in self.services))
+
+    # --- status and control -------------------------------------------------------------------------
+    def _read_control(self):
+        try:
+            return self.store.get_control("handlers")
+        except StoreError as exc:
+            log.error("store_call_failed op=get_control error=%s", exc)
+            return self._last_control
+
+    def _apply_control(self) -> None:
+        """`frontdesk scale N` writes a control value; a change of it sets our target."""
+        value = self._read_control()
+        if value == self._last_control:
+            return
+        self._last_control = value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0 and self.state == RUNNING:
+            self.set_target(value, "frontdesk scale")
+        else:
+            log.warning("control_ignored name=handlers value=%r reason=not a count >= 0", value)
+
+    def status(self) -> dict:
+        handlers = []
+        for slot in self.slots:
+            for process in (slot.process, slot.replacement):
+                if process is not None:
+                    handlers.append({**process.status(), "restarts": slot.restarts})
+            if slot.process is None:
+                handlers.append({"name": slot.name, "pid": None, "state": "waiting_restart",
+                                 "in_flight": 0, "handled": 0, "restarts": slot.restarts})
+        handlers.extend({**p.status(), "restarts": 0} for p in self.retiring)
+        return {
+            "pid": self.pid, "host": self.host, "owner": self.owner, "state": self.state,
+            "started_at": self.started_at, "handlers_target": self.target,
+            "in_flight": sum(h["in_flight"] for h in handlers),
+            "handled": self.handled_by_gone + sum(p.handled for p in self._processes()),
+            "degraded": self.policy.degraded, "store_error": self.router.store_error,
+            "handlers": handlers, "ratelimiter": self.apilink.status(),
+            "services": {service.name: service.status() for service in self.services},
+        }
+
+    def _publish_status(self) -> None:
+        try:
+            self.store.put_status(self.status_name, self.status())
+        except StoreError as exc:
+            log.error("store_call_failed op=put_status error=%s", exc)
+
+
+def _enqueue_only(signum, frame) -> None:
+    """The byte in the wake-up pipe is the whole message; the loop does the work."""

@@ -1,0 +1,137 @@
+"""The dispatcher's side of the queue: claims from the store, acks back in batches, leases kept.
+
+The store hands out at most one event per conversation key (the oldest) and leases it to this
+dispatcher, so per-key order and "never two events of one key in flight" hold across any number
+of dispatchers; the router double-checks the latter for its own deliveries. Acks are collected
+during one loop turn and written in one store call. A failed store call is retried on a timer,
+never lost: acks stay queued, claims simply happen later.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from store import StoreError
+
+log = logging.getLogger("frontdesk.dispatcher")
+
+STORE_RETRY_S = 1.0
+MAX_CLAIM = 1000
+
+
+class Router:
+    def __init__(self, store, settings, owner: str):
+        self.store = store
+        self.settings = settings
+        self.owner = owner
+        self.more = True                 # the store may hold claimable events for us
+        self.keys: dict[str, str] = {}   # key -> event id, for every event we hold
+        self._acks: list[str] = []
+        self._retry_at: float | None = None
+        self._store_error: str | None = None
+
+    # --- claiming ---------------------------------------------------------------------------
+    def claim(self, free: int) -> list[dict]:
+        """Up to `free` events, oldest first, one per key, none of a key we already hold."""
+        if not self.more or free <= 0 or self._retry_at is not None:
+            return []
+        limit = min(free, MAX_CLAIM)
+        try:
+            docs = self.store.claim(self.owner, limit, self.settings.lease_s)
+        except StoreError as exc:
+            self._store_failed("claim", exc)
+            return []
+        if len(docs) < limit:
+            self.more = False
+        fresh, clashing = [], []
+        for doc in docs:
+            key, event_id = doc["o"]["key"], doc["o"]["_id"]
+            if key in self.keys:
+                clashing.append(event_id)
+            else:
+                self.keys[key] = event_id
+                fresh.append(doc)
+        if clashing:   # the store broke its contract: hand them back rather than break order
+            log.error("claim_returned_busy_keys count=%d ids=%s", len(clashing), clashing[:5])
+            self._call("release", self.store.release, self.owner, clashing)
+        return fresh
+
+    def wake(self) -> None:
+        """Something may have become claimable (feed wake-up, timer, our own ack)."""
+        self.more = True
+
+    # --- answers ------------------------------------------------------------------------------
+    def ack(self, event_id: str, key: str) -> None:
+        self._forget(event_id, key)
+        self._acks.append(event_id)
+
+    def nack(self, event_id: str, key: str, error: str, retry: bool) -> None:
+        self._forget(event_id, key)
+        self.flush()   # keep the store's view in step: earlier acks first
+        state = self._call("nack", self.store.nack, self.owner, event_id, error[:500], retry,
+                           self.settings.max_attempts, self.settings.retry_backoff_s,
+                           self.settings.retry_backoff_max_s)
+        log.info("event_nacked id=%s retry=%s state=%s", event_id, retry, state)
+        self.more = True
+
+    def release(self, deliveries) -> None:
+        """Give events back untouched (drain, fast stop): claimable again at once, attempt not counted."""
+        ids = []
+        for delivery in deliveries:
+            self._forget(delivery.event_id, delivery.key)
+            ids.append(delivery.event_id)
+        self.flush()
+        if ids:
+            self._call("release", self.store.release, self.owner, ids)
+            log.info("events_released count=%d", len(ids))
+
+    def _forget(self, event_id: str, key: str) -> None:
+        if self.keys.get(key) == event_id:
+            del self.keys[key]
+
+    def flush(self) -> None:
+        """Write the queued acks in one store call."""
+        if not self._acks or self._retry_at is not None:
+            return
+        acks, self._acks = self._acks, []
+        if self._call("ack", self.store.ack, self.owner, acks) is False:
+            self._acks[:0] = acks
+        else:
+            self.more = True   # later events of those keys are claimable now
+
+    def extend(self, event_ids: list[str]) -> None:
+        if event_ids:
+            self._call("extend_leases", self.store.extend_leases, self.owner, event_ids,
+                       self.settings.lease_s)
+
+    def _call(self, what: str, function, *args):
+        """One store call; on failure log it, schedule a retry turn, and return False."""
+        try:
+            result = function(*args)
+        except StoreError as exc:
+            self._store_failed(what, exc)
+            return False
+        if self._store_error is not None:
+            log.info("store_recovered op=%s", what)
+            self._store_error = None
+        return result
+
+    def _store_failed(self, what: str, exc: Exception) -> None:
+        if self._store_error != str(exc):
+            log.error("store_call_failed op=%s error=%s retry_in_s=%g", what, exc, STORE_RETRY_S)
+        self._store_error = str(exc)
+        self._retry_at = time.monotonic() + STORE_RETRY_S
+
+    # --- timers ---------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        return self._retry_at
+
+    def check_timers(self, now: float) -> None:
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self.more = True
+            self.flush()
+
+    @property
+    def store_error(self) -> str | None:
+        return self._store_error

@@ -1,0 +1,102 @@
+"""`frontdesk dispatcher` (the dispatcher with its rate limiter and handlers) and `frontdesk run`
+(everything on one machine, with --sandbox the LINE API emulator too), both supervised by one
+arbiter: the children's death is noticed and they are restarted; ours takes them all down.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from protocol.config import ConfigError
+from store import StoreError, open_store
+
+from .arbiter import Arbiter
+from .supervise import Service
+
+log = logging.getLogger("frontdesk.dispatcher")
+
+# Sandbox credentials: the emulator accepts anything, so these are not secrets.
+DEV_CHANNEL_SECRET = "frontdesk-sandbox-secret"
+DEV_ACCESS_TOKEN = "frontdesk-sandbox-token"
+
+
+def _role(name: str) -> list[str]:
+    return [sys.executable, "-m", "dispatcher.cli", name]
+
+
+def _serve(settings, services: list[Service], on_started=None) -> int:
+    try:
+        store = open_store(settings.store)
+    except StoreError as exc:
+        print(f"frontdesk: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    try:
+        arbiter = Arbiter(settings, store, services)
+        if on_started is not None:
+            on_started(arbiter)
+        return arbiter.run()
+    finally:
+        store.close()
+
+
+def main_dispatcher(settings, args) -> int:
+    settings.require_secrets("channel_access_token")
+    return _serve(settings, [])
+
+
+def sandbox_settings(settings):
+    """Point the system at the local emulator; fill in dev credentials where none are set."""
+    base = f"http://{settings.sandbox_listen}"
+    changes = {"api_base": base, "api_data_base": base}
+    if not settings.channel_secret:
+        changes["channel_secret"] = DEV_CHANNEL_SECRET
+    if not settings.channel_access_token:
+        changes["channel_access_token"] = DEV_ACCESS_TOKEN
+    return settings.replace(**changes)
+
+
+def main(settings, args) -> int:
+    """`frontdesk run [--sandbox [--demo]]`."""
+    if getattr(args, "demo", False) and not args.sandbox:
+        raise ConfigError("--demo needs --sandbox (it sends webhooks to the local emulator)")
+    if args.sandbox:
+        settings = sandbox_settings(settings)
+    else:
+        settings.require_secrets("channel_secret", "channel_access_token")
+    env = settings.to_environ()
+    services = []
+    if args.sandbox:
+        services.append(Service("sandbox", _role("sandbox"), env, settings, f"http://{settings.sandbox_listen}"))
+    webhook_url = f"http://{settings.listen}{settings.callback_path}"
+    services.append(Service("receiver", _role("receiver"), env, settings, webhook_url))
+    _print_banner(settings, args.sandbox)
+
+    def started(arbiter):
+        if getattr(args, "demo", False):
+            from .demo import start_demo
+
+            start_demo(settings)
+
+    return _serve(settings, services, started)
+
+
+def _print_banner(settings, sandbox: bool) -> None:
+    webhook_url = f"http://{settings.listen}{settings.callback_path}"
+    lines = [
+        "frontdesk is starting:",
+        f"  webhook receiver  {webhook_url}",
+        f"  store             {settings.store}",
+        f"  handlers          {settings.handlers} x {settings.handler or 'the bundled echo example'}",
+    ]
+    if sandbox:
+        lines += [
+            f"  LINE API sandbox  http://{settings.sandbox_listen} (replies: "
+            f"http://{settings.sandbox_listen}/sandbox/deliveries)",
+            "send 5 signed example webhooks and see what the users received:",
+            f"  LINE_CHANNEL_SECRET={settings.channel_secret} frontdesk bench --count 5 --rate 5 "
+            f"--url {webhook_url} --sandbox-url http://{settings.sandbox_listen}",
+        ]
+    else:
+        lines.append(f"  LINE API          {settings.api_base}")
+    lines.append("Ctrl-C stops everything (twice: at once).")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,104 @@
+"""A raw-protocol test handler (protocol.frames only, no SDK) whose behaviour the test scripts.
+
+Start-up behaviour by argument: `ok` (default), `refuse` (handshake answered with an error),
+`silent` (never answers the hello), `crashloop` (exits 1 at start while $FD_TEST_CRASH_FILE
+exists). Per-event behaviour by the LINE message text, on the first attempt only, so the retry
+succeeds: `crash` exits mid-event, `hang` never answers, `garbage` writes noise to stdout,
+`nack` answers a retryable nack, `poison` answers a non-retryable nack; `slow` sleeps 0.3 s;
+any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call (reply) first.
+Every event start and ack is appended as one line to $FD_TEST_RECORD:
+`start|end <event id> <key> <pid> <attempt>`.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+import time
+
+from protocol.frames import encode_frame, read_frame
+
+WINDOW = int(os.environ.get("FD_TEST_WINDOW", "4"))
+DELAY_MS = float(os.environ.get("FD_TEST_DELAY_MS", "0"))
+RECORD = os.environ.get("FD_TEST_RECORD")
+
+out = sys.stdout.buffer
+write_lock = threading.Lock()
+record_fd = os.open(RECORD, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if RECORD else None
+api_answers: dict[int, threading.Event] = {}
+
+
+def send(value) -> None:
+    with write_lock:
+        out.write(encode_frame(value))
+        out.flush()
+
+
+def record(what: str, o: dict) -> None:
+    if record_fd is not None:
+        os.write(record_fd, f"{what} {o['_id']} {o['key']} {os.getpid()} {o['attempt']}\n".encode())
+
+
+def handle(msgid: int, doc: dict) -> None:
+    o = doc["o"]
+    text = (o["event"].get("message") or {}).get("text", "")
+    first = o["attempt"] == 1
+    record("start", o)
+    if first and text == "crash":
+        os._exit(1)
+    if first and text == "hang":
+        return
+    if first and text == "garbage":
+        with write_lock:
+            out.write(b"Traceback (most recent call last): oops, a print() on stdout\n")
+            out.flush()
+        return
+    if text == "api":
+        answered = threading.Event()
+        api_answers[msgid] = answered
+        send([0, msgid, "reply", [o["_id"], {"replyToken": "t", "messages": [{"type": "text", "text": "hi"}]}]])
+        answered.wait()
+    if text == "slow":
+        time.sleep(0.3)
+    if DELAY_MS:
+        time.sleep(random.uniform(0, DELAY_MS) / 1000)
+    if first and text == "nack":
+        send([1, msgid, {"message": "try again", "retry": True}, None])
+        return
+    if text == "poison":
+        send([1, msgid, {"message": "cannot handle this", "retry": False}, None])
+        return
+    record("end", o)
+    send([1, msgid, None, None])
+
+
+def main() -> int:
+    mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
+    if mode == "crashloop" and os.path.exists(os.environ["FD_TEST_CRASH_FILE"]):
+        print("crashloop: crash file present, exiting", file=sys.stderr, flush=True)
+        return 1
+    stdin = sys.stdin.buffer
+    hello = read_frame(stdin)
+    if mode == "refuse":
+        send([1, hello[1], {"message": "no supported protocol version"}, None])
+        return 1
+    if mode == "silent":
+        while stdin.read(4096):
+            pass
+        return 0
+    send([1, hello[1], None, {"protocol": 1, "name": "scripted", "max_in_flight": WINDOW}])
+    print(f"scripted handler ready pid={os.getpid()}", file=sys.stderr, flush=True)
+    while True:
+        try:
+            message = read_frame(stdin)
+        except EOFError:
+            return 0
+        if message[0] == 0 and message[2] == "event":
+            threading.Thread(target=handle, args=(message[1], message[3][0]), daemon=True).start()
+        elif message[0] == 1 and message[1] in api_answers:
+            api_answers.pop(message[1]).set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

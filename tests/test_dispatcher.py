@@ -1,0 +1,77 @@
+"""Dispatcher routing with real processes: per-key order, parallelism, acks, nacks, scale-out."""
+from __future__ import annotations
+
+import pytest
+
+from tests.dispatcher_harness import Harness, ready_pids
+from tests.helpers import wait_until
+
+
+@pytest.fixture
+def harness(tmp_path):
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def test_per_key_order_under_load_with_random_delays_and_parallel_keys(harness):
+    appended = harness.append(keys=12, per_key=25)
+    harness.start(handlers=3, env={"FD_TEST_DELAY_MS": "8"})
+    harness.wait_done(len(appended))
+    history = harness.check_history(appended)
+    assert history["max_parallel"] >= 4, history       # different keys ran at the same time
+    assert len(history["pids"]) == 3                     # on every handler process
+
+
+def test_hot_key_does_not_starve_other_keys(harness):
+    hot = harness.append({"Uhot": ["slow"] * 6})
+    dispatcher = harness.start(handlers=1)
+    wait_until(lambda: any(r[0] == "start" for r in harness.records()), 10, message="hot key started")
+    others = harness.append(keys=5, per_key=4)
+    # the five other keys finish while the hot key is still working through its slow events
+    wait_until(lambda: all(any(r[0] == "end" and r[1] == i for r in harness.records()) for i in others),
+               10, message="other keys handled")
+    assert sum(1 for r in harness.records() if r[0] == "end" and r[2] == "Uhot") < len(hot)
+    harness.wait_done(len(hot) + len(others))
+    harness.check_history(hot + others)
+    harness.wait_status(dispatcher, lambda d: d["handled"] == len(hot) + len(others) and d["in_flight"] == 0,
+                        message="status counts every handled event")
+
+
+def test_nack_retries_and_non_retryable_nack_dead_letters(harness):
+    appended = harness.append({"Ua": ["nack", "hi"], "Ub": ["poison", "hi"]})
+    harness.start(handlers=1)
+    wait_until(lambda: harness.store.stats()["done"] == 3 and harness.store.stats()["dead"] == 1, 10,
+               message="3 done, 1 dead")
+    dead = harness.store.dead_letters()
+    assert [d["id"] for d in dead] == [appended[1]] and "cannot handle this" in dead[0]["error"]
+    ends = [r[1] for r in harness.records() if r[0] == "end"]
+    assert sorted(ends) == sorted([appended[0], appended[2], appended[3]])
+    # the key of the dead letter went on in order after it
+    assert ends.index(appended[3]) >= 0
+
+
+def test_two_dispatchers_on_one_sqlite_file_never_double_deliver(harness):
+    appended = harness.append(keys=20, per_key=15)
+    first = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "3"})
+    second = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "3"})
+    harness.wait_done(len(appended), timeout=30)
+    history = harness.check_history(appended)
+    starts = [r[1] for r in harness.records() if r[0] == "start"]
+    assert len(starts) == len(set(starts)) == len(appended)   # each delivered once, no retries
+    assert len(history["pids"]) == 4                          # both dispatchers' handlers worked
+    for dispatcher in (first, second):
+        assert harness.status(dispatcher)["state"] == "running"
+
+
+def test_scale_command_changes_the_handler_count(harness):
+    dispatcher = harness.start(handlers=1)
+    harness.wait_status(dispatcher, lambda d: len(ready_pids(d)) == 1, message="1 ready")
+    harness.store.set_control("handlers", 3)
+    harness.wait_status(dispatcher, lambda d: len(ready_pids(d)) == 3 and d["handlers_target"] == 3,
+                        message="3 ready after frontdesk scale 3")
+    appended = harness.append(keys=6, per_key=3)
+    harness.wait_done(len(appended))
+    harness.check_history(appended)
