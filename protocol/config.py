@@ -36,6 +36,8 @@ class Knob:
 
 def _rates(text: str) -> dict[str, tuple[float, float]]:
     """`reply=2000/s,broadcast=60/h` -> {"reply": (2000, 1.0), "broadcast": (60, 3600.0)}."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a string like reply=2000/s, got {type(text).__name__}")
     periods = {"s": 1.0, "m": 60.0, "h": 3600.0}
     rates = {}
     for part in filter(None, (p.strip() for p in text.split(","))):

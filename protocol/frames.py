@@ -39,7 +39,8 @@ def unpack(payload: bytes):
     except msgpack.ExtraData:
         raise ProtocolError("frame holds more than one msgpack value") from None
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise ProtocolError(f"frame body is not valid msgpack: {exc}") from None
+        reason = str(exc) or type(exc).__name__  # msgpack's StackError (nesting too deep) has no text
+        raise ProtocolError(f"frame body is not valid msgpack: {reason}") from None
 
 
 def encode_frame(value) -> bytes:
@@ -74,7 +75,7 @@ class FrameDecoder:
                 preview = bytes(buffer[offset : offset + 16]).hex(" ")
                 raise ProtocolError(
                     f"frame length {length} exceeds the maximum {self.max_frame_bytes} bytes "
-                    f"(first bytes: {preview}); is something printing to stdout?"
+                    f"(first bytes: {preview}); is something writing text into the frame stream?"
                 )
             end = offset + HEADER.size + length
             if len(buffer) < end:

@@ -69,7 +69,7 @@ def parse_message(value) -> Message:
     """Turn a decoded frame into a Request, Response or Notification, or raise ProtocolError."""
     if not isinstance(value, list) or not value:
         raise ProtocolError(f"a message must be a non-empty array, got {_describe(value)}")
-    kind = value[0]
+    kind = value[0] if type(value[0]) is int else repr(value[0])  # True == 1 must not pass as a response
     if kind == REQUEST and len(value) == 4:
         return Request(_check_msgid(value[1]), _check_method(value[2]), _check_params(value[3]))
     if kind == RESPONSE and len(value) == 4:

@@ -1,0 +1,67 @@
+"""The echo bot: a port of the original article's jobWorker to today's Messaging API.
+
+Every message gets an answer prefixed with the sender's display name ("<name>さん、"), fetched
+with the profile API (the rate limiter caches profiles in the store's users table): text is
+echoed as "はい、<text>、ですね。", the other kinds get the article's fixed phrases. A follow
+is welcomed with "ようこそ！" (the profile call records the new user); an unfollow means the
+user blocked the bot: logged, and marked in the bot's per-user data.
+
+Run it as `python -m handlers.examples.echo` or `python handlers/examples/echo.py`.
+"""
+import logging
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a script from a checkout: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from handlers.sdk import Bot  # noqa: E402
+
+log = logging.getLogger("echo")
+bot = Bot("echo", max_in_flight=8)
+
+# The original jobWorker's phrases per content type (opType/contentType codes became types).
+PHRASES = {
+    "image": "写真ですね...",
+    "video": "動画ですね...",
+    "audio": "ボイスメッセージですね...",
+    "location": "位置情報ですね...",
+    "sticker": "スタンプですね",
+}
+
+
+def answer(event, api, text: str) -> None:
+    """Reply with the sender's display name in front, as the original did."""
+    if event.user_id:
+        text = api.profile(event.user_id)["displayName"] + "さん、" + text
+    api.reply(event.reply_token, [{"type": "text", "text": text}])
+
+
+@bot.on_message("text")
+def on_text(event, api):
+    answer(event, api, "はい、" + event.message.text + "、ですね。")
+
+
+@bot.on_message("*")
+def on_other_message(event, api):
+    phrase = PHRASES.get(event.message.type)
+    if phrase is None:  # e.g. file: the original answered nothing for unknown content types
+        log.info("event=%s message_type=%s unanswered", event.id, event.message.type)
+        return
+    answer(event, api, phrase)
+
+
+@bot.on("follow")
+def on_follow(event, api):
+    answer(event, api, "ようこそ！")
+    log.info("event=%s user=%s followed: profile recorded", event.id, event.user_id)
+
+
+@bot.on("unfollow")
+def on_unfollow(event, api):
+    log.info("event=%s user=%s blocked the bot", event.id, event.user_id)
+    api.user_set_data(event.user_id, {"blocked_at": event.timestamp})
+
+
+if __name__ == "__main__":
+    bot.run()

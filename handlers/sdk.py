@@ -1,0 +1,412 @@
+"""The Python handler SDK: write a LINE bot as a few decorated functions.
+
+    from handlers.sdk import Bot
+    bot = Bot("echo", max_in_flight=8)
+
+    @bot.on_message("text")
+    def on_text(event, api):
+        api.reply(event.reply_token, [{"type": "text", "text": event.message.text}])
+
+    bot.run()
+
+`Bot.run()` speaks the wire protocol of protocol/SPEC.md on the process's stdin/stdout: the
+handshake, events in, acks/nacks and API calls out. Each event runs in a worker thread (up to
+`max_in_flight` at once); one reader thread (the caller of run) reads every frame; one lock
+serialises writes. The frame stream is kept clean: the real fd 1 is kept private and fd 1 (and
+sys.stdout) point at stderr, so print(), logging, C extensions and subprocesses all write log
+text, never frames. An exception in a handler becomes a nack carrying its text; an event type
+with no handler is acked (the bot chose not to care about it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from protocol.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, ProtocolError, encode_frame
+from protocol.rpc import MsgIds, Notification, Request, Response, error_value, parse_message
+
+PROTOCOL_VERSION = 1
+EXIT_OK, EXIT_UNSUPPORTED, EXIT_PROTOCOL_ERROR = 0, 1, 2
+
+log = logging.getLogger("handlers.sdk")
+
+
+class ApiError(Exception):
+    """An API call failed: `status` is LINE's HTTP status (0 when no HTTP answer), `message`
+    LINE's or frontdesk's text, `details` LINE's details list. Left uncaught in a handler it
+    nacks the event, retried only if the failure is `retryable`."""
+
+    def __init__(self, message: str, status: int = 0, details=None, retryable: bool = False):
+        super().__init__(f"{message} (status {status})" if status else message)
+        self.message = message
+        self.status = status
+        self.details = details or []
+        self.retryable = retryable
+
+    @property
+    def retry(self) -> bool:
+        return self.retryable
+
+    @classmethod
+    def from_wire(cls, error) -> "ApiError":
+        if not isinstance(error, dict):
+            return cls(f"malformed API error from the dispatcher: {error!r}")
+        status = error.get("status", 0)
+        return cls(str(error.get("message", "API call failed")),
+                   status if isinstance(status, int) else 0,
+                   error.get("details"), bool(error.get("retryable", False)))
+
+
+class Nack(Exception):
+    """Raise to refuse an event on purpose: `Nack("why", retry=False)` dead-letters it at once.
+
+    Any exception with a boolean `retry` attribute has the same effect; others retry.
+    """
+
+    def __init__(self, message: str, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
+
+
+class Record(dict):
+    """A dict whose keys also read as attributes (nested maps too): `event.message.text`."""
+
+    def __getattr__(self, name):
+        try:
+            value = self[name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}") from None
+        return Record(value) if type(value) is dict else value
+
+
+class Event(Record):
+    """The LINE event exactly as received (keys and attributes), plus the document fields:
+    `id` (webhookEventId), `key` (conversation key), `received_at` (epoch ms), `attempt`
+    (1 = first delivery), `ts` (store order), `destination`, and `document` (all of it)."""
+
+    def __init__(self, document: dict):
+        super().__init__(document["o"]["event"])
+        self.document = document
+
+    id = property(lambda self: self.document["o"]["_id"])
+    key = property(lambda self: self.document["o"]["key"])
+    received_at = property(lambda self: self.document["o"]["received_at"])
+    attempt = property(lambda self: self.document["o"]["attempt"])
+    destination = property(lambda self: self.document["o"].get("destination", ""))
+    ts = property(lambda self: self.document["ts"])
+    reply_token = property(lambda self: self.get("replyToken"))
+    user_id = property(lambda self: (self.get("source") or {}).get("userId"))
+
+
+def _messages(messages) -> list:
+    """A str becomes one text message, a dict one message; lists pass through."""
+    if isinstance(messages, str):
+        return [{"type": "text", "text": messages}]
+    if isinstance(messages, dict):
+        return [messages]
+    return list(messages)
+
+
+def _drop_none(args: dict) -> dict:
+    return {k: v for k, v in args.items() if v is not None}
+
+
+class Api:
+    """LINE API calls on behalf of one event (journaled and retried by the dispatcher).
+
+    Every method blocks until the dispatcher answers and returns the result, or raises ApiError.
+    """
+
+    def __init__(self, session: "_Session", event_id: str | None):
+        self._session = session
+        self.event_id = event_id
+
+    def call_method(self, method: str, args: dict):
+        """Any protocol API method by name (see SPEC.md); the methods below are shorthands."""
+        return self._session.call(method, [self.event_id, args])
+
+    def reply(self, reply_token: str, messages, notification_disabled: bool | None = None):
+        return self.call_method("reply", _drop_none({
+            "replyToken": reply_token, "messages": _messages(messages),
+            "notificationDisabled": notification_disabled}))
+
+    def push(self, to: str, messages, notification_disabled: bool | None = None):
+        return self.call_method("push", _drop_none({
+            "to": to, "messages": _messages(messages), "notificationDisabled": notification_disabled}))
+
+    def multicast(self, to: list[str], messages):
+        return self.call_method("multicast", {"to": list(to), "messages": _messages(messages)})
+
+    def broadcast(self, messages):
+        return self.call_method("broadcast", {"messages": _messages(messages)})
+
+    def narrowcast(self, body: dict):
+        return self.call_method("narrowcast", dict(body))
+
+    def profile(self, user_id: str) -> dict:
+        return self.call_method("profile", {"userId": user_id})
+
+    def content(self, message_id: str) -> dict:
+        """`{"content_type": str, "data": bytes}` of an image, video, audio or file message."""
+        return self.call_method("content", {"messageId": message_id})
+
+    def call(self, method: str, path: str, query: dict | None = None, body=None, data_api: bool = False):
+        """Any other Messaging API endpoint: returns `{"status": int, "body": ...}`."""
+        return self.call_method("call", _drop_none({
+            "method": method, "path": path, "query": query, "body": body,
+            "data_api": data_api or None}))
+
+    def user_get(self, user_id: str):
+        return self.call_method("user_get", {"userId": user_id})
+
+    def user_set_data(self, user_id: str, data: dict):
+        return self.call_method("user_set_data", {"userId": user_id, "data": dict(data)})
+
+    def progress(self) -> None:
+        """Tell the dispatcher this event is still being worked on (restarts its deadline)."""
+        self._session.notify("progress", [self.event_id])
+
+
+class _PendingCall:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.error = None
+        self.result = None
+
+
+class _Session:
+    """One protocol session over two private descriptors: frames in, frames out."""
+
+    def __init__(self, bot: "Bot", in_fd: int, out_fd: int):
+        self.bot = bot
+        self.in_fd = in_fd
+        self.out = open(out_fd, "wb", buffering=0, closefd=False)
+        self.write_lock = threading.Lock()
+        self.calls_lock = threading.Lock()
+        self.calls: dict[int, _PendingCall] = {}
+        self.msgids = MsgIds()
+        self.max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
+        self.decoder = FrameDecoder(self.max_frame_bytes)
+        self.dispatcher_gone = False
+        self.workers: ThreadPoolExecutor | None = None
+
+    # --- writing (any thread) ---------------------------------------------------------------
+    def send(self, message) -> None:
+        frame = encode_frame(message.to_wire())
+        if len(frame) - 4 > self.max_frame_bytes:
+            raise ValueError(f"frame of {len(frame) - 4} bytes exceeds max_frame_bytes "
+                             f"{self.max_frame_bytes}")
+        with self.write_lock:
+            view = memoryview(frame)
+            while view:
+                view = view[self.out.write(view):]
+
+    def notify(self, method: str, params: list) -> None:
+        self.send(Notification(method, params))
+
+    def call(self, method: str, params: list):
+        pending = _PendingCall()
+        with self.calls_lock:
+            if self.dispatcher_gone:
+                raise ApiError("dispatcher gone: stdin closed")
+            msgid = self.msgids.next()
+            self.calls[msgid] = pending
+        try:
+            self.send(Request(msgid, method, params))
+        except BaseException:
+            with self.calls_lock:
+                self.calls.pop(msgid, None)
+            raise
+        pending.done.wait()
+        if pending.error is not None:
+            raise ApiError.from_wire(pending.error)
+        return pending.result
+
+    # --- reading (the main thread) ----------------------------------------------------------
+    def frames(self):
+        """Decoded frames until EOF; a truncated last frame is a ProtocolError."""
+        while True:
+            data = os.read(self.in_fd, 1 << 16)
+            if not data:
+                if self.decoder.buffered:
+                    raise ProtocolError(f"stdin ended inside a frame ({self.decoder.buffered} bytes)")
+                return
+            yield from self.decoder.feed(data)
+
+    def handshake(self, frames) -> bool:
+        """Answer the hello; False if the dispatcher offered no version we speak."""
+        first = next(frames, None)
+        if first is None:
+            raise EOFError
+        message = parse_message(first)
+        if not isinstance(message, Request) or message.method != "hello":
+            raise ProtocolError(f"the first message must be the hello request, got {first!r:.80}")
+        offer = message.params[0] if message.params and isinstance(message.params[0], dict) else {}
+        versions = offer.get("protocol")
+        if not isinstance(versions, list) or PROTOCOL_VERSION not in versions:
+            self.send(Response(message.msgid, error_value(
+                f"handler speaks protocol {PROTOCOL_VERSION}, dispatcher offered {versions!r}"), None))
+            return False
+        limit = offer.get("max_frame_bytes")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            self.max_frame_bytes = self.decoder.max_frame_bytes = limit
+        self.send(Response(message.msgid, None, {
+            "protocol": PROTOCOL_VERSION, "name": self.bot.name, "max_in_flight": self.bot.max_in_flight}))
+        return True
+
+    def serve(self, frames) -> None:
+        for value in frames:
+            message = parse_message(value)
+            if isinstance(message, Response):
+                self._resolve(message)
+            elif isinstance(message, Request):
+                if message.method == "event":
+                    self.workers.submit(self._handle_event, message)
+                else:
+                    self.send(Response(message.msgid, error_value(f"unknown method {message.method}"),
+                                       None))
+            # Notifications from the dispatcher: none are defined in version 1; ignored.
+
+    def _resolve(self, response: Response) -> None:
+        with self.calls_lock:
+            pending = self.calls.pop(response.msgid, None)
+        if pending is None:
+            log.warning("response for unknown msgid=%s ignored", response.msgid)
+            return
+        pending.error, pending.result = response.error, response.result
+        pending.done.set()
+
+    def fail_pending_calls(self) -> None:
+        """stdin is closed: no answer can come any more; waiting calls fail, new ones too."""
+        with self.calls_lock:
+            self.dispatcher_gone = True
+            pending, self.calls = list(self.calls.values()), {}
+        for call in pending:
+            call.error = {"message": "dispatcher gone: stdin closed", "status": 0, "retryable": True}
+            call.done.set()
+
+    def _handle_event(self, request: Request) -> None:
+        error = None
+        try:
+            event = Event(request.params[0])
+            self.bot.dispatch(event, Api(self, event.id))
+        except BaseException as exc:  # noqa: BLE001 - user code: every failure becomes a nack
+            error = _nack_value(exc, request)
+        try:
+            self.send(Response(request.msgid, error, None))
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            log.warning("could not answer event msgid=%s: %s", request.msgid, exc)
+
+
+def _nack_value(exc: BaseException, request: Request) -> dict:
+    if isinstance(exc, (KeyError, IndexError, TypeError)) and not _valid_document(request.params):
+        return error_value(f"malformed event document: {request.params!r:.200}", retry=False)
+    retry = getattr(exc, "retry", True)
+    text = str(exc) or type(exc).__name__
+    if not isinstance(exc, (Nack, ApiError)):
+        text = f"{type(exc).__name__}: {text}"
+        log.error("handler raised %s", text, exc_info=exc)
+    return error_value(text, retry=retry if isinstance(retry, bool) else True)
+
+
+def _valid_document(params) -> bool:
+    try:
+        o = params[0]["o"]
+        return isinstance(o["event"], dict) and isinstance(o["_id"], str)
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def _protect_stdio() -> tuple[int, int]:
+    """Keep fds 0 and 1 private for frames; point fd 1 and sys.stdout at stderr, fd 0 at /dev/null.
+
+    Done at the descriptor level so that C extensions and child processes inherit harmless
+    descriptors too. Returns the private (in, out) descriptors.
+    """
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    os.set_inheritable(in_fd, False)
+    os.set_inheritable(out_fd, False)
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdout = sys.stderr
+    sys.stdin = open(os.devnull)
+    return in_fd, out_fd
+
+
+class Bot:
+    """A handler: register functions per event type / message type, then `run()`.
+
+    Creating the Bot already protects stdout, so module-level prints after it are safe.
+    """
+
+    _stdio: tuple[int, int] | None = None
+
+    def __init__(self, name: str, max_in_flight: int = 1):
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
+        self.name = name
+        self.max_in_flight = max_in_flight
+        self._by_event: dict[str, callable] = {}
+        self._by_message: dict[str, callable] = {}
+        if Bot._stdio is None:
+            Bot._stdio = _protect_stdio()
+
+    def on(self, event_type: str):
+        """Decorator: `fn(event, api)` handles events of this type ("follow", "postback", ...)."""
+        def register(fn):
+            self._by_event[event_type] = fn
+            return fn
+        return register
+
+    def on_message(self, message_type: str = "*"):
+        """Decorator: handles message events whose message.type matches ("*" = any other)."""
+        def register(fn):
+            self._by_message[message_type] = fn
+            return fn
+        return register
+
+    def dispatch(self, event: Event, api: Api) -> None:
+        """Call the matching function; events nobody registered for are acked untouched."""
+        fn = None
+        if event.get("type") == "message":
+            kind = (event.get("message") or {}).get("type")
+            fn = self._by_message.get(kind) or self._by_message.get("*")
+        fn = fn or self._by_event.get(event.get("type"))
+        if fn is not None:
+            fn(event, api)
+
+    def run(self) -> None:
+        """Serve the protocol until stdin closes, then exit the process (never returns)."""
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                                format=f"%(levelname)s {self.name}[%(process)d] %(name)s %(message)s")
+        session = _Session(self, *Bot._stdio)
+        frames = session.frames()
+        try:
+            if not session.handshake(frames):
+                os._exit(EXIT_UNSUPPORTED)
+            session.workers = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="event")
+            session.serve(frames)
+        except EOFError:
+            pass
+        except ProtocolError as exc:
+            sys.stderr.write(f"{self.name}: protocol error on stdin: {exc}\n")
+            sys.stderr.flush()
+            os._exit(EXIT_PROTOCOL_ERROR)  # the stream cannot be trusted; in-flight work is abandoned
+        except KeyboardInterrupt:
+            os._exit(130)
+        # stdin closed: the dispatcher asks us to finish what we hold and exit.
+        session.fail_pending_calls()
+        if session.workers is not None:
+            session.workers.shutdown(wait=True)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)  # not sys.exit: a stray non-daemon thread of user code must not hang us
