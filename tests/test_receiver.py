@@ -299,7 +299,10 @@ def test_store_that_cannot_write_gets_503_and_stores_nothing(tmp_path):
                 break
         refused_event, refused_status = answered[-1]
         assert refused_status == 503
-        assert str(tmp_path) not in running.post(make_body(make_event())).text  # no server paths
+        event = make_event()
+        response = running.post(make_body(event))
+        answered.append((event, response.status_code))
+        assert str(tmp_path) not in response.text  # the client is not told server paths
         assert "status=503" in running.log() and "store unavailable" in running.log()
         health = requests.get(running.url + "/healthz", timeout=5)
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
