@@ -90,8 +90,9 @@ class Harness:
         return [(what, event_id, key, int(pid), int(attempt))
                 for what, event_id, key, pid, attempt in (line.split() for line in lines)]
 
-    def check_history(self, appended: list[str]) -> dict:
-        """Assert per-key order, no two events of a key at once, each event acked exactly once.
+    def check_history(self, appended: list[str], exactly_once: bool = True) -> dict:
+        """Assert per-key order, no two events of a key at once, each event acked exactly once
+        (or at least once: acks a handler wrote after garbage on its stdout cannot be trusted).
 
         Returns {"max_parallel", "pids"} for further assertions.
         """
@@ -120,7 +121,8 @@ class Harness:
                 order_by_key[key].append(event_id)
         for key, ids in order_by_key.items():
             assert ids == sorted(ids, key=position.__getitem__), f"key {key} handled out of order"
-        missing = [event_id for event_id in appended if ended[event_id] != 1]
+        missing = [event_id for event_id in appended
+                   if ended[event_id] == 0 or (exactly_once and ended[event_id] > 1)]
         assert not missing, f"events not acked exactly once: {missing[:10]} ({[ended[m] for m in missing[:10]]})"
         return {"max_parallel": max_parallel, "pids": pids}
 

@@ -24,7 +24,7 @@ DELAY_MS = float(os.environ.get("FD_TEST_DELAY_MS", "0"))
 RECORD = os.environ.get("FD_TEST_RECORD")
 
 out = sys.stdout.buffer
-write_lock = threading.Lock()
+write_lock = threading.RLock()  # also makes "end" recorded <=> ack written
 record_fd = os.open(RECORD, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if RECORD else None
 api_answers: dict[int, threading.Event] = {}
 
@@ -46,7 +46,8 @@ def handle(msgid: int, doc: dict) -> None:
     first = o["attempt"] == 1
     record("start", o)
     if first and text == "crash":
-        os._exit(1)
+        with write_lock:
+            os._exit(1)
     if first and text == "hang":
         return
     if first and text == "garbage":
@@ -69,8 +70,9 @@ def handle(msgid: int, doc: dict) -> None:
     if text == "poison":
         send([1, msgid, {"message": "cannot handle this", "retry": False}, None])
         return
-    record("end", o)
-    send([1, msgid, None, None])
+    with write_lock:
+        record("end", o)
+        send([1, msgid, None, None])
 
 
 def main() -> int:
