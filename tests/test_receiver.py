@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -70,7 +71,8 @@ class Receiver:
             signature = sign(body, SECRET)
         if signature is not None:
             headers["x-line-signature"] = signature
-        return requests.post(self.url + path, data=body, headers=headers, timeout=5, **kw)
+        kw.setdefault("timeout", 5)
+        return requests.post(self.url + path, data=body, headers=headers, **kw)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -337,6 +339,30 @@ def test_overload_gets_fast_503s_and_only_200s_are_stored(tmp_path):
     finally:
         store.close()
     assert stored == {e["webhookEventId"] for e, status in zip(events, statuses) if status == 200}
+
+
+@pytest.mark.xfail(strict=True, reason="the SQLite writer waits its 10 s busy timeout for a lock held "
+                   "elsewhere instead of giving up at the append deadline (store issue)")
+def test_store_locked_by_another_process_still_gets_an_answer_within_2s(tmp_path):
+    running = Receiver(tmp_path)
+    try:
+        running.wait_ready()
+        holder = sqlite3.connect(str(tmp_path / "frontdesk.db"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # e.g. another process's long write transaction
+        try:
+            event = make_event()
+            response = running.post(make_body(event), timeout=2.0)
+            assert response.status_code == 503
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    finally:
+        running.stop()
+    store = open_store(running.store_url)
+    try:
+        assert stored_total(store) == 0  # answered 503, so nothing may have been written later
+    finally:
+        store.close()
 
 
 def test_store_path_that_is_a_directory_stops_the_receiver_with_a_clear_error(tmp_path):
