@@ -78,7 +78,7 @@ def _serve_bare() -> int:
 
 # --- the load generator (runs in its own process) -------------------------------------------------
 class _Load:
-    """Signed single-event webhooks over keep-alive sockets; one selector loop, no threads."""
+    """Signed webhooks (fresh event ids each) over keep-alive sockets; one selector loop, no threads."""
 
     def __init__(self, port: int, path: str, secret: str, connections: int, prefix: str,
                  events_per_request: int):
@@ -230,25 +230,34 @@ def _drive(port: int, settings, args, prefix: str, mode: str, rate: float = 0.0)
 
 
 # --- the servers under test ------------------------------------------------------------------------
+class _ServerFailed(Exception):
+    """A server under test did not start; the message carries the end of its log."""
+
+
 class _Server:
     def __init__(self, argv: list[str], env: dict, port: int, log_path: str):
-        self.port = port
+        self.port, self.log_path = port, log_path
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self._wait_ready(log_path)
+        self._wait_ready()
 
-    def _wait_ready(self, log_path: str) -> None:
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {log_path}")
+                self._fail(f"exited with status {self.proc.returncode}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.05)  # startup only: nothing to block on until it listens
         self.stop()
-        raise RuntimeError(f"server did not listen within {READY_TIMEOUT_S}s; see {log_path}")
+        self._fail(f"did not listen within {READY_TIMEOUT_S}s")
+
+    def _fail(self, what: str) -> None:
+        with open(self.log_path, errors="replace") as log:
+            tail = "".join(log.readlines()[-5:])
+        raise _ServerFailed(f"server under test {what}; its log ends:\n{tail}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -348,7 +357,11 @@ def run_bench(settings, args) -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="frontdesk-bench-") as workdir:
         for run_no in range(repeat):
-            result = _run_once(settings, args, workdir, run_no)
+            try:
+                result = _run_once(settings, args, workdir, run_no)
+            except _ServerFailed as exc:
+                print(f"frontdesk bench --suite receiver: {exc}", file=sys.stderr)
+                return 1
             runs.append(result)
             if not args.json:
                 print(f"run {run_no + 1}/{repeat}: " + " ".join(f"{k}={v}" for k, v in result.items()),
