@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import os
 import queue
+import random
 import subprocess
 import sys
 import threading
@@ -176,7 +177,7 @@ class Outcome:
     """What happened to one batch of events: their answers, the API calls, any violations."""
     sent: list = field(default_factory=list)           # event msgids in sending order
     answers: dict = field(default_factory=dict)        # event msgid -> Response, in answering order
-    calls: collections.Counter = field(default_factory=collections.Counter)
+    calls: list = field(default_factory=list)           # the handler's API requests
     violations: list = field(default_factory=list)
     most_held: int = 0                                  # most events with an API call held at once
 
@@ -189,7 +190,7 @@ class Handler:
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, bufsize=0)
         self.inbox: queue.Queue = queue.Queue()
-        self.stderr_tail: collections.deque = collections.deque(maxlen=5)
+        self.stderr_tail: collections.deque = collections.deque(maxlen=50)
         self.noise: str | None = None
         self.msgids = rpc.MsgIds(start=1)
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
@@ -284,7 +285,7 @@ class Handler:
         """Send events, serve their API calls until each is answered; raises Broken on silence.
 
         hold: keep API calls unanswered until every unanswered event has one held (or the handler
-        is quiet for QUIET_S), then answer them newest first: shows concurrency and out-of-order
+        is quiet for QUIET_S), then answer them shuffled: shows concurrency and out-of-order
         matching. fail_calls: answer that many first API calls with a non-retryable error.
         """
         outcome = Outcome()
@@ -317,7 +318,7 @@ class Handler:
                 if problem:
                     outcome.violations.append(problem)
             elif isinstance(message, rpc.Request):
-                outcome.calls[message.method] += 1
+                outcome.calls.append(message)
                 if not hold:
                     self._answer([message], pending, outcome, fail_calls)
                     fail_calls = max(fail_calls - 1, 0)
@@ -333,7 +334,9 @@ class Handler:
         return outcome
 
     def _answer(self, requests, pending, outcome: Outcome, fail_calls: int) -> None:
-        for request in reversed(requests):
+        requests = list(requests)
+        random.Random(len(requests)).shuffle(requests)  # not the order they came in
+        for request in requests:
             error, result, violation = kit_answer(request, set(pending.values()))
             if violation:
                 outcome.violations.append(violation)
@@ -473,7 +476,8 @@ class Kit:
     def check_event(self, handler: Handler, sample: str):
         outcome = handler.exchange([self.events.document(sample)], self.timeout)
         (answer,) = outcome.answers.values()
-        calls = ", ".join(f"{m}×{n}" for m, n in sorted(outcome.calls.items())) or "no API calls"
+        methods = collections.Counter(call.method for call in outcome.calls)
+        calls = ", ".join(f"{m}×{n}" for m, n in sorted(methods.items())) or "no API calls"
         return self._verdict(outcome, f"{describe_answer(answer)} ({calls})")
 
     def check_api_error(self, handler: Handler):
@@ -508,8 +512,10 @@ class Kit:
         handler.msgids = rpc.MsgIds(start=rpc.MAX_MSGID - count // 2)  # msgids wrap past 2**32-1
         outcome = handler.exchange(documents, self.timeout * 2, hold=True)
         shuffled = "out of order" if list(outcome.answers) != outcome.sent else "in order"
-        return self._verdict(outcome, f"{count} events answered {shuffled}; up to "
-                                      f"{outcome.most_held} handled at once (declared {self.window})")
+        concurrency = (f"; up to {outcome.most_held} had API calls outstanding at once" if outcome.calls
+                       else "")
+        return self._verdict(outcome, f"{count} events (declared window {self.window}) answered "
+                                      f"{shuffled}{concurrency}")
 
     def check_eof_exit(self, handler: Handler):
         handler.close_stdin()
