@@ -1,0 +1,37 @@
+"""`frontdesk --help` and every subcommand's --help work as real commands."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dispatcher.cli import COMMANDS
+
+
+def frontdesk(*args):
+    return subprocess.run([sys.executable, "-m", "dispatcher.cli", *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_top_level_help_lists_the_public_subcommands():
+    done = frontdesk("--help")
+    assert done.returncode == 0
+    for name in ("run", "receiver", "dispatcher", "sandbox", "bench", "check-handler", "status"):
+        assert name in done.stdout
+    assert "_ratelimiter" not in done.stdout
+
+
+@pytest.mark.parametrize("name", [n for n in COMMANDS if not n.startswith("_")])
+def test_subcommand_help(name):
+    done = frontdesk(name, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: frontdesk {name}")
+    assert "--set KEY=VALUE" in done.stdout
+
+
+def test_console_script_is_installed():
+    script = shutil.which("frontdesk", path=str(Path(sys.executable).parent))
+    assert script, "the frontdesk console script is not installed next to this interpreter"
+    done = subprocess.run([script, "check-handler", "--help"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "-- CMD [ARGS...]" in done.stdout
