@@ -197,8 +197,17 @@ class Arbiter:
         ready = [slot.process for slot in self.slots
                  if slot.process is not None and slot.process.state == READY]
         free = sum(p.free_slots for p in ready)
-        for doc in self.router.claim(free):
-            max(ready, key=lambda p: p.free_slots).deliver(doc)
+        docs = self.router.claim(free)
+        if not docs:
+            return
+        # spread evenly: each event to the handler with the most free slots at that moment
+        slots = sorted(((p.free_slots, index) for index, p in enumerate(ready)), reverse=True)
+        for doc in docs:
+            count, index = slots[0]
+            ready[index].deliver(doc)
+            slots[0] = (count - 1, index)
+            if len(slots) > 1 and slots[1][0] > count - 1:
+                slots.sort(reverse=True)
 
     def event_answered(self, process: HandlerProcess, delivery, error) -> None:
         if error is None:

@@ -56,9 +56,13 @@ class FramedChild:
 
     # --- to the child ---------------------------------------------------------------------------
     def send(self, message) -> None:
+        self.send_wire(message.to_wire())
+
+    def send_wire(self, value) -> None:
+        """Queue one frame; the loop writes everything queued for this child in one go."""
         if self._stdin is None or self._close_after_flush:
             return
-        self._out += encode_frame(message.to_wire())
+        self._out += encode_frame(value)
         self.loop.mark_dirty(self)
 
     def flush(self) -> None:
@@ -258,7 +262,7 @@ class HandlerProcess(FramedChild):
                             time.monotonic() + self.settings.event_deadline_s)
         self.in_flight[msgid] = delivery
         self._by_event[delivery.event_id] = delivery
-        self.send(rpc.Request(msgid, "event", [doc]))
+        self.send_wire([rpc.REQUEST, msgid, "event", [doc]])
         return delivery
 
     def delivery_for(self, event_id) -> Delivery | None:

@@ -54,9 +54,11 @@ def test_nack_retries_and_non_retryable_nack_dead_letters(harness):
 
 
 def test_two_dispatchers_on_one_sqlite_file_never_double_deliver(harness):
-    appended = harness.append(keys=20, per_key=15)
     first = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "3"})
     second = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "3"})
+    for dispatcher in (first, second):
+        harness.wait_status(dispatcher, lambda d: len(ready_pids(d)) == 2, message="2 ready")
+    appended = harness.append(keys=20, per_key=15)
     harness.wait_done(len(appended), timeout=30)
     history = harness.check_history(appended)
     starts = [r[1] for r in harness.records() if r[0] == "start"]

@@ -1,0 +1,210 @@
+"""`frontdesk bench --suite drain`: how fast the dispatcher empties a queue, and how soon a
+handler sees an event after its durable append.
+
+Two measurements, each with 4 no-op Python handlers (this module run as `python -m
+dispatcher.bench_drain handler`: a window of 64, acks at once, keeps each event's receipt time
+and writes them to a file when its stdin closes):
+- drain: the queue is pre-filled with `--count` events (default 100,000, many users), then the
+  dispatcher starts; rate = events / (last event acked - first event received).
+- latency: events appended one per commit at 1,000 events/s (open loop) for `--duration` s; for
+  each event, receipt time in the handler minus the time its append returned (durable).
+  CLOCK_MONOTONIC is one clock for every process on Linux, so the two times compare.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from protocol.frames import FrameDecoder, encode_frame
+
+HANDLERS = 4
+WINDOW = 64
+LATENCY_RATE = 1000.0
+DRAIN_USERS = 10_000
+LATENCY_USERS = 1000
+
+
+# --- the no-op handler ---------------------------------------------------------------------------
+def handler_main() -> int:
+    """Raw frames, no SDK: decode what arrived, ack every event, one write per read."""
+    receipts = []
+    decoder = FrameDecoder()
+    hello = None
+    while hello is None:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            return 0
+        values = decoder.feed(chunk)
+        hello = values[0] if values else None
+    os.write(1, encode_frame([1, hello[1], None, {"protocol": 1, "name": "bench-noop", "max_in_flight": WINDOW}]))
+    while True:
+        chunk = os.read(0, 1 << 20)
+        if not chunk:
+            break
+        now = time.monotonic()
+        answers = []
+        for message in decoder.feed(chunk):
+            if message[0] == 0 and message[2] == "event":
+                receipts.append((message[3][0]["o"]["_id"], now))
+                answers.append(encode_frame([1, message[1], None, None]))
+        if answers:
+            os.write(1, b"".join(answers))
+    folder = os.environ.get("FD_BENCH_RECEIPTS")
+    if folder:
+        with open(os.path.join(folder, f"{os.getpid()}.json"), "w") as f:
+            json.dump(receipts, f)
+    return 0
+
+
+# --- the driver ---------------------------------------------------------------------------------
+def _events(prefix: str, start: int, count: int, users: int) -> list[dict]:
+    now = int(time.time() * 1000)
+    return [{"type": "message", "timestamp": now, "webhookEventId": f"{prefix}{i}", "replyToken": "r",
+             "source": {"type": "user", "userId": f"U{i % users:05d}"},
+             "message": {"type": "text", "id": str(i), "text": "bench"}} for i in range(start, start + count)]
+
+
+class _Run:
+    """One store in a temp folder and one dispatcher subprocess with the no-op handlers."""
+
+    def __init__(self, settings):
+        from store import open_store
+
+        self.folder = tempfile.mkdtemp(prefix="frontdesk-bench-drain-")
+        self.receipts = os.path.join(self.folder, "receipts")
+        os.mkdir(self.receipts)
+        self.url = f"sqlite:///{os.path.join(self.folder, 'bench.db')}"
+        self.store = open_store(self.url)
+        self.settings = settings
+        self.process = None
+
+    def start_dispatcher(self) -> None:
+        handler = shlex.join([sys.executable, "-m", "dispatcher.bench_drain", "handler"])
+        env = {**os.environ, **self.settings.to_environ(), "FRONTDESK_STORE": self.url,
+               "FRONTDESK_HANDLER": handler, "FRONTDESK_HANDLERS": str(HANDLERS),
+               "FRONTDESK_LOG_LEVEL": "WARNING", "FD_BENCH_RECEIPTS": self.receipts,
+               "LINE_CHANNEL_ACCESS_TOKEN": self.settings.channel_access_token or "bench"}
+        self.process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "dispatcher"], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_done(self, count: int, timeout: float) -> float:
+        """Wait (on the store's change feed, not a sleep loop) until `count` events are done."""
+        feed = self.store.change_feed()
+        deadline = time.monotonic() + timeout
+        try:
+            while self.store.stats()["done"] < count:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"bench: only {self.store.stats()['done']} of {count} events done")
+                select.select([feed.fileno()], [], [], 0.5)
+                feed.drain()
+            return time.monotonic()
+        finally:
+            feed.close()
+
+    def stop(self) -> list[tuple[str, float]]:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        receipts = []
+        for name in os.listdir(self.receipts):
+            with open(os.path.join(self.receipts, name)) as f:
+                receipts.extend(json.load(f))
+        return receipts
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.store.close()
+        subprocess.run(["rm", "-rf", self.folder], check=False)
+
+
+def measure_drain(settings, count: int) -> dict:
+    run = _Run(settings)
+    try:
+        for start in range(0, count, 1000):
+            run.store.append("Ubench", _events("d", start, min(1000, count - start), DRAIN_USERS),
+                             int(time.time() * 1000))
+        run.start_dispatcher()
+        finished = run.wait_done(count, timeout=120)
+        receipts = run.stop()
+        first = min(t for _, t in receipts)
+        return {"events": count, "seconds": round(finished - first, 3),
+                "events_per_s": round(count / (finished - first))}
+    finally:
+        run.close()
+
+
+def measure_latency(settings, duration: float) -> dict:
+    run = _Run(settings)
+    try:
+        run.start_dispatcher()
+        run.store.append("Ubench", _events("warm", 0, 1, 1), int(time.time() * 1000))
+        run.wait_done(1, timeout=30)
+        count = int(LATENCY_RATE * duration)
+        appended: dict[str, float] = {}
+        events = _events("l", 0, count, LATENCY_USERS)
+        threads = 4
+        start = time.monotonic() + 0.05
+
+        def offer(first: int) -> None:  # open loop: each append at its scheduled time
+            for i in range(first, count, threads):
+                delay = start + i / LATENCY_RATE - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                run.store.append("Ubench", [events[i]], int(time.time() * 1000))
+                appended[events[i]["webhookEventId"]] = time.monotonic()
+
+        workers = [threading.Thread(target=offer, args=(k,)) for k in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        run.wait_done(count + 1, timeout=60)
+        latencies = sorted((t - appended[event_id]) * 1000 for event_id, t in run.stop() if event_id in appended)
+        return {"events": count, "rate": LATENCY_RATE,
+                "p50_ms": round(_percentile(latencies, 50), 3), "p99_ms": round(_percentile(latencies, 99), 3),
+                "max_ms": round(latencies[-1], 3)}
+    finally:
+        run.close()
+
+
+def _percentile(sorted_values: list[float], p: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def run_bench(settings, args) -> int:
+    count = args.count or 100_000
+    repeat = max(1, args.repeat)
+    runs = []
+    for number in range(repeat):
+        drain = measure_drain(settings, count)
+        latency = measure_latency(settings, args.duration)
+        runs.append({"drain": drain, "latency": latency})
+        if not args.json:
+            print(f"run {number + 1}: drain {drain['events']} events in {drain['seconds']} s = "
+                  f"{drain['events_per_s']} events/s; latency at {latency['rate']:g}/s "
+                  f"({latency['events']} events): p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
+                  f"max {latency['max_ms']} ms", flush=True)
+    median = {"drain_events_per_s": statistics.median(r["drain"]["events_per_s"] for r in runs),
+              "latency_p50_ms": statistics.median(r["latency"]["p50_ms"] for r in runs),
+              "latency_p99_ms": statistics.median(r["latency"]["p99_ms"] for r in runs)}
+    if args.json:
+        print(json.dumps({"suite": "drain", "handlers": HANDLERS, "window": WINDOW, "runs": runs,
+                          "median": median}))
+    else:
+        print(f"median of {repeat}: drain {median['drain_events_per_s']:.0f} events/s (target >= 10,000); "
+              f"append->handler p50 {median['latency_p50_ms']} ms (<= 2), p99 {median['latency_p99_ms']} ms (<= 10)")
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["handler"]:
+    sys.exit(handler_main())
