@@ -4,16 +4,15 @@ arbiter: the children's death is noticed and they are restarted; ours takes them
 """
 from __future__ import annotations
 
-import logging
+import shlex
 import sys
 
 from protocol.config import ConfigError
 from store import StoreError, open_store
 
 from .arbiter import Arbiter
+from .demo import demo_command, start_demo
 from .supervise import Service
-
-log = logging.getLogger("frontdesk.dispatcher")
 
 # Sandbox credentials: the emulator accepts anything, so these are not secrets.
 DEV_CHANNEL_SECRET = "frontdesk-sandbox-secret"
@@ -73,8 +72,6 @@ def main(settings, args) -> int:
 
     def started(arbiter):
         if getattr(args, "demo", False):
-            from .demo import start_demo
-
             start_demo(settings)
 
     return _serve(settings, services, started)
@@ -89,12 +86,13 @@ def _print_banner(settings, sandbox: bool) -> None:
         f"  handlers          {settings.handlers} x {settings.handler or 'the bundled echo example'}",
     ]
     if sandbox:
+        # the dev secret is no secret (the emulator accepts anything); a real one is never shown
+        shown_secret = settings.channel_secret if settings.channel_secret == DEV_CHANNEL_SECRET else "<your secret>"
         lines += [
             f"  LINE API sandbox  http://{settings.sandbox_listen} (replies: "
             f"http://{settings.sandbox_listen}/sandbox/deliveries)",
             "send 5 signed example webhooks and see what the users received:",
-            f"  LINE_CHANNEL_SECRET={settings.channel_secret} frontdesk bench --count 5 --rate 5 "
-            f"--url {webhook_url} --sandbox-url http://{settings.sandbox_listen}",
+            f"  LINE_CHANNEL_SECRET={shown_secret} " + shlex.join(["frontdesk", *demo_command(settings)[3:]]),
         ]
     else:
         lines.append(f"  LINE API          {settings.api_base}")

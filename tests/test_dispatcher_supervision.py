@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from tests.dispatcher_harness import Harness, alive, ready_pids
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 
 @pytest.fixture
@@ -168,3 +168,23 @@ def test_kill_9_of_the_dispatcher_loses_nothing_and_leaves_no_orphans(harness):
         if what == "end":
             ends[event_id] = ends.get(event_id, 0) + 1
     assert set(ends) == set(appended)
+
+
+def _run_children(harness, process) -> set[int]:
+    doc = harness.wait_status(process, lambda d: len(ready_pids(d)) == 2 and d["services"]["receiver"]["pid"],
+                              message="frontdesk run: receiver and 2 handlers up")
+    return ready_pids(doc) | {doc["services"]["receiver"]["pid"]}
+
+
+@pytest.mark.parametrize("how", ["kill -9", "Ctrl-C"])
+def test_frontdesk_run_leaves_no_orphans(harness, how):
+    process = harness.start(handlers=2, command="run", args=["--listen", f"127.0.0.1:{free_port()}"],
+                            env={"LINE_CHANNEL_SECRET": "test-secret"})
+    children = _run_children(harness, process)
+    if how == "kill -9":
+        process.kill()
+        process.wait(timeout=5)
+    else:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    wait_until(lambda: not any(alive(pid) for pid in children), 10, message="every child exited")

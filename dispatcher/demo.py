@@ -1,0 +1,76 @@
+"""`frontdesk run --sandbox --demo`: send a few signed example webhooks, show what users got.
+
+Runs beside the arbiter in a thread: waits until the receiver and the sandbox accept
+connections, sends the webhooks with `frontdesk bench` (the same command the banner prints),
+then prints the messages the sandbox recorded as delivered to the "users".
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import requests
+
+DEMO_EVENTS = 5
+READY_TIMEOUT_S = 20.0
+
+
+def demo_command(settings) -> list[str]:
+    return [sys.executable, "-m", "dispatcher.cli", "bench", "--count", str(DEMO_EVENTS), "--rate", "5",
+            "--users", "3", "--url", f"http://{settings.listen}{settings.callback_path}",
+            "--sandbox-url", f"http://{settings.sandbox_listen}", "--settle", "10"]
+
+
+def _accepting(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_listening(addresses: list[str]) -> bool:
+    """The services announce nothing when they listen, so try to connect, briefly, a few times."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not all(_accepting(a) for a in addresses):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _print_deliveries(settings) -> None:
+    url = f"http://{settings.sandbox_listen}/sandbox/deliveries"
+    try:
+        answer = requests.get(url, timeout=5)
+        answer.raise_for_status()
+        deliveries = answer.json()
+    except (requests.RequestException, ValueError) as exc:
+        print(f"demo: cannot read {url}: {exc}", flush=True)
+        return
+    items = deliveries.get("deliveries", deliveries) if isinstance(deliveries, dict) else deliveries
+    print(f"demo: what the users received ({url}):", flush=True)
+    for item in items if isinstance(items, list) else [items]:
+        print("  " + json.dumps(item, ensure_ascii=False)[:300], flush=True)
+
+
+def run_demo(settings) -> None:
+    if not _wait_listening([settings.listen, settings.sandbox_listen]):
+        print("demo: the receiver or the sandbox did not start listening; see the log above", flush=True)
+        return
+    env = {**os.environ, "LINE_CHANNEL_SECRET": settings.channel_secret}
+    print(f"demo: sending {DEMO_EVENTS} signed example webhooks", flush=True)
+    subprocess.run(demo_command(settings), env=env, check=False)
+    _print_deliveries(settings)
+
+
+def start_demo(settings) -> threading.Thread:
+    thread = threading.Thread(target=run_demo, args=(settings,), name="demo", daemon=True)
+    thread.start()
+    return thread
