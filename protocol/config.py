@@ -130,6 +130,14 @@ KNOBS: tuple[Knob, ...] = (
     Knob("sandbox_fault_rate", float, 0.0, "Share of sandbox API calls answered 500.", minimum=0.0),
     Knob("sandbox_drop_rate", float, 0.0, "Share of sandbox API calls whose connection is dropped.",
          minimum=0.0),
+    Knob("sandbox_rate_limits", _rates,
+         "reply=2000/s,push=2000/s,multicast=200/s,broadcast=60/h,narrowcast=60/h,"
+         "profile=2000/s,content=2000/s,default=2000/s",
+         "Sandbox per-endpoint limits (429 beyond), like rate_limits; burst = one second's worth."),
+    Knob("sandbox_reply_token_ttl_s", float, 60.0,
+         "Sandbox: a reply token is refused this long after its webhook event.", minimum=0.0),
+    Knob("sandbox_threads", int, 32, "Sandbox waitress worker threads (injected latency holds one).",
+         minimum=1),
 )
 
 KNOBS_BY_NAME = {knob.name: knob for knob in KNOBS}
@@ -203,7 +211,7 @@ class Settings:
         env = {}
         for knob in KNOBS:
             value = getattr(self, knob.name)
-            if knob.name == "rate_limits":
+            if knob.type is _rates:
                 units = {1.0: "s", 60.0: "m", 3600.0: "h"}
                 value = ",".join(f"{k}={c:g}/{units[p]}" for k, (c, p) in value.items())
             elif isinstance(value, bool):
