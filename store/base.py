@@ -149,6 +149,12 @@ class Store(abc.ABC):
     def journal_put(self, entry: JournalEntry) -> None:
         """Insert or replace (durably) the entry for (event_id, call_no)."""
 
+    def journal_put_many(self, entries: list[JournalEntry]) -> None:
+        """journal_put for several entries; backends override it to make them one durable write
+        (the rate limiter journals every call twice: one commit per call caps it near 1,400 calls/s)."""
+        for entry in entries:
+            self.journal_put(entry)
+
     @abc.abstractmethod
     def journal_unfinished(self) -> list[JournalEntry]:
         """Entries still "started" (a restarted rate limiter resolves them)."""

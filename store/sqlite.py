@@ -410,12 +410,15 @@ class SQLiteStore(Store):
         return self._journal_entry(rows[0]) if rows else None
 
     def journal_put(self, entry: JournalEntry) -> None:
-        self._transaction(lambda conn: conn.execute(
+        self.journal_put_many([entry])
+
+    def journal_put_many(self, entries: list[JournalEntry]) -> None:
+        self._transaction(lambda conn: conn.executemany(
             "INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (entry.event_id, entry.call_no, entry.fingerprint, entry.state,
-             None if entry.request is None else json.dumps(entry.request),
-             None if entry.response is None else json.dumps(entry.response),
-             entry.updated_at or time.time())))
+            [(entry.event_id, entry.call_no, entry.fingerprint, entry.state,
+              None if entry.request is None else json.dumps(entry.request),
+              None if entry.response is None else json.dumps(entry.response),
+              entry.updated_at or time.time()) for entry in entries]))
 
     def journal_unfinished(self) -> list[JournalEntry]:
         rows = self._read("SELECT event_id, call_no, fingerprint, state, request, response, updated_at"
