@@ -1,0 +1,392 @@
+"""`frontdesk bench` (suite e2e): signed webhooks at a constant rate through a running system.
+
+Every event is unique and traceable: text events say "bench <run id> <n>" (the echo handler
+repeats the text in its reply) and every reply token names its event (the sandbox records it
+as `source_event`). After sending, the bench collects what the sandbox delivered and matches
+deliveries to events: lost = acked but never delivered, duplicates = delivered more than once.
+Latencies are measured from each request's *due* time (open loop), so a generator that falls
+behind shows up as latency rather than as a quietly lower rate.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from typing import Callable
+
+import requests
+
+from protocol.config import ConfigError, Settings
+
+from .server import credentials
+from .webhooks import USER_EVENT_KINDS, EventFactory, WebhookSender, user_id, user_source
+
+log = logging.getLogger("frontdesk.bench")
+
+# The kinds the bundled echo handler answers (handlers/examples/echo.py); others expect nothing.
+ANSWERED_KINDS = frozenset({"text", "image", "video", "audio", "location", "sticker", "follow"})
+PAGE = 10000
+DUPLICATE_GRACE_S = 1.0   # after everything arrived, how long to keep listening for repeats
+
+
+def parse_mix(text: str) -> list[tuple[str, float]]:
+    """`text=8,sticker=1,follow=1` (a bare kind weighs 1) -> [(kind, weight)]."""
+    mix = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, weight = part.partition("=")
+        kind = kind.strip()
+        if kind not in USER_EVENT_KINDS:
+            raise ConfigError(f"--mix: unknown event kind {kind!r}; kinds: {', '.join(USER_EVENT_KINDS)}")
+        try:
+            value = float(weight) if sep else 1.0
+        except ValueError:
+            raise ConfigError(f"--mix: {part!r} is not KIND=WEIGHT") from None
+        if value < 0:
+            raise ConfigError(f"--mix: {part!r}: the weight cannot be negative")
+        mix.append((kind, value))
+    if not mix or sum(w for _, w in mix) <= 0:
+        raise ConfigError("--mix: give at least one kind with a positive weight, e.g. text=8,sticker=1")
+    return mix
+
+
+def percentiles(values: list[float]) -> dict:
+    """p50, p99 and max (nearest rank), in milliseconds rounded to 0.1; None when there are none."""
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def rank(p):
+        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))], 1)
+
+    return {"p50": rank(0.50), "p99": rank(0.99), "max": round(ordered[-1], 1)}
+
+
+class Plan:
+    """What each event n is: its kind and its user, fixed before sending (seeded, reproducible)."""
+
+    def __init__(self, count: int, users: int, mix: list[tuple[str, float]], seed: int):
+        rng = random.Random(seed)
+        kinds, weights = zip(*mix)
+        self.kinds = rng.choices(kinds, weights, k=count)
+        self.users = [rng.randrange(users) for _ in range(count)]
+        self.user_ids = [user_id(u) for u in range(users)]
+
+
+class Sandbox:
+    """The sandbox's recorder, read over HTTP."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.trust_env = False   # loopback only: no proxies from the environment
+
+    def stats(self) -> dict:
+        answer = self.session.get(f"{self.base_url}/sandbox/stats", timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def deliveries(self, since: int, wait_s: float) -> list[dict]:
+        answer = self.session.get(f"{self.base_url}/sandbox/deliveries", timeout=wait_s + 10,
+                                  params={"since": since, "limit": PAGE, "wait": round(wait_s, 3)})
+        answer.raise_for_status()
+        return answer.json()
+
+
+class Matcher:
+    """Deliveries matched to events: by `source_event` (replies) or by the traceable text."""
+
+    def __init__(self, run_id: str, event_ids: list[str | None]):
+        self.pattern = re.compile(rf"bench {re.escape(run_id)} (\d+)\b")
+        self.by_event_id = {event_id: n for n, event_id in enumerate(event_ids) if event_id}
+        self.count = len(event_ids)
+        self.deliveries: dict[int, list[dict]] = defaultdict(list)
+        self.last_id = 0
+
+    def add(self, delivery: dict) -> None:
+        self.last_id = max(self.last_id, delivery["id"])
+        n = self.by_event_id.get(delivery.get("source_event"))
+        if n is None:
+            for message in delivery.get("messages", []):
+                found = self.pattern.search(str(message.get("text", "")))
+                if found and int(found.group(1)) < self.count:
+                    n = int(found.group(1))
+                    break
+        if n is not None:
+            self.deliveries[n].append(delivery)
+
+
+def run_bench(settings: Settings, args) -> int:
+    url = args.url or f"http://{settings.listen}{settings.callback_path}"
+    sandbox = Sandbox(args.sandbox_url or f"http://{settings.sandbox_listen}")
+    count = args.count if args.count is not None else int(args.rate * args.duration)
+    if count < 1 or args.rate <= 0 or args.users < 1 or args.events_per_request < 1 or args.connections < 1:
+        raise ConfigError("bench: --count (or --rate x --duration), --rate, --users, --events-per-request "
+                          "and --connections must all be positive")
+    mix = parse_mix(args.mix)
+    try:
+        before = sandbox.stats()
+    except (requests.RequestException, ValueError) as exc:
+        print(f"frontdesk bench: cannot reach the sandbox at {sandbox.base_url}: {exc}", file=sys.stderr)
+        return 2
+    run_id = os.urandom(3).hex()
+    report = Bench(settings, args, url, sandbox, count, mix, run_id, before).run()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print_table(report)
+    return 0 if report["lost"] == 0 and report["duplicates"] == 0 and report["rejected"] == 0 else 1
+
+
+class Bench:
+    def __init__(self, settings, args, url, sandbox: Sandbox, count: int, mix, run_id: str, before: dict):
+        self.args, self.url, self.sandbox, self.count, self.run_id = args, url, sandbox, count, run_id
+        self.before = before
+        self.plan = Plan(count, args.users, mix, seed=int(run_id, 16))
+        self.secret = credentials(settings)[0]
+        self.factory = EventFactory(self.secret)
+        self.per_request = args.events_per_request
+        self.requests = math.ceil(count / self.per_request)
+        self.event_ids: list[str | None] = [None] * count
+        self.sender = WebhookSender(url, self.secret, connections=args.connections)
+        self.progress = Progress(sys.stderr)
+        self.chaos = Chaos(settings, random.Random(run_id)) if args.chaos else None
+
+    def build(self, k: int) -> bytes:
+        """Request k's body: events k*per_request ... in order, each with fresh timestamps and tokens."""
+        events = []
+        for n in range(k * self.per_request, min(self.count, (k + 1) * self.per_request)):
+            kind = self.plan.kinds[n]
+            trace = f"bench {self.run_id} {n}"
+            event = self.factory.event(kind, user_source(self.plan.user_ids[self.plan.users[n]]), text=trace)
+            self.event_ids[n] = event["webhookEventId"]
+            events.append(event)
+        return self.factory.body(events)
+
+    def run(self) -> dict:
+        rate = self.args.rate / self.per_request
+        self.progress.start(lambda: f"sending: {self.sender.done}/{self.requests} webhook requests answered")
+        if self.chaos:
+            self.chaos.start()
+        try:
+            posted = self.sender.run(self.requests, rate, self.build)
+        finally:
+            if self.chaos:
+                self.chaos.stop()
+        send_s = time.monotonic() - self.sender.started_mono
+        acked_events = self._acked_events(posted)
+        expected = {n for n in acked_events if self.plan.kinds[n] in ANSWERED_KINDS}
+        matcher = Matcher(self.run_id, self.event_ids)
+        matcher.last_id = self.before.get("last_delivery_id", 0)
+        self.progress.describe(lambda: f"settling: {sum(1 for n in expected if n in matcher.deliveries)}"
+                                       f"/{len(expected)} expected deliveries seen")
+        try:
+            self._collect(matcher, expected)
+            after = self.sandbox.stats()
+        except (requests.RequestException, ValueError) as exc:
+            print(f"frontdesk bench: reading the sandbox failed: {exc}", file=sys.stderr)
+            after = self.before
+        finally:
+            self.progress.stop()
+        return self._report(posted, acked_events, expected, matcher, after, send_s)
+
+    def _acked_events(self, posted) -> dict[int, float]:
+        """Event number -> the due time (monotonic) of its request, for events answered 200."""
+        acked = {}
+        for request in posted:
+            if request.status == 200:
+                first = request.index * self.per_request
+                for n in range(first, min(self.count, first + self.per_request)):
+                    acked[n] = request.due
+        return acked
+
+    def _collect(self, matcher: Matcher, expected: set[int]) -> None:
+        """Read deliveries (long poll) until every expected event is seen or --settle runs out."""
+        deadline = time.monotonic() + self.args.settle
+        complete_at = None
+        while True:
+            now = time.monotonic()
+            if complete_at is None and all(n in matcher.deliveries for n in expected):
+                complete_at = now
+            stop_at = deadline if complete_at is None else min(deadline, complete_at + DUPLICATE_GRACE_S)
+            if now >= stop_at:
+                return
+            page = self.sandbox.deliveries(matcher.last_id, wait_s=min(5.0, stop_at - now))
+            for delivery in page:
+                matcher.add(delivery)
+
+    def _report(self, posted, acked_events, expected, matcher: Matcher, after: dict, send_s: float) -> dict:
+        to_ms = self.sender.epoch_ms
+        sent = sum(min(self.per_request, self.count - r.index * self.per_request) for r in posted)
+        statuses = Counter(r.status for r in posted)
+        delivered = [n for n in expected if n in matcher.deliveries]
+        e2e = [min(d["time"] for d in matcher.deliveries[n]) - to_ms(acked_events[n]) for n in delivered]
+        order_breaks = 0
+        last_by_user: dict[int, int] = {}
+        for n in sorted(delivered):
+            first_delivery = min(d["id"] for d in matcher.deliveries[n])
+            user = self.plan.users[n]
+            if first_delivery < last_by_user.get(user, 0):
+                order_breaks += 1
+            last_by_user[user] = max(first_delivery, last_by_user.get(user, 0))
+        report = {
+            "run_id": self.run_id, "url": self.url,
+            "sent": sent, "acked": len(acked_events), "rejected": sent - len(acked_events),
+            "expected": len(expected), "delivered": len(delivered), "lost": len(expected) - len(delivered),
+            "duplicates": sum(1 for n in delivered if len(matcher.deliveries[n]) > 1),
+            "out_of_order": order_breaks,
+            "ack_ms": percentiles([(r.answered - r.due) * 1000 for r in posted]),
+            "e2e_ms": percentiles(e2e),
+            "send_lag_ms": percentiles([(r.sent - r.due) * 1000 for r in posted]),
+            "api_calls": after.get("api_calls", 0) - self.before.get("api_calls", 0),
+            "http_429": after.get("http_429", 0) - self.before.get("http_429", 0),
+            "statuses": {str(status): n for status, n in sorted(statuses.items())},
+            "offered_rate": self.args.rate, "achieved_rate": round(sent / send_s, 1) if send_s > 0 else None,
+            "duration_s": round(send_s, 2), "users": self.args.users,
+            "events_per_request": self.per_request, "connections": self.args.connections,
+        }
+        if self.chaos:
+            report["chaos_kills"] = self.chaos.kills
+        if after.get("api_calls", 0) < self.before.get("api_calls", 0):
+            report["warning"] = "the sandbox's counters were reset during the run: api_calls and http_429 are wrong"
+        return report
+
+
+def print_table(report: dict) -> None:
+    rows = [("webhook events sent", report["sent"]), ("acked (200)", report["acked"]),
+            ("rejected (non-200 or no answer)", report["rejected"]),
+            ("expected deliveries", report["expected"]), ("delivered", report["delivered"]),
+            ("lost", report["lost"]), ("duplicates", report["duplicates"]),
+            ("out of per-user order", report["out_of_order"]),
+            ("API calls", report["api_calls"]), ("HTTP 429 from the API", report["http_429"]),
+            ("offered / achieved events/s", f"{report['offered_rate']:g} / {report['achieved_rate']}")]
+    for name in ("ack_ms", "e2e_ms", "send_lag_ms"):
+        p = report[name]
+        rows.append((f"{name} p50 / p99 / max", f"{p['p50']} / {p['p99']} / {p['max']}"))
+    width = max(len(name) for name, _ in rows)
+    print(f"frontdesk bench e2e  run {report['run_id']}  -> {report['url']}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    if report.get("warning"):
+        print(f"  warning: {report['warning']}")
+
+
+class Progress:
+    """One progress line on stderr, rewritten each second, until stopped."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.line: Callable[[], str] = lambda: ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = 0.0
+
+    def start(self, line: Callable[[], str]) -> None:
+        self.line, self._started = line, time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="bench-progress", daemon=True)
+        self._thread.start()
+
+    def describe(self, line: Callable[[], str]) -> None:
+        self.line = line
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self._write()
+
+    def _write(self) -> None:
+        self.stream.write(f"\rbench {time.monotonic() - self._started:6.1f}s  {self.line()}\033[K")
+        self.stream.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._write()
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Chaos:
+    """Kills parts of a running system at random moments while the bench sends (--chaos).
+
+    Targets come from `frontdesk status --json` ("processes"): handler processes and the rate
+    limiter of every dispatcher on this host; the dispatcher restarts them. The dispatcher itself
+    is a target only when `restart_dispatcher` is given (a callable that restarts `frontdesk run`):
+    nothing else would bring it back. A pid is killed only while it is still a child of the
+    dispatcher that published it, so a stale status never hits an unrelated process.
+    """
+
+    def __init__(self, settings: Settings, rng: random.Random, mean_interval_s: float = 2.0,
+                 restart_dispatcher: Callable[[int], None] | None = None):
+        self.settings, self.rng, self.mean_interval_s = settings, rng, mean_interval_s
+        self.restart_dispatcher = restart_dispatcher
+        self.kills: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-chaos", daemon=True)
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def targets(self) -> list[tuple[str, int, int]]:
+        """(role, pid, dispatcher pid) of every process this host's dispatchers published."""
+        status = subprocess.run([sys.executable, "-m", "dispatcher.cli", "status", "--json"],
+                                env={**os.environ, **self.settings.to_environ()},
+                                capture_output=True, text=True, timeout=30)
+        if status.returncode != 0:
+            log.warning("event=chaos_status_failed rc=%d stderr=%s", status.returncode, status.stderr[-200:])
+            return []
+        found = []
+        for doc in json.loads(status.stdout).get("processes", {}).values():
+            if doc.get("host") != socket.gethostname() or not doc.get("pid"):
+                continue
+            parent = doc["pid"]
+            found += [("handler", h["pid"], parent) for h in doc.get("handlers", []) if h.get("pid")]
+            if (doc.get("ratelimiter") or {}).get("pid"):
+                found.append(("ratelimiter", doc["ratelimiter"]["pid"], parent))
+            if self.restart_dispatcher is not None:
+                found.append(("dispatcher", parent, None))
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.rng.expovariate(1.0 / self.mean_interval_s)):
+            try:
+                candidates = [t for t in self.targets() if _still_ours(*t)]
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                log.warning("event=chaos_status_failed error=%s", exc)
+                continue
+            if not candidates:
+                continue
+            role, pid, _ = self.rng.choice(candidates)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            self.kills.append({"at_s": round(time.monotonic() - self._started, 2), "role": role, "pid": pid})
+            log.info("event=chaos_kill role=%s pid=%d", role, pid)
+            if role == "dispatcher":
+                self.restart_dispatcher(pid)
+
+
+def _still_ours(role: str, pid: int, parent: int | None) -> bool:
+    """Is pid alive and (for children) still the child of the dispatcher that published it?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return False
+    return parent is None or ppid == parent
