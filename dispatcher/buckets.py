@@ -1,0 +1,169 @@
+"""Per-endpoint token buckets with fair FIFO queues: the rate limiter's pacing.
+
+LINE limits each endpoint separately and answers 429 (without processing the request) when a
+limit is exceeded. Each endpoint here gets a token bucket refilled at its configured rate with a
+small burst (a twentieth of a second's worth, at least one): network jitter can bunch requests
+together on their way to LINE, and a small burst keeps even a bunched second inside LINE's
+one-second budget. Waiting calls queue per endpoint in arrival order; when several endpoints
+have tokens the oldest waiting call goes first, so no endpoint starves another.
+
+Senders block on a Condition whose timeout is the time until the next token or retry is due,
+never polling.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+
+BURST_SECONDS = 0.05
+
+
+class TokenBucket:
+    def __init__(self, count: float, period_s: float):
+        self.rate = count / period_s                    # tokens per second
+        self.burst = max(1.0, self.rate * BURST_SECONDS)
+        self.tokens = self.burst
+        self.updated = time.monotonic()
+        self.paused_until = 0.0                         # after a 429: LINE says we are over
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def delay(self, now: float) -> float:
+        """Seconds until a token can be taken (0: now)."""
+        self._refill(now)
+        wait = 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+        return max(wait, self.paused_until - now)
+
+    def take(self, now: float) -> None:
+        self._refill(now)
+        self.tokens -= 1.0
+
+    def pause(self, now: float, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, now + seconds)
+
+
+class EndpointQueue:
+    """One endpoint: its bucket, its waiting calls (FIFO), its retries (due time order), its stats."""
+
+    def __init__(self, name: str, count: float, period_s: float):
+        self.name = name
+        self.bucket = TokenBucket(count, period_s)
+        self.waiting: deque = deque()   # (enqueued_at, item)
+        self.retries: list = []         # heap of (due, seq, enqueued_at, item)
+        self.waits = 0
+        self.wait_total = 0.0
+        self.wait_max = 0.0
+
+    def __len__(self) -> int:
+        return len(self.waiting) + len(self.retries)
+
+    def head(self, now: float) -> tuple[float, float] | None:
+        """(seconds until the next item may go, its enqueue time) or None when empty."""
+        if self.retries and (self.retries[0][0] <= now or not self.waiting):
+            due, _, enqueued_at, _ = self.retries[0]
+            return max(due - now, self.bucket.delay(now)), enqueued_at
+        if self.waiting:
+            return self.bucket.delay(now), self.waiting[0][0]
+        return None
+
+    def pop(self, now: float):
+        if self.retries and self.retries[0][0] <= now:
+            _, _, enqueued_at, item = heapq.heappop(self.retries)
+        else:
+            enqueued_at, item = self.waiting.popleft()
+        self.bucket.take(now)
+        wait = now - enqueued_at
+        self.waits += 1
+        self.wait_total += wait
+        self.wait_max = max(self.wait_max, wait)
+        return item
+
+    def stats(self) -> dict:
+        """Queue length now; wait count, mean and max since the last call (then reset)."""
+        result = {"queued": len(self), "sent": self.waits,
+                  "wait_ms_avg": round(1000 * self.wait_total / self.waits, 2) if self.waits else 0.0,
+                  "wait_ms_max": round(1000 * self.wait_max, 2)}
+        self.waits, self.wait_total, self.wait_max = 0, 0.0, 0.0
+        return result
+
+
+class Scheduler:
+    """Hands items to sender threads as their endpoints' buckets allow, oldest first."""
+
+    def __init__(self, rate_limits: dict[str, tuple[float, float]]):
+        limits = dict(rate_limits)
+        limits.setdefault("default", (2000.0, 1.0))
+        self._queues = {name: EndpointQueue(name, count, period) for name, (count, period) in limits.items()}
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._closed = False
+
+    def queue_for(self, endpoint: str) -> EndpointQueue:
+        queue = self._queues.get(endpoint)
+        return self._queues["default"] if queue is None else queue  # (an empty queue is falsy)
+
+    def submit(self, endpoint: str, item) -> None:
+        with self._cond:
+            self.queue_for(endpoint).waiting.append((time.monotonic(), item))
+            self._cond.notify()
+
+    def retry(self, endpoint: str, item, delay_s: float, enqueued_at: float, pause_endpoint: bool) -> None:
+        """Put an item back to go again after delay_s, ahead of newer calls of its endpoint.
+        pause_endpoint (after a 429) holds back the whole endpoint for that time."""
+        now = time.monotonic()
+        with self._cond:
+            queue = self.queue_for(endpoint)
+            heapq.heappush(queue.retries, (now + delay_s, next(self._seq), enqueued_at, item))
+            if pause_endpoint:
+                queue.bucket.pause(now, delay_s)
+            self._cond.notify()
+
+    def take(self, limit: int) -> list:
+        """Block until at least one item may be sent; return up to `limit` of them, each with its
+        token taken. Returns [] once closed and empty (the sender's signal to stop)."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                taken = []
+                while len(taken) < limit:
+                    best = None
+                    soonest = None
+                    for queue in self._queues.values():
+                        head = queue.head(now)
+                        if head is None:
+                            continue
+                        delay, enqueued_at = head
+                        if delay <= 0 and (best is None or enqueued_at < best[1]):
+                            best = (queue, enqueued_at)
+                        elif delay > 0 and (soonest is None or delay < soonest):
+                            soonest = delay
+                    if best is None:
+                        break
+                    taken.append(best[0].pop(now))
+                if taken:
+                    return taken
+                if soonest is None and self._closed:
+                    self._cond.notify_all()
+                    return []
+                self._cond.wait(soonest)
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._queues.values())
+
+    def close(self) -> None:
+        """No more submissions are coming: senders stop once everything queued is sent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def stats(self) -> dict:
+        with self._cond:
+            return {name: queue.stats() for name, queue in self._queues.items()
+                    if len(queue) or queue.waits}

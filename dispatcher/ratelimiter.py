@@ -1,0 +1,620 @@
+"""The rate limiter process: the one owner of the LINE API connection (`dispatcher.cli _ratelimiter`).
+
+It reads call requests as frames on stdin and answers them on stdout (SPEC.md, "The rate limiter
+pipe"); stderr is its log. Threads: one reader decoding frames and deciding what each call needs
+(answer from the call journal or the profile cache, batch it, or queue it); `api_connections`
+sender threads, each with its own keep-alive connection, taking calls from the per-endpoint
+token buckets (dispatcher.buckets) in batches and journaling each batch in one store write;
+the batcher's thread (dispatcher.batcher); a stats thread. Frames go out under one lock.
+
+At most once per (event, n-th call): before a call goes out its journal entry says "started"
+with the exact HTTP request; after the answer, "done" or "failed". A repeated call is answered
+from the journal. A "started" entry left by a killed process is sent again only when LINE can
+drop the repeat (X-Line-Retry-Key: push, multicast, broadcast, narrowcast; 409 = success);
+a reply in that state is answered "outcome unknown" and never sent again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections import defaultdict
+
+from protocol.frames import FrameDecoder, ProtocolError, encode_frame
+from protocol.rpc import Notification, Request, Response, error_value, parse_message
+from store import StoreError, open_store
+from store.base import JournalEntry
+
+from .batcher import Batcher, batch_key
+from .buckets import Scheduler
+from .line_api import (ApiConnectionError, ArgsError, HttpRequest, LineApi, api_error, batch_retry_key,
+                       build_request, push_target, retry_key)
+
+log = logging.getLogger("frontdesk.ratelimiter")
+
+API_METHODS = frozenset({"reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content", "call"})
+STORE_METHODS = frozenset({"user_get", "user_set_data"})
+TAKE_LIMIT = 32             # calls a sender takes (and journals in one write) at once
+BACKOFF_FIRST_S = 0.05      # first retry delay after a 5xx or connection error; doubles each time
+BACKOFF_429_FIRST_S = 0.2   # first pause of an endpoint after a 429; doubles each time
+BACKOFF_MAX_S = 5.0
+STATS_INTERVAL_S = 1.0
+FRAME_OVERHEAD = 1024       # room in a frame around a content download's bytes
+
+
+def fingerprint(method: str, args) -> str:
+    """Identifies a call's content, so a journal entry is never used to answer a different call."""
+    text = json.dumps([method, args], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=lambda value: value.hex() if isinstance(value, bytes) else repr(value))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Call:
+    """One handler call (or a journal entry of one, recovered after a restart), and who waits for it."""
+    __slots__ = ("event_id", "call_no", "method", "args", "context", "fingerprint", "msgids", "answer")
+
+    def __init__(self, event_id, call_no, method, args, context, fp):
+        self.event_id, self.call_no, self.method = event_id, call_no, method
+        self.args, self.context, self.fingerprint = args, context, fp
+        self.msgids: list[int] = []
+        self.answer: tuple | None = None    # (error, result) once known
+
+    @property
+    def key(self) -> tuple[str, int] | None:
+        return None if self.event_id is None else (self.event_id, self.call_no)
+
+
+class Send:
+    """One HTTP request to send and the calls it answers (several for a batched multicast)."""
+    __slots__ = ("request", "calls", "sent_as", "attempts", "enqueued_at", "journal")
+
+    def __init__(self, request: HttpRequest, calls: list[Call], sent_as: str):
+        self.request, self.calls, self.sent_as = request, calls, sent_as
+        self.attempts = 0
+        self.enqueued_at = time.monotonic()
+        self.journal = True     # write "started" before the next attempt
+
+    def journal_request(self) -> dict:
+        return dict(self.request.to_journal(), sent_as=self.sent_as)
+
+
+def parse_call(params) -> Call:
+    """The call map of a `call` request, checked; raises ValueError naming what is wrong."""
+    if not isinstance(params, list) or len(params) != 1 or not isinstance(params[0], dict):
+        raise ValueError("call params must be [ {event_id, call_no, method, args, context} ]")
+    call = params[0]
+    event_id, call_no, method = call.get("event_id"), call.get("call_no"), call.get("method")
+    args, context = call.get("args"), call.get("context") or {}
+    if event_id is not None and (not isinstance(event_id, str) or not event_id):
+        raise ValueError("`event_id` must be a non-empty string or nil")
+    if event_id is not None and (type(call_no) is not int or call_no < 1):
+        raise ValueError("`call_no` must be an integer >= 1 when `event_id` is given")
+    if method not in API_METHODS | STORE_METHODS:
+        raise ValueError(f"unknown API method {method!r}")
+    if not isinstance(args, dict):
+        raise ValueError(f"{method}: `args` must be a map")
+    if not isinstance(context, dict):
+        raise ValueError("`context` must be a map")
+    return Call(event_id, call_no if event_id is not None else None, method, args, context,
+                fingerprint(method, args))
+
+
+def journaled(method: str, args: dict) -> bool:
+    """Calls with effects are journaled; reads (profile, content, GET) can simply be made again."""
+    if method == "call":
+        return args.get("method") != "GET"
+    return method in ("reply", "push", "multicast", "broadcast", "narrowcast")
+
+
+def _error(message: str, status: int = 0, retryable: bool = False) -> dict:
+    return {"message": message, "status": status, "retryable": retryable}
+
+
+class Counters:
+    """Cumulative figures for the stats notification."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = defaultdict(lambda: defaultdict(int))   # endpoint -> status -> count
+        self.values = defaultdict(int)                       # 429s, retries, batches, ...
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self.lock:
+            self.values[name] += amount
+
+    def http(self, endpoint: str, status: int) -> None:
+        with self.lock:
+            self.calls[endpoint][str(status)] += 1
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"calls": {e: dict(s) for e, s in self.calls.items()}, **self.values}
+
+
+class RateLimiter:
+    def __init__(self, settings, store, out):
+        self.settings = settings
+        self.store = store
+        self._out = out
+        self._write_lock = threading.Lock()
+        self._lock = threading.Lock()                       # guards _in_flight and Call.answer/msgids
+        self._in_flight: dict[tuple[str, int], Call] = {}
+        self.counters = Counters()
+        self.scheduler = Scheduler(settings.rate_limits)
+        self.content_max = min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD)
+        self.batcher = (Batcher(settings.batch_window_ms / 1000.0, self._batch_closed)
+                        if settings.batching else None)
+        self._senders = [threading.Thread(target=self._send_loop, name=f"sender-{i}", daemon=True)
+                         for i in range(settings.api_connections)]
+        self._stopped = threading.Event()
+        self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
+
+    # --- output -----------------------------------------------------------------------------------
+    def _write(self, message) -> None:
+        frame = encode_frame(message.to_wire())
+        with self._write_lock:
+            try:
+                self._out.write(frame)
+                self._out.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the dispatcher is gone; its calls are re-made from the journal by the next one
+
+    def _answer(self, call: Call, error, result) -> None:
+        with self._lock:
+            call.answer = (error, result)
+            msgids, call.msgids = call.msgids, []
+        for msgid in msgids:
+            self._write(Response(msgid, error, result))
+
+    # --- reading calls (reader thread) -----------------------------------------------------------------
+    def run(self, stdin_fd: int) -> int:
+        """Serve until stdin ends, then finish every queued call. Returns the exit status."""
+        for sender in self._senders:
+            sender.start()
+        self._stats_thread.start()
+        self.recover()
+        status = 0
+        decoder = FrameDecoder(self.settings.max_frame_bytes)
+        try:
+            while True:
+                data = os.read(stdin_fd, 1 << 16)
+                if not data:
+                    if decoder.buffered:
+                        raise ProtocolError(f"stdin ended inside a frame ({decoder.buffered} bytes buffered)")
+                    break
+                for value in decoder.feed(data):
+                    self._on_message(parse_message(value))
+        except ProtocolError as exc:
+            log.error("protocol_error reason=%r action=finish_queued_and_exit", str(exc))
+            status = 2
+        log.info("stdin_closed action=finish_queued queued=%d", self.scheduler.pending())
+        self.shutdown()
+        return status
+
+    def _on_message(self, message) -> None:
+        if not isinstance(message, Request):
+            return  # the dispatcher sends no notifications we act on; responses answer nothing of ours
+        if message.method != "call":
+            self._write(Response(message.msgid, error_value(f"unknown method {message.method}"), None))
+            return
+        try:
+            call = parse_call(message.params)
+        except ValueError as exc:
+            self._write(Response(message.msgid, _error(f"bad call: {exc}"), None))
+            return
+        call.msgids.append(message.msgid)
+        try:
+            self._dispatch(call)
+        except StoreError as exc:
+            log.error("store_error method=%s reason=%r", call.method, str(exc))
+            self._answer(call, _error(f"store unavailable: {exc}", retryable=True), None)
+
+    def _dispatch(self, call: Call) -> None:
+        if call.method == "user_get":
+            self._answer(call, *self._user_get(call.args))
+            return
+        if call.method == "user_set_data":
+            self._answer(call, *self._user_set_data(call.args))
+            return
+        if call.method == "profile" and self._answer_from_profile_cache(call):
+            return
+        if call.key is not None and journaled(call.method, call.args):
+            if self._answer_from_journal(call):
+                return
+        try:
+            self._route(call)
+        except ArgsError as exc:
+            self._forget(call)
+            self._answer(call, _error(str(exc)), None)
+
+    def _route(self, call: Call) -> None:
+        """Turn a new call into a queued Send (or a batch member)."""
+        key = retry_key(*call.key) if call.key else None
+        if call.method == "reply":
+            build_request("reply", call.args, None)  # checks the arguments even if it becomes a push
+            age_s = time.time() - call.context.get("received_at", time.time() * 1000) / 1000.0
+            if age_s > self.settings.reply_max_age_s:
+                self.counters.add("replies_as_push")
+                self._submit(Send(self._reply_as_push(call), [call], "push"))
+                return
+            self._submit(Send(build_request("reply", call.args, None), [call], "reply"))
+            return
+        request = build_request(call.method, call.args, key)
+        if call.method == "push" and self.batcher is not None and call.key is not None:
+            group = batch_key(call.args)
+            if group is not None:
+                self.batcher.add(group, call.args["to"], call)
+                return
+        self._submit(Send(request, [call], call.method))
+
+    def _reply_as_push(self, call: Call) -> HttpRequest:
+        target = push_target(call.context.get("source"))
+        if target is None:
+            raise ArgsError("reply: the reply token is too old or used, and the event has no source to push to")
+        body = {"to": target, "messages": call.args["messages"]}
+        if "notificationDisabled" in call.args:
+            body["notificationDisabled"] = call.args["notificationDisabled"]
+        return HttpRequest("POST", "/v2/bot/message/push", body,
+                           retry_key=retry_key(*call.key) if call.key else None)
+
+    def _submit(self, send: Send) -> None:
+        self.scheduler.submit(send.request.endpoint, send)
+
+    def _forget(self, call: Call) -> None:
+        if call.key is not None:
+            with self._lock:
+                self._in_flight.pop(call.key, None)
+
+    # --- the journal ----------------------------------------------------------------------------------
+    def _answer_from_journal(self, call: Call) -> bool:
+        """Answer a repeated call, or join it to the same call still in flight. False: a new call
+        (now registered in flight)."""
+        with self._lock:
+            current = self._in_flight.get(call.key)
+            if current is not None and current.fingerprint == call.fingerprint:
+                if current.answer is None:
+                    current.msgids.extend(call.msgids)
+                    return True
+                call.answer = current.answer
+        if call.answer is not None:
+            self._answer(call, *call.answer)
+            return True
+        entry = self.store.journal_get(*call.key) if current is None else None
+        if entry is None and current is None:
+            with self._lock:
+                self._in_flight[call.key] = call
+            return False
+        if current is not None or entry.fingerprint != call.fingerprint:
+            self.counters.add("journal_mismatches")
+            self._answer(call, _error(
+                f"call journal mismatch: call {call.call_no} of event {call.event_id} was a different "
+                f"call before (method or args changed); calls of a redelivered event must repeat in order"),
+                None)
+            return True
+        response = entry.response or {}
+        if entry.state == "done":
+            self.counters.add("journal_answers")
+            self._answer(call, None, response.get("result"))
+            return True
+        request = HttpRequest.from_journal(entry.request) if entry.request else None
+        resendable = request is not None and request.retry_key is not None
+        error = response.get("error")
+        if entry.state == "failed" and not (resendable and error and error.get("retryable")):
+            self.counters.add("journal_answers")
+            self._answer(call, error, None)
+            return True
+        if not resendable:  # "started" and no retry key: it may have been delivered
+            error = _error(f"outcome unknown: call {call.call_no} of event {call.event_id} ({call.method}) "
+                           "was sent by a rate limiter that stopped before the answer; not sent again "
+                           "(at most once)")
+            self.store.journal_put(JournalEntry(call.event_id, call.call_no, call.fingerprint, "failed",
+                                                entry.request, {"error": error}, time.time()))
+            self._answer(call, error, None)
+            return True
+        # Sent with a retry key (or failed in a way LINE lets us repeat): the same request again.
+        with self._lock:
+            self._in_flight[call.key] = call
+        send = Send(request, [call], entry.request.get("sent_as", call.method))
+        send.journal = False
+        self.counters.add("resent_from_journal")
+        self._submit(send)
+        return True
+
+    def recover(self) -> None:
+        """Send again the requests a killed rate limiter left "started" that carry a retry key
+        (one request per retry key: a batched multicast goes again as the same multicast)."""
+        groups: dict[str, list[JournalEntry]] = defaultdict(list)
+        for entry in self.store.journal_unfinished():
+            if entry.request and entry.request.get("retry_key"):
+                groups[entry.request["retry_key"]].append(entry)
+        for entries in groups.values():
+            calls = []
+            with self._lock:
+                for entry in entries:
+                    key = (entry.event_id, entry.call_no)
+                    if key not in self._in_flight:
+                        call = Call(entry.event_id, entry.call_no, "recovered", None, {}, entry.fingerprint)
+                        self._in_flight[key] = call
+                        calls.append(call)
+            if not calls:
+                continue
+            first = entries[0].request
+            send = Send(HttpRequest.from_journal(first), calls, first.get("sent_as", "push"))
+            send.journal = False
+            self._submit(send)
+        if groups:
+            log.info("journal_recovery resending=%d entries=%d", len(groups), sum(map(len, groups.values())))
+
+    # --- batching (batcher thread, or the reader when a batch fills) -------------------------------------
+    def _batch_closed(self, calls: list[Call]) -> None:
+        if len(calls) == 1:
+            call = calls[0]
+            self._submit(Send(build_request("push", call.args, retry_key(*call.key)), calls, "push"))
+            return
+        first = calls[0].args
+        body = {k: v for k, v in first.items() if k != "to"}
+        body["to"] = [call.args["to"] for call in calls]
+        request = HttpRequest("POST", "/v2/bot/message/multicast", body,
+                              retry_key=batch_retry_key([call.key for call in calls]))
+        self.counters.add("batches")
+        self.counters.add("batched_calls", len(calls))
+        with self.counters.lock:
+            self.counters.values["batch_max"] = max(self.counters.values["batch_max"], len(calls))
+        self._submit(Send(request, calls, "multicast"))
+
+    # --- sending (sender threads) ---------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        api = LineApi(self.settings)
+        try:
+            while True:
+                sends = self.scheduler.take(TAKE_LIMIT)
+                if not sends:
+                    return
+                sends = self._journal_started(sends)
+                finished = []
+                for send in sends:
+                    try:
+                        if self._attempt(api, send):
+                            finished.append(send)
+                    except Exception as exc:  # a bug must cost one call, not the sender thread
+                        log.exception("send_failed endpoint=%s", send.request.endpoint)
+                        finished.append(send)
+                        self._finish(send, _error(f"rate limiter internal error: {exc!r}"), None)
+                self._journal_finished(finished)
+        finally:
+            api.close()
+
+    def _journal_started(self, sends: list[Send]) -> list[Send]:
+        """Write "started" (with the exact request) for every journaled call before it goes out."""
+        entries = []
+        for send in sends:
+            if send.journal:
+                request = send.journal_request()
+                entries += [JournalEntry(c.event_id, c.call_no, c.fingerprint, "started", request,
+                                         None, time.time())
+                            for c in send.calls if c.key is not None and journaled(c.method, c.args)]
+                send.journal = False
+        if not entries:
+            return sends
+        try:
+            self.store.journal_put_many(entries)
+            return sends
+        except StoreError as exc:
+            log.error("journal_write_failed entries=%d reason=%r action=calls_not_sent", len(entries), str(exc))
+            for send in sends:
+                self._finish(send, _error(f"call journal unavailable, not sent: {exc}", retryable=True), None)
+                for call in send.calls:
+                    self._forget(call)
+            return []
+
+    def _journal_finished(self, sends: list[Send]) -> None:
+        entries = []
+        for send in sends:
+            request = send.journal_request()
+            for call in send.calls:
+                if call.key is None:
+                    continue
+                error, result = call.answer
+                if call.method == "recovered" or journaled(call.method, call.args):
+                    entries.append(JournalEntry(
+                        call.event_id, call.call_no, call.fingerprint, "failed" if error else "done",
+                        request, {"error": error} if error else {"result": result}, time.time()))
+        try:
+            if entries:
+                self.store.journal_put_many(entries)
+        except StoreError as exc:  # left "started": a repeat is re-sent with its retry key or refused
+            log.error("journal_write_failed entries=%d reason=%r", len(entries), str(exc))
+        with self._lock:
+            for send in sends:
+                for call in send.calls:
+                    if call.key is not None and self._in_flight.get(call.key) is call:
+                        del self._in_flight[call.key]
+
+    def _attempt(self, api: LineApi, send: Send) -> bool:
+        """Send once; True when the Send is finished (answered), False when it went back to a queue."""
+        send.attempts += 1
+        request = send.request
+        endpoint = request.endpoint
+        try:
+            response = api.send(request, self.content_max if request.data_api else None)
+        except ApiConnectionError as exc:
+            self.counters.http(endpoint, 0)
+            safe = not exc.sent or request.retry_key is not None or request.method == "GET"
+            log.warning("api_connection_error endpoint=%s attempt=%d sent=%s reason=%r",
+                        endpoint, send.attempts, exc.sent, str(exc))
+            if safe and self._retry(send, BACKOFF_FIRST_S, pause=False):
+                return False
+            message = str(exc) if not exc.sent else (
+                f"{exc}; the request was sent, so whether LINE acted on it is unknown (not sent again)")
+            return self._finish(send, _error(message, 0, retryable=safe), None)
+        status = response.status
+        self.counters.http(endpoint, status)
+        if status == 429:
+            self.counters.add("429s")
+            log.warning("api_429 endpoint=%s attempt=%d", endpoint, send.attempts)
+            if self._retry(send, BACKOFF_429_FIRST_S, pause=True):
+                return False
+            return self._finish(send, api_error(response, retryable=True), None)
+        if status >= 500:
+            safe = request.retry_key is not None or request.method == "GET"
+            log.warning("api_5xx endpoint=%s status=%d attempt=%d retry=%s", endpoint, status,
+                        send.attempts, safe)
+            if safe and self._retry(send, BACKOFF_FIRST_S, pause=False):
+                return False
+            error = api_error(response, retryable=safe)
+            if not safe:
+                error["message"] += " (LINE may have acted on it; not sent again)"
+            return self._finish(send, error, None)
+        if 200 <= status < 300 or (status == 409 and request.retry_key):
+            if status == 409:
+                self.counters.add("409s")
+            return self._finish(send, None, self._result(send, response))
+        if status == 413 and response.body is None:
+            return self._finish(send, _error(
+                f"content is larger than the limit of {self.content_max} bytes (content_max_bytes, "
+                "and at most max_frame_bytes)", 413), None)
+        error = api_error(response, retryable=False)
+        if send.sent_as == "reply" and status == 400 and "invalid reply token" in error["message"].lower():
+            return self._reply_token_refused(send, error)
+        if send.sent_as == "multicast" and status == 400 and len(send.calls) > 1:
+            return self._split_batch(send, error)
+        log.info("api_error endpoint=%s status=%d", endpoint, status)
+        return self._finish(send, error, None)
+
+    def _retry(self, send: Send, first_delay: float, pause: bool) -> bool:
+        if send.attempts > self.settings.api_max_retries:
+            return False
+        self.counters.add("retries")
+        delay = min(BACKOFF_MAX_S, first_delay * 2 ** (send.attempts - 1))
+        self.scheduler.retry(send.request.endpoint, send, delay, send.enqueued_at, pause_endpoint=pause)
+        return True
+
+    def _reply_token_refused(self, send: Send, error: dict) -> bool:
+        """LINE refused the reply token (used or expired): nothing was delivered, so push instead."""
+        call = send.calls[0]
+        try:
+            send.request = self._reply_as_push(call)
+        except ArgsError as exc:
+            return self._finish(send, dict(error, message=f"{error['message']}; {exc}"), None)
+        self.counters.add("replies_as_push")
+        send.sent_as, send.attempts, send.journal = "push", 0, True
+        self.scheduler.retry("push", send, 0.0, send.enqueued_at, pause_endpoint=False)
+        return False
+
+    def _split_batch(self, send: Send, error: dict) -> bool:
+        """LINE refused the multicast as a whole (nothing sent): each member goes as its own push,
+        so one bad member cannot fail the others."""
+        log.info("batch_refused members=%d reason=%r action=push_each", len(send.calls), error["message"])
+        for call in send.calls:
+            single = Send(build_request("push", call.args, retry_key(*call.key)), [call], "push")
+            self._submit(single)
+        return False
+
+    def _result(self, send: Send, response) -> object:
+        request, body = send.request, response.body
+        if request.data_api and request.endpoint == "content":
+            return {"content_type": response.content_type, "data": body}
+        if isinstance(body, dict) and "message" in body and response.status == 409:
+            body = {k: v for k, v in body.items() if k != "message"}
+        result = dict(body) if isinstance(body, dict) else {"body": body}
+        request_id = response.headers.get("x-line-accepted-request-id") or response.headers.get("x-line-request-id")
+        if send.calls and send.calls[0].method == "call":
+            return {"status": response.status, "body": body}
+        if request.endpoint == "profile":
+            try:
+                self.store.user_put_profile(result.get("userId", request.path.rsplit("/", 1)[-1]), result,
+                                            time.time())
+            except StoreError as exc:
+                log.warning("profile_cache_write_failed reason=%r", str(exc))
+            return dict(result, cached=False)
+        if request_id and (response.status == 409 or request.endpoint == "narrowcast"):
+            result["request_id"] = request_id
+        if send.sent_as in ("reply", "push", "multicast"):
+            result["sent_as"] = send.sent_as
+        return result
+
+    def _finish(self, send: Send, error, result) -> bool:
+        for call in send.calls:
+            self._answer(call, error, result)
+        return True
+
+    # --- store-only methods and the profile cache (reader thread) --------------------------------------
+    def _user_get(self, args: dict):
+        user_id = args.get("userId")
+        if not isinstance(user_id, str) or not user_id:
+            return _error("user_get: `userId` must be a non-empty string"), None
+        user = self.store.user_get(user_id)
+        if user is None:
+            return None, None
+        return None, {k: user[k] for k in ("profile", "followed", "followed_at", "unfollowed_at", "data")}
+
+    def _user_set_data(self, args: dict):
+        user_id, data = args.get("userId"), args.get("data")
+        if not isinstance(user_id, str) or not user_id:
+            return _error("user_set_data: `userId` must be a non-empty string"), None
+        if not isinstance(data, dict):
+            return _error("user_set_data: `data` must be a map"), None
+        try:
+            self.store.user_set_data(user_id, data)
+        except (TypeError, ValueError) as exc:
+            return _error(f"user_set_data: `data` cannot be stored: {exc}"), None
+        return None, None
+
+    def _answer_from_profile_cache(self, call: Call) -> bool:
+        user_id = call.args.get("userId")
+        if not isinstance(user_id, str) or not user_id:
+            return False  # build_request names the problem
+        user = self.store.user_get(user_id)
+        if not user or not user.get("profile") or user.get("profile_fetched_at") is None:
+            return False
+        if time.time() - user["profile_fetched_at"] > self.settings.profile_ttl_s:
+            return False
+        self.counters.add("profile_cache_hits")
+        self._answer(call, None, dict(user["profile"], cached=True))
+        return True
+
+    # --- stats and shutdown ------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        snapshot = self.counters.snapshot()
+        snapshot["queues"] = self.scheduler.stats()
+        snapshot["batch_open"] = self.batcher.open_members() if self.batcher else 0
+        with self._lock:
+            snapshot["in_flight"] = len(self._in_flight)
+        return snapshot
+
+    def _stats_loop(self) -> None:
+        while not self._stopped.wait(STATS_INTERVAL_S):
+            self._write(Notification("stats", [self.stats()]))
+
+    def shutdown(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        self.scheduler.close()
+        for sender in self._senders:
+            sender.join()
+        self._stopped.set()
+        self._stats_thread.join()
+        self._write(Notification("stats", [self.stats()]))
+        log.info("stopped %s", " ".join(f"{k}={v}" for k, v in self.counters.values.items()))
+
+
+def main(settings, args) -> int:
+    """`python -m dispatcher.cli _ratelimiter`: frames on stdin/stdout, log on stderr."""
+    if not settings.channel_access_token:
+        log.warning("channel_access_token_missing effect=LINE_answers_401")
+    try:
+        store = open_store(settings.store)
+    except StoreError as exc:
+        log.error("store_unavailable reason=%r", str(exc))
+        return 2
+    limiter = RateLimiter(settings, store, sys.stdout.buffer)
+    log.info("started api_base=%s connections=%d batching=%s", settings.api_base,
+             settings.api_connections, settings.batching)
+    try:
+        return limiter.run(sys.stdin.fileno())
+    finally:
+        store.close()

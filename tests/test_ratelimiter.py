@@ -1,0 +1,295 @@
+"""The rate limiter process, call by call: a real `_ratelimiter` subprocess, the sandbox as LINE over
+real HTTP, a real SQLite store. Each limit and error path of issue 5."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from dispatcher.line_api import retry_key
+from dispatcher.ratelimiter import fingerprint
+from protocol.frames import HEADER
+from sandbox.webhooks import message_content, mint_reply_token, user_id
+from store import open_store
+from store.base import JournalEntry
+from tests.ratelimiter_client import RateLimiterProcess, limiter_env
+from tests.sandbox_harness import SECRET, TOKEN, running_sandbox
+
+TEXT = [{"type": "text", "text": "hello"}]
+
+
+@pytest.fixture
+def system(tmp_path):
+    """start(sandbox_knobs, limiter_knobs) -> (sandbox, limiter); both stopped at teardown."""
+    stack = []
+
+    def start(sandbox_knobs=None, token=TOKEN, **knobs):
+        context = running_sandbox(tmp_path, **(sandbox_knobs or {}))
+        sandbox = context.__enter__()
+        stack.append(lambda: context.__exit__(None, None, None))
+        env = limiter_env(sandbox.url, token, f"sqlite:///{tmp_path}/rl.db", **knobs)
+        limiter = RateLimiterProcess(env, tmp_path / "ratelimiter.log", cwd=tmp_path)
+        stack.append(limiter.kill)
+        return sandbox, limiter
+
+    yield start
+    for stop in reversed(stack):
+        stop()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def test_push_is_journaled_and_a_repeat_is_answered_from_the_journal(system, tmp_path):
+    sandbox, limiter = system(batching="false")
+    ev, to = event_id(), user_id(1)
+    first = limiter.result(limiter.call("push", {"to": to, "messages": TEXT}, ev, 1))
+    again = limiter.result(limiter.call("push", {"to": to, "messages": TEXT}, ev, 1))
+    assert first[0] is None and first[1]["sent_as"] == "push" and first[1]["sentMessages"]
+    assert again == first
+    changed = limiter.result(limiter.call("push", {"to": to, "messages": [{"type": "text", "text": "x"}]}, ev, 1))
+    assert "call journal mismatch" in changed[0]["message"] and changed[1] is None
+    deliveries = sandbox.deliveries()
+    assert [(d["endpoint"], d["to"], d["retry_key"]) for d in deliveries] == [("push", [to], retry_key(ev, 1))]
+    store = open_store(f"sqlite:///{tmp_path}/rl.db")
+    try:
+        entry = store.journal_get(ev, 1)
+        assert entry.state == "done" and entry.request["retry_key"] == retry_key(ev, 1)
+        assert entry.request["path"] == "/v2/bot/message/push" and entry.request["body"]["to"] == to
+    finally:
+        store.close()
+
+
+def test_calls_without_event_id_are_not_journaled_and_carry_no_retry_key(system, tmp_path):
+    sandbox, limiter = system(batching="false")
+    ids = [limiter.call("push", {"to": user_id(2), "messages": TEXT}) for _ in range(2)]
+    assert all(error is None for error, _ in limiter.results(ids))
+    assert [d["retry_key"] for d in sandbox.deliveries()] == [None, None]
+
+
+def test_reply_then_used_token_goes_out_as_push(system):
+    sandbox, limiter = system()
+    ev, to = event_id(), user_id(3)
+    token = mint_reply_token(SECRET, to, ev)
+    context = {"received_at": now_ms(), "source": {"type": "user", "userId": to}}
+    first = limiter.result(limiter.call("reply", {"replyToken": token, "messages": TEXT}, ev, 1, context))
+    second = limiter.result(limiter.call("reply", {"replyToken": token, "messages": TEXT}, ev, 2, context))
+    assert first[1]["sent_as"] == "reply" and second[1]["sent_as"] == "push"
+    endpoints = [(d["endpoint"], d["to"], d["retry_key"]) for d in sandbox.deliveries()]
+    assert endpoints == [("reply", [to], None), ("push", [to], retry_key(ev, 2))]
+
+
+def test_reply_older_than_reply_max_age_goes_out_as_push_to_the_group(system):
+    sandbox, limiter = system(reply_max_age_s=1)
+    ev, group = event_id(), "C" + "1" * 32
+    token = mint_reply_token(SECRET, group, ev)
+    context = {"received_at": now_ms() - 5000, "source": {"type": "group", "groupId": group, "userId": user_id(4)}}
+    error, result = limiter.result(limiter.call("reply", {"replyToken": token, "messages": TEXT}, ev, 1, context))
+    assert error is None and result["sent_as"] == "push"
+    assert [(d["endpoint"], d["to"]) for d in sandbox.deliveries()] == [("push", [group])]
+    assert sandbox.stats()["calls"].get("reply") is None  # no reply attempt was wasted
+
+
+def test_token_expired_at_line_becomes_push(system):
+    sandbox, limiter = system({"sandbox_reply_token_ttl_s": 1})
+    ev, to = event_id(), user_id(5)
+    token = mint_reply_token(SECRET, to, ev, issued_ms=now_ms() - 2000)  # LINE says: expired
+    context = {"received_at": now_ms(), "source": {"type": "user", "userId": to}}
+    error, result = limiter.result(limiter.call("reply", {"replyToken": token, "messages": TEXT}, ev, 1, context))
+    assert error is None and result["sent_as"] == "push"
+    assert sandbox.stats()["calls"]["reply"] == {"400": 1}
+    assert [(d["endpoint"], d["to"]) for d in sandbox.deliveries()] == [("push", [to])]
+
+
+def test_reply_left_started_by_a_killed_limiter_is_never_sent_again(system, tmp_path):
+    sandbox, limiter = system()
+    ev, to = event_id(), user_id(6)
+    args = {"replyToken": mint_reply_token(SECRET, to, ev), "messages": TEXT}
+    store = open_store(f"sqlite:///{tmp_path}/rl.db")
+    try:  # what a rate limiter killed between sending and journaling the answer leaves behind
+        store.journal_put(JournalEntry(ev, 1, fingerprint("reply", args), "started",
+                                       {"method": "POST", "path": "/v2/bot/message/reply", "body": args,
+                                        "retry_key": None, "sent_as": "reply"}))
+    finally:
+        store.close()
+    context = {"received_at": now_ms(), "source": {"userId": to}}
+    error, _ = limiter.result(limiter.call("reply", args, ev, 1, context))
+    assert "outcome unknown" in error["message"] and error["retryable"] is False
+    again, _ = limiter.result(limiter.call("reply", args, ev, 1, context))
+    assert again == error
+    assert sandbox.deliveries() == []
+
+
+def test_line_4xx_reaches_the_handler_with_lines_message(system):
+    sandbox, limiter = system(batching="false")
+    error, _ = limiter.result(limiter.call("push", {"to": "Unot-a-user", "messages": TEXT}, event_id(), 1))
+    assert error["status"] == 400 and error["retryable"] is False and error["message"]
+    assert "to" in str(error.get("details")) or "to" in error["message"]
+    assert sandbox.deliveries() == []
+
+
+def test_wrong_access_token_gives_401_and_the_token_is_not_logged(system):
+    sandbox, limiter = system(token="wrong-token-secret-value", batching="false")
+    error, _ = limiter.result(limiter.call("push", {"to": user_id(7), "messages": TEXT}))
+    assert error["status"] == 401 and "Authentication failed" in error["message"]
+    limiter.close_stdin()
+    assert limiter.wait_exit() == 0
+    assert "wrong-token-secret-value" not in limiter.log()
+
+
+@pytest.mark.parametrize("method, args, expected", [
+    ("push", {"to": user_id(1), "messages": []}, "push: `messages` must be a list of 1 to 5"),
+    ("push", {"messages": TEXT}, "push: `to` must be a non-empty string"),
+    ("reply", {"messages": TEXT}, "reply: `replyToken` must be a non-empty string"),
+    ("multicast", {"to": [], "messages": TEXT}, "multicast: `to` must be a list of 1 to 500"),
+    ("profile", {"userId": "a/b"}, "profile: `userId` is not a valid id"),
+    ("call", {"method": "PATCH", "path": "/v2/bot/info"}, "call: `method` must be one of"),
+    ("call", {"method": "GET", "path": "/v1/../x"}, "call: `path` must start with /v2/"),
+    ("user_set_data", {"userId": "U1", "data": 3}, "user_set_data: `data` must be a map"),
+    ("teleport", {}, "unknown API method 'teleport'"),
+])
+def test_bad_arguments_get_an_error_naming_them(system, method, args, expected):
+    sandbox, limiter = system()
+    error, result = limiter.result(limiter.call(method, args, event_id(), 1))
+    assert expected in error["message"] and result is None
+    assert sandbox.stats()["api_calls"] == 0
+
+
+def test_bad_requests_on_the_pipe_are_answered_and_garbage_ends_the_process_cleanly(system):
+    sandbox, limiter = system()
+    unknown = limiter.request("frobnicate", [])
+    no_map = limiter.request("call", ["not a map"])
+    bad_no = limiter.request("call", [{"event_id": "e", "call_no": 0, "method": "push", "args": {}}])
+    assert "unknown method frobnicate" in limiter.result(unknown)[0]["message"]
+    assert "call params must be" in limiter.result(no_map)[0]["message"]
+    assert "`call_no` must be an integer >= 1" in limiter.result(bad_no)[0]["message"]
+    limiter.send_raw(HEADER.pack(2**31))  # a length no frame may have
+    assert limiter.wait_exit() == 2
+    assert "protocol_error" in limiter.log() and "exceeds the maximum" in limiter.log()
+
+
+def test_profile_is_cached_in_the_store_while_fresh(system, tmp_path):
+    sandbox, limiter = system()
+    to = user_id(8)
+    first = limiter.result(limiter.call("profile", {"userId": to}))[1]
+    second = limiter.result(limiter.call("profile", {"userId": to}))[1]
+    assert first["displayName"] == f"User-{to[-4:]}" and first["cached"] is False
+    assert second == dict(first, cached=True)
+    assert sandbox.stats()["calls"]["profile"] == {"200": 1}
+    missing = limiter.result(limiter.call("profile", {"userId": "U" + "0" * 31 + "x"}))[0]
+    assert missing["status"] == 404
+    user = limiter.result(limiter.call("user_get", {"userId": to}))[1]
+    assert user["profile"]["userId"] == to
+
+
+def test_profile_older_than_ttl_is_fetched_again(system):
+    sandbox, limiter = system(profile_ttl_s=0)
+    to = user_id(9)
+    results = limiter.results([limiter.call("profile", {"userId": to}) for _ in range(2)])
+    assert [r["cached"] for _, r in results] == [False, False]
+    assert sandbox.stats()["calls"]["profile"] == {"200": 2}
+
+
+def test_user_data_round_trip(system):
+    sandbox, limiter = system()
+    assert limiter.result(limiter.call("user_set_data", {"userId": "U42", "data": {"visits": 3}})) == (None, None)
+    error, user = limiter.result(limiter.call("user_get", {"userId": "U42"}))
+    assert error is None and user["data"] == {"visits": 3}
+    assert limiter.result(limiter.call("user_get", {"userId": "Unobody"})) == (None, None)
+
+
+def test_content_download_and_size_limit(system):
+    sandbox, limiter = system(content_max_bytes=2000)
+    small = next(str(n) for n in range(3000, 7000) if (c := message_content(str(n))) and len(c[1]) < 2000)
+    large = next(str(n) for n in range(3000, 7000) if (c := message_content(str(n))) and len(c[1]) > 3000)
+    error, result = limiter.result(limiter.call("content", {"messageId": small}))
+    assert error is None and (result["content_type"], result["data"]) == message_content(small)
+    error, result = limiter.result(limiter.call("content", {"messageId": large}))
+    assert "larger than the limit of 2000 bytes" in error["message"] and result is None
+    # the connection was dropped mid-body; the next download still works
+    assert limiter.result(limiter.call("content", {"messageId": small}))[1]["data"] == message_content(small)[1]
+
+
+def test_generic_call_reaches_any_endpoint(system):
+    sandbox, limiter = system()
+    error, result = limiter.result(limiter.call("call", {"method": "GET", "path": "/v2/bot/info"}))
+    assert error is None and result["status"] == 200 and result["body"]["displayName"]
+    error, _ = limiter.result(limiter.call("call", {"method": "GET", "path": "/v2/bot/nothing/here"}))
+    assert error["status"] == 404
+
+
+def test_forced_5xx_is_retried_with_the_same_retry_key_and_delivered_once(system):
+    sandbox, limiter = system({"sandbox_fault_rate": 0.5}, batching="false", api_max_retries=12)
+    events = [(event_id(), user_id(100 + n)) for n in range(30)]
+    ids = [limiter.call("push", {"to": to, "messages": TEXT}, ev, 1) for ev, to in events]
+    assert all(error is None for error, _ in limiter.results(ids, timeout=20))
+    assert sandbox.stats()["calls"]["push"].get("500", 0) > 0
+    deliveries = sandbox.deliveries()
+    assert sorted((d["to"][0], d["retry_key"]) for d in deliveries) == \
+        sorted((to, retry_key(ev, 1)) for ev, to in events)
+    assert limiter.wait_stats(lambda s: s.get("retries", 0) > 0)
+
+
+def test_dropped_connection_after_delivery_push_resent_409_reply_not_resent(system):
+    sandbox, limiter = system({"sandbox_drop_rate": 0.5}, batching="false", api_max_retries=12)
+    pushes = [(event_id(), user_id(200 + n)) for n in range(20)]
+    ids = [limiter.call("push", {"to": to, "messages": TEXT}, ev, 1) for ev, to in pushes]
+    assert all(error is None for error, _ in limiter.results(ids, timeout=20))
+    assert sorted(d["to"][0] for d in sandbox.deliveries()) == sorted(to for _, to in pushes)
+    assert sandbox.stats()["calls"]["push"].get("409", 0) > 0  # re-sent after a drop: LINE dropped the repeat
+    replies = [(event_id(), user_id(300 + n)) for n in range(20)]
+    ids = [limiter.call("reply", {"replyToken": mint_reply_token(SECRET, to, ev), "messages": TEXT}, ev, 1,
+                        {"received_at": now_ms(), "source": {"userId": to}}) for ev, to in replies]
+    answers = limiter.results(ids, timeout=20)
+    unknown = [error for error, _ in answers if error]
+    assert unknown and all("unknown" in e["message"] and e["status"] == 0 for e in unknown)
+    reply_deliveries = [d for d in sandbox.deliveries() if d["endpoint"] == "reply"]
+    assert len(reply_deliveries) == len({d["to"][0] for d in reply_deliveries}) == 20  # each once, none twice
+
+
+def test_429_pauses_the_endpoint_and_retries(system):
+    # The limiter believes push allows 1000/s; "LINE" allows 5/s: the 429s are LINE's, and retried.
+    sandbox, limiter = system({"sandbox_rate_limits": "push=5/s"}, batching="false",
+                              rate_limits="push=1000/s", api_max_retries=20)
+    events = [(event_id(), user_id(400 + n)) for n in range(15)]
+    ids = [limiter.call("push", {"to": to, "messages": TEXT}, ev, 1) for ev, to in events]
+    assert all(error is None for error, _ in limiter.results(ids, timeout=30))
+    assert sandbox.stats()["http_429"] > 0
+    assert sorted(d["to"][0] for d in sandbox.deliveries()) == sorted(to for _, to in events)
+    assert limiter.wait_stats(lambda s: s.get("429s", 0) > 0 and s.get("retries", 0) >= s["429s"])
+
+
+def test_429_beyond_max_retries_reaches_the_handler_as_retryable(system):
+    sandbox, limiter = system({"sandbox_rate_limits": "push=1/h"}, batching="false",
+                              rate_limits="push=1000/s", api_max_retries=1)
+    first, second = limiter.results([limiter.call("push", {"to": user_id(n), "messages": TEXT}) for n in (1, 2)])
+    assert first[0] is None
+    assert second[0]["status"] == 429 and second[0]["retryable"] is True
+    assert second[0]["message"] == "The API rate limit has been exceeded. Try again later."
+
+
+def test_pacing_holds_a_slow_endpoint_back_without_429(system):
+    sandbox, limiter = system(batching="false", rate_limits="push=20/s")
+    started = time.monotonic()
+    ids = [limiter.call("push", {"to": user_id(500 + n), "messages": TEXT}, event_id(), 1) for n in range(21)]
+    assert all(error is None for error, _ in limiter.results(ids, timeout=10))
+    assert time.monotonic() - started >= 0.9  # burst of 1, then 20/s: 20 waits of 50 ms
+    assert sandbox.stats()["http_429"] == 0
+    queues = limiter.wait_stats(lambda s: "push" in s.get("queues", {}))["queues"]["push"]
+    assert queues["wait_ms_max"] > 100
+
+
+def test_stdin_eof_finishes_queued_calls_then_exits_0(system):
+    sandbox, limiter = system(batching="false", rate_limits="push=50/s")
+    ids = [limiter.call("push", {"to": user_id(600 + n), "messages": TEXT}, event_id(), 1) for n in range(40)]
+    limiter.close_stdin()
+    assert limiter.wait_exit(timeout=10) == 0
+    assert all(error is None for error, _ in limiter.results(ids, timeout=1))
+    assert len(sandbox.deliveries()) == 40
+    assert limiter.stats and limiter.stats[-1]["calls"]["push"] == {"200": 40}
