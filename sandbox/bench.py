@@ -224,20 +224,42 @@ class Bench:
             for delivery in page:
                 matcher.add(delivery)
 
+    def _achieved_rate(self, posted, sent: int) -> float | None:
+        """Events per second actually sent: up to the last send, plus one request interval."""
+        if not posted:
+            return None
+        span = max(r.sent for r in posted) - self.sender.started_mono + self.per_request / self.args.rate
+        return round(sent / span, 1)
+
+    def _order_breaks(self, posted, delivered: list[int], matcher: Matcher) -> int:
+        """Events delivered before an earlier event of the same user that was acked before they were sent.
+
+        Only such pairs have an order the system must keep: events sent concurrently on different
+        connections may reach the receiver in either order.
+        """
+        sent_at, acked_at = {}, {}
+        for request in posted:
+            first = request.index * self.per_request
+            for n in range(first, min(self.count, first + self.per_request)):
+                sent_at[n], acked_at[n] = request.sent, request.answered
+        breaks = 0
+        previous: dict[int, int] = {}   # user -> the last delivered event of theirs, in send order
+        for n in sorted(delivered):
+            user = self.plan.users[n]
+            before = previous.get(user)
+            if before is not None and acked_at[before] < sent_at[n] and \
+                    min(d["id"] for d in matcher.deliveries[n]) < min(d["id"] for d in matcher.deliveries[before]):
+                breaks += 1
+            previous[user] = n
+        return breaks
+
     def _report(self, posted, acked_events, expected, matcher: Matcher, after: dict, send_s: float) -> dict:
         to_ms = self.sender.epoch_ms
         sent = sum(min(self.per_request, self.count - r.index * self.per_request) for r in posted)
         statuses = Counter(r.status for r in posted)
         delivered = [n for n in expected if n in matcher.deliveries]
         e2e = [min(d["time"] for d in matcher.deliveries[n]) - to_ms(acked_events[n]) for n in delivered]
-        order_breaks = 0
-        last_by_user: dict[int, int] = {}
-        for n in sorted(delivered):
-            first_delivery = min(d["id"] for d in matcher.deliveries[n])
-            user = self.plan.users[n]
-            if first_delivery < last_by_user.get(user, 0):
-                order_breaks += 1
-            last_by_user[user] = max(first_delivery, last_by_user.get(user, 0))
+        order_breaks = self._order_breaks(posted, delivered, matcher)
         report = {
             "run_id": self.run_id, "url": self.url,
             "sent": sent, "acked": len(acked_events), "rejected": sent - len(acked_events),
@@ -250,7 +272,7 @@ class Bench:
             "api_calls": after.get("api_calls", 0) - self.before.get("api_calls", 0),
             "http_429": after.get("http_429", 0) - self.before.get("http_429", 0),
             "statuses": {str(status): n for status, n in sorted(statuses.items())},
-            "offered_rate": self.args.rate, "achieved_rate": round(sent / send_s, 1) if send_s > 0 else None,
+            "offered_rate": self.args.rate, "achieved_rate": self._achieved_rate(posted, sent),
             "duration_s": round(send_s, 2), "users": self.args.users,
             "events_per_request": self.per_request, "connections": self.args.connections,
         }
@@ -303,7 +325,9 @@ class Progress:
             self._write()
 
     def _write(self) -> None:
-        self.stream.write(f"\rbench {time.monotonic() - self._started:6.1f}s  {self.line()}\033[K")
+        line = f"bench {time.monotonic() - self._started:6.1f}s  {self.line()}"
+        # On a terminal the line is rewritten in place; in a log file, one line each time.
+        self.stream.write(f"\r{line}\033[K" if self.stream.isatty() else line + "\n")
         self.stream.flush()
 
     def stop(self) -> None:
@@ -311,8 +335,9 @@ class Progress:
         if self._thread is not None:
             self._thread.join()
             self._write()
-            self.stream.write("\n")
-            self.stream.flush()
+            if self.stream.isatty():
+                self.stream.write("\n")
+                self.stream.flush()
 
 
 class Chaos:

@@ -42,6 +42,7 @@ _CONTENT_CODES = {kind: code for code, (kind, _) in CONTENT_KINDS.items()}
 
 _TOKEN_CONTEXT = b"frontdesk sandbox reply token\0"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]   # 10 bits -> 2 characters
 
 
 class ReplyTokenError(ValueError):
@@ -125,7 +126,7 @@ def new_webhook_event_id(now_ms: int | None = None) -> str:
     """A ULID like LINE's webhookEventId: 48-bit milliseconds then 80 random bits, Crockford base32."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     value = (now_ms << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return "".join([_CROCKFORD_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 def message_content(message_id: str) -> tuple[str, bytes] | None:
