@@ -159,7 +159,9 @@ class Bench:
         self.event_ids: list[str | None] = [None] * count
         self.sender = WebhookSender(url, self.secret, connections=args.connections)
         self.progress = Progress(sys.stderr)
-        self.chaos = Chaos(settings, random.Random(run_id)) if args.chaos else None
+        planned_s = count / args.rate
+        self.chaos = Chaos(settings, random.Random(run_id), mean_interval_s=min(5.0, max(0.5, planned_s / 5)),
+                           first_kill_s=planned_s * 0.2) if args.chaos else None
 
     def build(self, k: int) -> bytes:
         """Request k's body: events k*per_request ... in order, each with fresh timestamps and tokens."""
@@ -351,8 +353,9 @@ class Chaos:
     """
 
     def __init__(self, settings: Settings, rng: random.Random, mean_interval_s: float = 2.0,
-                 restart_dispatcher: Callable[[int], None] | None = None):
+                 first_kill_s: float = 1.0, restart_dispatcher: Callable[[int], None] | None = None):
         self.settings, self.rng, self.mean_interval_s = settings, rng, mean_interval_s
+        self.first_kill_s = first_kill_s
         self.restart_dispatcher = restart_dispatcher
         self.kills: list[dict] = []
         self._stop = threading.Event()
@@ -388,7 +391,10 @@ class Chaos:
         return found
 
     def _run(self) -> None:
-        while not self._stop.wait(self.rng.expovariate(1.0 / self.mean_interval_s)):
+        """The first kill comes early in the run (so every chaos run has one), then at random."""
+        pause = self.first_kill_s
+        while not self._stop.wait(pause):
+            pause = self.rng.expovariate(1.0 / self.mean_interval_s)
             try:
                 candidates = [t for t in self.targets() if _still_ours(*t)]
             except (OSError, ValueError, subprocess.SubprocessError) as exc:

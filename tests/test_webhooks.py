@@ -7,6 +7,9 @@ duplicate or refuse events, so every figure of the report is tested against a kn
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +28,7 @@ from sandbox.webhooks import (EVENT_KINDS, GROUP_ONLY_KINDS, NO_REPLY_KINDS, USE
                               ReplyToken, ReplyTokenError, WebhookSender, group_id, group_source,
                               mint_reply_token, post_webhook, read_reply_token, room_id, room_source, signature,
                               user_id, user_source)
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 from tests.sandbox_harness import AUTH, SECRET, running_sandbox
 
 CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
@@ -255,3 +258,64 @@ def test_matcher_uses_source_event_then_text():
     matcher.add({"id": 8, "source_event": None, "messages": [{"type": "text", "text": "bench abc123 99"}]})
     assert {n: [d["id"] for d in ds] for n, ds in matcher.deliveries.items()} == {1: [5], 2: [6]}
     assert matcher.last_id == 8
+
+
+# --- the whole system: `frontdesk run --sandbox` with the bundled echo handler
+
+@pytest.fixture
+def system(tmp_path):
+    """A running `frontdesk run --sandbox`: (webhook URL, sandbox URL, environment)."""
+    listen, sandbox_listen = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
+    env.update({"FRONTDESK_LISTEN": listen, "FRONTDESK_SANDBOX_LISTEN": sandbox_listen,
+                "FRONTDESK_STORE": f"sqlite:///{tmp_path / 'frontdesk.db'}"})
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "run", "--sandbox"], env=env,
+                                   cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: process.poll() is not None or (_accepting(listen) and _accepting(sandbox_listen)),
+                   timeout=30, message="frontdesk run listening")
+        assert process.poll() is None, log_path.read_text(errors="replace")
+        yield f"http://{listen}/callback", f"http://{sandbox_listen}", env
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _accepting(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def bench_system(system, *extra: str) -> dict:
+    url, sandbox_url, env = system
+    done = subprocess.run([sys.executable, "-m", "dispatcher.cli", "bench", "--json", "--url", url,
+                           "--sandbox-url", sandbox_url, "--settle", "60", *extra],
+                          env=env, cwd=os.path.dirname(env["FRONTDESK_STORE"][len("sqlite:///"):]),
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_burst_through_frontdesk_run_sandbox_is_delivered_exactly_once(system):
+    report = bench_system(system, "--count", "60", "--rate", "200", "--users", "7",
+                          "--mix", "text=4,sticker=1,image=1,follow=1")
+    assert report["sent"] == report["acked"] == report["expected"] == report["delivered"] == 60
+    assert report["lost"] == report["duplicates"] == report["http_429"] == report["out_of_order"] == 0
+
+
+def test_chaos_kills_handlers_and_the_rate_limiter_and_nothing_is_lost(system):
+    report = bench_system(system, "--chaos", "--count", "300", "--rate", "100", "--users", "20")
+    assert report["sent"] == report["acked"] == report["delivered"] == 300, report
+    assert report["lost"] == report["duplicates"] == 0, report
+    assert report["chaos_kills"] and all(k["role"] in ("handler", "ratelimiter") for k in report["chaos_kills"])
