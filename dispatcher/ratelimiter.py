@@ -43,6 +43,7 @@ BACKOFF_FIRST_S = 0.05      # first retry delay after a 5xx or connection error;
 BACKOFF_429_FIRST_S = 0.2   # first pause of an endpoint after a 429; doubles each time
 BACKOFF_MAX_S = 5.0
 STATS_INTERVAL_S = 1.0
+READ_BYTES = 1 << 16
 FRAME_OVERHEAD = 1024       # room in a frame around a content download's bytes
 
 
@@ -78,8 +79,16 @@ class Send:
         self.enqueued_at = time.monotonic()
         self.journal = True     # write "started" before the next attempt
 
-    def journal_request(self) -> dict:
-        return dict(self.request.to_journal(), sent_as=self.sent_as)
+    def journal_requests(self) -> list[tuple[Call, dict]]:
+        """Each journaled call with the request to record: the whole request on the first one; the
+        other members of a batch name that first member (a 500-user body once, not 500 times)."""
+        calls = [c for c in self.calls
+                 if c.key is not None and (c.method == "recovered" or journaled(c.method, c.args))]
+        if not calls:
+            return []
+        full = dict(self.request.to_journal(), sent_as=self.sent_as)
+        member = {"batch_of": list(calls[0].key), "retry_key": self.request.retry_key, "sent_as": self.sent_as}
+        return [(call, full if n == 0 else member) for n, call in enumerate(calls)]
 
 
 def parse_call(params) -> Call:
@@ -180,14 +189,11 @@ class RateLimiter:
         status = 0
         decoder = FrameDecoder(self.settings.max_frame_bytes)
         try:
-            while True:
-                data = os.read(stdin_fd, 1 << 16)
-                if not data:
-                    if decoder.buffered:
-                        raise ProtocolError(f"stdin ended inside a frame ({decoder.buffered} bytes buffered)")
-                    break
+            while data := os.read(stdin_fd, READ_BYTES):
                 for value in decoder.feed(data):
                     self._on_message(parse_message(value))
+            if decoder.buffered:
+                raise ProtocolError(f"stdin ended inside a frame ({decoder.buffered} bytes buffered)")
         except ProtocolError as exc:
             log.error("protocol_error reason=%r action=finish_queued_and_exit", str(exc))
             status = 2
@@ -295,12 +301,13 @@ class RateLimiter:
                 f"call before (method or args changed); calls of a redelivered event must repeat in order"),
                 None)
             return True
+        entry = self._with_batch_request(entry)
         response = entry.response or {}
         if entry.state == "done":
             self.counters.add("journal_answers")
             self._answer(call, None, response.get("result"))
             return True
-        request = HttpRequest.from_journal(entry.request) if entry.request else None
+        request = HttpRequest.from_journal(entry.request) if entry.request and "path" in entry.request else None
         resendable = request is not None and request.retry_key is not None
         error = response.get("error")
         if entry.state == "failed" and not (resendable and error and error.get("retryable")):
@@ -324,6 +331,19 @@ class RateLimiter:
         self._submit(send)
         return True
 
+    def _with_batch_request(self, entry: JournalEntry) -> JournalEntry:
+        """A batch member's entry completed from the batch's first member: its request, and its
+        outcome if that is known (one transaction wrote them all, so they agree)."""
+        if not entry.request or "batch_of" not in entry.request:
+            return entry
+        first = self.store.journal_get(*entry.request["batch_of"])
+        if first is None or not first.request or "path" not in first.request:
+            return JournalEntry(entry.event_id, entry.call_no, entry.fingerprint, entry.state, None,
+                                entry.response, entry.updated_at)
+        state = entry.state if first.state == "started" else first.state
+        return JournalEntry(entry.event_id, entry.call_no, entry.fingerprint, state, first.request,
+                            entry.response or first.response, entry.updated_at)
+
     def recover(self) -> None:
         """Send again the requests a killed rate limiter left "started" that carry a retry key
         (one request per retry key: a batched multicast goes again as the same multicast)."""
@@ -340,9 +360,13 @@ class RateLimiter:
                         call = Call(entry.event_id, entry.call_no, "recovered", None, {}, entry.fingerprint)
                         self._in_flight[key] = call
                         calls.append(call)
+            first = next((e.request for e in entries if "path" in e.request), None)
+            if first is None:
+                log.warning("journal_recovery_skipped retry_key=%s reason=no_entry_holds_the_request",
+                            entries[0].request["retry_key"])
+                continue
             if not calls:
                 continue
-            first = entries[0].request
             send = Send(HttpRequest.from_journal(first), calls, first.get("sent_as", "push"))
             send.journal = False
             self._submit(send)
@@ -393,10 +417,8 @@ class RateLimiter:
         entries = []
         for send in sends:
             if send.journal:
-                request = send.journal_request()
-                entries += [JournalEntry(c.event_id, c.call_no, c.fingerprint, "started", request,
-                                         None, time.time())
-                            for c in send.calls if c.key is not None and journaled(c.method, c.args)]
+                entries += [JournalEntry(c.event_id, c.call_no, c.fingerprint, "started", request, None, time.time())
+                            for c, request in send.journal_requests()]
                 send.journal = False
         if not entries:
             return sends
@@ -414,15 +436,11 @@ class RateLimiter:
     def _journal_finished(self, sends: list[Send]) -> None:
         entries = []
         for send in sends:
-            request = send.journal_request()
-            for call in send.calls:
-                if call.key is None:
-                    continue
+            for call, request in send.journal_requests():
                 error, result = call.answer
-                if call.method == "recovered" or journaled(call.method, call.args):
-                    entries.append(JournalEntry(
-                        call.event_id, call.call_no, call.fingerprint, "failed" if error else "done",
-                        request, {"error": error} if error else {"result": result}, time.time()))
+                entries.append(JournalEntry(
+                    call.event_id, call.call_no, call.fingerprint, "failed" if error else "done",
+                    request, {"error": error} if error else {"result": result}, time.time()))
         try:
             if entries:
                 self.store.journal_put_many(entries)
