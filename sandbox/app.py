@@ -20,7 +20,6 @@ import random
 import re
 import threading
 import time
-import uuid
 from collections import defaultdict
 from http import HTTPStatus
 
@@ -240,7 +239,7 @@ class SandboxState:
     def sent_messages(self, messages: list[dict]) -> list[dict]:
         """LINE's `sentMessages`: an id per message, a quote token for quotable ones."""
         return [{"id": str(next(self.message_ids)),
-                 **({"quoteToken": uuid.uuid4().hex} if m.get("type") in ("text", "textV2", "sticker") else {})}
+                 **({"quoteToken": os.urandom(16).hex()} if m.get("type") in ("text", "textV2", "sticker") else {})}
                 for m in messages]
 
     def deliver(self, endpoint: str, req: falcon.Request, to: list[str], messages: list[dict],
@@ -342,7 +341,7 @@ class ApiMiddleware:
         self.random = random.Random()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.request_id = uuid.uuid4().hex
+        req.context.request_id = os.urandom(16).hex()
         req.context.drop = False
         if self.latency_s and req.path.startswith("/v2/"):
             time.sleep(self.latency_s)
