@@ -1,9 +1,12 @@
 """Group commit: one writer thread per process commits every queued append in one transaction.
 
 Callers (the receiver's request threads) block until their own events are durable; many
-requests share one fsync / one majority write. A request whose deadline passed before the
-writer picked it up is answered StoreUnavailable and not written, so a webhook that would be
-answered too late gets a fast 503 instead and stores nothing. Used by both backends.
+requests share one fsync / one majority write. A caller waits at most until its deadline for the
+writer to *take* its request (the moment the writer holds the database's write lock and starts
+writing it); a request not taken by then is abandoned, answered StoreUnavailable and never
+written, so a webhook that would be answered too late gets a fast 503 and stores nothing, even
+while another process holds the database locked. Once taken, the caller waits for the outcome.
+Used by both backends.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ _STOP = object()
 
 
 class AppendRequest:
-    __slots__ = ("destination", "events", "received_at_ms", "deadline", "result", "error", "finished")
+    __slots__ = ("destination", "events", "received_at_ms", "deadline", "result", "error", "finished",
+                 "taken", "abandoned")
 
     def __init__(self, destination: str, events: list[dict], received_at_ms: int, deadline: float | None):
         self.destination = destination
@@ -32,6 +36,8 @@ class AppendRequest:
         self.result: AppendResult | None = None   # set by the commit function
         self.error: Exception | None = None
         self.finished = threading.Event()
+        self.taken = False       # the writer is writing it (or has answered it): wait for the outcome
+        self.abandoned = False   # its caller gave up at the deadline: never write it
 
 
 def follow_change(event: dict) -> tuple[str, str, float] | None:
@@ -44,15 +50,17 @@ def follow_change(event: dict) -> tuple[str, str, float] | None:
 
 
 class GroupCommitter:
-    """The writer thread. `commit(requests)` writes them all in one transaction, sets each
-    request's result, and returns whether anything new was stored (then `notify()` runs)."""
+    """The writer thread. `commit(take)` opens a write transaction, calls `take()` for the
+    requests still wanted (at most once per attempt, same answer each time), writes them all,
+    sets each one's result, and returns whether anything new was stored (then `notify()` runs)."""
 
-    def __init__(self, name: str, commit: Callable[[list[AppendRequest]], bool],
+    def __init__(self, name: str, commit: Callable[[Callable[[], list[AppendRequest]]], bool],
                  notify: Callable[[], None], on_failure: Callable[[], None] = lambda: None):
         self.name = name
         self._commit = commit
         self._notify = notify
         self._on_failure = on_failure
+        self._taking = threading.Lock()   # a request is either taken or abandoned, never both
         self._requests: queue.Queue = queue.Queue()
         self.last_error: str | None = None
         self._stopped = False
@@ -68,6 +76,12 @@ class GroupCommitter:
             raise StoreUnavailable(f"store {self.name} is closed")
         request = AppendRequest(destination, events, received_at_ms, deadline)
         self._requests.put(request)
+        if deadline is not None and not request.finished.wait(max(0.0, deadline - time.monotonic())):
+            with self._taking:
+                if not request.taken:
+                    request.abandoned = True
+                    raise StoreUnavailable(f"store {self.name}: the write could not start before "
+                                           f"the append deadline")
         request.finished.wait()
         if request.error is not None:
             raise request.error
@@ -93,20 +107,22 @@ class GroupCommitter:
                 return
 
     def _write(self, batch: list[AppendRequest]) -> None:
-        now = time.monotonic()
-        live = []
-        for request in batch:
-            if request.deadline is not None and now > request.deadline:
-                request.error = StoreUnavailable(
-                    f"store {self.name}: the append deadline passed before the write started")
-                request.finished.set()
-            else:
-                live.append(request)
-        if not live:
-            return
+        taken: list[AppendRequest] | None = None
+
+        def take() -> list[AppendRequest]:
+            nonlocal taken
+            if taken is None:
+                now = time.monotonic()
+                with self._taking:
+                    taken = [r for r in batch if not r.abandoned
+                             and (r.deadline is None or now <= r.deadline)]
+                    for request in taken:
+                        request.taken = True
+            return taken
+
         stored = False
         try:
-            stored = self._commit(live)
+            stored = self._commit(take)
             self.last_error = None
         except Exception as exc:  # every caller must be answered, whatever went wrong
             self._on_failure()
@@ -114,9 +130,14 @@ class GroupCommitter:
             if self.last_error != reason:
                 log.error("store_write_failed store=%s error=%s", self.name, exc)
             self.last_error = reason
-            for request in live:
-                request.result, request.error = None, StoreUnavailable(reason)
-        for request in live:
+            with self._taking:
+                for request in batch:
+                    request.taken = True
+                    request.result, request.error = None, StoreUnavailable(reason)
+        late = StoreUnavailable(f"store {self.name}: the append deadline passed before the write started")
+        for request in batch:
+            if request.result is None and request.error is None:
+                request.error = late   # not taken: its deadline had passed (or its caller left)
             request.finished.set()
         if stored:
             self._notify()

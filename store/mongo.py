@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from protocol.events import conversation_key, make_document
 
 from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
-from .groupcommit import AppendRequest, GroupCommitter, follow_change
+from .groupcommit import GroupCommitter, follow_change
 
 log = logging.getLogger("frontdesk.store.mongo")
 
@@ -143,7 +143,11 @@ class MongoStore(Store):
                deadline: float | None = None) -> AppendResult:
         return self._writer.append(destination, events, received_at_ms, deadline)
 
-    def _commit_appends(self, live: list[AppendRequest]) -> bool:
+    def _commit_appends(self, take) -> bool:
+        live = take()   # MongoDB has no store-wide write lock to wait for first
+        if not live:
+            return False
+
         def work(session):
             all_ids = [event["webhookEventId"] for request in live for event in request.events]
             seen = {doc["_id"] for doc in self._events.find({"_id": {"$in": all_ids}}, {"_id": 1},

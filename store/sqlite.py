@@ -14,6 +14,7 @@ not_before of a pending event and the lease expiry of a leased one, so "delivera
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -30,7 +31,8 @@ from .groupcommit import AppendRequest, GroupCommitter, follow_change
 log = logging.getLogger("frontdesk.store.sqlite")
 
 PENDING, LEASED, DONE, DEAD = 0, 1, 2, 3
-BUSY_TIMEOUT_S = 10.0       # how long a write waits for another process's transaction
+BUSY_TIMEOUT_S = 10.0       # how long a write waits for a transaction of a foreign writer
+WRITER_LOCK_SUFFIX = ".writelock"
 PURGE_CHUNK = 2000          # rows deleted per transaction, so writers are never held up long
 
 # Schema migrations: index i brings user_version i to i + 1. Append, never edit.
@@ -87,6 +89,31 @@ _PROMOTE_HEAD = """UPDATE events SET head = 1
     WHERE seq = (SELECT min(seq) FROM events WHERE key = ? AND state < 2)"""
 
 
+class WriterLock:
+    """An exclusive flock on a file beside the database, held around every write transaction.
+
+    SQLite's own busy handler sleeps and retries (1 ms growing to 100 ms a turn), so a process
+    waiting for the write lock while another writes in a tight loop could starve for hundreds of
+    milliseconds; the kernel wakes an flock waiter the moment the lock is released. Writers that
+    do not take it (an operator's sqlite3 shell) are still waited for by SQLite's busy timeout.
+    """
+
+    def __init__(self, path: str):
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"store writer lock {path}: cannot open: {exc.strerror}") from None
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc_info) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 def path_from_url(url: str) -> str:
     """sqlite:///relative.db -> relative.db; sqlite:////abs/x.db -> /abs/x.db."""
     path = url[len("sqlite:///"):].split("?", 1)[0]
@@ -101,6 +128,9 @@ class SQLiteStore(Store):
         self.path = path_from_url(url)
         self.db_name = os.path.splitext(os.path.basename(self.path))[0]
         self._check_location()
+        # one writer lock per connection: they exclude each other across threads and processes
+        self._shared_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
+        self._writer_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._conn = self._connect()
         self._migrate()
         self._writer_conn = self._connect()
@@ -167,7 +197,7 @@ class SQLiteStore(Store):
 
     def _transaction(self, work):
         """Run work(conn) in one write transaction on the shared connection."""
-        with self._lock:
+        with self._lock, self._shared_lock:
             if self._closed:
                 raise StoreUnavailable(f"store {self.path} is closed")
             try:
@@ -196,28 +226,34 @@ class SQLiteStore(Store):
                deadline: float | None = None) -> AppendResult:
         return self._writer.append(destination, events, received_at_ms, deadline)
 
-    def _commit_appends(self, live: list[AppendRequest]) -> bool:
-        """One transaction for every request in `live`; returns whether anything new was stored."""
+    def _commit_appends(self, take) -> bool:
+        """One transaction for every request still wanted; returns whether anything new was stored."""
         conn = self._writer_conn
-        conn.execute("BEGIN IMMEDIATE")
-        stored = False
-        for request in live:
-            result = AppendResult()
-            for event in request.events:
-                event_id = event["webhookEventId"]
-                cursor = conn.execute(_INSERT_EVENT, (
-                    event_id, conversation_key(event), request.destination,
-                    json.dumps(event, ensure_ascii=False, separators=(",", ":")), request.received_at_ms))
-                if cursor.rowcount == 1:
-                    result.new.append(event_id)
-                    if change := follow_change(event):
-                        conn.execute(_FOLLOW_SQL[change[0]], change[1:])
-                else:
-                    result.duplicates.append(event_id)
-            request.result = result
-            stored = stored or bool(result.new)
-        conn.execute("COMMIT")
+        with self._writer_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            live = take()
+            stored = False
+            for request in live:
+                request.result = self._insert_request(conn, request)
+                stored = stored or bool(request.result.new)
+            conn.execute("COMMIT" if live else "ROLLBACK")
         return stored
+
+    @staticmethod
+    def _insert_request(conn: sqlite3.Connection, request: AppendRequest) -> AppendResult:
+        result = AppendResult()
+        for event in request.events:
+            event_id = event["webhookEventId"]
+            cursor = conn.execute(_INSERT_EVENT, (
+                event_id, conversation_key(event), request.destination,
+                json.dumps(event, ensure_ascii=False, separators=(",", ":")), request.received_at_ms))
+            if cursor.rowcount == 1:
+                result.new.append(event_id)
+                if change := follow_change(event):
+                    conn.execute(_FOLLOW_SQL[change[0]], change[1:])
+            else:
+                result.duplicates.append(event_id)
+        return result
 
     def health(self) -> None:
         if self._closed:
@@ -234,6 +270,9 @@ class SQLiteStore(Store):
         if limit <= 0:
             return []
         now = time.time()
+        # a wake-up often finds nothing new (another dispatcher took it): read before locking
+        if not self._read("SELECT 1 FROM events WHERE head = 1 AND due <= ? LIMIT 1", (now,)):
+            return []
 
         def work(conn):
             rows = conn.execute(
@@ -490,3 +529,5 @@ class SQLiteStore(Store):
         with self._lock:
             self._conn.close()
         self._writer_conn.close()
+        self._shared_lock.close()
+        self._writer_lock.close()

@@ -54,8 +54,8 @@ def test_nack_retries_and_non_retryable_nack_dead_letters(harness):
 
 
 def test_two_dispatchers_on_one_sqlite_file_never_double_deliver(harness):
-    first = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "3"})
-    second = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "3"})
+    first = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "10"})
+    second = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "10"})
     for dispatcher in (first, second):
         harness.wait_status(dispatcher, lambda d: len(ready_pids(d)) == 2, message="2 ready")
     appended = harness.append(keys=20, per_key=15)

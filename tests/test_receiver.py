@@ -341,8 +341,6 @@ def test_overload_gets_fast_503s_and_only_200s_are_stored(tmp_path):
     assert stored == {e["webhookEventId"] for e, status in zip(events, statuses) if status == 200}
 
 
-@pytest.mark.xfail(strict=True, reason="the SQLite writer waits its 10 s busy timeout for a lock held "
-                   "elsewhere instead of giving up at the append deadline (store issue)")
 def test_store_locked_by_another_process_still_gets_an_answer_within_2s(tmp_path):
     running = Receiver(tmp_path)
     try:
