@@ -55,11 +55,10 @@ class GroupCommitter:
     sets each one's result, and returns whether anything new was stored (then `notify()` runs)."""
 
     def __init__(self, name: str, commit: Callable[[Callable[[], list[AppendRequest]]], bool],
-                 notify: Callable[[], None], on_failure: Callable[[], None] = lambda: None):
+                 notify: Callable[[], None]):
         self.name = name
         self._commit = commit
         self._notify = notify
-        self._on_failure = on_failure
         self._taking = threading.Lock()   # a request is either taken or abandoned, never both
         self._requests: queue.Queue = queue.Queue()
         self.last_error: str | None = None
@@ -125,7 +124,6 @@ class GroupCommitter:
             stored = self._commit(take)
             self.last_error = None
         except Exception as exc:  # every caller must be answered, whatever went wrong
-            self._on_failure()
             reason = f"store {self.name}: write failed: {exc}"
             if self.last_error != reason:
                 log.error("store_write_failed store=%s error=%s", self.name, exc)
