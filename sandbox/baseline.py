@@ -1,24 +1,38 @@
 """The comparison point for `frontdesk bench --suite compare`: the official SDK's echo pattern.
 
 This is what line-bot-sdk-python's echo example does — check the signature and call the reply
-API *inside* the webhook request — served the same way as the receiver (falcon + waitress,
-same thread count), pointed at the sandbox. It exists only to be measured side by side with
-frontdesk; it needs the optional `baseline` extra (`pip install '.[baseline]'`).
+API *inside* the webhook request, with a fresh `ApiClient` per event — served exactly as the
+receiver is served (`receiver.server.serve`: same waitress options, threads and shutdown),
+pointed at the sandbox. Its replies echo the event's text and use the event's reply token, so
+`frontdesk bench` matches them to events as it matches frontdesk's. It exists only to be
+measured side by side with frontdesk; it needs the optional `baseline` extra
+(`pip install '.[baseline]'`).
 
-Run: python -m sandbox.baseline  (settings from the environment, like every frontdesk process)
+Run: python -m sandbox.baseline  (settings from the environment and ./frontdesk.toml, like
+every frontdesk process: LINE_CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN, FRONTDESK_LISTEN,
+FRONTDESK_API_BASE)
 """
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 
 import falcon
-import waitress
 
 from protocol import config
+from receiver.server import serve
 
 log = logging.getLogger("frontdesk.baseline")
+
+SDK_MISSING = "the official line-bot-sdk is not installed: pip install '.[baseline]'"
+
+
+def sdk_available() -> bool:
+    try:
+        import linebot.v3  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def create_app(settings: config.Settings) -> falcon.App:
@@ -54,20 +68,23 @@ def create_app(settings: config.Settings) -> falcon.App:
 
 
 def main() -> int:
-    settings = config.load()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    host, _, port = settings.listen.rpartition(":")
-    server = waitress.create_server(create_app(settings), host=host, port=int(port),
-                                    threads=settings.receiver_threads,
-                                    connection_limit=settings.receiver_connection_limit,
-                                    backlog=settings.receiver_backlog)
-    signal.signal(signal.SIGTERM, lambda *_: server.close())
-    log.info("baseline listening on %s", settings.listen)
     try:
-        server.run()
-    except (KeyboardInterrupt, OSError):
-        pass
+        settings = config.load()
+        settings.require_secrets("channel_secret", "channel_access_token")
+    except config.ConfigError as exc:
+        print(f"baseline: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not sdk_available():
+        print(f"baseline: {SDK_MISSING}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    try:
+        serve(lambda queue_depth: create_app(settings), settings)
+    except OSError as exc:
+        log.error("event=listen_failed address=%s reason=%s", settings.listen, exc.strerror or exc)
+        return 1
+    log.info("event=stopped")
     return 0
 
 

@@ -1,0 +1,204 @@
+"""`frontdesk bench --suite compare`: frontdesk side by side with the official SDK's echo pattern.
+
+Both systems get the same load from the same e2e bench (`frontdesk bench --json`, run as a
+subprocess) against the same sandbox LINE API with the same injected latency (default 20 ms):
+
+- sdk-echo: `python -m sandbox.baseline` — line-bot-sdk's echo example, which checks the
+  signature and calls the reply API inside the webhook request — served like the receiver;
+- frontdesk: `frontdesk run --sandbox` — store, then ack; handlers reply later.
+
+Every process runs on free 127.0.0.1 ports with its store in a scratch folder, in its own
+session (so Ctrl-C reaches this command, which then stops them all, never a child half-way).
+A slow API makes the in-request pattern's acks as slow as the API call and its thread pool
+the ceiling; frontdesk's acks stay a store write. The two reports are printed side by side.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack, contextmanager
+
+from dispatcher.demo import _wait_listening
+from dispatcher.run import DEV_ACCESS_TOKEN, DEV_CHANNEL_SECRET
+from protocol.config import ConfigError, Settings
+
+from .baseline import SDK_MISSING, sdk_available
+from .bench import parse_mix
+
+DEFAULT_LATENCY_MS = 20.0   # used when sandbox_latency_ms is left at 0
+STOP_TIMEOUT_S = 30.0
+WARMUP = ["--count", "20", "--rate", "50", "--settle", "20"]   # first imports, connections, handlers
+SIDES = {  # name -> column title
+    "sdk_echo": "SDK echo (reply in request)",
+    "frontdesk": "frontdesk run --sandbox",
+}
+ROWS = [  # (title, key in the bench report, sub-key or None)
+    ("webhook events sent", "sent", None), ("acked (200)", "acked", None),
+    ("rejected (non-200 or no answer)", "rejected", None), ("delivered", "delivered", None),
+    ("lost (acked, never delivered)", "lost", None), ("duplicates", "duplicates", None),
+    ("API calls", "api_calls", None), ("HTTP 429 from the API", "http_429", None),
+    ("achieved events/s", "achieved_rate", None),
+    ("ack ms p50", "ack_ms", "p50"), ("ack ms p99", "ack_ms", "p99"), ("ack ms max", "ack_ms", "max"),
+    ("e2e ms p50", "e2e_ms", "p50"), ("e2e ms p99", "e2e_ms", "p99"), ("e2e ms max", "e2e_ms", "max"),
+]
+
+
+class CompareError(Exception):
+    """A system did not start or a bench run gave no report; the message says which and why."""
+
+
+def run_bench(settings: Settings, args) -> int:
+    _check_args(args)
+    if not sdk_available():
+        print(f"frontdesk bench --suite compare: {SDK_MISSING}", file=sys.stderr)
+        return 2
+    latency_ms = settings.sandbox_latency_ms or DEFAULT_LATENCY_MS
+    repeat = max(1, args.repeat)
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="frontdesk-compare-") as scratch:
+            for side in SIDES:
+                results[side] = _measure(side, settings, args, latency_ms, repeat, scratch)
+    except CompareError as exc:
+        print(f"frontdesk bench --suite compare: {exc}", file=sys.stderr)
+        return 1
+    summary = {"latency_ms": latency_ms, "offered_rate": args.rate, "repeat": repeat,
+               **{side: {"median": _median(runs), "runs": runs} for side, runs in results.items()}}
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        print_table(summary)
+    frontdesk = summary["frontdesk"]["median"]
+    return 0 if frontdesk["lost"] == frontdesk["duplicates"] == frontdesk["rejected"] == 0 else 1
+
+
+def _check_args(args) -> None:
+    if args.chaos:
+        raise ConfigError("--chaos does not apply to --suite compare (it compares two calm systems)")
+    if args.url or args.sandbox_url:
+        raise ConfigError("--suite compare starts its own systems: --url and --sandbox-url do not apply")
+    kinds = {kind for kind, weight in parse_mix(args.mix) if weight > 0}
+    if kinds != {"text"}:
+        raise ConfigError("--suite compare sends text events only (--mix text): "
+                          "the SDK's echo example answers nothing else")
+
+
+def _measure(side: str, settings: Settings, args, latency_ms: float, repeat: int, scratch: str) -> list[dict]:
+    """Start one system, warm it up, run the bench `repeat` times, stop it."""
+    folder = os.path.join(scratch, side)
+    os.mkdir(folder)
+    system = _system_settings(settings, folder, latency_ms)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))},
+           **system.to_environ()}
+    with ExitStack() as stack:
+        if side == "sdk_echo":
+            stack.enter_context(_process("sandbox", [sys.executable, "-m", "dispatcher.cli", "sandbox"],
+                                         env, folder, signal.SIGTERM))
+            stack.enter_context(_process("baseline", [sys.executable, "-m", "sandbox.baseline"],
+                                         env, folder, signal.SIGTERM))
+        else:
+            # Ctrl-C is `frontdesk run`'s own way to stop everything it started.
+            stack.enter_context(_process("frontdesk-run", [sys.executable, "-m", "dispatcher.cli", "run",
+                                                           "--sandbox"], env, folder, signal.SIGINT))
+        if not _wait_listening([system.listen, system.sandbox_listen]):
+            raise CompareError(f"{side}: the webhook receiver or the sandbox did not start listening; "
+                               f"see the logs in {folder} (kept only while this command runs)")
+        bench = [sys.executable, "-m", "dispatcher.cli", "bench", "--json",
+                 "--url", f"http://{system.listen}{system.callback_path}",
+                 "--sandbox-url", f"http://{system.sandbox_listen}"]
+        _bench(side, bench + WARMUP, env, folder, quiet=True)
+        print(f"compare: {side}: {SIDES[side]}, API latency {latency_ms:g} ms", file=sys.stderr, flush=True)
+        return [_bench(side, bench + _load_flags(args), env, folder, quiet=False) for _ in range(repeat)]
+
+
+def _system_settings(settings: Settings, folder: str, latency_ms: float) -> Settings:
+    """The user's settings on fresh loopback ports and a scratch store, pointed at the sandbox."""
+    sandbox_listen = _free_address()
+    return settings.replace(
+        listen=_free_address(), sandbox_listen=sandbox_listen,
+        api_base=f"http://{sandbox_listen}", api_data_base=f"http://{sandbox_listen}",
+        store=f"sqlite:///{os.path.join(folder, 'frontdesk.db')}", sandbox_latency_ms=latency_ms,
+        channel_secret=settings.channel_secret or DEV_CHANNEL_SECRET,
+        channel_access_token=settings.channel_access_token or DEV_ACCESS_TOKEN)
+
+
+def _free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _load_flags(args) -> list[str]:
+    """The load options of this command, passed on unchanged to each bench run."""
+    flags = ["--rate", f"{args.rate:g}", "--duration", f"{args.duration:g}", "--users", str(args.users),
+             "--events-per-request", str(args.events_per_request), "--mix", args.mix,
+             "--connections", str(args.connections), "--settle", f"{args.settle:g}"]
+    return flags + (["--count", str(args.count)] if args.count is not None else [])
+
+
+@contextmanager
+def _process(name: str, command: list[str], env: dict, folder: str, stop_signal: int):
+    """A child in its own session, its output in folder/<name>.log; stopped (then killed) on exit."""
+    with open(os.path.join(folder, f"{name}.log"), "wb") as log:
+        process = subprocess.Popen(command, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(stop_signal)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _bench(side: str, command: list[str], env: dict, folder: str, quiet: bool) -> dict:
+    """One `frontdesk bench --json` run; its progress line goes to stderr unless quiet."""
+    with open(os.path.join(folder, "bench.log"), "ab") as log:
+        done = subprocess.run(command, env=env, cwd=folder, stdout=subprocess.PIPE,
+                              stderr=log if quiet else None, stdin=subprocess.DEVNULL)
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        raise CompareError(f"{side}: the bench gave no report (exit code {done.returncode})") from None
+
+
+def _median(runs: list[dict]) -> dict:
+    """Each figure of ROWS as the median over the runs (None where no run had it)."""
+    summary: dict = {}
+    for _, key, sub in ROWS:
+        values = [run[key] if sub is None else run[key][sub] for run in runs]
+        values = [v for v in values if v is not None]
+        value = statistics.median(values) if values else None
+        if sub is None:
+            summary[key] = value
+        else:
+            summary.setdefault(key, {})[sub] = value
+    return summary
+
+
+def _cell(report: dict, key: str, sub: str | None) -> str:
+    value = report[key] if sub is None else report[key][sub]
+    return "-" if value is None else f"{value:g}"
+
+
+def print_table(summary: dict) -> None:
+    heading = (f"frontdesk bench --suite compare  API latency {summary['latency_ms']:g} ms  "
+               f"offered {summary['offered_rate']:g} events/s")
+    if summary["repeat"] > 1:
+        heading += f"  median of {summary['repeat']} runs"
+    width = max(len(title) for title, _, _ in ROWS)
+    columns = [max(len(SIDES[side]), 10) for side in SIDES]
+    print(heading)
+    print(f"  {'':<{width}}  " + "  ".join(f"{SIDES[s]:>{w}}" for s, w in zip(SIDES, columns)))
+    for title, key, sub in ROWS:
+        cells = [_cell(summary[side]["median"], key, sub) for side in SIDES]
+        print(f"  {title:<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, columns)))
