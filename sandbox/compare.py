@@ -187,7 +187,9 @@ def _median(runs: list[dict]) -> dict:
 
 def _cell(report: dict, key: str, sub: str | None) -> str:
     value = report[key] if sub is None else report[key][sub]
-    return "-" if value is None else f"{value:g}"
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def print_table(summary: dict) -> None:
