@@ -61,6 +61,7 @@ def run_bench(settings: Settings, args) -> int:
     latency_ms = settings.sandbox_latency_ms or DEFAULT_LATENCY_MS
     repeat = max(1, args.repeat)
     results = {}
+    previous = signal.signal(signal.SIGTERM, _interrupt)   # stop the systems as on Ctrl-C
     try:
         with tempfile.TemporaryDirectory(prefix="frontdesk-compare-") as scratch:
             for side in SIDES:
@@ -68,6 +69,8 @@ def run_bench(settings: Settings, args) -> int:
     except CompareError as exc:
         print(f"frontdesk bench --suite compare: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     summary = {"latency_ms": latency_ms, "offered_rate": args.rate, "repeat": repeat,
                **{side: {"median": _median(runs), "runs": runs} for side, runs in results.items()}}
     if args.json:
@@ -76,6 +79,10 @@ def run_bench(settings: Settings, args) -> int:
         print_table(summary)
     frontdesk = summary["frontdesk"]["median"]
     return 0 if frontdesk["lost"] == frontdesk["duplicates"] == frontdesk["rejected"] == 0 else 1
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _check_args(args) -> None:

@@ -8,12 +8,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.helpers import wait_until
 
 SDK_INSTALLED = importlib.util.find_spec("linebot") is not None
 
@@ -77,3 +80,52 @@ def test_options_that_cannot_apply_are_refused_by_name(tmp_path, flags, complain
     done = compare(tmp_path, *flags, timeout=30)
     assert done.returncode == 2 and complaint in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                children = {int(c) for c in f.read().split()}
+        except OSError:
+            continue
+        found |= children
+        todo += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not SDK_INSTALLED, reason="line-bot-sdk not installed (pip install '.[baseline]')")
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_mid_run_it_stops_every_process_it_started(tmp_path, stop):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
+    process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "bench", "--suite", "compare",
+                                "--rate", "50", "--duration", "60"], env=env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in process.stderr:       # the measured run has begun: systems and bench are up
+            if line.startswith("compare: sdk_echo:"):
+                break
+        # sandbox, baseline and the measuring bench
+        def all_started():
+            found = _descendants(process.pid)
+            return found if len(found) >= 3 else None
+
+        started = wait_until(all_started, timeout=15, message="the bench started")
+        process.send_signal(stop)
+        assert process.wait(timeout=45) == 130
+        wait_until(lambda: not any(_alive(pid) for pid in started), timeout=15, message="children gone")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
