@@ -8,7 +8,8 @@ subprocess) against the same sandbox LINE API with the same injected latency (de
 - frontdesk: `frontdesk run --sandbox` — store, then ack; handlers reply later.
 
 Every process runs on free 127.0.0.1 ports with its store in a scratch folder, in its own
-session (so Ctrl-C reaches this command, which then stops them all, never a child half-way).
+process group (so Ctrl-C reaches this command, which then stops them all, never a child
+half-way) and dies with this command even if it is killed with SIGKILL.
 A slow API makes the in-request pattern's acks as slow as the API call and its thread pool
 the ceiling; frontdesk's acks stay a store write. The two reports are printed side by side.
 """
@@ -25,6 +26,7 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 
 from dispatcher.demo import _wait_listening
+from dispatcher.lifeline import spawn
 from dispatcher.run import DEV_ACCESS_TOKEN, DEV_CHANNEL_SECRET
 from protocol.config import ConfigError, Settings
 
@@ -151,10 +153,10 @@ def _load_flags(args) -> list[str]:
 
 @contextmanager
 def _process(name: str, command: list[str], env: dict, folder: str, stop_signal: int):
-    """A child in its own session, its output in folder/<name>.log; stopped (then killed) on exit."""
+    """A child in its own process group that dies with us even on kill -9 (lifeline.spawn), its
+    output in folder/<name>.log; stopped (then killed) on exit."""
     with open(os.path.join(folder, f"{name}.log"), "wb") as log:
-        process = subprocess.Popen(command, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = spawn(command, env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield process
     finally:
@@ -170,12 +172,17 @@ def _process(name: str, command: list[str], env: dict, folder: str, stop_signal:
 def _bench(side: str, command: list[str], env: dict, folder: str, quiet: bool) -> dict:
     """One `frontdesk bench --json` run; its progress line goes to stderr unless quiet."""
     with open(os.path.join(folder, "bench.log"), "ab") as log:
-        done = subprocess.run(command, env=env, cwd=folder, stdout=subprocess.PIPE,
-                              stderr=log if quiet else None, stdin=subprocess.DEVNULL)
+        process = spawn(command, env, stdout=subprocess.PIPE, stderr=log if quiet else None)
     try:
-        return json.loads(done.stdout)
+        output, _ = process.communicate()
+    finally:
+        if process.poll() is None:   # interrupted: the bench is in its own group, so stop it here
+            process.kill()
+            process.wait()
+    try:
+        return json.loads(output)
     except ValueError:
-        raise CompareError(f"{side}: the bench gave no report (exit code {done.returncode})") from None
+        raise CompareError(f"{side}: the bench gave no report (exit code {process.returncode})") from None
 
 
 def _median(runs: list[dict]) -> dict:

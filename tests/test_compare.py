@@ -105,8 +105,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not SDK_INSTALLED, reason="line-bot-sdk not installed (pip install '.[baseline]')")
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_mid_run_it_stops_every_process_it_started(tmp_path, stop):
+@pytest.mark.parametrize("stop, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 130),
+                                              (signal.SIGKILL, -signal.SIGKILL)])
+def test_interrupted_mid_run_it_stops_every_process_it_started(tmp_path, stop, exit_code):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
     process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "bench", "--suite", "compare",
                                 "--rate", "50", "--duration", "60"], env=env, cwd=tmp_path,
@@ -123,7 +124,7 @@ def test_interrupted_mid_run_it_stops_every_process_it_started(tmp_path, stop):
 
         started = wait_until(all_started, timeout=15, message="the bench started")
         process.send_signal(stop)
-        assert process.wait(timeout=45) == 130
+        assert process.wait(timeout=45) == exit_code
         wait_until(lambda: not any(_alive(pid) for pid in started), timeout=15, message="children gone")
     finally:
         if process.poll() is None:
