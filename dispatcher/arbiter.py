@@ -25,9 +25,9 @@ from protocol.config import handler_command
 from store import StoreError
 
 from .apilink import ApiLink
-from .loop import EventLoop
+from .loop import EventLoop, SignalQueue
 from .router import Router
-from .supervise import RestartPolicy, Service
+from .supervise import RestartPolicy
 from .workers import CLOSING, EXITED, READY, HandlerProcess, describe_exit
 
 log = logging.getLogger("frontdesk.dispatcher")
@@ -55,16 +55,17 @@ def _api_error(message: str) -> dict:
 
 
 class Arbiter:
-    def __init__(self, settings, store, services: list[Service] = (), environ: dict | None = None):
+    def __init__(self, settings, store, environ: dict | None = None):
         self.settings = settings
         self.store = store
-        self.services = list(services)   # started in this order, stopped in reverse
         self.loop = EventLoop()
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
         self.status_name = f"dispatcher:{self.host}:{self.pid}"
         self.env = {**(os.environ if environ is None else environ), **settings.to_environ()}
+        credentials = settings.secret_env_names()   # handlers call the API through us, never directly
+        self.handler_env = {name: value for name, value in self.env.items() if name not in credentials}
         self.handler_argv = handler_command(settings)
         self.router = Router(store, settings, self.owner)
         self.apilink = ApiLink(settings, self.env, self.loop)
@@ -75,7 +76,6 @@ class Arbiter:
         self.state = RUNNING
         self.started_at = time.time()
         self.handled_by_gone = 0   # events answered by processes that have exited
-        self._signals: deque[int] = deque()
         self._rolling: deque[Slot] = deque()
         self._slot_numbers = 0
         self._drain_until = 0.0
@@ -87,19 +87,17 @@ class Arbiter:
         self._extend_at = now + settings.lease_s / 3
         self._purge_at = now + self._purge_interval()
         self._feed = None
-        self._signal_pipe: tuple[int, int] | None = None
+        self._signals: SignalQueue | None = None
 
     # --- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
-        self._install_signals()
+        self._signals = SignalQueue(self.loop, HANDLED_SIGNALS)
         try:
             self._feed = self.store.change_feed()
             self.loop.add_reader(self._feed.fileno(), self._on_feed)
             self._last_control = self._read_control()
             log.info("dispatcher_started pid=%d owner=%s handlers=%d handler_command=%s", self.pid,
                      self.owner, self.target, self.handler_argv[0])
-            for service in self.services:
-                service.start()
             self.apilink.start()
             while self.state != STOPPED:
                 self._turn()
@@ -107,15 +105,15 @@ class Arbiter:
             log.info("dispatcher_stopped pid=%d", self.pid)
             return 0
         finally:
-            self._restore_signals()
+            self._signals.close()
             if self._feed is not None:
                 self._feed.close()
             self.loop.close()
 
     def _turn(self) -> None:
         self.loop.run_once(self._timeout())
-        while self._signals:
-            self._on_signal(self._signals.popleft())
+        for signum in self._signals.pop():
+            self._on_signal(signum)
         self._check_timers(time.monotonic())
         self._converge()
         self.router.flush()
@@ -140,14 +138,14 @@ class Arbiter:
             times.append(process.next_timer())
         if self.state == RUNNING:
             times.extend(slot.restart_at for slot in self.slots if slot.process is None)
-        for child in (self.router, self.apilink, *self.services):
+        for child in (self.router, self.apilink):
             times.append(child.next_timer())
         return max(0.0, min(t for t in times if t is not None) - now)
 
     def _check_timers(self, now: float) -> None:
         for process in list(self._processes()):
             process.check_timers(now)
-        for child in (self.router, self.apilink, *self.services):
+        for child in (self.router, self.apilink):
             child.check_timers(now)
         if self._store_wakeup_at is not None and now >= self._store_wakeup_at:
             self._store_wakeup_at = None
@@ -259,10 +257,6 @@ class Arbiter:
                 self.state = STOPPED
             elif self.state in (DRAINING, STOPPING) and not any(True for _ in self._processes()):
                 self.apilink.stop(fast=self.state == STOPPING)
-                if self.apilink.stopped:
-                    for service in self.services:
-                        if service.wanted:
-                            service.stop()
             return
         now = time.monotonic()
         while len(self.slots) < self.target:
@@ -284,7 +278,7 @@ class Arbiter:
 
     def _start_handler(self, slot: Slot) -> HandlerProcess | None:
         try:
-            return HandlerProcess(slot.name, self.handler_argv, self.env, self.loop, self.settings, self)
+            return HandlerProcess(slot.name, self.handler_argv, self.handler_env, self.loop, self.settings, self)
         except OSError as exc:
             reason = f"cannot start {self.handler_argv[0]!r}: {exc.strerror or exc}"
             slot.restarts += 1
@@ -310,8 +304,6 @@ class Arbiter:
             if process.reap() is not None:
                 self._handler_exited(process)
         self.apilink.reap()
-        for service in self.services:
-            service.reap()
 
     def _handler_exited(self, process: HandlerProcess) -> None:
         clean = process.state == CLOSING and process.returncode == 0 and process.failure is None
@@ -343,31 +335,6 @@ class Arbiter:
                 f"{delay:.2f}" if delay is not None and slot is not None else "-")
 
     # --- signals ---------------------------------------------------------------------------------
-    def _install_signals(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._signal_pipe = (read_fd, write_fd)
-        self._previous_wakeup_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        self._previous_handlers = {sig: signal.signal(sig, _enqueue_only) for sig in HANDLED_SIGNALS}
-        self.loop.add_reader(read_fd, self._on_signal_pipe)
-
-    def _restore_signals(self) -> None:
-        if self._signal_pipe is None:
-            return
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(self._previous_wakeup_fd)
-        for fd in self._signal_pipe:
-            os.close(fd)
-        self._signal_pipe = None
-
-    def _on_signal_pipe(self) -> None:
-        try:
-            self._signals.extend(os.read(self._signal_pipe[0], 4096))
-        except BlockingIOError:
-            pass
-
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             self._reap()
@@ -397,9 +364,6 @@ class Arbiter:
         self._rolling.clear()
         in_flight = sum(len(p.in_flight) for p in self._processes())
         log.info("drain_started in_flight=%d grace_s=%g", in_flight, self.settings.drain_grace_s)
-        for service in self.services:
-            if service.name == "receiver":   # no new webhooks while we finish
-                service.stop()
         for process in list(self._processes()):
             process.drain()
 
@@ -409,8 +373,6 @@ class Arbiter:
         self.state = STOPPING
         self._release_and_stop_handlers("fast stop", kill=True)
         self.apilink.stop(fast=True)
-        for service in self.services:
-            service.stop()
 
     def _release_and_stop_handlers(self, reason: str, kill: bool = False) -> None:
         for process in list(self._processes()):
@@ -422,8 +384,7 @@ class Arbiter:
                     process.signal(signal.SIGKILL)
 
     def _all_stopped(self) -> bool:
-        return (not any(True for _ in self._processes()) and self.apilink.stopped
-                and all(service.stopped for service in self.services))
+        return not any(True for _ in self._processes()) and self.apilink.stopped
 
     # --- status and control -------------------------------------------------------------------------
     def _read_control(self):
@@ -461,7 +422,6 @@ class Arbiter:
             "handled": self.handled_by_gone + sum(p.handled for p in self._processes()),
             "degraded": self.policy.degraded, "store_error": self.router.store_error,
             "handlers": handlers, "ratelimiter": self.apilink.status(),
-            "services": {service.name: service.status() for service in self.services},
         }
 
     def _publish_status(self) -> None:
@@ -469,7 +429,3 @@ class Arbiter:
             self.store.put_status(self.status_name, self.status())
         except StoreError as exc:
             log.error("store_call_failed op=put_status error=%s", exc)
-
-
-def _enqueue_only(signum, frame) -> None:
-    """The byte in the wake-up pipe is the whole message; the loop does the work."""

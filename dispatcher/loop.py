@@ -1,4 +1,4 @@
-"""The one event loop of a dispatcher: a selector over pipes, sockets and the signal wake-up fd.
+"""The one event loop of a supervisor: a selector over pipes, sockets and the signal wake-up fd.
 
 Writes are buffered per pipe and flushed once per loop turn, just before sleeping, so that many
 frames for one handler go out in one write (a window of frames in flight, not one at a time).
@@ -6,7 +6,9 @@ A pipe that is full is watched for writability until its buffer is empty.
 """
 from __future__ import annotations
 
+import os
 import selectors
+import signal
 
 
 class EventLoop:
@@ -44,3 +46,41 @@ class EventLoop:
 
     def close(self) -> None:
         self.selector.close()
+
+
+class SignalQueue:
+    """Signal handlers that only enqueue: each signal leaves its number as a byte in a self-pipe
+    (`signal.set_wakeup_fd`) that the loop watches, and the loop handles it on its next turn."""
+
+    def __init__(self, loop: EventLoop, signals):
+        self._loop = loop
+        self._pending: list[int] = []
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._previous_handlers = {sig: signal.signal(sig, _enqueue_only) for sig in signals}
+        loop.add_reader(self._read_fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            self._pending.extend(os.read(self._read_fd, 4096))
+        except BlockingIOError:
+            pass
+
+    def pop(self) -> list[int]:
+        """The signals received since the last call, oldest first."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def close(self) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_wakeup_fd)
+        self._loop.remove(self._read_fd)
+        os.close(self._read_fd)
+        os.close(self._write_fd)
+
+
+def _enqueue_only(signum, frame) -> None:
+    """The byte in the wake-up pipe is the whole message; the loop does the work."""

@@ -10,8 +10,10 @@ the batcher's thread (dispatcher.batcher); a stats thread. Frames go out under o
 At most once per (event, n-th call): before a call goes out its journal entry says "started"
 with the exact HTTP request; after the answer, "done" or "failed". A repeated call is answered
 from the journal. A "started" entry left by a killed process is sent again only when LINE can
-drop the repeat (X-Line-Retry-Key: push, multicast, broadcast, narrowcast; 409 = success);
-a reply in that state is answered "outcome unknown" and never sent again.
+drop the repeat: push, multicast, broadcast and narrowcast carry an X-Line-Retry-Key (409 =
+success); a reply token is single-use, so a repeated reply LINE refuses as an invalid token was
+delivered by the first attempt (taken as success, never turned into a push). Any other call in
+that state is answered "outcome unknown" and never sent again.
 """
 from __future__ import annotations
 
@@ -71,13 +73,14 @@ class Call:
 
 class Send:
     """One HTTP request to send and the calls it answers (several for a batched multicast)."""
-    __slots__ = ("request", "calls", "sent_as", "attempts", "enqueued_at", "journal")
+    __slots__ = ("request", "calls", "sent_as", "attempts", "enqueued_at", "journal", "repeat")
 
     def __init__(self, request: HttpRequest, calls: list[Call], sent_as: str):
         self.request, self.calls, self.sent_as = request, calls, sent_as
         self.attempts = 0
         self.enqueued_at = time.monotonic()
         self.journal = True     # write "started" before the next attempt
+        self.repeat = False     # a request a killed rate limiter may have sent already
 
     def journal_requests(self) -> list[tuple[Call, dict]]:
         """Each journaled call with the request to record: the whole request on the first one; the
@@ -89,6 +92,13 @@ class Send:
         full = dict(self.request.to_journal(), sent_as=self.sent_as)
         member = {"batch_of": list(calls[0].key), "retry_key": self.request.retry_key, "sent_as": self.sent_as}
         return [(call, full if n == 0 else member) for n, call in enumerate(calls)]
+
+
+def _line_drops_a_repeat(send: Send) -> bool:
+    """Can this request go again after LINE may have acted on it? A GET changes nothing, a retry
+    key makes LINE answer 409 to a repeat, and a reply token works once (a repeat is refused)."""
+    request = send.request
+    return request.retry_key is not None or request.method == "GET" or send.sent_as == "reply"
 
 
 def parse_call(params) -> Call:
@@ -308,13 +318,15 @@ class RateLimiter:
             self._answer(call, None, response.get("result"))
             return True
         request = HttpRequest.from_journal(entry.request) if entry.request and "path" in entry.request else None
-        resendable = request is not None and request.retry_key is not None
+        sent_as = (entry.request or {}).get("sent_as", call.method)
+        resendable = request is not None and (request.retry_key is not None
+                                              or (sent_as == "reply" and entry.state == "started"))
         error = response.get("error")
         if entry.state == "failed" and not (resendable and error and error.get("retryable")):
             self.counters.add("journal_answers")
             self._answer(call, error, None)
             return True
-        if not resendable:  # "started" and no retry key: it may have been delivered
+        if not resendable:  # "started", and LINE could not tell a repeat: it may have been delivered
             error = _error(f"outcome unknown: call {call.call_no} of event {call.event_id} ({call.method}) "
                            "was sent by a rate limiter that stopped before the answer; not sent again "
                            "(at most once)")
@@ -322,11 +334,11 @@ class RateLimiter:
                                                 entry.request, {"error": error}, time.time()))
             self._answer(call, error, None)
             return True
-        # Sent with a retry key (or failed in a way LINE lets us repeat): the same request again.
+        # LINE drops a repeat of this request (retry key, or single-use reply token): send it again.
         with self._lock:
             self._in_flight[call.key] = call
-        send = Send(request, [call], entry.request.get("sent_as", call.method))
-        send.journal = False
+        send = Send(request, [call], sent_as)
+        send.journal, send.repeat = False, True
         self.counters.add("resent_from_journal")
         self._submit(send)
         return True
@@ -461,9 +473,10 @@ class RateLimiter:
             response = api.send(request, self.content_max if request.data_api else None)
         except ApiConnectionError as exc:
             self.counters.http(endpoint, 0)
-            safe = not exc.sent or request.retry_key is not None or request.method == "GET"
+            safe = not exc.sent or _line_drops_a_repeat(send)
             log.warning("api_connection_error endpoint=%s attempt=%d sent=%s reason=%r",
                         endpoint, send.attempts, exc.sent, str(exc))
+            send.repeat = send.repeat or exc.sent
             if safe and self._retry(send, BACKOFF_FIRST_S, pause=False):
                 return False
             message = str(exc) if not exc.sent else (
@@ -478,7 +491,8 @@ class RateLimiter:
                 return False
             return self._finish(send, api_error(response, retryable=True), None)
         if status >= 500:
-            safe = request.retry_key is not None or request.method == "GET"
+            safe = _line_drops_a_repeat(send)
+            send.repeat = True
             log.warning("api_5xx endpoint=%s status=%d attempt=%d retry=%s", endpoint, status,
                         send.attempts, safe)
             if safe and self._retry(send, BACKOFF_FIRST_S, pause=False):
@@ -497,6 +511,11 @@ class RateLimiter:
                 "and at most max_frame_bytes)", 413), None)
         error = api_error(response, retryable=False)
         if send.sent_as == "reply" and status == 400 and "invalid reply token" in error["message"].lower():
+            if send.repeat:   # the first attempt used the token: the reply was delivered then
+                self.counters.add("replies_delivered_before")
+                log.warning("reply_repeat_refused event=%s call_no=%d action=taken_as_delivered",
+                            *send.calls[0].key)
+                return self._finish(send, None, {"sent_as": "reply", "delivered_by_earlier_attempt": True})
             return self._reply_token_refused(send, error)
         if send.sent_as == "multicast" and status == 400 and len(send.calls) > 1:
             return self._split_batch(send, error)

@@ -1,9 +1,11 @@
-"""`frontdesk dispatcher` (the dispatcher with its rate limiter and handlers) and `frontdesk run`
-(everything on one machine, with --sandbox the LINE API emulator too), both supervised by one
-arbiter: the children's death is noticed and they are restarted; ours takes them all down.
+"""`frontdesk dispatcher` (the arbiter with its rate limiter and handlers) and `frontdesk run`
+(everything on one machine, with --sandbox the LINE API emulator too): a `Supervisor` starts the
+sandbox, the dispatcher and the receiver as children, restarts whichever dies, and takes them
+all down with it.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -12,7 +14,7 @@ from store import StoreError, open_store
 
 from .arbiter import Arbiter
 from .demo import demo_command, start_demo
-from .supervise import Service
+from .supervise import Service, Supervisor
 
 # Sandbox credentials: the emulator accepts anything, so these are not secrets.
 DEV_CHANNEL_SECRET = "frontdesk-sandbox-secret"
@@ -23,24 +25,23 @@ def _role(name: str) -> list[str]:
     return [sys.executable, "-m", "dispatcher.cli", name]
 
 
-def _serve(settings, services: list[Service], on_started=None) -> int:
+def _open_store(settings):
     try:
-        store = open_store(settings.store)
+        return open_store(settings.store)
     except StoreError as exc:
         print(f"frontdesk: cannot open the store: {exc}", file=sys.stderr)
-        return 1
-    try:
-        arbiter = Arbiter(settings, store, services)
-        if on_started is not None:
-            on_started(arbiter)
-        return arbiter.run()
-    finally:
-        store.close()
+        return None
 
 
 def main_dispatcher(settings, args) -> int:
     settings.require_secrets("channel_access_token")
-    return _serve(settings, [])
+    store = _open_store(settings)
+    if store is None:
+        return 1
+    try:
+        return Arbiter(settings, store).run()
+    finally:
+        store.close()
 
 
 def sandbox_settings(settings):
@@ -62,19 +63,23 @@ def main(settings, args) -> int:
         settings = sandbox_settings(settings)
     else:
         settings.require_secrets("channel_secret", "channel_access_token")
-    env = settings.to_environ()
+    env = {**os.environ, **settings.to_environ()}
     services = []
     if args.sandbox:
         services.append(Service("sandbox", _role("sandbox"), env, settings, f"http://{settings.sandbox_listen}"))
+    services.append(Service("dispatcher", _role("dispatcher"), env, settings,
+                            stop_grace_s=settings.drain_grace_s + 2 * settings.kill_grace_s))
     webhook_url = f"http://{settings.listen}{settings.callback_path}"
     services.append(Service("receiver", _role("receiver"), env, settings, webhook_url))
+    store = _open_store(settings)
+    if store is None:
+        return 1
     _print_banner(settings, args.sandbox)
-
-    def started(arbiter):
-        if getattr(args, "demo", False):
-            start_demo(settings)
-
-    return _serve(settings, services, started)
+    try:
+        demo = (lambda: start_demo(settings)) if getattr(args, "demo", False) else None
+        return Supervisor(settings, store, services).run(on_started=demo)
+    finally:
+        store.close()
 
 
 def _print_banner(settings, sandbox: bool) -> None:

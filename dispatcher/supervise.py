@@ -1,17 +1,23 @@
-"""Restart policy (growing backoff, Erlang-style restart intensity) and plain supervised services.
+"""Restart policy (growing backoff, Erlang-style restart intensity), supervised services, and
+the `Supervisor` that is `frontdesk run`'s top process.
 
-A `Service` is a child that speaks no frames (the receiver, the sandbox): its stdin is a pipe
-from us that it watches for EOF (`lifeline.exit_with_parent`), its output goes to our stderr, it
-stops on SIGTERM. It is restarted with backoff whenever it exits while we still want it.
+A `Service` is a child that speaks no frames (the sandbox, the receiver, the dispatcher): it
+dies with us (`lifeline.spawn`), its output goes to our stderr, it stops on SIGTERM. It is
+restarted with backoff whenever it exits while we still want it.
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import time
 from collections import deque
 
+from store import StoreError
+
 from .lifeline import spawn
+from .loop import EventLoop, SignalQueue
 from .workers import describe_exit
 
 log = logging.getLogger("frontdesk.dispatcher")
@@ -67,12 +73,15 @@ class RestartPolicy:
 class Service:
     """One supervised child without a frame protocol (receiver, sandbox)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], settings, address: str = ""):
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], settings, address: str = "",
+                 stop_grace_s: float | None = None):
         self.name = name
         self.argv = argv
         self.env = env
         self.settings = settings
         self.address = address
+        # TERM -> KILL; the dispatcher's TERM means "drain", which may take drain_grace_s
+        self.stop_grace_s = settings.kill_grace_s if stop_grace_s is None else stop_grace_s
         self.policy = RestartPolicy(settings, name)
         self.proc = None
         self.wanted = True
@@ -93,9 +102,10 @@ class Service:
         self._timer = None
         log.info("service_started name=%s pid=%d", self.name, self.proc.pid)
 
-    def reap(self) -> None:
+    def reap(self) -> int | None:
+        """The pid of our child if it has just exited, else None."""
         if self.proc is None or self.proc.returncode is not None or self.proc.poll() is None:
-            return
+            return None
         how = describe_exit(self.proc.returncode)
         self.proc.stdin.close()
         if self.wanted:
@@ -106,6 +116,7 @@ class Service:
         else:
             self._timer = None
             log.info("service_stopped name=%s pid=%d how=%s", self.name, self.proc.pid, how)
+        return self.proc.pid
 
     def next_timer(self) -> float | None:
         return self._timer
@@ -120,16 +131,20 @@ class Service:
             self.proc.kill()
             self._timer = None
 
-    def stop(self) -> None:
-        """SIGTERM now, SIGKILL after kill_grace_s."""
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """`signum` now, SIGKILL after stop_grace_s."""
         if not self.wanted:
             return
         self.wanted = False
         if self.pid is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            self._timer = time.monotonic() + self.settings.kill_grace_s
+            self.proc.send_signal(signum)
+            self._timer = time.monotonic() + self.stop_grace_s
         else:
             self._timer = None
+
+    def forward(self, signum: int) -> None:
+        if self.pid is not None:
+            self.proc.send_signal(signum)
 
     @property
     def stopped(self) -> bool:
@@ -138,3 +153,112 @@ class Service:
     def status(self) -> dict:
         return {"pid": self.pid, "address": self.address, "restarts": self.policy.crashes,
                 "degraded": self.policy.degraded}
+
+
+class Supervisor:
+    """`frontdesk run`'s top process: keeps its services running, stops them in order.
+
+    It does no work of its own, so it has nothing to lose when a child dies: services start in
+    the given order and are restarted with backoff whenever they exit. TERM/INT stops them in
+    reverse order, each once every later one has exited (the receiver first, so no webhook is
+    accepted that nobody will handle now; the sandbox last, so a draining dispatcher can finish
+    its API calls). QUIT, or a second INT, passes QUIT to the dispatcher (fast stop) and TERM
+    to the rest at once. TTIN, TTOU and HUP are meant for the handler pool: the dispatcher gets
+    them. Its status document lists the services; `frontdesk status` shows it.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+               signal.SIGTTOU, signal.SIGCHLD)
+    FORWARDED = {signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU}
+    STATUS_INTERVAL_S = 1.0
+
+    def __init__(self, settings, store, services: list[Service]):
+        self.settings = settings
+        self.store = store
+        self.services = services
+        self.pid = os.getpid()
+        self.status_name = f"run:{socket.gethostname()}:{self.pid}"
+        self.started_at = time.time()
+        self.state = "running"
+        self.loop = EventLoop()
+        self._status_at = 0.0
+
+    def run(self, on_started=None) -> int:
+        signals = SignalQueue(self.loop, self.SIGNALS)
+        try:
+            for service in self.services:
+                service.start()
+            if on_started is not None:
+                on_started()
+            while not (self.state != "running" and all(s.stopped for s in self.services)):
+                self.loop.run_once(self._timeout())
+                for signum in signals.pop():
+                    self._on_signal(signum)
+                now = time.monotonic()
+                for service in self.services:
+                    service.check_timers(now)
+                    service.policy.refresh()
+                if self.state == "stopping":
+                    self._stop_next()
+                if now >= self._status_at:
+                    self._publish_status()
+            self.state = "stopped"
+            self._publish_status()
+            return 0
+        finally:
+            signals.close()
+            self.loop.close()
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        due = [self._status_at, *(s.next_timer() for s in self.services)]
+        return max(0.0, min(t for t in due if t is not None) - now)
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            for service in self.services:
+                if service.reap() is not None and service.name == "dispatcher":
+                    self._expire_leases_of(service.proc.pid)
+            return
+        log.info("signal_received signal=%s state=%s", signal.Signals(signum).name, self.state)
+        if signum in self.FORWARDED:
+            for service in self.services:
+                if service.name == "dispatcher":
+                    service.forward(signum)
+        elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.state == "stopping"):
+            self.state = "quitting"
+            for service in self.services:
+                if service.name == "dispatcher" and service.pid is not None and not service.wanted:
+                    service.forward(signal.SIGQUIT)   # already draining: cut it short
+                service.stop(signal.SIGQUIT if service.name == "dispatcher" else signal.SIGTERM)
+        elif signum in (signal.SIGTERM, signal.SIGINT) and self.state == "running":
+            self.state = "stopping"
+            self._stop_next()
+
+    def _stop_next(self) -> None:
+        """Stop the last service still wanted, once every service after it has exited."""
+        for service in reversed(self.services):
+            if service.wanted:
+                service.stop()
+                return
+            if not service.stopped:
+                return
+
+    def _expire_leases_of(self, pid: int) -> None:
+        """A dead dispatcher's events need not wait out their leases: we know it is gone."""
+        try:
+            doc = self.store.get_statuses().get(f"dispatcher:{socket.gethostname()}:{pid}") or {}
+            if doc.get("owner"):
+                count = self.store.expire_leases(doc["owner"])
+                log.info("dispatcher_leases_expired pid=%d owner=%s events=%d", pid, doc["owner"], count)
+        except StoreError as exc:
+            log.error("store_call_failed op=expire_leases error=%s", exc)
+
+    def _publish_status(self) -> None:
+        self._status_at = time.monotonic() + self.STATUS_INTERVAL_S
+        doc = {"pid": self.pid, "host": socket.gethostname(), "state": self.state, "started_at": self.started_at,
+               "services": {service.name: service.status() for service in self.services}}
+        try:
+            self.store.put_status(self.status_name, doc)
+        except StoreError as exc:
+            log.error("store_call_failed op=put_status error=%s", exc)

@@ -206,6 +206,11 @@ class Settings:
             listed = ", ".join(f"{k.name} (env {k.env_name})" for k in missing)
             raise ConfigError(f"missing required secret: {listed}")
 
+    @staticmethod
+    def secret_env_names() -> frozenset[str]:
+        """Environment names of the secrets: children that need no credentials do not get them."""
+        return frozenset(knob.env_name for knob in KNOBS if knob.secret)
+
     def to_environ(self) -> dict[str, str]:
         """Settings as environment variables, for child processes (secrets included, by env only)."""
         env = {}

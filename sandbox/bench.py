@@ -17,7 +17,6 @@ import random
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Callable
 import requests
 
 from protocol.config import ConfigError, Settings
+from store import StoreError, open_store
 
 from .server import credentials
 from .webhooks import USER_EVENT_KINDS, EventFactory, WebhookSender, user_id, user_source
@@ -346,78 +346,81 @@ class Chaos:
     """Kills parts of a running system at random moments while the bench sends (--chaos).
 
     Targets come from `frontdesk status --json` ("processes"): handler processes and the rate
-    limiter of every dispatcher on this host; the dispatcher restarts them. The dispatcher itself
-    is a target only when `restart_dispatcher` is given (a callable that restarts `frontdesk run`):
-    nothing else would bring it back. A pid is killed only while it is still a child of the
-    dispatcher that published it, so a stale status never hits an unrelated process.
+    limiter of every dispatcher on this host (the dispatcher restarts them), and every dispatcher
+    run by `frontdesk run` (which restarts it). A pid is killed only while it is still a child of
+    the process that published it, so a stale status never hits an unrelated process.
     """
 
     def __init__(self, settings: Settings, rng: random.Random, mean_interval_s: float = 2.0,
-                 first_kill_s: float = 1.0, restart_dispatcher: Callable[[int], None] | None = None):
+                 first_kill_s: float = 1.0):
         self.settings, self.rng, self.mean_interval_s = settings, rng, mean_interval_s
         self.first_kill_s = first_kill_s
-        self.restart_dispatcher = restart_dispatcher
         self.kills: list[dict] = []
+        self._store = None
+        self._roles_seen: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-chaos", daemon=True)
         self._started = 0.0
 
     def start(self) -> None:
+        self._store = open_store(self.settings.store)   # where every process publishes its status
         self._started = time.monotonic()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        self._store.close()
 
     def targets(self) -> list[tuple[str, int, int]]:
-        """(role, pid, dispatcher pid) of every process this host's dispatchers published."""
-        status = subprocess.run([sys.executable, "-m", "dispatcher.cli", "status", "--json"],
-                                env={**os.environ, **self.settings.to_environ()},
-                                capture_output=True, text=True, timeout=30)
-        if status.returncode != 0:
-            log.warning("event=chaos_status_failed rc=%d stderr=%s", status.returncode, status.stderr[-200:])
-            return []
+        """(role, pid, parent pid) of every process this host's supervisors published."""
         found = []
-        for doc in json.loads(status.stdout).get("processes", {}).values():
-            if doc.get("host") != socket.gethostname() or not doc.get("pid"):
+        for doc in self._store.get_statuses().values():
+            if doc.get("host") != socket.gethostname() or not doc.get("pid") or doc.get("state") != "running":
                 continue
             parent = doc["pid"]
             found += [("handler", h["pid"], parent) for h in doc.get("handlers", []) if h.get("pid")]
             if (doc.get("ratelimiter") or {}).get("pid"):
                 found.append(("ratelimiter", doc["ratelimiter"]["pid"], parent))
-            if self.restart_dispatcher is not None:
-                found.append(("dispatcher", parent, None))
+            if ((doc.get("services") or {}).get("dispatcher") or {}).get("pid"):
+                found.append(("dispatcher", doc["services"]["dispatcher"]["pid"], parent))
         return found
 
     def _run(self) -> None:
-        """The first kill comes early in the run (so every chaos run has one), then at random."""
+        """The first kill comes early in the run (so every chaos run has one), then every
+        0.5-1.5 mean intervals; each kill hits the role killed least so far (ties at random), so
+        a run with three kills has hit a handler, the rate limiter and a dispatcher."""
         pause = self.first_kill_s
         while not self._stop.wait(pause):
-            pause = self.rng.expovariate(1.0 / self.mean_interval_s)
+            pause = self.mean_interval_s * self.rng.uniform(0.5, 1.5)
             try:
                 candidates = [t for t in self.targets() if _still_ours(*t)]
-            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            except (OSError, StoreError) as exc:
                 log.warning("event=chaos_status_failed error=%s", exc)
                 continue
-            if not candidates:
+            self._roles_seen.update(c[0] for c in candidates)
+            if not self._roles_seen:
                 continue
-            role, pid, _ = self.rng.choice(candidates)
+            killed = Counter(kill["role"] for kill in self.kills)
+            role = min(sorted(self._roles_seen), key=lambda r: (killed[r], self.rng.random()))
+            of_role = [c for c in candidates if c[0] == role]
+            if not of_role:   # e.g. a restarted dispatcher's handlers are not up yet
+                pause = 0.05
+                continue
+            _, pid, _ = self.rng.choice(of_role)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
             self.kills.append({"at_s": round(time.monotonic() - self._started, 2), "role": role, "pid": pid})
             log.info("event=chaos_kill role=%s pid=%d", role, pid)
-            if role == "dispatcher":
-                self.restart_dispatcher(pid)
 
 
 def _still_ours(role: str, pid: int, parent: int | None) -> bool:
-    """Is pid alive and (for children) still the child of the dispatcher that published it?"""
+    """Is pid alive and still the child of the process that published it?"""
     try:
         with open(f"/proc/{pid}/stat") as f:
             ppid = int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return False
-    return parent is None or ppid == parent
+    return ppid == parent

@@ -113,6 +113,11 @@ class Store(abc.ABC):
         """Give leased events back without counting a failure (e.g. on drain)."""
 
     @abc.abstractmethod
+    def expire_leases(self, owner: str) -> int:
+        """End every lease of an owner known to be dead now, as if each had run out: its events
+        are deliverable again at once (the delivery counts as an attempt). Returns how many."""
+
+    @abc.abstractmethod
     def extend_leases(self, owner: str, event_ids: list[str], lease_s: float) -> None:
         """Keep leases of events still being worked on alive."""
 

@@ -285,6 +285,10 @@ class MongoStore(Store):
             [{"$set": {"state": PENDING, "owner": None, "due": now,
                        "attempt": {"$max": [{"$subtract": ["$attempt", 1]}, 0]}}}]))
 
+    def expire_leases(self, owner: str) -> int:
+        return self._call(lambda: self._events.update_many(
+            {"owner": owner, "state": LEASED}, {"$set": {"due": time.time()}})).modified_count
+
     def extend_leases(self, owner: str, event_ids: list[str], lease_s: float) -> None:
         if event_ids:
             until = time.time() + lease_s

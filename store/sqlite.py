@@ -355,6 +355,13 @@ class SQLiteStore(Store):
         if released:
             self._notifier.notify()
 
+    def expire_leases(self, owner: str) -> int:
+        expired = self._transaction(lambda conn: conn.execute(
+            "UPDATE events SET due = ? WHERE owner = ? AND state = 1", (time.time(), owner)).rowcount)
+        if expired:
+            self._notifier.notify()
+        return expired
+
     def extend_leases(self, owner: str, event_ids: list[str], lease_s: float) -> None:
         if not event_ids:
             return

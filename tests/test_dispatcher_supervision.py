@@ -2,7 +2,9 @@
 handshake, crash-loop; signals TTIN/TTOU/HUP/TERM/QUIT; kill -9 of the dispatcher itself."""
 from __future__ import annotations
 
+import os
 import signal
+from types import SimpleNamespace
 
 import pytest
 
@@ -170,16 +172,32 @@ def test_kill_9_of_the_dispatcher_loses_nothing_and_leaves_no_orphans(harness):
     assert set(ends) == set(appended)
 
 
+def _run_services(harness, process, previous_dispatcher: int | None = None) -> dict[str, int]:
+    """Pids of `frontdesk run`'s receiver and dispatcher, once its dispatcher has 2 ready handlers."""
+    def up(doc):
+        pids = {name: (doc["services"].get(name) or {}).get("pid") for name in ("receiver", "dispatcher")}
+        return all(pids.values()) and pids["dispatcher"] != previous_dispatcher
+    doc = harness.wait_status(process, up, message="frontdesk run: receiver and dispatcher up")
+    services = {name: doc["services"][name]["pid"] for name in ("receiver", "dispatcher")}
+    harness.wait_status(SimpleNamespace(pid=services["dispatcher"]), lambda d: len(ready_pids(d)) == 2,
+                        message="frontdesk run: 2 handlers ready")
+    return services
+
+
 def _run_children(harness, process) -> set[int]:
-    doc = harness.wait_status(process, lambda d: len(ready_pids(d)) == 2 and d["services"]["receiver"]["pid"],
-                              message="frontdesk run: receiver and 2 handlers up")
-    return ready_pids(doc) | {doc["services"]["receiver"]["pid"]}
+    services = _run_services(harness, process)
+    dispatcher = harness.status(SimpleNamespace(pid=services["dispatcher"]))
+    return ready_pids(dispatcher) | set(services.values())
+
+
+def _start_run(harness, **settings):
+    return harness.start(handlers=2, command="run", args=["--listen", f"127.0.0.1:{free_port()}"],
+                         env={"LINE_CHANNEL_SECRET": "test-secret", **settings.pop("env", {})}, **settings)
 
 
 @pytest.mark.parametrize("how", ["kill -9", "Ctrl-C"])
 def test_frontdesk_run_leaves_no_orphans(harness, how):
-    process = harness.start(handlers=2, command="run", args=["--listen", f"127.0.0.1:{free_port()}"],
-                            env={"LINE_CHANNEL_SECRET": "test-secret"})
+    process = _start_run(harness)
     children = _run_children(harness, process)
     if how == "kill -9":
         process.kill()
@@ -188,3 +206,26 @@ def test_frontdesk_run_leaves_no_orphans(harness, how):
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
     wait_until(lambda: not any(alive(pid) for pid in children), 10, message="every child exited")
+
+
+def test_frontdesk_run_restarts_a_killed_dispatcher_whose_events_go_out_without_waiting_the_lease(harness):
+    process = _start_run(harness, lease_s=120, env={"FD_TEST_DELAY_MS": "300"})
+    first = _run_services(harness, process)["dispatcher"]
+    appended = harness.append(keys=4, per_key=3)
+    wait_until(lambda: harness.store.stats()["in_flight"] > 0, 10, message="events leased")
+    os.kill(first, signal.SIGKILL)
+    second = _run_services(harness, process, previous_dispatcher=first)["dispatcher"]
+    assert second != first
+    harness.wait_done(len(appended), timeout=30)   # far less than the 120 s lease
+    assert {r[1] for r in harness.records() if r[0] == "end"} == set(appended)
+    assert "dispatcher_leases_expired" in harness.log_text()
+
+
+def test_handlers_get_the_users_environment_through_frontdesk_run_but_no_credentials(harness, tmp_path):
+    seen = tmp_path / "handler-env.txt"
+    process = _start_run(harness, env={"FD_TEST_ENV_FILE": str(seen), "MY_BOT_SETTING": "x",
+                                       "LINE_CHANNEL_ACCESS_TOKEN": "test-token"})
+    _run_services(harness, process)
+    names = set(seen.read_text().split())
+    assert {"MY_BOT_SETTING", "PATH", "FRONTDESK_HANDLERS"} <= names
+    assert not names & {"LINE_CHANNEL_SECRET", "LINE_CHANNEL_ACCESS_TOKEN"}

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from dispatcher.line_api import retry_key
 from dispatcher.ratelimiter import fingerprint
@@ -107,23 +108,52 @@ def test_token_expired_at_line_becomes_push(system):
     assert [(d["endpoint"], d["to"]) for d in sandbox.deliveries()] == [("push", [to])]
 
 
-def test_reply_left_started_by_a_killed_limiter_is_never_sent_again(system, tmp_path):
-    sandbox, limiter = system()
-    ev, to = event_id(), user_id(6)
-    args = {"replyToken": mint_reply_token(SECRET, to, ev), "messages": TEXT}
+def _leave_reply_started(tmp_path, ev: str, args: dict) -> None:
+    """What a rate limiter killed between sending a reply and journaling the answer leaves behind."""
     store = open_store(f"sqlite:///{tmp_path}/rl.db")
-    try:  # what a rate limiter killed between sending and journaling the answer leaves behind
+    try:
         store.journal_put(JournalEntry(ev, 1, fingerprint("reply", args), "started",
                                        {"method": "POST", "path": "/v2/bot/message/reply", "body": args,
                                         "retry_key": None, "sent_as": "reply"}))
     finally:
         store.close()
-    context = {"received_at": now_ms(), "source": {"userId": to}}
-    error, _ = limiter.result(limiter.call("reply", args, ev, 1, context))
+
+
+@pytest.mark.parametrize("first_attempt_reached_line", [True, False])
+def test_reply_left_started_by_a_killed_limiter_is_delivered_exactly_once(system, tmp_path,
+                                                                          first_attempt_reached_line):
+    sandbox, limiter = system()
+    ev, to = event_id(), user_id(6)
+    args = {"replyToken": mint_reply_token(SECRET, to, ev), "messages": TEXT}
+    _leave_reply_started(tmp_path, ev, args)
+    if first_attempt_reached_line:   # the killed limiter's request got through: the token is used
+        answer = requests.post(f"{sandbox.url}/v2/bot/message/reply", json=args, timeout=5,
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 200
+    context = {"received_at": now_ms(), "source": {"type": "user", "userId": to}}
+    error, result = limiter.result(limiter.call("reply", args, ev, 1, context))
+    assert error is None and result["sent_as"] == "reply"
+    assert result.get("delivered_by_earlier_attempt", False) is first_attempt_reached_line
+    again = limiter.result(limiter.call("reply", args, ev, 1, context))   # from the journal now
+    assert again == (None, result)
+    assert [(d["endpoint"], d["to"]) for d in sandbox.deliveries()] == [("reply", [to])]
+
+
+def test_other_call_left_started_by_a_killed_limiter_is_never_sent_again(system, tmp_path):
+    sandbox, limiter = system()
+    ev = event_id()
+    args = {"method": "POST", "path": "/v2/bot/richmenu", "body": {"size": {"width": 2500, "height": 843}}}
+    store = open_store(f"sqlite:///{tmp_path}/rl.db")
+    try:
+        store.journal_put(JournalEntry(ev, 1, fingerprint("call", args), "started",
+                                       {"method": "POST", "path": "/v2/bot/richmenu", "body": args["body"],
+                                        "retry_key": None, "sent_as": "call"}))
+    finally:
+        store.close()
+    error, _ = limiter.result(limiter.call("call", args, ev, 1, {"received_at": now_ms()}))
     assert "outcome unknown" in error["message"] and error["retryable"] is False
-    again, _ = limiter.result(limiter.call("reply", args, ev, 1, context))
-    assert again == error
-    assert sandbox.deliveries() == []
+    assert limiter.result(limiter.call("call", args, ev, 1, {"received_at": now_ms()})) == (error, None)
+    assert sandbox.stats()["api_calls"] == 0
 
 
 def test_line_4xx_reaches_the_handler_with_lines_message(system):
@@ -236,7 +266,7 @@ def test_forced_5xx_is_retried_with_the_same_retry_key_and_delivered_once(system
     assert limiter.wait_stats(lambda s: s.get("retries", 0) > 0)
 
 
-def test_dropped_connection_after_delivery_push_resent_409_reply_not_resent(system):
+def test_dropped_connection_after_delivery_push_resent_409_reply_resent_refused(system):
     sandbox, limiter = system({"sandbox_drop_rate": 0.5}, batching="false", api_max_retries=12)
     pushes = [(event_id(), user_id(200 + n)) for n in range(20)]
     ids = [limiter.call("push", {"to": to, "messages": TEXT}, ev, 1) for ev, to in pushes]
@@ -247,8 +277,10 @@ def test_dropped_connection_after_delivery_push_resent_409_reply_not_resent(syst
     ids = [limiter.call("reply", {"replyToken": mint_reply_token(SECRET, to, ev), "messages": TEXT}, ev, 1,
                         {"received_at": now_ms(), "source": {"userId": to}}) for ev, to in replies]
     answers = limiter.results(ids, timeout=20)
-    unknown = [error for error, _ in answers if error]
-    assert unknown and all("unknown" in e["message"] and e["status"] == 0 for e in unknown)
+    assert all(error is None and result["sent_as"] == "reply" for error, result in answers)
+    # re-sent after a drop: LINE refused the used token, so the first attempt had delivered it
+    assert any(result.get("delivered_by_earlier_attempt") for _, result in answers)
+    assert "push" not in {d["endpoint"] for d in sandbox.deliveries()[20:]}   # never turned into a push
     reply_deliveries = [d for d in sandbox.deliveries() if d["endpoint"] == "reply"]
     assert len(reply_deliveries) == len({d["to"][0] for d in reply_deliveries}) == 20  # each once, none twice
 

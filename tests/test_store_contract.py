@@ -291,6 +291,19 @@ def test_expired_lease_is_claimable_again_and_counted(store):
     assert store.stats()["in_flight"] == 1
 
 
+def test_expire_leases_of_a_dead_owner_makes_only_its_events_deliverable_at_once(store):
+    store.append("Udest", [event(1, "U1"), event(2, "U2"), event(3, "U3")], now_ms())
+    assert len(store.claim("dead", 2, 60)) == 2
+    assert len(store.claim("alive", 1, 60)) == 1
+    assert store.expire_leases("dead") == 2
+    again = store.claim("heir", 10, 60)
+    assert sorted(d["o"]["_id"] for d in again) == ["ev00001", "ev00002"]
+    assert {d["o"]["attempt"] for d in again} == {2}
+    assert store.expire_leases("dead") == 0          # nothing left: the heir holds them now
+    store.ack("alive", ["ev00003"])
+    assert store.stats()["done"] == 1
+
+
 def test_extend_leases_keeps_events(store):
     store.append("Udest", [event(1)], now_ms())
     store.claim("d1", 1, 1.0)

@@ -91,6 +91,9 @@ def main() -> int:
         return 0
     send([1, hello[1], None, {"protocol": 1, "name": "scripted", "max_in_flight": WINDOW}])
     print(f"scripted handler ready pid={os.getpid()}", file=sys.stderr, flush=True)
+    if os.environ.get("FD_TEST_ENV_FILE"):   # what a handler is given, for the tests to check
+        with open(os.environ["FD_TEST_ENV_FILE"], "w") as f:
+            f.write("\n".join(sorted(os.environ)))
     while True:
         try:
             message = read_frame(stdin)
