@@ -59,13 +59,7 @@ def serve(app_factory, settings: Settings) -> None:
         if isinstance(dispatcher, BaseWSGIServer):
             dispatcher.channel_class = _QuietChannel
 
-    def stop(signum, frame):
-        # Waitress's run() catches SystemExit: it stops its workers after their current requests.
-        signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
-        log.info("event=stopping signal=%s", signal.Signals(signum).name)
-        raise SystemExit(0)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = stop_waitress_on_signals(log)
     log_writer = _log_through_queue()
     log.info("event=listening address=%s threads=%d", settings.listen, settings.receiver_threads)
     try:
@@ -75,6 +69,17 @@ def serve(app_factory, settings: Settings) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _stop_log_writer(log_writer)
+
+
+def stop_waitress_on_signals(logger: logging.Logger) -> dict:
+    """SIGTERM/SIGINT end waitress's run(), which catches SystemExit and lets its workers finish
+    their current requests; a second signal ends the process at once. Returns the old handlers."""
+    def stop(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)
+        logger.info("event=stopping signal=%s", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 class _QuietChannel(HTTPChannel):

@@ -8,7 +8,6 @@ closed with no response at all, as when a proxy or LINE's front end fails mid-ca
 from __future__ import annotations
 
 import logging
-import signal
 
 import waitress
 from waitress.server import BaseWSGIServer
@@ -16,7 +15,7 @@ from waitress.task import WSGITask
 
 from dispatcher.run import DEV_ACCESS_TOKEN, DEV_CHANNEL_SECRET
 from protocol.config import Settings
-from receiver.server import _QuietChannel
+from receiver.server import _QuietChannel, stop_waitress_on_signals
 
 from .app import DROP_CONNECTION, create_app
 
@@ -67,14 +66,7 @@ def main(settings: Settings, args) -> int:
         if isinstance(dispatcher, BaseWSGIServer):
             dispatcher.channel_class = _SandboxChannel
 
-    def stop(signum, frame):
-        # waitress's run() catches SystemExit and stops its workers after their current request
-        signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
-        log.info("event=stopping signal=%s", signal.Signals(signum).name)
-        raise SystemExit(0)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
+    stop_waitress_on_signals(log)
     log.info("event=listening address=%s threads=%d latency_ms=%g fault_rate=%g drop_rate=%g",
              settings.sandbox_listen, settings.sandbox_threads, settings.sandbox_latency_ms,
              settings.sandbox_fault_rate, settings.sandbox_drop_rate)

@@ -3,17 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dispatcher_harness import Harness, ready_pids
+from tests.dispatcher_harness import ready_pids
 from tests.helpers import wait_until
-
-
-@pytest.fixture
-def harness(tmp_path):
-    h = Harness(tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_per_key_order_under_load_with_random_delays_and_parallel_keys(harness):

@@ -8,17 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.dispatcher_harness import Harness, alive, ready_pids
+from tests.dispatcher_harness import alive, ready_pids
 from tests.helpers import free_port, wait_until
-
-
-@pytest.fixture
-def harness(tmp_path):
-    h = Harness(tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 @pytest.mark.parametrize("misbehaviour,reason", [

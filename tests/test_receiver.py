@@ -113,6 +113,15 @@ def stored_total(store) -> int:
     return stats["pending"] + stats["in_flight"] + stats["done"] + stats["dead"]
 
 
+def stored_ids(running) -> set[str]:
+    """Every event id a (stopped) receiver left in its store."""
+    store = open_store(running.store_url)
+    try:
+        return set(claim_all(store))
+    finally:
+        store.close()
+
+
 def claim_all(store) -> dict[str, dict]:
     """Every deliverable event by id (the tests give each event its own user, so its own key)."""
     return {doc["o"]["_id"]: doc for doc in store.claim("test", 10_000, 60.0)}
@@ -311,11 +320,7 @@ def test_store_that_cannot_write_gets_503_and_stores_nothing(tmp_path):
         assert running.stop() == 0
     finally:
         running.stop()
-    store = open_store(running.store_url)
-    try:
-        stored = set(claim_all(store))
-    finally:
-        store.close()
+    stored = stored_ids(running)
     assert stored == {event["webhookEventId"] for event, status in answered if status == 200}
     assert refused_event["webhookEventId"] not in stored
 
@@ -333,12 +338,7 @@ def test_overload_gets_fast_503s_and_only_200s_are_stored(tmp_path):
         assert "status=503" in running.log()
     finally:
         running.stop()
-    store = open_store(running.store_url)
-    try:
-        stored = set(claim_all(store))
-    finally:
-        store.close()
-    assert stored == {e["webhookEventId"] for e, status in zip(events, statuses) if status == 200}
+    assert stored_ids(running) == {e["webhookEventId"] for e, status in zip(events, statuses) if status == 200}
 
 
 def test_store_locked_by_another_process_still_gets_an_answer_within_2s(tmp_path):
