@@ -4,7 +4,8 @@ Figures (each run starts its own sandbox and rate limiter on free loopback ports
 - client_calls_per_s_0ms / _20ms: sequential pushes through one LineApi connection (the client
   alone) with 0 and 20 ms of latency injected by the sandbox;
 - limiter_calls_per_s_0ms / _20ms: pushes through the rate limiter process (journal included),
-  one connection, limits raised out of the way;
+  one connection, limits raised out of the way; _20ms_16_connections: the same through the
+  default pool of api_connections, which is what carries a real API's latency;
 - api_calls_per_message_batched / _unbatched: a broadcast-like load (the same message pushed to
   BROADCAST_USERS users at once) — LINE API calls made per message delivered, batching on / off.
 """
@@ -33,10 +34,13 @@ TOKEN = "bench-token"
 UNLIMITED = "reply=100000/s,push=100000/s,multicast=100000/s,default=100000/s"
 CLIENT_CALLS = {0: 3000, 20: 150}
 LIMITER_CALLS = {0: 3000, 20: 150}
+POOL = 16          # connections for the pooled figure (the api_connections default)
+POOL_CALLS = 2000
 BROADCAST_USERS = 2000
 FIGURES = [  # name, unit
     ("client_calls_per_s_0ms", "calls/s"), ("client_calls_per_s_20ms", "calls/s"),
     ("limiter_calls_per_s_0ms", "calls/s"), ("limiter_calls_per_s_20ms", "calls/s"),
+    (f"limiter_calls_per_s_20ms_{POOL}_connections", "calls/s"),
     ("api_calls_per_message_batched", "calls/msg"), ("api_calls_per_message_unbatched", "calls/msg"),
 ]
 
@@ -155,7 +159,13 @@ def run_once(settings, folder: str) -> dict[str, float]:
             count = LIMITER_CALLS[latency]
             calls = [{"event_id": uuid.uuid4().hex, "call_no": 1, "method": "push", "args": _push(n),
                       "context": {}} for n in range(count)]
-            figures[f"limiter_calls_per_s_{latency}ms"] = count / limiter_run(url, folder, calls, batching="false")
+            figures[f"limiter_calls_per_s_{latency}ms"] = count / limiter_run(url, folder, calls, batching="false",
+                                                                              api_connections=1)
+        if latency:
+            calls = [{"event_id": uuid.uuid4().hex, "call_no": 1, "method": "push", "args": _push(n),
+                      "context": {}} for n in range(POOL_CALLS)]
+            figures[f"limiter_calls_per_s_{latency}ms_{POOL}_connections"] = POOL_CALLS / limiter_run(
+                url, folder, calls, batching="false", api_connections=POOL)
     for batching in ("true", "false"):
         with sandbox(0) as url:
             calls = [{"event_id": uuid.uuid4().hex, "call_no": 1, "method": "push", "args": _push(n, "news"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from protocol import config
@@ -163,13 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level)
     module_name, function_name, _ = COMMANDS[args.command]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        print(f"frontdesk {args.command}: not yet available", file=sys.stderr)
-        return 3
+    module = importlib.import_module(module_name)
     try:
         return getattr(module, function_name)(settings, args) or 0
     except config.ConfigError as exc:
@@ -177,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # `frontdesk config | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so exiting flushes nowhere
+        return 1
 
 
 if __name__ == "__main__":

@@ -106,7 +106,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("drain_grace_s", float, 30.0, "On TERM/INT, how long in-flight work may take to finish.",
          minimum=0.0),
     # --- rate limiter and LINE API client
-    Knob("api_connections", int, 1, "Concurrent connections to the LINE API.", minimum=1),
+    Knob("api_connections", int, 16,
+         "Keep-alive connections the rate limiter keeps to the LINE API, each carrying one call at a "
+         "time: at 20 ms of latency one carries ~45 calls/s, 16 carry ~450 on 2 cores.", minimum=1),
     Knob("api_connect_timeout_s", float, 5.0, "LINE API connect timeout.", minimum=0.1),
     Knob("api_read_timeout_s", float, 30.0, "LINE API read timeout.", minimum=0.1),
     Knob("api_max_retries", int, 5, "Retries of one API call after 429, 5xx or connection errors.",
@@ -307,7 +309,7 @@ def markdown_table() -> str:
     """The configuration reference, for the README."""
     rows = ["| key | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for knob in KNOBS:
-        default = "" if knob.secret else knob.default
-        rows.append(f"| `{knob.name}` | `{knob.env_name}` | `{default}` | {knob.help} |")
+        default = "(required, no default)" if knob.secret else f"`{knob.default}`"
+        rows.append(f"| `{knob.name}` | `{knob.env_name}` | {default} | {knob.help.replace('|', chr(92) + '|')} |")
     return "\n".join(rows)
 
