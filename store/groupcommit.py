@@ -1,7 +1,8 @@
-"""Group commit: one writer thread per process commits every queued append in one transaction.
+"""Group commit: one writer thread commits every queued write in one transaction.
 
-Callers (the receiver's request threads) block until their own events are durable; many
-requests share one fsync / one majority write. A caller waits at most until its deadline for the
+Used for appends (callers: the receiver's request threads) and for the rate limiter's call
+journal (callers: its sender threads). Callers block until their own write is durable; many
+share one fsync / one majority write. A caller waits at most until its deadline for the
 writer to *take* its request (the moment the writer holds the database's write lock and starts
 writing it); a request not taken by then is abandoned, answered StoreUnavailable and never
 written, so a webhook that would be answered too late gets a fast 503 and stores nothing, even
@@ -24,20 +25,27 @@ MAX_BATCH_REQUESTS = 1000   # requests committed in one transaction at most
 _STOP = object()
 
 
-class AppendRequest:
-    __slots__ = ("destination", "events", "received_at_ms", "deadline", "result", "error", "finished",
-                 "taken", "abandoned")
+class WriteRequest:
+    """One caller's share of a group commit; the commit function sets `result`."""
+    __slots__ = ("deadline", "result", "error", "finished", "taken", "abandoned")
 
-    def __init__(self, destination: str, events: list[dict], received_at_ms: int, deadline: float | None):
-        self.destination = destination
-        self.events = events
-        self.received_at_ms = received_at_ms
+    def __init__(self, deadline: float | None = None):
         self.deadline = deadline
-        self.result: AppendResult | None = None   # set by the commit function
+        self.result = None
         self.error: Exception | None = None
         self.finished = threading.Event()
         self.taken = False       # the writer is writing it (or has answered it): wait for the outcome
         self.abandoned = False   # its caller gave up at the deadline: never write it
+
+
+class AppendRequest(WriteRequest):
+    __slots__ = ("destination", "events", "received_at_ms")
+
+    def __init__(self, destination: str, events: list[dict], received_at_ms: int, deadline: float | None):
+        super().__init__(deadline)
+        self.destination = destination
+        self.events = events
+        self.received_at_ms = received_at_ms
 
 
 def follow_change(event: dict) -> tuple[str, str, float] | None:
@@ -71,9 +79,13 @@ class GroupCommitter:
 
     def append(self, destination: str, events: list[dict], received_at_ms: int,
                deadline: float | None) -> AppendResult:
+        return self.write(AppendRequest(destination, events, received_at_ms, deadline))
+
+    def write(self, request: WriteRequest):
+        """Queue the request, wait until it is durable (or abandoned at its deadline); its result."""
         if self._stopped:
             raise StoreUnavailable(f"store {self.name} is closed")
-        request = AppendRequest(destination, events, received_at_ms, deadline)
+        deadline = request.deadline
         self._requests.put(request)
         if deadline is not None and not request.finished.wait(max(0.0, deadline - time.monotonic())):
             with self._taking:
@@ -132,10 +144,10 @@ class GroupCommitter:
                 for request in batch:
                     request.taken = True
                     request.result, request.error = None, StoreUnavailable(reason)
-        late = StoreUnavailable(f"store {self.name}: the append deadline passed before the write started")
+        late = StoreUnavailable(f"store {self.name}: the deadline passed before the write started")
         for request in batch:
-            if request.result is None and request.error is None:
-                request.error = late   # not taken: its deadline had passed (or its caller left)
+            if not request.taken:
+                request.error = late   # its deadline had passed (or its caller left)
             request.finished.set()
         if stored:
             self._notify()

@@ -1,4 +1,4 @@
-"""The embedded store: one SQLite file in WAL mode with synchronous=FULL.
+"""The embedded store: one SQLite file in WAL mode; appends with synchronous=FULL.
 
 Appends are group-committed: one writer thread per process takes every queued append request
 and commits them in one transaction, then wakes each caller and the change-feed followers
@@ -31,6 +31,12 @@ from .groupcommit import AppendRequest, GroupCommitter, follow_change
 log = logging.getLogger("frontdesk.store.sqlite")
 
 PENDING, LEASED, DONE, DEAD = 0, 1, 2, 3
+# Appends are fsynced before the receiver answers 200 (synchronous=FULL). Everything else (leases,
+# acks, the call journal, statuses) is bookkeeping that survives any process crash at NORMAL and
+# reaches the disk with the next append's fsync (one WAL); only a power loss in between can undo
+# it, which at-least-once delivery and LINE's retry keys absorb. With FULL for it too, the
+# end-to-end p50 of `frontdesk bench` at 300 events/s was 1.9 s instead of 1.1 s.
+BOOKKEEPING_SYNC = "NORMAL"
 BUSY_TIMEOUT_S = 10.0       # how long a write waits for a transaction of a foreign writer
 WRITER_LOCK_SUFFIX = ".writelock"
 _ID_QUERY_CHUNK = 500       # ids per duplicate lookup (SQLite allows 32766 parameters)
@@ -140,9 +146,9 @@ class SQLiteStore(Store):
         # one writer lock per connection: they exclude each other across threads and processes
         self._shared_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._writer_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
-        self._conn = self._connect()
+        self._conn = self._connect(BOOKKEEPING_SYNC)
         self._migrate()
-        self._writer_conn = self._connect()
+        self._writer_conn = self._connect("FULL")
         self._lock = threading.Lock()           # guards self._conn
         self._notifier = FeedNotifier(feed_folder(self.path))
         self._followers: list[SocketFeed] = []
@@ -162,14 +168,14 @@ class SQLiteStore(Store):
         elif not os.access(folder, os.W_OK):
             raise StoreError(f"store {self.path}: folder {folder} is not writable by this user")
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(f"store {self.path}: cannot switch to WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.execute("PRAGMA user_version").fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: cannot open: {exc}") from None
