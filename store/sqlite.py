@@ -37,6 +37,9 @@ PENDING, LEASED, DONE, DEAD = 0, 1, 2, 3
 # it, which at-least-once delivery and LINE's retry keys absorb. With FULL for it too, the
 # end-to-end p50 of `frontdesk bench` at 300 events/s was 1.9 s instead of 1.1 s.
 BOOKKEEPING_SYNC = "NORMAL"
+CHECKPOINT_INTERVAL_S = 1.0
+CHECKPOINT_WAL_BYTES = 16 << 20   # a checkpoint copies back a WAL at least this big
+WAL_SIZE_LIMIT_BYTES = 64 << 20   # the WAL file is truncated back to this after a checkpoint
 BUSY_TIMEOUT_S = 10.0       # how long a write waits for a transaction of a foreign writer
 WRITER_LOCK_SUFFIX = ".writelock"
 _ID_QUERY_CHUNK = 500       # ids per duplicate lookup (SQLite allows 32766 parameters)
@@ -150,6 +153,10 @@ class SQLiteStore(Store):
         self._migrate()
         self._writer_conn = self._connect("FULL")
         self._lock = threading.Lock()           # guards self._conn
+        self._stopping = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="store-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
         self._notifier = FeedNotifier(feed_folder(self.path))
         self._followers: list[SocketFeed] = []
         self._closed = False
@@ -176,6 +183,8 @@ class SQLiteStore(Store):
             if mode != "wal":
                 raise StoreError(f"store {self.path}: cannot switch to WAL mode (got {mode})")
             conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("PRAGMA wal_autocheckpoint=0")   # see _checkpoint_loop
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             conn.execute("PRAGMA user_version").fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: cannot open: {exc}") from None
@@ -211,20 +220,41 @@ class SQLiteStore(Store):
 
     def _transaction(self, work):
         """Run work(conn) in one write transaction on the shared connection."""
-        with self._lock, self._shared_lock:
+        with self._lock:
             if self._closed:
                 raise StoreUnavailable(f"store {self.path} is closed")
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                result = work(self._conn)
-                self._conn.execute("COMMIT")
-                return result
-            except sqlite3.Error as exc:
-                self._rollback(self._conn)
-                raise StoreUnavailable(f"store {self.path}: {exc}") from None
-            except BaseException:
-                self._rollback(self._conn)
-                raise
+            with self._shared_lock:
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    result = work(self._conn)
+                    self._conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._rollback(self._conn)
+                    raise StoreUnavailable(f"store {self.path}: {exc}") from None
+                except BaseException:
+                    self._rollback(self._conn)
+                    raise
+            return result
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database file once a second, on a connection of its own.
+
+        SQLite's automatic checkpoint runs inside the commit that fills the WAL, holding every
+        other writer while it copies and fsyncs (end-to-end p50 at 300 events/s: 1.1 s with it,
+        ~90 ms without). A passive checkpoint here blocks no writer and no other store call."""
+        conn = self._connect("NORMAL")
+        try:
+            while not self._stopping.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    if os.path.getsize(self.path + "-wal") < CHECKPOINT_WAL_BYTES:
+                        continue
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except FileNotFoundError:
+                    continue
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint_failed path=%s reason=%s", self.path, exc)
+        finally:
+            conn.close()
 
     def _read(self, sql: str, params=()) -> list[tuple]:
         with self._lock:
@@ -550,6 +580,8 @@ class SQLiteStore(Store):
             return
         self._closed = True
         self._writer.stop()
+        self._stopping.set()
+        self._checkpointer.join()
         for follower in self._followers:
             follower.close()
         self._notifier.close()
