@@ -108,6 +108,22 @@ def print_status_table(report: dict) -> None:
     for name, doc in sorted(processes.items()):
         age = now - doc.get("updated_at", now)
         print(f"           {name:<{width}}  {age:>5.0f}  {_summarise(doc)}")
+        if doc.get("degraded"):
+            print(f"           {'':<{width}}         DEGRADED: {doc['degraded']}")
+        _print_handlers(doc.get("handlers"), indent=11 + width + 9)
+
+
+def _print_handlers(handlers, indent: int) -> None:
+    """One row per handler process: what an operator looks at when a pool misbehaves."""
+    if not isinstance(handlers, list) or not handlers:
+        return
+    pad = " " * indent
+    print(f"{pad}{'handler':<12} {'pid':>7}  {'state':<16} {'in_flight':>9} {'handled':>8} {'restarts':>8}")
+    for h in handlers:
+        if isinstance(h, dict):
+            print(f"{pad}{str(h.get('name', '?')):<12} {str(h.get('pid') or '-'):>7}  "
+                  f"{str(h.get('state', '?')):<16} {h.get('in_flight', 0):>9} {h.get('handled', 0):>8} "
+                  f"{h.get('restarts', 0):>8}")
 
 
 @_reported

@@ -25,6 +25,7 @@ from . import metrics as prom
 log = logging.getLogger("frontdesk.receiver")
 
 STATS_TTL_S = 1.0  # /metrics reads the store's queue counts at most this often
+STATUS_FRESH_S = 10.0  # a dispatcher publishes every second: older than this, it is gone
 
 
 def expected_signature(secret: bytes, body: bytes) -> bytes:
@@ -95,25 +96,52 @@ class ReceiverMetrics:
 
 
 class _CachedStats:
-    """store.stats() at most once per STATS_TTL_S: a scrape must not load the store."""
+    """store.stats() and the processes' statuses at most once per STATS_TTL_S: a scrape must not
+    load the store."""
 
     def __init__(self, store: Store):
         self._store = store
         self._lock = threading.Lock()
         self._read_at = -STATS_TTL_S
         self._stats: dict = {}
+        self._statuses: dict[str, dict] = {}
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._read_at < STATS_TTL_S:
+            return
+        self._read_at = now
+        try:
+            self._stats, self._statuses = self._store.stats(), self._store.get_statuses()
+        except StoreError as exc:
+            log.warning("event=stats_failed reason=%s", exc)
+            self._stats, self._statuses = {}, {}
 
     def get(self, name: str) -> float | None:
         with self._lock:
-            now = time.monotonic()
-            if now - self._read_at >= STATS_TTL_S:
-                self._read_at = now
-                try:
-                    self._stats = self._store.stats()
-                except StoreError as exc:
-                    log.warning("event=stats_failed reason=%s", exc)
-                    self._stats = {}
+            self._refresh()
             return self._stats.get(name)
+
+    def dispatchers(self) -> dict[str, dict]:
+        """Status documents of dispatchers that published lately (a dead one's doc goes stale)."""
+        with self._lock:
+            self._refresh()
+            fresh_after = time.time() - STATUS_FRESH_S
+            return {name: doc for name, doc in self._statuses.items()
+                    if name.startswith("dispatcher:") and doc.get("updated_at", 0) >= fresh_after}
+
+
+def _pool_gauges(registry: prom.Registry, stats: _CachedStats) -> None:
+    """The handler pools as `frontdesk status` shows them, for alerting on a degraded pool."""
+    registry.gauge("frontdesk_handler_pool_degraded",
+                   "1 while a dispatcher's handler pool is degraded (restart intensity exceeded).",
+                   lambda: [((name, doc.get("degraded") or ""), 1 if doc.get("degraded") else 0)
+                            for name, doc in sorted(stats.dispatchers().items())],
+                   labelnames=("process", "reason"))
+    registry.gauge("frontdesk_handlers_ready", "Handler processes ready, per dispatcher.",
+                   lambda: [((name,), sum(1 for h in doc.get("handlers", []) if h.get("state") == "ready"))
+                            for name, doc in sorted(stats.dispatchers().items())],
+                   labelnames=("process",))
 
 
 class Callback:
@@ -238,6 +266,7 @@ def create_app(settings: Settings, store: Store,
                            lambda: stats.get("dead"))
     metrics.registry.gauge("frontdesk_receiver_server_queue_depth",
                            "Requests waiting for a free worker thread.", server_queue_depth)
+    _pool_gauges(metrics.registry, stats)
     app = falcon.App(middleware=[_CountResponses(metrics)])
     app.add_route(settings.callback_path, Callback(settings, store, metrics))
     app.add_route("/healthz", Health(store))

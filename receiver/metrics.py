@@ -82,16 +82,20 @@ class Histogram:
 
 
 class Gauge:
-    """A value read when scraped (queue depths and the like); the callback must be cheap."""
+    """Values read when scraped (queue depths and the like); the callback must be cheap. Without
+    labels it returns one number or None; with labels, a list of (label values, number)."""
 
-    def __init__(self, name: str, help: str, read: Callable[[], float | None]):
-        self.name, self.help, self._read = name, help, read
+    def __init__(self, name: str, help: str, read: Callable, labelnames: tuple[str, ...] = ()):
+        self.name, self.help, self._read, self.labelnames = name, help, read, labelnames
 
     def render(self) -> list[str]:
-        value = self._read()
+        if self.labelnames:
+            samples = self._read()
+        else:
+            value = self._read()
+            samples = [] if value is None else [((), value)]
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
-        if value is not None:
-            lines.append(f"{self.name} {_number(value)}")
+        lines += [f"{self.name}{_labels(self.labelnames, k)} {_number(v)}" for k, v in samples]
         return lines
 
 
@@ -106,8 +110,8 @@ class Registry:
     def histogram(self, name: str, help: str, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
         return self._add(Histogram(self._lock, name, help, buckets))
 
-    def gauge(self, name: str, help: str, read: Callable[[], float | None]) -> Gauge:
-        return self._add(Gauge(name, help, read))
+    def gauge(self, name: str, help: str, read: Callable, labelnames: tuple[str, ...] = ()) -> Gauge:
+        return self._add(Gauge(name, help, read, labelnames))
 
     def _add(self, metric):
         self._metrics.append(metric)

@@ -51,7 +51,10 @@ def test_status_reports_queue_and_processes(url):
         store.claim("d1", 10, 60)
         store.ack("d1", ["ev1"])
         store.nack("d1", "ev3", "handler crashed", False, 5, 1, 10)
-        store.put_status("dispatcher-h1", {"pid": 123, "handlers": [{"state": "ready"}, {"state": "busy"}]})
+        store.put_status("dispatcher-h1", {"pid": 123, "degraded": "handlers: 6 crashes within 60 s", "handlers": [
+            {"name": "handler-1", "pid": 4001, "state": "ready", "in_flight": 3, "handled": 250, "restarts": 0},
+            {"name": "handler-2", "pid": None, "state": "waiting_restart", "in_flight": 0, "handled": 7,
+             "restarts": 6}]})
     finally:
         store.close()
     report = json.loads(frontdesk("status", "--json", "--store", url).stdout)
@@ -59,7 +62,11 @@ def test_status_reports_queue_and_processes(url):
         {"pending": 1, "in_flight": 1, "done": 1, "dead": 1}
     assert report["processes"]["dispatcher-h1"]["pid"] == 123
     table = frontdesk("status", "--store", url).stdout
-    assert "dispatcher-h1" in table and "handlers=2 (busy 1, ready 1)" in table
+    assert "dispatcher-h1" in table and "handlers=2 (ready 1, waiting_restart 1)" in table
+    assert "DEGRADED: handlers: 6 crashes within 60 s" in table
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines() if line.strip().startswith("handler-")}
+    assert rows == {"handler-1": ["4001", "ready", "3", "250", "0"],
+                    "handler-2": ["-", "waiting_restart", "0", "7", "6"]}
 
 
 @pytest.mark.parametrize("bad_url, message", [

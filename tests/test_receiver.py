@@ -281,6 +281,22 @@ def test_metrics_queue_gauges_follow_the_store_within_a_second(receiver, store):
     wait_until(caught_up, timeout=5, message="store gauges refreshed")
 
 
+def test_metrics_show_each_dispatchers_pool_and_its_degraded_reason(receiver, store):
+    reason = "handlers: 6 crashes within restart_period_s=60; last: handler-1: exited with status 1"
+    store.put_status("dispatcher:hostA:11", {"degraded": reason, "handlers": [
+        {"pid": 5, "state": "ready"}, {"pid": None, "state": "waiting_restart"}]})
+    store.put_status("dispatcher:hostB:12", {"degraded": None, "handlers": [{"pid": 7, "state": "ready"}] * 2})
+
+    def shown():
+        text = requests.get(receiver.url + "/metrics", timeout=5).text
+        return "hostB" in text and text
+    text = wait_until(shown, timeout=5, message="pool gauges refreshed")
+    assert _metric(text, f'frontdesk_handler_pool_degraded{{process="dispatcher:hostA:11",reason="{reason}"}}') == 1
+    assert _metric(text, 'frontdesk_handler_pool_degraded{process="dispatcher:hostB:12",reason=""}') == 0
+    assert _metric(text, 'frontdesk_handlers_ready{process="dispatcher:hostA:11"}') == 1
+    assert _metric(text, 'frontdesk_handlers_ready{process="dispatcher:hostB:12"}') == 2
+
+
 def test_log_has_one_line_per_request_and_no_body_or_secret(receiver):
     event = make_event(text="a very private message")
     assert receiver.post(make_body(event)).status_code == 200
