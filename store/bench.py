@@ -1,9 +1,10 @@
 """`frontdesk bench --suite store`: the SQLite store's figures, each on a scratch file.
 
-- append: group-committed appends from 16 concurrent writer threads, synchronous=FULL; events/s
-  with one event per request (a quiet channel's webhook) and with ten (LINE packs several
-  events into one body when a channel is busy).
-- claim+ack: batches of 100 over a pre-filled queue of many conversation keys; events/s.
+- append: group-committed appends from 16 concurrent writer threads, synchronous=FULL (an fsync
+  per commit); events/s with one event per request (a quiet channel's webhook) and with ten
+  (LINE packs several events into one body when a channel is busy).
+- claim+ack: batches of 100 over a pre-filled queue of many conversation keys (bookkeeping:
+  synchronous=NORMAL); events/s.
 - wake-up: another process appends 1,000 times a second; this process follows the change feed
   and reads the new rows with the tail query. Latency = "append() returned in the appender"
   to "the follower read the row" (same machine, CLOCK_MONOTONIC); p50 and p99 in ms.
@@ -191,7 +192,7 @@ def run_bench(settings, args) -> int:
     if args.json:
         print(json.dumps({"suite": "store", "repeat": repeat, "figures": report}, indent=2))
         return 0
-    print(f"store bench (SQLite, synchronous=FULL), median of {repeat}:")
+    print(f"store bench (SQLite: appends synchronous=FULL, claim+ack NORMAL), median of {repeat}:")
     for name, unit, target in FIGURES:
         print(f"  {name:<24} {report[name]['median']:>12.4g} {unit:<9} (target {target})")
     return 0
