@@ -161,11 +161,11 @@ def run_once(settings, folder: str) -> dict[str, float]:
                       "context": {}} for n in range(count)]
             figures[f"limiter_calls_per_s_{latency}ms"] = count / limiter_run(url, folder, calls, batching="false",
                                                                               api_connections=1)
-        if latency:
-            calls = [{"event_id": uuid.uuid4().hex, "call_no": 1, "method": "push", "args": _push(n),
-                      "context": {}} for n in range(POOL_CALLS)]
-            figures[f"limiter_calls_per_s_{latency}ms_{POOL}_connections"] = POOL_CALLS / limiter_run(
-                url, folder, calls, batching="false", api_connections=POOL)
+            if latency:
+                calls = [{"event_id": uuid.uuid4().hex, "call_no": 1, "method": "push", "args": _push(n),
+                          "context": {}} for n in range(POOL_CALLS)]
+                figures[f"limiter_calls_per_s_{latency}ms_{POOL}_connections"] = POOL_CALLS / limiter_run(
+                    url, folder, calls, batching="false", api_connections=POOL)
     for batching in ("true", "false"):
         with sandbox(0) as url:
             calls = [{"event_id": uuid.uuid4().hex, "call_no": 1, "method": "push", "args": _push(n, "news"),
