@@ -153,6 +153,11 @@ class SQLiteStore(Store):
         self._migrate()
         self._writer_conn = self._connect("FULL")
         self._lock = threading.Lock()           # guards self._conn
+        # Reads on a connection of their own: in WAL mode they never wait for a writer, so a
+        # read (the rate limiter's journal look-up for every call) does not queue behind a
+        # write of this process that is waiting for the writer lock.
+        self._reader = self._connect(BOOKKEEPING_SYNC)
+        self._read_lock = threading.Lock()      # guards self._reader
         self._stopping = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="store-checkpoint",
                                               daemon=True)
@@ -257,11 +262,11 @@ class SQLiteStore(Store):
             conn.close()
 
     def _read(self, sql: str, params=()) -> list[tuple]:
-        with self._lock:
+        with self._read_lock:
             if self._closed:
                 raise StoreUnavailable(f"store {self.path} is closed")
             try:
-                return self._conn.execute(sql, params).fetchall()
+                return self._reader.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"store {self.path}: {exc}") from None
 
@@ -587,6 +592,8 @@ class SQLiteStore(Store):
         self._notifier.close()
         with self._lock:
             self._conn.close()
+        with self._read_lock:
+            self._reader.close()
         self._writer_conn.close()
         self._shared_lock.close()
         self._writer_lock.close()
