@@ -51,14 +51,14 @@ def test_crash_looping_handler_recovers_when_fixed_and_every_event_is_handled(ha
     crash_file.write_text("")
     appended = harness.append(keys=4, per_key=3)
     dispatcher = harness.start(handlers=2, mode="crashloop", env={"FD_TEST_CRASH_FILE": str(crash_file)},
-                               restart_intensity=3, restart_period_s=1.5)
+                               restart_intensity=3, restart_period_s=4)
     harness.wait_status(dispatcher, lambda d: d["degraded"] is not None and "exited with status 1" in d["degraded"],
                         message="degraded while crash-looping")
     assert harness.store.stats()["pending"] == len(appended)
     crash_file.unlink()          # "deploy the fix"
     harness.wait_done(len(appended))
     harness.check_history(appended)
-    harness.wait_status(dispatcher, lambda d: d["degraded"] is None, timeout=10, message="recovered")
+    harness.wait_status(dispatcher, lambda d: d["degraded"] is None, timeout=15, message="recovered")
 
 
 def test_ttin_adds_and_ttou_drains_then_removes_a_handler(harness):

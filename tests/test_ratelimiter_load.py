@@ -38,15 +38,15 @@ def recipients(deliveries) -> Counter:
 
 
 @pytest.mark.slow
-def test_10000_calls_offered_at_3x_the_limit_no_429_and_the_limit_is_reached(tmp_path):
-    limit = 500  # well inside what this 2-core machine sustains with sandbox, limiter, test (and others) on it
+def test_calls_offered_at_3x_the_limit_for_20_s_no_429_and_the_limit_is_reached(tmp_path):
+    limit = 300  # well inside what this 2-core machine sustains with sandbox, limiter and test on it
     with running_sandbox(tmp_path, sandbox_rate_limits=f"push={limit}/s") as sandbox, \
             start_limiter(tmp_path, sandbox, batching="false", rate_limits=f"push={limit}/s",
                           api_connections=2) as limiter:
         calls = [{"method": "push", "args": {"to": user_id(n % 5000), "messages": TEXT},
-                  "event_id": uuid.uuid4().hex, "call_no": 1} for n in range(10_000)]
+                  "event_id": uuid.uuid4().hex, "call_no": 1} for n in range(20 * limit)]
         ids, offered_at = [], time.monotonic()
-        for start in range(0, len(calls), 300):  # 3,000 calls/s offered, in 100 ms slices
+        for start in range(0, len(calls), 300):  # 3x the limit offered, 300 calls at a time
             ids += limiter.calls(calls[start:start + 300])
             pause = offered_at + (start + 300) / (3 * limit) - time.monotonic()
             if pause > 0:
@@ -56,7 +56,7 @@ def test_10000_calls_offered_at_3x_the_limit_no_429_and_the_limit_is_reached(tmp
         stats = sandbox.stats()
         assert stats["http_429"] == 0, stats
         deliveries = all_deliveries(sandbox)
-        assert len(deliveries) == 10_000
+        assert len(deliveries) == len(calls)
         times = sorted(d["time"] for d in deliveries)
         rate = (len(times) - 1) / ((times[-1] - times[0]) / 1000.0)
         # the limiter's burst (limit/20) lets the first limit/20 go at once: allow 5% around the limit
