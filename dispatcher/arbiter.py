@@ -116,8 +116,8 @@ class Arbiter:
             self._on_signal(signum)
         self._check_timers(time.monotonic())
         self._converge()
-        self.router.flush()
-        self._dispatch()
+        self._dispatch()       # writes the turn's acks with its claim
+        self.router.flush()    # acks left over when nothing could be claimed
 
     def _processes(self):
         for slot in self.slots:

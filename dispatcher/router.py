@@ -32,13 +32,16 @@ class Router:
 
     # --- claiming ---------------------------------------------------------------------------
     def claim(self, free: int) -> list[dict]:
-        """Up to `free` events, oldest first, one per key, none of a key we already hold."""
-        if not self.more or free <= 0 or self._retry_at is not None:
+        """Up to `free` events, oldest first, one per key, none of a key we already hold; the
+        queued acks go in the same store call (their keys' next events can come back at once)."""
+        if not (self.more or self._acks) or free <= 0 or self._retry_at is not None:
             return []
         limit = min(free, MAX_CLAIM)
+        acks, self._acks = self._acks, []
         try:
-            docs = self.store.claim(self.owner, limit, self.settings.lease_s)
+            docs = self.store.ack_and_claim(self.owner, acks, limit, self.settings.lease_s)
         except StoreError as exc:
+            self._acks[:0] = acks
             self._store_failed("claim", exc)
             return []
         if len(docs) < limit:

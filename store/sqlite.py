@@ -328,18 +328,27 @@ class SQLiteStore(Store):
 
     # --- handing out -----------------------------------------------------------------------------
     def claim(self, owner: str, limit: int, lease_s: float) -> list[dict]:
-        if limit <= 0:
-            return []
+        return self.ack_and_claim(owner, [], limit, lease_s)
+
+    def ack_and_claim(self, owner: str, event_ids: list[str], limit: int, lease_s: float) -> list[dict]:
         now = time.time()
         # a wake-up often finds nothing new (another dispatcher took it): read before locking
-        if not self._read("SELECT 1 FROM events WHERE head = 1 AND due <= ? LIMIT 1", (now,)):
+        if not event_ids and (limit <= 0 or not self._read(
+                "SELECT 1 FROM events WHERE head = 1 AND due <= ? LIMIT 1", (now,))):
             return []
 
-        rows = self._transaction(lambda conn: conn.execute(
-            "UPDATE events SET state = 1, owner = ?, due = ?, attempt = attempt + 1 WHERE seq IN"
-            " (SELECT seq FROM events WHERE head = 1 AND due <= ? ORDER BY seq LIMIT ?)"
-            " RETURNING seq, id, key, destination, event, received_at, attempt",
-            (owner, now + lease_s, now, limit)).fetchall())
+        def work(conn):
+            acked = self._finish(conn, owner, event_ids, DONE, None) if event_ids else 0
+            rows = conn.execute(
+                "UPDATE events SET state = 1, owner = ?, due = ?, attempt = attempt + 1 WHERE seq IN"
+                " (SELECT seq FROM events WHERE head = 1 AND due <= ? ORDER BY seq LIMIT ?)"
+                " RETURNING seq, id, key, destination, event, received_at, attempt",
+                (owner, now + lease_s, now, max(limit, 0))).fetchall()
+            return acked, rows
+
+        acked, rows = self._transaction(work)
+        if acked:
+            self._notifier.notify()   # later events of these keys may be claimable by others
         rows.sort()   # RETURNING gives no order; store order is seq
         return [make_document(seq, self.db_name, event_id, destination, json.loads(text), key,
                               received_at, attempt)

@@ -270,6 +270,16 @@ def test_dead_letter_after_max_attempts_then_retry_and_drop(store):
     assert store.dead_letters() == [] and store.stats()["dead"] == 0
 
 
+def test_ack_and_claim_hands_out_the_acked_keys_next_event_in_the_same_call(store):
+    store.append("Udest", [event(1, "U1"), event(2, "U1"), event(3, "U2")], now_ms())
+    first = store.claim("d1", 10, 30)
+    assert sorted(d["o"]["_id"] for d in first) == ["ev00001", "ev00003"]
+    again = store.ack_and_claim("d1", ["ev00001"], 10, 30)
+    assert [d["o"]["_id"] for d in again] == ["ev00002"]
+    assert store.ack_and_claim("d1", ["ev00002", "ev00003"], 10, 30) == []
+    assert store.stats()["done"] == 3
+
+
 def test_release_does_not_count_an_attempt(store):
     store.append("Udest", [event(1)], now_ms())
     store.claim("d1", 1, 30)
