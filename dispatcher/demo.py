@@ -26,7 +26,8 @@ def demo_command(settings) -> list[str]:
             "--sandbox-url", f"http://{settings.sandbox_listen}", "--settle", "10"]
 
 
-def _accepting(address: str) -> bool:
+def accepting(address: str) -> bool:
+    """Does something accept TCP connections at HOST:PORT?"""
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=0.5):
@@ -35,10 +36,10 @@ def _accepting(address: str) -> bool:
         return False
 
 
-def _wait_listening(addresses: list[str]) -> bool:
+def wait_listening(addresses: list[str]) -> bool:
     """The services announce nothing when they listen, so try to connect, briefly, a few times."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not all(_accepting(a) for a in addresses):
+    while not all(accepting(a) for a in addresses):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
@@ -61,7 +62,7 @@ def _print_deliveries(settings) -> None:
 
 
 def run_demo(settings) -> None:
-    if not _wait_listening([settings.listen, settings.sandbox_listen]):
+    if not wait_listening([settings.listen, settings.sandbox_listen]):
         print("demo: the receiver or the sandbox did not start listening; see the log above", flush=True)
         return
     env = {**os.environ, "LINE_CHANNEL_SECRET": settings.channel_secret}

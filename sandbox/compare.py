@@ -25,7 +25,7 @@ import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
 
-from dispatcher.demo import _wait_listening
+from dispatcher.demo import wait_listening
 from dispatcher.lifeline import spawn
 from dispatcher.run import DEV_ACCESS_TOKEN, DEV_CHANNEL_SECRET
 from protocol.config import ConfigError, Settings
@@ -115,7 +115,7 @@ def _measure(side: str, settings: Settings, args, latency_ms: float, repeat: int
             # Ctrl-C is `frontdesk run`'s own way to stop everything it started.
             stack.enter_context(_process("frontdesk-run", [sys.executable, "-m", "dispatcher.cli", "run",
                                                            "--sandbox"], env, folder, signal.SIGINT))
-        if not _wait_listening([system.listen, system.sandbox_listen]):
+        if not wait_listening([system.listen, system.sandbox_listen]):
             raise CompareError(f"{side}: the webhook receiver or the sandbox did not start listening; "
                                f"see the logs in {folder} (kept only while this command runs)")
         bench = [sys.executable, "-m", "dispatcher.cli", "bench", "--json",

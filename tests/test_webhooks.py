@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import requests
 import waitress
 from hypothesis import given, settings as hsettings, strategies as st
 
+from dispatcher.demo import accepting
 from protocol.config import ConfigError
 from protocol.events import conversation_key, parse_webhook_body
 from receiver.app import signature_ok
@@ -274,7 +274,7 @@ def system(tmp_path):
         process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "run", "--sandbox"], env=env,
                                    cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: process.poll() is not None or (_accepting(listen) and _accepting(sandbox_listen)),
+        wait_until(lambda: process.poll() is not None or (accepting(listen) and accepting(sandbox_listen)),
                    timeout=30, message="frontdesk run listening")
         assert process.poll() is None, log_path.read_text(errors="replace")
         yield f"http://{listen}/callback", f"http://{sandbox_listen}", env
@@ -286,15 +286,6 @@ def system(tmp_path):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _accepting(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def bench_system(system, *extra: str) -> dict:
