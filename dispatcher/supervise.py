@@ -71,7 +71,7 @@ class RestartPolicy:
 
 
 class Service:
-    """One supervised child without a frame protocol (receiver, sandbox)."""
+    """One supervised child without a frame protocol (sandbox, dispatcher, receiver)."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], settings, address: str = "",
                  stop_grace_s: float | None = None):
@@ -176,8 +176,10 @@ class Supervisor:
         self.settings = settings
         self.store = store
         self.services = services
+        self._dispatcher = next(s for s in services if s.name == "dispatcher")
         self.pid = os.getpid()
-        self.status_name = f"run:{socket.gethostname()}:{self.pid}"
+        self.host = socket.gethostname()
+        self.status_name = f"run:{self.host}:{self.pid}"
         self.started_at = time.time()
         self.state = "running"
         self.loop = EventLoop()
@@ -217,20 +219,21 @@ class Supervisor:
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             for service in self.services:
-                if service.reap() is not None and service.name == "dispatcher":
+                if service.reap() is not None and service is self._dispatcher:
                     self._expire_leases_of(service.proc.pid)
             return
         log.info("signal_received signal=%s state=%s", signal.Signals(signum).name, self.state)
         if signum in self.FORWARDED:
-            for service in self.services:
-                if service.name == "dispatcher":
-                    service.forward(signum)
+            self._dispatcher.forward(signum)
         elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.state == "stopping"):
             self.state = "quitting"
             for service in self.services:
-                if service.name == "dispatcher" and service.pid is not None and not service.wanted:
+                if service is not self._dispatcher:
+                    service.stop()
+                elif service.wanted:
+                    service.stop(signal.SIGQUIT)
+                else:
                     service.forward(signal.SIGQUIT)   # already draining: cut it short
-                service.stop(signal.SIGQUIT if service.name == "dispatcher" else signal.SIGTERM)
         elif signum in (signal.SIGTERM, signal.SIGINT) and self.state == "running":
             self.state = "stopping"
             self._stop_next()
@@ -247,7 +250,7 @@ class Supervisor:
     def _expire_leases_of(self, pid: int) -> None:
         """A dead dispatcher's events need not wait out their leases: we know it is gone."""
         try:
-            doc = self.store.get_statuses().get(f"dispatcher:{socket.gethostname()}:{pid}") or {}
+            doc = self.store.get_statuses().get(f"dispatcher:{self.host}:{pid}") or {}
             if doc.get("owner"):
                 count = self.store.expire_leases(doc["owner"])
                 log.info("dispatcher_leases_expired pid=%d owner=%s events=%d", pid, doc["owner"], count)
@@ -256,7 +259,7 @@ class Supervisor:
 
     def _publish_status(self) -> None:
         self._status_at = time.monotonic() + self.STATUS_INTERVAL_S
-        doc = {"pid": self.pid, "host": socket.gethostname(), "state": self.state, "started_at": self.started_at,
+        doc = {"pid": self.pid, "host": self.host, "state": self.state, "started_at": self.started_at,
                "services": {service.name: service.status() for service in self.services}}
         try:
             self.store.put_status(self.status_name, doc)

@@ -62,7 +62,7 @@ class GroupCommitter:
     requests still wanted (at most once per attempt, same answer each time), writes them all,
     sets each one's result, and returns whether anything new was stored (then `notify()` runs)."""
 
-    def __init__(self, name: str, commit: Callable[[Callable[[], list[AppendRequest]]], bool],
+    def __init__(self, name: str, commit: Callable[[Callable[[], list[WriteRequest]]], bool],
                  notify: Callable[[], None]):
         self.name = name
         self._commit = commit
@@ -92,7 +92,7 @@ class GroupCommitter:
                 if not request.taken:
                     request.abandoned = True
                     raise StoreUnavailable(f"store {self.name}: the write could not start before "
-                                           f"the append deadline")
+                                           f"its deadline")
         request.finished.wait()
         if request.error is not None:
             raise request.error
@@ -117,10 +117,10 @@ class GroupCommitter:
             if stopping:
                 return
 
-    def _write(self, batch: list[AppendRequest]) -> None:
-        taken: list[AppendRequest] | None = None
+    def _write(self, batch: list[WriteRequest]) -> None:
+        taken: list[WriteRequest] | None = None
 
-        def take() -> list[AppendRequest]:
+        def take() -> list[WriteRequest]:
             nonlocal taken
             if taken is None:
                 now = time.monotonic()
