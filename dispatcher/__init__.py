@@ -1,2 +1,2 @@
-"""The master process: follows the store, routes events to handlers, supervises every process;
-the rate limiter and LINE API client; the `frontdesk` command."""
+"""The dispatcher process: follows the store, routes events to handler processes in order per
+conversation, supervises the handlers and its rate limiter child."""

@@ -1,6 +1,6 @@
 """The dispatcher's end of the rate limiter pipe: handler API calls out, answers back.
 
-The rate limiter is a child process (`python -m dispatcher.cli _ratelimiter`). Every call
+The rate limiter is a child process (`python -m frontdesk.ratelimiter`). Every call
 waiting for an answer stays in `pending` until answered, so when the rate limiter dies it is
 restarted with backoff and every pending call is sent again; the call journal in the store
 makes the repeat safe (a call that already reached LINE is answered from the journal).
@@ -13,14 +13,14 @@ import sys
 import time
 from dataclasses import dataclass
 
-from protocol import rpc
+from frontdesk.protocol import rpc
 
 from .supervise import RestartPolicy
 from .workers import FramedChild, describe_exit
 
 log = logging.getLogger("frontdesk.dispatcher")
 
-RATE_LIMITER_ARGV = [sys.executable, "-m", "dispatcher.cli", "_ratelimiter"]
+RATE_LIMITER_ARGV = [sys.executable, "-m", "frontdesk.ratelimiter"]
 
 
 @dataclass

@@ -20,9 +20,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from protocol import rpc
-from protocol.config import handler_command
-from store import StoreError
+from frontdesk.protocol import rpc
+from frontdesk.protocol.config import handler_command
+from frontdesk.store import StoreError, open_store
 
 from .apilink import ApiLink
 from .loop import EventLoop, SignalQueue
@@ -429,3 +429,17 @@ class Arbiter:
             self.store.put_status(self.status_name, self.status())
         except StoreError as exc:
             log.error("store_call_failed op=put_status error=%s", exc)
+
+
+def main(settings) -> int:
+    """`frontdesk dispatcher` / `python -m frontdesk.dispatcher`: the arbiter, until stopped."""
+    settings.require_secrets("channel_access_token")
+    try:
+        store = open_store(settings.store)
+    except StoreError as exc:
+        log.error("event=store_open_failed reason=%s", exc)
+        return 1
+    try:
+        return Arbiter(settings, store).run()
+    finally:
+        store.close()

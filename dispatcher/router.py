@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from store import StoreError
+from frontdesk.store import StoreError
 
 log = logging.getLogger("frontdesk.dispatcher")
 

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import logging
 import os
-from importlib import metadata
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 
-from protocol import rpc
-from protocol.frames import FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol import PROTOCOL_VERSION, VERSION, rpc
+from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
 
 from .lifeline import spawn
 
 log = logging.getLogger("frontdesk.dispatcher")
 
-PROTOCOL_VERSIONS = [1]
+PROTOCOL_VERSIONS = [PROTOCOL_VERSION]   # offered in the hello, newest first
 STDERR_LINE_MAX = 4096
 READ_SIZE = 256 * 1024
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -407,13 +406,3 @@ def _error_text(error) -> str:
     if isinstance(error, dict) and "message" in error:
         return str(error["message"])[:200]
     return repr(error)[:200]
-
-
-def _version() -> str:
-    try:
-        return metadata.version("frontdesk")
-    except metadata.PackageNotFoundError:  # running from a source tree, not installed
-        return "dev"
-
-
-VERSION = _version()

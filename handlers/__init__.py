@@ -1,1 +1,2 @@
-"""The Python handler SDK (`handlers.sdk`), the conformance kit and example handlers."""
+"""The Python handler SDK (`frontdesk.handlers.sdk`, re-exported as `from frontdesk import Bot,
+Nack`), the conformance kit and the example handlers."""

@@ -20,9 +20,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from protocol import rpc
-from protocol.events import conversation_key, make_document
-from protocol.frames import HEADER, FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol import rpc
+from frontdesk.protocol.events import conversation_key, make_document
+from frontdesk.protocol.frames import HEADER, FrameDecoder, ProtocolError, encode_frame
 
 KIT_VERSION = "frontdesk-check-handler/1"
 QUIET_S = 0.2  # a handler silent this long while API calls are held has shown all it will do

@@ -1,6 +1,6 @@
 """The Python handler SDK: write a LINE bot as a few decorated functions.
 
-    from handlers.sdk import Bot
+    from frontdesk import Bot
     bot = Bot("echo", max_in_flight=8)
 
     @bot.on_message("text")
@@ -25,13 +25,13 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from protocol.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, ProtocolError, encode_frame
-from protocol.rpc import MsgIds, Notification, Request, Response, error_value, parse_message
+from frontdesk.protocol import PROTOCOL_VERSION
+from frontdesk.protocol.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, error_value, parse_message
 
-PROTOCOL_VERSION = 1
 EXIT_OK, EXIT_UNSUPPORTED, EXIT_PROTOCOL_ERROR = 0, 1, 2
 
-log = logging.getLogger("handlers.sdk")
+log = logging.getLogger("frontdesk.sdk")
 
 
 class ApiError(Exception):

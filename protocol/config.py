@@ -14,6 +14,11 @@ from typing import Any
 
 DEFAULT_CONFIG_FILE = "frontdesk.toml"
 
+# What the sandbox accepts when no credentials are configured (`frontdesk run --sandbox` uses
+# them too). Only the local emulator accepts them, so they are documented values, not secrets.
+SANDBOX_CHANNEL_SECRET = "frontdesk-sandbox-secret"
+SANDBOX_ACCESS_TOKEN = "frontdesk-sandbox-token"
+
 
 class ConfigError(Exception):
     """A configuration value is missing or wrong; the message names the key and its source."""
@@ -292,11 +297,18 @@ def _read_file(path: str | None) -> tuple[dict[str, Any], str]:
     return flat, path
 
 
+def sandbox_credentials(settings: Settings) -> tuple[str, str]:
+    """(channel secret, access token) for talking to the sandbox: the configured ones, else the
+    documented sandbox values."""
+    return (settings.channel_secret or SANDBOX_CHANNEL_SECRET,
+            settings.channel_access_token or SANDBOX_ACCESS_TOKEN)
+
+
 def default_handler_command() -> list[str]:
     """The bundled echo example, run with this interpreter."""
     import sys
 
-    return [sys.executable, "-m", "handlers.examples.echo"]
+    return [sys.executable, "-m", "frontdesk.handlers.examples.echo"]
 
 
 def handler_command(settings: Settings) -> list[str]:

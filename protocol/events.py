@@ -1,4 +1,5 @@
-"""The webhook body and the event document: validation and construction in one place.
+"""The webhook (its signature and body) and the event document: validation and construction in
+one place.
 
 The event document is what every store hands out and every handler receives:
 `{"ts", "op": "i", "ns": "<db>.events", "o": {"_id", "destination", "event", "key",
@@ -6,7 +7,21 @@ The event document is what every store hands out and every handler receives:
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+
+
+def webhook_signature(secret: bytes, body: bytes) -> bytes:
+    """x-line-signature as LINE computes it: base64(HMAC-SHA256(channel secret, raw body))."""
+    return base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest())
+
+
+def signature_ok(secret: bytes, body: bytes, header: str) -> bool:
+    """Constant-time check of an x-line-signature header (WSGI gives latin-1 strings, so any
+    header bytes compare without an error)."""
+    return hmac.compare_digest(webhook_signature(secret, body), header.encode("latin-1"))
 
 
 class WebhookError(ValueError):

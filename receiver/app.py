@@ -6,9 +6,6 @@ durable append of every event of the body. Only a 200 means anything was stored.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import threading
 import time
@@ -16,9 +13,9 @@ from typing import Callable
 
 import falcon
 
-from protocol.config import Settings
-from protocol.events import WebhookError, parse_webhook_body
-from store import Store, StoreError
+from frontdesk.protocol.config import Settings
+from frontdesk.protocol.events import WebhookError, parse_webhook_body, signature_ok
+from frontdesk.store import Store, StoreError
 
 from . import metrics as prom
 
@@ -26,16 +23,6 @@ log = logging.getLogger("frontdesk.receiver")
 
 STATS_TTL_S = 1.0  # /metrics reads the store's queue counts at most this often
 STATUS_FRESH_S = 10.0  # a dispatcher publishes every second: older than this, it is gone
-
-
-def expected_signature(secret: bytes, body: bytes) -> bytes:
-    """x-line-signature as LINE computes it: base64(HMAC-SHA256(channel secret, raw body))."""
-    return base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest())
-
-
-def signature_ok(secret: bytes, body: bytes, header: str) -> bool:
-    # WSGI header values are latin-1 strings, so this never fails on odd bytes.
-    return hmac.compare_digest(expected_signature(secret, body), header.encode("latin-1"))
 
 
 def queued_seconds(environ: dict) -> float:

@@ -16,8 +16,9 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
-from protocol.config import Settings
-from store import StoreError, open_store
+from frontdesk.protocol.config import Settings
+from frontdesk.protocol.serving import QuietChannel, stop_waitress_on_signals
+from frontdesk.store import StoreError, open_store
 
 from .app import create_app
 
@@ -57,7 +58,7 @@ def serve(app_factory, settings: Settings) -> None:
     server = waitress.create_server(app_factory(queue_depth), map=socket_map, **waitress_options(settings))
     for dispatcher in socket_map.values():
         if isinstance(dispatcher, BaseWSGIServer):
-            dispatcher.channel_class = _QuietChannel
+            dispatcher.channel_class = QuietChannel
 
     previous = stop_waitress_on_signals(log)
     log_writer = _log_through_queue()
@@ -69,36 +70,6 @@ def serve(app_factory, settings: Settings) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _stop_log_writer(log_writer)
-
-
-def stop_waitress_on_signals(logger: logging.Logger) -> dict:
-    """SIGTERM/SIGINT end waitress's run(), which catches SystemExit and lets its workers finish
-    their current requests; a second signal ends the process at once. Returns the old handlers."""
-    def stop(signum, frame):
-        signal.signal(signum, signal.SIG_DFL)
-        logger.info("event=stopping signal=%s", signal.Signals(signum).name)
-        raise SystemExit(0)
-
-    return {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-
-class _QuietChannel(HTTPChannel):
-    """Waitress's connection, without a busy loop in its I/O thread.
-
-    A worker thread sends its own (small) response while it holds the connection's output
-    lock. Waitress's I/O thread meanwhile finds the connection writable, fails to take the
-    lock, and polls again at once — spinning with the GIL the worker needs to finish. With
-    group commit many workers finish together, and the spin cost the receiver two thirds of
-    its throughput (measured: ~500 -> ~1,450 req/s). While a request is being served its
-    worker flushes, and wakes the I/O thread when done, so nothing is lost by not polling;
-    above the high watermark (a worker waiting for the I/O thread to drain) it polls as before.
-    """
-
-    def writable(self):
-        if (self.requests and not (self.will_close or self.close_when_flushed)
-                and self.total_outbufs_len < self.adj.outbuf_high_watermark):
-            return False
-        return super().writable()
 
 
 def _log_through_queue() -> QueueListener:
@@ -142,7 +113,7 @@ def _flush_answers(socket_map: dict) -> None:
     wasyncore.close_all(socket_map)
 
 
-def main(settings: Settings, args) -> int:
+def main(settings: Settings) -> int:
     settings.require_secrets("channel_secret")
     try:
         store = open_store(settings.store)

@@ -1,1 +1,1 @@
-"""A local LINE Messaging API emulator and a signed-webhook load generator."""
+"""A local LINE Messaging API emulator and the webhook/event factory; it speaks HTTP only."""

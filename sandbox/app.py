@@ -25,8 +25,8 @@ from http import HTTPStatus
 
 import falcon
 
-from protocol import config
-from protocol.config import Settings
+from frontdesk.protocol import config
+from frontdesk.protocol.config import Settings
 
 from .webhooks import BOT_USER_ID, ReplyTokenError, message_content, read_reply_token
 

@@ -13,19 +13,12 @@ import waitress
 from waitress.server import BaseWSGIServer
 from waitress.task import WSGITask
 
-from dispatcher.run import DEV_ACCESS_TOKEN, DEV_CHANNEL_SECRET
-from protocol.config import Settings
-from receiver.server import _QuietChannel, stop_waitress_on_signals
+from frontdesk.protocol.config import SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, Settings, sandbox_credentials
+from frontdesk.protocol.serving import QuietChannel, stop_waitress_on_signals
 
 from .app import DROP_CONNECTION, create_app
 
 log = logging.getLogger("frontdesk.sandbox")
-
-
-def credentials(settings: Settings) -> tuple[str, str]:
-    """(channel secret, access token): the configured ones, else the documented dev values that
-    `frontdesk run --sandbox` also uses. The sandbox is a local tool, so these are not secrets."""
-    return settings.channel_secret or DEV_CHANNEL_SECRET, settings.channel_access_token or DEV_ACCESS_TOKEN
 
 
 class _DroppingTask(WSGITask):
@@ -39,18 +32,18 @@ class _DroppingTask(WSGITask):
         super().write(data)
 
 
-class _SandboxChannel(_QuietChannel):
+class _SandboxChannel(QuietChannel):
     task_class = _DroppingTask
 
 
-def main(settings: Settings, args) -> int:
-    secret, token = credentials(settings)
+def main(settings: Settings) -> int:
+    secret, token = sandbox_credentials(settings)
     if not settings.channel_access_token:
-        print(f"sandbox: no channel access token configured; accepting the dev token {DEV_ACCESS_TOKEN!r} "
-              f"(Authorization: Bearer {DEV_ACCESS_TOKEN})", flush=True)
+        print(f"sandbox: no channel access token configured; accepting the dev token {SANDBOX_ACCESS_TOKEN!r} "
+              f"(Authorization: Bearer {SANDBOX_ACCESS_TOKEN})", flush=True)
     if not settings.channel_secret:
         print(f"sandbox: no channel secret configured; reply tokens are sealed with the dev secret "
-              f"{DEV_CHANNEL_SECRET!r}", flush=True)
+              f"{SANDBOX_CHANNEL_SECRET!r}", flush=True)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     socket_map: dict = {}
     try:

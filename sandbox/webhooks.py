@@ -1,6 +1,7 @@
-"""Acting as LINE's webhook sender: realistic events of every type, signed, posted at a steady rate.
+"""Acting as LINE's webhook sender: realistic events of every type, signed and posted.
 
-Used by `frontdesk bench`, `frontdesk run --sandbox --demo` and tests. Reply tokens are minted
+Used by `frontdesk bench` (whose load generator posts them at a steady rate), `frontdesk run
+--sandbox --demo` and tests. Reply tokens are minted
 here and verified by the sandbox API with no shared state: a token is the event's source,
 webhook event id and timestamp, sealed with an HMAC under the channel secret, so the sandbox
 can tell whom a reply goes to, which event it answers, and whether it has expired.
@@ -14,13 +15,11 @@ import http.client
 import itertools
 import json
 import os
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Callable
 
-from receiver.app import expected_signature
+from frontdesk.protocol.events import webhook_signature
 
 # The bot's own user id: the `destination` of every webhook body the generator builds.
 BOT_USER_ID = "U" + hashlib.sha256(b"frontdesk sandbox bot").hexdigest()[:32]
@@ -246,19 +245,19 @@ class EventFactory:
 
 def signature(body: bytes, secret: str) -> str:
     """The x-line-signature header for a body."""
-    return expected_signature(secret.encode(), body).decode("ascii")
+    return webhook_signature(secret.encode(), body).decode("ascii")
 
 
 def post_webhook(url: str, secret: str, body: bytes, timeout: float = 10.0) -> int:
     """Post one signed body; return the HTTP status (0 if no answer came)."""
-    connection = _Connection(url, timeout)
+    connection = WebhookConnection(url, timeout)
     try:
         return connection.post(body, signature(body, secret))
     finally:
         connection.close()
 
 
-class _Connection:
+class WebhookConnection:
     """One keep-alive connection to the receiver (http.client: ~3x less CPU per call than requests)."""
 
     def __init__(self, url: str, timeout: float):
@@ -284,78 +283,3 @@ class _Connection:
 
     def close(self) -> None:
         self._http.close()
-
-
-@dataclass
-class Posted:
-    """One webhook request: when it was due, sent and answered (monotonic seconds), and how."""
-    index: int
-    due: float
-    sent: float
-    answered: float
-    status: int          # HTTP status; 0 = no answer (connection refused, reset or timeout)
-
-
-class WebhookSender:
-    """Posts signed bodies at a constant rate over keep-alive connections, open loop.
-
-    Request k is due at start + k / rate whatever happened to earlier ones: a slow receiver
-    shows up as latency (measured from the due time), not as a lower offered rate. Each
-    connection has its own thread; a thread takes the next request number, waits until it is
-    due, builds the body (so event timestamps and reply tokens are fresh) and posts it.
-    """
-
-    def __init__(self, url: str, secret: str, connections: int = 8, timeout: float = 10.0):
-        if connections < 1:
-            raise ValueError("connections must be at least 1")
-        self.url, self.secret, self.timeout = url, secret, timeout
-        self.connections = connections
-        self.stop = threading.Event()
-        self.started_mono = self.started_epoch = 0.0
-        self._done = [0] * connections
-
-    @property
-    def done(self) -> int:
-        """Requests answered (or failed) so far."""
-        return sum(self._done)
-
-    def epoch_ms(self, mono: float) -> float:
-        """A monotonic time of this run as epoch milliseconds (the sandbox records epoch ms)."""
-        return (self.started_epoch + (mono - self.started_mono)) * 1000.0
-
-    def run(self, requests: int, rate: float, build: Callable[[int], bytes]) -> list[Posted]:
-        """Post `requests` bodies, `build(k)` being the k-th, at `rate` requests per second."""
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        results: list[Posted | None] = [None] * requests
-        numbers = itertools.count()
-        self.started_epoch, self.started_mono = time.time(), time.monotonic()
-
-        def work(slot: int) -> None:
-            connection = _Connection(self.url, self.timeout)
-            try:
-                for k in numbers:
-                    if k >= requests or self.stop.is_set():
-                        return
-                    due = self.started_mono + k / rate
-                    delay = due - time.monotonic()
-                    if delay > 0 and self.stop.wait(delay):
-                        return
-                    body = build(k)
-                    sent = time.monotonic()
-                    status = connection.post(body, signature(body, self.secret))
-                    results[k] = Posted(k, due, sent, time.monotonic(), status)
-                    self._done[slot] += 1
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=work, args=(slot,), name=f"webhook-sender-{slot}", daemon=True)
-                   for slot in range(min(self.connections, requests))]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                thread.join()
-        finally:
-            self.stop.set()
-        return [r for r in results if r is not None]

@@ -18,7 +18,7 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from protocol.events import conversation_key, make_document
+from frontdesk.protocol.events import conversation_key, make_document
 
 from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
 from .groupcommit import GroupCommitter, follow_change

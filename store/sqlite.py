@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 
-from protocol.events import conversation_key, make_document
+from frontdesk.protocol.events import conversation_key, make_document
 
 from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
 from .feed import FeedNotifier, SocketFeed, feed_folder

@@ -9,7 +9,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from store import open_store
+from frontdesk.store import open_store
 from tests.helpers import wait_until
 
 SCRIPTED = [sys.executable, "-m", "tests.handlers.scripted"]
@@ -34,7 +34,7 @@ class Harness:
               env: dict | None = None, **settings) -> subprocess.Popen:
         overrides = {**FAST, **{k: str(v) for k, v in settings.items()}}
         handler = " ".join([*SCRIPTED, mode])
-        argv = [sys.executable, "-m", "dispatcher.cli", command, "--store", self.url,
+        argv = [sys.executable, "-m", "frontdesk", command, "--store", self.url,
                 "--handler", handler, "--handlers", str(handlers), *args]
         for key, value in overrides.items():
             argv += ["--set", f"{key}={value}"]

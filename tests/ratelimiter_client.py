@@ -1,4 +1,4 @@
-"""A real rate limiter subprocess (`python -m dispatcher.cli _ratelimiter`) for tests and the bench.
+"""A real rate limiter subprocess (`python -m frontdesk.ratelimiter`) for tests and the bench.
 
 It talks frames over the child's stdin/stdout exactly as the dispatcher does: `call()` sends a
 request and returns its msgid, `result()` waits for the answer, `stats` collects the stats
@@ -12,8 +12,8 @@ import sys
 import threading
 import time
 
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.rpc import MsgIds, Notification, Request, Response, parse_message
+from frontdesk.protocol.frames import FrameDecoder, encode_frame
+from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, parse_message
 
 
 class RateLimiterProcess:
@@ -22,7 +22,7 @@ class RateLimiterProcess:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
         clean.update(env)
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "_ratelimiter"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "frontdesk.ratelimiter"],
                                      env=clean, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._log)
         self._ids = MsgIds(1)

@@ -55,7 +55,7 @@ def running_sandbox(tmp_path, secret: str | None = SECRET, token: str | None = T
     env.update({f"FRONTDESK_{name.upper()}": str(value) for name, value in knobs.items()})
     log_path = tmp_path / f"sandbox-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "sandbox"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "frontdesk", "sandbox"], env=env,
                                    cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     sandbox = Sandbox(process, port, log_path)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from store import open_store
+from frontdesk.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def frontdesk(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
     environ.update(env or {})
-    return subprocess.run([sys.executable, "-m", "dispatcher.cli", *args], cwd=REPO, env=environ,
+    return subprocess.run([sys.executable, "-m", "frontdesk", *args], cwd=REPO, env=environ,
                           capture_output=True, text=True, timeout=30)
 
 

@@ -24,7 +24,7 @@ SDK_INSTALLED = importlib.util.find_spec("linebot") is not None
 def compare(tmp_path, *flags: str, env_extra: dict | None = None, timeout: float = 150):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "dispatcher.cli", "bench", "--suite", "compare", *flags],
+    return subprocess.run([sys.executable, "-m", "frontdesk", "bench", "--suite", "compare", *flags],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
 
@@ -109,7 +109,7 @@ def _alive(pid: int) -> bool:
                                               (signal.SIGKILL, -signal.SIGKILL)])
 def test_interrupted_mid_run_it_stops_every_process_it_started(tmp_path, stop, exit_code):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
-    process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "bench", "--suite", "compare",
+    process = subprocess.Popen([sys.executable, "-m", "frontdesk", "bench", "--suite", "compare",
                                 "--rate", "50", "--duration", "60"], env=env, cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

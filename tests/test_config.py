@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from protocol import config
-from protocol.config import ConfigError, load
+from frontdesk.protocol import config
+from frontdesk.protocol.config import ConfigError, load
 
 
 def write(tmp_path, text: str) -> str:
@@ -91,7 +91,7 @@ def test_to_environ_round_trips_every_knob():
 
 
 def run_cli(*args, env_extra=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "dispatcher.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "frontdesk", *args], capture_output=True, text=True,
                           timeout=30, cwd=cwd, env={"PATH": "/usr/bin:/bin", **(env_extra or {})})
 
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from handlers.conformance import Kit
-from protocol import config
+from frontdesk.handlers.conformance import Kit
+from frontdesk.protocol import config
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKEN = [sys.executable, str(ROOT / "tests" / "handlers" / "broken.py")]
 
 
 def check_handler(*command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispatcher.cli", "check-handler", "--", *command],
+    return subprocess.run([sys.executable, "-m", "frontdesk", "check-handler", "--", *command],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -30,7 +30,7 @@ def verdicts(output: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("command", [
     [sys.executable, "handlers/examples/echo.py"],
-    [sys.executable, "-m", "handlers.examples.echo"],
+    [sys.executable, "-m", "frontdesk.handlers.examples.echo"],
 ], ids=["script", "module"])
 def test_python_echo_passes(command):
     done = check_handler(*command)

@@ -5,7 +5,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from protocol.frames import (HEADER, FrameDecoder, ProtocolError, encode_frame, pack, read_frame,
+from frontdesk.protocol.frames import (HEADER, FrameDecoder, ProtocolError, encode_frame, pack, read_frame,
                              unpack, write_frame)
 
 # Every value the pinned options can carry: nil, bool, 64-bit ints, floats, str, bin, arrays, str-keyed maps.

@@ -1,4 +1,4 @@
-"""The rate limiter process, call by call: a real `_ratelimiter` subprocess, the sandbox as LINE over
+"""The rate limiter process, call by call: a real `python -m frontdesk.ratelimiter` subprocess, the sandbox as LINE over
 real HTTP, a real SQLite store. Each limit and error path of issue 5."""
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import uuid
 import pytest
 import requests
 
-from dispatcher.line_api import retry_key
-from dispatcher.ratelimiter import fingerprint
-from protocol.frames import HEADER
-from sandbox.webhooks import message_content, mint_reply_token, user_id
-from store import open_store
-from store.base import JournalEntry
+from frontdesk.ratelimiter.line_api import retry_key
+from frontdesk.ratelimiter.limiter import fingerprint
+from frontdesk.protocol.frames import HEADER
+from frontdesk.sandbox.webhooks import message_content, mint_reply_token, user_id
+from frontdesk.store import open_store
+from frontdesk.store.base import JournalEntry
 from tests.ratelimiter_client import RateLimiterProcess, limiter_env
 from tests.sandbox_harness import SECRET, TOKEN, running_sandbox
 

@@ -1,6 +1,6 @@
 """The rate limiter under load: pacing at 3x overload, push->multicast batching, kill -9 mid-burst.
 
-Real `_ratelimiter` subprocesses, the sandbox over real HTTP with its own 429 buckets, a real
+Real `python -m frontdesk.ratelimiter` subprocesses, the sandbox over real HTTP with its own 429 buckets, a real
 SQLite journal. Counts are asserted strictly (no 429, nothing lost, nothing twice); rates loosely.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from sandbox.webhooks import user_id
-from store import open_store
+from frontdesk.sandbox.webhooks import user_id
+from frontdesk.store import open_store
 from tests.helpers import wait_until
 from tests.ratelimiter_client import RateLimiterProcess, limiter_env
 from tests.sandbox_harness import TOKEN, running_sandbox

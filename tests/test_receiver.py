@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from store import open_store
+from frontdesk.store import open_store
 from tests.helpers import free_port, sign, wait_until
 
 SECRET = "test-channel-secret-0123456789"
@@ -51,7 +51,7 @@ class Receiver:
                     "FRONTDESK_MAX_BODY_BYTES": str(MAX_BODY)})
         env.update(extra_env or {})
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "receiver"],
+            self.proc = subprocess.Popen([sys.executable, "-m", "frontdesk", "receiver"],
                                          env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                          preexec_fn=preexec_fn)
 

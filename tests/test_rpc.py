@@ -1,8 +1,8 @@
 """msgpack-rpc message shapes: typed round trips and clear errors for every malformed shape."""
 import pytest
 
-from protocol.frames import FrameDecoder, ProtocolError, encode_frame
-from protocol.rpc import MAX_MSGID, MsgIds, Notification, Request, Response, error_value, parse_message
+from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.rpc import MAX_MSGID, MsgIds, Notification, Request, Response, error_value, parse_message
 
 
 @pytest.mark.parametrize("message", [

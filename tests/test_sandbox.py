@@ -13,7 +13,7 @@ import uuid
 import pytest
 import requests
 
-from sandbox.webhooks import (EventFactory, group_id, group_source, message_content, mint_reply_token,
+from frontdesk.sandbox.webhooks import (EventFactory, group_id, group_source, message_content, mint_reply_token,
                               user_id, user_source)
 from tests.sandbox_harness import AUTH, SECRET, running_sandbox
 
@@ -422,7 +422,7 @@ def test_sigterm_stops_the_sandbox_cleanly(tmp_path):
 def test_a_busy_address_is_a_clear_error(tmp_path):
     with running_sandbox(tmp_path) as first:
         env = {**os.environ, "FRONTDESK_SANDBOX_LISTEN": f"127.0.0.1:{first.port}"}
-        done = subprocess.run([sys.executable, "-m", "dispatcher.cli", "sandbox"], env=env, cwd=tmp_path,
+        done = subprocess.run([sys.executable, "-m", "frontdesk", "sandbox"], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=20)
         assert done.returncode == 1
         assert "event=listen_failed" in done.stderr and "Traceback" not in done.stderr

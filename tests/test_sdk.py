@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers.conformance import Broken, EventMaker, Handler
-from protocol import rpc
+from frontdesk.handlers.conformance import Broken, EventMaker, Handler
+from frontdesk.protocol import rpc
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 10.0
@@ -21,7 +21,7 @@ def start(tmp_path):
         script = tmp_path / f"bot{len(started)}.py"
         script.write_text(
             f"import logging, os, sys, threading\n"
-            f"from handlers.sdk import Bot, Nack, ApiError\n"
+            f"from frontdesk import Bot, Nack, ApiError\n"
             f"bot = Bot('test', max_in_flight={max_in_flight})\n"
             + textwrap.dedent(body) + "\nbot.run()\n")
         handler = Handler([sys.executable, str(script)], max_frame_bytes=1 << 20)

@@ -3,8 +3,8 @@ import json
 import re
 from pathlib import Path
 
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.rpc import Request, Response, parse_message
+from frontdesk.protocol.frames import FrameDecoder, encode_frame
+from frontdesk.protocol.rpc import Request, Response, parse_message
 
 SPEC = (Path(__file__).resolve().parents[1] / "protocol" / "SPEC.md").read_text(encoding="utf-8")
 EXAMPLE = SPEC[SPEC.index("## 13. Byte-level example"):SPEC.index("## 14.")]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from store import JournalEntry, StoreError, StoreUnavailable, open_store
+from frontdesk.store import JournalEntry, StoreError, StoreUnavailable, open_store
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,8 +89,7 @@ def drain_all(store, owner="d1", limit=100) -> list[str]:
 
 CHILD_PRELUDE = f"""
 import sys, time, json
-sys.path.insert(0, {str(REPO)!r})
-from store import open_store
+from frontdesk.store import open_store
 """
 
 

@@ -19,15 +19,15 @@ import requests
 import waitress
 from hypothesis import given, settings as hsettings, strategies as st
 
-from dispatcher.demo import accepting
-from protocol.config import ConfigError
-from protocol.events import conversation_key, parse_webhook_body
-from receiver.app import signature_ok
-from sandbox.bench import Matcher, parse_mix, percentiles
-from sandbox.webhooks import (EVENT_KINDS, GROUP_ONLY_KINDS, NO_REPLY_KINDS, USER_EVENT_KINDS, EventFactory,
-                              ReplyToken, ReplyTokenError, WebhookSender, group_id, group_source,
-                              mint_reply_token, post_webhook, read_reply_token, room_id, room_source, signature,
-                              user_id, user_source)
+from frontdesk.bench.e2e import Matcher, parse_mix, percentiles
+from frontdesk.bench.load import WebhookSender
+from frontdesk.demo import accepting
+from frontdesk.protocol.config import ConfigError
+from frontdesk.protocol.events import conversation_key, parse_webhook_body, signature_ok
+from frontdesk.sandbox.webhooks import (EVENT_KINDS, GROUP_ONLY_KINDS, NO_REPLY_KINDS, USER_EVENT_KINDS,
+                                        EventFactory, ReplyToken, ReplyTokenError, group_id, group_source,
+                                        mint_reply_token, post_webhook, read_reply_token, room_id,
+                                        room_source, signature, user_id, user_source)
 from tests.helpers import free_port, wait_until
 from tests.sandbox_harness import AUTH, SECRET, running_sandbox
 
@@ -164,7 +164,7 @@ def sandbox(tmp_path_factory):
 
 def run_bench(sandbox, url: str, *extra: str) -> dict:
     env = {"LINE_CHANNEL_SECRET": SECRET, "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "dispatcher.cli", "bench", "--json", "--url", url,
+    done = subprocess.run([sys.executable, "-m", "frontdesk", "bench", "--json", "--url", url,
                            "--sandbox-url", sandbox.url, "--settle", "5", *extra],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout, done.stderr
@@ -231,7 +231,7 @@ def test_bench_reports_lost_duplicated_and_refused_events(sandbox):
 
 def test_bench_against_nothing_is_a_clear_error(sandbox):
     dead = f"http://127.0.0.1:{free_port()}"
-    done = subprocess.run([sys.executable, "-m", "dispatcher.cli", "bench", "--count", "1", "--url", dead,
+    done = subprocess.run([sys.executable, "-m", "frontdesk", "bench", "--count", "1", "--url", dead,
                            "--sandbox-url", dead], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "cannot reach the sandbox" in done.stderr
     assert "Traceback" not in done.stderr
@@ -271,7 +271,7 @@ def system(tmp_path):
                 "FRONTDESK_STORE": f"sqlite:///{tmp_path / 'frontdesk.db'}"})
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "run", "--sandbox"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "frontdesk", "run", "--sandbox"], env=env,
                                    cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: process.poll() is not None or (accepting(listen) and accepting(sandbox_listen)),
@@ -290,7 +290,7 @@ def system(tmp_path):
 
 def bench_system(system, *extra: str) -> dict:
     url, sandbox_url, env = system
-    done = subprocess.run([sys.executable, "-m", "dispatcher.cli", "bench", "--json", "--url", url,
+    done = subprocess.run([sys.executable, "-m", "frontdesk", "bench", "--json", "--url", url,
                            "--sandbox-url", sandbox_url, "--settle", "60", *extra],
                           env=env, cwd=os.path.dirname(env["FRONTDESK_STORE"][len("sqlite:///"):]),
                           capture_output=True, text=True, timeout=120)

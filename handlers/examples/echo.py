@@ -6,16 +6,11 @@ echoed as "はい、<text>、ですね。", the other kinds get the article's fi
 is welcomed with "ようこそ！" (the profile call records the new user); an unfollow means the
 user blocked the bot: logged, and marked in the bot's per-user data.
 
-Run it as `python -m handlers.examples.echo` or `python handlers/examples/echo.py`.
+Run it as `python -m frontdesk.handlers.examples.echo` or `python handlers/examples/echo.py`.
 """
 import logging
-import sys
-from pathlib import Path
 
-if not __package__:  # run as a script from a checkout: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from handlers.sdk import Bot  # noqa: E402
+from frontdesk import Bot
 
 log = logging.getLogger("echo")
 bot = Bot("echo", max_in_flight=8)

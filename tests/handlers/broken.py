@@ -9,12 +9,9 @@ and acks events correctly except for its one fault:
 """
 import sys
 import threading
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from protocol.frames import ProtocolError, read_frame, write_frame  # noqa: E402
-from protocol.rpc import Request, parse_message  # noqa: E402
+from frontdesk.protocol.frames import ProtocolError, read_frame, write_frame
+from frontdesk.protocol.rpc import Request, parse_message
 
 MODE = sys.argv[1]
 stdin, stdout = sys.stdin.buffer, sys.stdout.buffer

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from protocol.frames import encode_frame, read_frame
+from frontdesk.protocol.frames import encode_frame, read_frame
 
 WINDOW = int(os.environ.get("FD_TEST_WINDOW", "4"))
 DELAY_MS = float(os.environ.get("FD_TEST_DELAY_MS", "0"))

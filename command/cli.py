@@ -1,50 +1,50 @@
 """The `frontdesk` command: parses the command line, resolves settings, starts one role.
 
-Each subcommand lives in the module that does its job; this file only wires them. Child
-processes are started as `python -m dispatcher.cli ROLE`, so every process shares this entry.
+Each subcommand lives in the module that does its job; this file only wires them. The roles
+(`receiver`, `dispatcher`, `sandbox`) take only settings and are the same code that `python -m
+frontdesk.<role>` runs in the children of `frontdesk run`.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
-from protocol import config
+from frontdesk.protocol import config
+from frontdesk.protocol.roles import setup_logging
 
-# subcommand -> (module, function, one-line help)
+# subcommand -> (module, function, one-line help). Roles (ROLES) are called as function(settings),
+# the other commands as function(settings, args).
 COMMANDS = {
-    "run": ("dispatcher.run", "main", "everything on one machine: store, receiver, dispatcher, "
+    "run": ("frontdesk.run", "main", "everything on one machine: store, receiver, dispatcher, "
             "rate limiter, handlers (--sandbox: plus the LINE API emulator)"),
-    "receiver": ("receiver.server", "main", "only the webhook receiver (scale-out)"),
-    "dispatcher": ("dispatcher.run", "main_dispatcher",
+    "receiver": ("frontdesk.receiver.server", "main", "only the webhook receiver (scale-out)"),
+    "dispatcher": ("frontdesk.dispatcher.arbiter", "main",
                    "only the dispatcher with its rate limiter and handlers (scale-out)"),
-    "sandbox": ("sandbox.server", "main", "only the local LINE Messaging API emulator"),
-    "bench": ("dispatcher.cli", "main_bench", "signed webhooks at a chosen rate against a running system "
+    "sandbox": ("frontdesk.sandbox.server", "main", "only the local LINE Messaging API emulator"),
+    "bench": ("frontdesk.cli", "main_bench", "signed webhooks at a chosen rate against a running system "
               "(--suite picks a component benchmark instead)"),
-    "check-handler": ("handlers.conformance", "main",
+    "check-handler": ("frontdesk.handlers.conformance", "main",
                       "the conformance suite for a handler in any language: check-handler -- CMD ARGS"),
-    "status": ("dispatcher.admin", "main_status",
+    "status": ("frontdesk.admin", "main_status",
                "queue depth, in-flight, dead letters, handler states, API call rates"),
-    "scale": ("dispatcher.admin", "main_scale", "set the number of handler processes of running dispatchers"),
-    "dead-letters": ("dispatcher.admin", "main_dead_letters", "list, retry or drop dead letters"),
-    "config": ("dispatcher.admin", "main_config", "print the resolved configuration (secrets masked)"),
-    "_ratelimiter": ("dispatcher.ratelimiter", "main", argparse.SUPPRESS),
+    "scale": ("frontdesk.admin", "main_scale", "set the number of handler processes of running dispatchers"),
+    "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
+    "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
 }
+ROLES = frozenset({"receiver", "dispatcher", "sandbox"})
 
 # `frontdesk bench --suite NAME` -> the module whose `run_bench(settings, args)` measures it.
 BENCH_SUITES = {
-    "e2e": "sandbox.bench",         # the whole path through a running system (default)
-    "receiver": "receiver.bench",   # bare falcon+waitress HMAC app vs the receiver
-    "store": "store.bench",         # group-committed append, claim+ack, change-feed latency
-    "frames": "handlers.bench",     # frames per second through one handler process
-    "api": "dispatcher.bench_api",  # calls per second through the rate limiter, batching on/off
-    "drain": "dispatcher.bench_drain",  # queue drain rate and append-to-handler latency
-    "compare": "sandbox.compare",   # frontdesk vs the official SDK's in-request echo pattern
+    "e2e": "frontdesk.bench.e2e",            # the whole path through a running system (default)
+    "receiver": "frontdesk.bench.receiver",  # bare falcon+waitress HMAC app vs the receiver
+    "store": "frontdesk.bench.store",        # group-committed append, claim+ack, change-feed latency
+    "frames": "frontdesk.bench.frames",      # frames per second through one handler process
+    "api": "frontdesk.bench.api",            # calls per second through the rate limiter, batching on/off
+    "drain": "frontdesk.bench.drain",        # queue drain rate and append-to-handler latency
+    "compare": "frontdesk.bench.compare",    # frontdesk vs the official SDK's in-request echo pattern
 }
-
-log = logging.getLogger("frontdesk")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -64,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parsers = {}
     for name, (_, _, help_text) in COMMANDS.items():
-        kwargs = {"help": help_text} if help_text is not argparse.SUPPRESS else {}
-        description = help_text if help_text is not argparse.SUPPRESS else None
-        p = sub.add_parser(name, description=description, **kwargs)
+        p = sub.add_parser(name, description=help_text, help=help_text)
         _common(p)
         parsers[name] = p
 
@@ -146,14 +144,6 @@ def main_bench(settings, args) -> int:
     return module.run_bench(settings, args) or 0
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -166,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     module_name, function_name, _ = COMMANDS[args.command]
     module = importlib.import_module(module_name)
     try:
-        return getattr(module, function_name)(settings, args) or 0
+        function = getattr(module, function_name)
+        return (function(settings) if args.command in ROLES else function(settings, args)) or 0
     except config.ConfigError as exc:
         print(f"frontdesk {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2

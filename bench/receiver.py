@@ -2,7 +2,7 @@
 
 (a) bare: falcon + waitress that checks the signature and answers 200, the ceiling of the stack;
 (b) the real `frontdesk receiver` storing into a temporary SQLite file (durable group commit).
-Both are subprocesses served by `receiver.server.serve` with the same waitress options. The
+Both are subprocesses served by `frontdesk.receiver.server.serve` with the same waitress options. The
 load comes from another process: raw keep-alive sockets in one selector loop, so the client
 spends little CPU per request and the figures describe the servers, not the client.
 
@@ -34,9 +34,9 @@ import uuid
 
 import falcon
 
-from protocol import config
+from frontdesk.protocol import config
 
-from .app import signature_ok
+from frontdesk.protocol.events import signature_ok
 
 WARMUP_S = 1.0
 READY_TIMEOUT_S = 20.0
@@ -66,9 +66,8 @@ def create_bare_app(settings: config.Settings) -> falcon.App:
 
 
 def _serve_bare() -> int:
-    from dispatcher.cli import setup_logging
-
-    from .server import serve
+    from frontdesk.protocol.roles import setup_logging
+    from frontdesk.receiver.server import serve
 
     settings = config.load()
     setup_logging(settings.log_level)
@@ -283,7 +282,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def _run_once(settings, args, workdir: str, run_no: int) -> dict:
-    from store import open_store
+    from frontdesk.store import open_store
 
     secret = settings.channel_secret or "bench-secret-" + uuid.uuid4().hex
     settings = settings.replace(channel_secret=secret)
@@ -292,7 +291,7 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
 
     port = _free_port()
     bare_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}").to_environ()}
-    bare = _Server([sys.executable, "-m", "receiver.bench", "serve-bare"], bare_env, port, log_path)
+    bare = _Server([sys.executable, "-m", "frontdesk.bench.receiver", "serve-bare"], bare_env, port, log_path)
     try:
         a = _drive(port, settings, args, f"a{run_no}-", "closed")
     finally:
@@ -301,7 +300,7 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
     port = _free_port()
     store_url = f"sqlite:///{workdir}/bench-{run_no}.db"
     receiver_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}", store=store_url).to_environ()}
-    receiver = _Server([sys.executable, "-m", "dispatcher.cli", "receiver"], receiver_env, port, log_path)
+    receiver = _Server([sys.executable, "-m", "frontdesk.receiver"], receiver_env, port, log_path)
     try:
         b = _drive(port, settings, args, f"b{run_no}-", "closed")
         half = _drive(port, settings, args, f"h{run_no}-", "open", b["rate"] / 2)
@@ -385,4 +384,4 @@ def run_bench(settings, args) -> int:
 if __name__ == "__main__":
     if sys.argv[1:] == ["serve-bare"]:
         sys.exit(_serve_bare())
-    sys.exit("usage: python -m receiver.bench serve-bare (started by `frontdesk bench --suite receiver`)")
+    sys.exit("usage: python -m frontdesk.bench.receiver serve-bare (started by `frontdesk bench --suite receiver`)")

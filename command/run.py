@@ -1,7 +1,6 @@
-"""`frontdesk dispatcher` (the arbiter with its rate limiter and handlers) and `frontdesk run`
-(everything on one machine, with --sandbox the LINE API emulator too): a `Supervisor` starts the
-sandbox, the dispatcher and the receiver as children, restarts whichever dies, and takes them
-all down with it.
+"""`frontdesk run`: everything on one machine (with --sandbox the LINE API emulator too). A
+`Supervisor` (command/supervisor.py) starts the sandbox, the dispatcher and the receiver as
+`python -m frontdesk.<role>` children, restarts whichever dies, and takes them all down with it.
 """
 from __future__ import annotations
 
@@ -9,20 +8,16 @@ import os
 import shlex
 import sys
 
-from protocol.config import ConfigError
-from store import StoreError, open_store
+from frontdesk.protocol.config import SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, ConfigError
+from frontdesk.store import StoreError, open_store
 
-from .arbiter import Arbiter
 from .demo import demo_command, start_demo
-from .supervise import Service, Supervisor
-
-# Sandbox credentials: the emulator accepts anything, so these are not secrets.
-DEV_CHANNEL_SECRET = "frontdesk-sandbox-secret"
-DEV_ACCESS_TOKEN = "frontdesk-sandbox-token"
+from .supervisor import Service, Supervisor
 
 
-def _role(name: str) -> list[str]:
-    return [sys.executable, "-m", "dispatcher.cli", name]
+def role_command(name: str) -> list[str]:
+    """The command line of one role's process: `ps` shows `python -m frontdesk.<role>`."""
+    return [sys.executable, "-m", f"frontdesk.{name}"]
 
 
 def _open_store(settings):
@@ -33,25 +28,14 @@ def _open_store(settings):
         return None
 
 
-def main_dispatcher(settings, args) -> int:
-    settings.require_secrets("channel_access_token")
-    store = _open_store(settings)
-    if store is None:
-        return 1
-    try:
-        return Arbiter(settings, store).run()
-    finally:
-        store.close()
-
-
 def sandbox_settings(settings):
     """Point the system at the local emulator; fill in dev credentials where none are set."""
     base = f"http://{settings.sandbox_listen}"
     changes = {"api_base": base, "api_data_base": base}
     if not settings.channel_secret:
-        changes["channel_secret"] = DEV_CHANNEL_SECRET
+        changes["channel_secret"] = SANDBOX_CHANNEL_SECRET
     if not settings.channel_access_token:
-        changes["channel_access_token"] = DEV_ACCESS_TOKEN
+        changes["channel_access_token"] = SANDBOX_ACCESS_TOKEN
     return settings.replace(**changes)
 
 
@@ -66,11 +50,11 @@ def main(settings, args) -> int:
     env = {**os.environ, **settings.to_environ()}
     services = []
     if args.sandbox:
-        services.append(Service("sandbox", _role("sandbox"), env, settings, f"http://{settings.sandbox_listen}"))
-    services.append(Service("dispatcher", _role("dispatcher"), env, settings,
+        services.append(Service("sandbox", role_command("sandbox"), env, settings, f"http://{settings.sandbox_listen}"))
+    services.append(Service("dispatcher", role_command("dispatcher"), env, settings,
                             stop_grace_s=settings.drain_grace_s + 2 * settings.kill_grace_s))
     webhook_url = f"http://{settings.listen}{settings.callback_path}"
-    services.append(Service("receiver", _role("receiver"), env, settings, webhook_url))
+    services.append(Service("receiver", role_command("receiver"), env, settings, webhook_url))
     store = _open_store(settings)
     if store is None:
         return 1
@@ -92,7 +76,7 @@ def _print_banner(settings, sandbox: bool) -> None:
     ]
     if sandbox:
         # the dev secret is no secret (the emulator accepts anything); a real one is never shown
-        shown_secret = settings.channel_secret if settings.channel_secret == DEV_CHANNEL_SECRET else "<your secret>"
+        shown_secret = settings.channel_secret if settings.channel_secret == SANDBOX_CHANNEL_SECRET else "<your secret>"
         lines += [
             f"  LINE API sandbox  http://{settings.sandbox_listen} (replies: "
             f"http://{settings.sandbox_listen}/sandbox/deliveries)",

@@ -3,7 +3,7 @@
 Both systems get the same load from the same e2e bench (`frontdesk bench --json`, run as a
 subprocess) against the same sandbox LINE API with the same injected latency (default 20 ms):
 
-- sdk-echo: `python -m sandbox.baseline` — line-bot-sdk's echo example, which checks the
+- sdk-echo: `python -m frontdesk.bench.baseline` — line-bot-sdk's echo example, which checks the
   signature and calls the reply API inside the webhook request — served like the receiver;
 - frontdesk: `frontdesk run --sandbox` — store, then ack; handlers reply later.
 
@@ -25,13 +25,12 @@ import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
 
-from dispatcher.demo import wait_listening
-from dispatcher.lifeline import spawn
-from dispatcher.run import DEV_ACCESS_TOKEN, DEV_CHANNEL_SECRET
-from protocol.config import ConfigError, Settings
+from frontdesk.demo import wait_listening
+from frontdesk.dispatcher.lifeline import spawn
+from frontdesk.protocol.config import ConfigError, Settings, sandbox_credentials
 
 from .baseline import SDK_MISSING, sdk_available
-from .bench import parse_mix
+from .e2e import parse_mix
 
 DEFAULT_LATENCY_MS = 20.0   # used when sandbox_latency_ms is left at 0
 STOP_TIMEOUT_S = 30.0
@@ -107,18 +106,18 @@ def _measure(side: str, settings: Settings, args, latency_ms: float, repeat: int
            **system.to_environ()}
     with ExitStack() as stack:
         if side == "sdk_echo":
-            stack.enter_context(_process("sandbox", [sys.executable, "-m", "dispatcher.cli", "sandbox"],
+            stack.enter_context(_process("sandbox", [sys.executable, "-m", "frontdesk.sandbox"],
                                          env, folder, signal.SIGTERM))
-            stack.enter_context(_process("baseline", [sys.executable, "-m", "sandbox.baseline"],
+            stack.enter_context(_process("baseline", [sys.executable, "-m", "frontdesk.bench.baseline"],
                                          env, folder, signal.SIGTERM))
         else:
             # Ctrl-C is `frontdesk run`'s own way to stop everything it started.
-            stack.enter_context(_process("frontdesk-run", [sys.executable, "-m", "dispatcher.cli", "run",
+            stack.enter_context(_process("frontdesk-run", [sys.executable, "-m", "frontdesk", "run",
                                                            "--sandbox"], env, folder, signal.SIGINT))
         if not wait_listening([system.listen, system.sandbox_listen]):
             raise CompareError(f"{side}: the webhook receiver or the sandbox did not start listening; "
                                f"see the logs in {folder} (kept only while this command runs)")
-        bench = [sys.executable, "-m", "dispatcher.cli", "bench", "--json",
+        bench = [sys.executable, "-m", "frontdesk", "bench", "--json",
                  "--url", f"http://{system.listen}{system.callback_path}",
                  "--sandbox-url", f"http://{system.sandbox_listen}"]
         _bench(side, bench + WARMUP, env, folder, quiet=True)
@@ -129,12 +128,12 @@ def _measure(side: str, settings: Settings, args, latency_ms: float, repeat: int
 def _system_settings(settings: Settings, folder: str, latency_ms: float) -> Settings:
     """The user's settings on fresh loopback ports and a scratch store, pointed at the sandbox."""
     sandbox_listen = _free_address()
+    secret, token = sandbox_credentials(settings)
     return settings.replace(
         listen=_free_address(), sandbox_listen=sandbox_listen,
         api_base=f"http://{sandbox_listen}", api_data_base=f"http://{sandbox_listen}",
         store=f"sqlite:///{os.path.join(folder, 'frontdesk.db')}", sandbox_latency_ms=latency_ms,
-        channel_secret=settings.channel_secret or DEV_CHANNEL_SECRET,
-        channel_access_token=settings.channel_access_token or DEV_ACCESS_TOKEN)
+        channel_secret=secret, channel_access_token=token)
 
 
 def _free_address() -> str:

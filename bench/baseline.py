@@ -2,13 +2,13 @@
 
 This is what line-bot-sdk-python's echo example does — check the signature and call the reply
 API *inside* the webhook request, with a fresh `ApiClient` per event — served exactly as the
-receiver is served (`receiver.server.serve`: same waitress options, threads and shutdown),
+receiver is served (`frontdesk.receiver.server.serve`: same waitress options, threads and shutdown),
 pointed at the sandbox. Its replies echo the event's text and use the event's reply token, so
 `frontdesk bench` matches them to events as it matches frontdesk's. It exists only to be
 measured side by side with frontdesk; it needs the optional `baseline` extra
 (`pip install '.[baseline]'`).
 
-Run: python -m sandbox.baseline  (settings from the environment and ./frontdesk.toml, like
+Run: python -m frontdesk.bench.baseline  (settings from the environment and ./frontdesk.toml, like
 every frontdesk process: LINE_CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN, FRONTDESK_LISTEN,
 FRONTDESK_API_BASE)
 """
@@ -19,8 +19,8 @@ import sys
 
 import falcon
 
-from protocol import config
-from receiver.server import serve
+from frontdesk.protocol import config
+from frontdesk.receiver.server import serve
 
 log = logging.getLogger("frontdesk.baseline")
 

@@ -17,9 +17,9 @@ import subprocess
 import sys
 import time
 
-from handlers.conformance import EventMaker
-from protocol import config, rpc
-from protocol.frames import FrameDecoder, encode_frame
+from frontdesk.handlers.conformance import EventMaker
+from frontdesk.protocol import config, rpc
+from frontdesk.protocol.frames import FrameDecoder, encode_frame
 
 WINDOW = 64
 DEFAULT_SECONDS = 2.0
@@ -28,7 +28,7 @@ DEFAULT_SECONDS = 2.0
 def bench_command(settings) -> list[str]:
     if settings.handler.strip():
         return config.handler_command(settings)
-    return [sys.executable, "-m", "handlers.bench"]
+    return [sys.executable, "-m", "frontdesk.bench.frames"]
 
 
 class Pipe:
@@ -126,6 +126,6 @@ def run_bench(settings, args) -> int:
 
 
 if __name__ == "__main__":
-    from handlers.sdk import Bot
+    from frontdesk.handlers.sdk import Bot
 
     Bot("bench", max_in_flight=WINDOW).run()  # acks every event: it registers no handler

@@ -12,9 +12,9 @@ import sys
 import time
 from contextlib import contextmanager
 
-from protocol import config
-from store import StoreError, open_store
-from store.mongo import redact_url as public_url
+from frontdesk.protocol import config
+from frontdesk.store import StoreError, open_store
+from frontdesk.store.mongo import redact_url as public_url
 
 EMPTY_STATS = {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
 
@@ -60,7 +60,7 @@ def _sqlite_file_missing(url: str) -> bool:
     """A SQLite store not created yet (in a folder that exists): status shows zeros, creates nothing."""
     if not url.startswith("sqlite:///"):
         return False
-    from store.sqlite import path_from_url
+    from frontdesk.store.sqlite import path_from_url
 
     try:
         path = path_from_url(url)

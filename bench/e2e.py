@@ -25,11 +25,12 @@ from typing import Callable
 
 import requests
 
-from protocol.config import ConfigError, Settings
-from store import StoreError, open_store
+from frontdesk.protocol.config import ConfigError, Settings, sandbox_credentials
+from frontdesk.store import StoreError, open_store
 
-from .server import credentials
-from .webhooks import USER_EVENT_KINDS, EventFactory, WebhookSender, user_id, user_source
+from frontdesk.sandbox.webhooks import USER_EVENT_KINDS, EventFactory, user_id, user_source
+
+from .load import WebhookSender
 
 log = logging.getLogger("frontdesk.bench")
 
@@ -152,7 +153,7 @@ class Bench:
         self.args, self.url, self.sandbox, self.count, self.run_id = args, url, sandbox, count, run_id
         self.before = before
         self.plan = Plan(count, args.users, mix, seed=int(run_id, 16))
-        self.secret = credentials(settings)[0]
+        self.secret = sandbox_credentials(settings)[0]
         self.factory = EventFactory(self.secret)
         self.per_request = args.events_per_request
         self.requests = math.ceil(count / self.per_request)

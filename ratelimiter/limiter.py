@@ -1,11 +1,11 @@
-"""The rate limiter process: the one owner of the LINE API connection (`dispatcher.cli _ratelimiter`).
+"""The rate limiter process: the one owner of the LINE API connection (`python -m frontdesk.ratelimiter`).
 
 It reads call requests as frames on stdin and answers them on stdout (SPEC.md, "The rate limiter
 pipe"); stderr is its log. Threads: one reader decoding frames and deciding what each call needs
 (answer from the call journal or the profile cache, batch it, or queue it); `api_connections`
 sender threads, each with its own keep-alive connection, taking calls from the per-endpoint
-token buckets (dispatcher.buckets) in batches and journaling each batch in one store write;
-the batcher's thread (dispatcher.batcher); a stats thread. Frames go out under one lock.
+token buckets (ratelimiter/buckets.py) in batches and journaling each batch in one store write;
+the batcher's thread (ratelimiter/batcher.py); a stats thread. Frames go out under one lock.
 
 At most once per (event, n-th call): before a call goes out its journal entry says "started"
 with the exact HTTP request; after the answer, "done" or "failed". A repeated call is answered
@@ -26,11 +26,11 @@ import threading
 import time
 from collections import defaultdict
 
-from protocol.frames import FrameDecoder, ProtocolError, encode_frame
-from protocol.rpc import Notification, Request, Response, error_value, parse_message
-from store import StoreError, open_store
-from store.base import JournalEntry
-from store.groupcommit import GroupCommitter, WriteRequest
+from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.rpc import Notification, Request, Response, error_value, parse_message
+from frontdesk.store import StoreError, open_store
+from frontdesk.store.base import JournalEntry
+from frontdesk.store.groupcommit import GroupCommitter, WriteRequest
 
 from .batcher import Batcher, batch_key
 from .buckets import Scheduler
@@ -656,8 +656,8 @@ class RateLimiter:
         log.info("stopped %s", " ".join(f"{k}={v}" for k, v in self.counters.values.items()))
 
 
-def main(settings, args) -> int:
-    """`python -m dispatcher.cli _ratelimiter`: frames on stdin/stdout, log on stderr."""
+def main(settings) -> int:
+    """`python -m frontdesk.ratelimiter` (started by a dispatcher): frames on stdin/stdout, log on stderr."""
     if not settings.channel_access_token:
         log.warning("channel_access_token_missing effect=LINE_answers_401")
     try:

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 
-from .sqlite import SQLiteStore
+from frontdesk.store.sqlite import SQLiteStore
 
 WRITER_THREADS = 16
 APPENDS_PER_THREAD = 1000
@@ -87,8 +87,7 @@ def bench_claim_ack(folder: str) -> float:
 
 _APPENDER = """
 import json, sys, time
-sys.path[:0] = [sys.argv[4]]
-from store.sqlite import SQLiteStore
+from frontdesk.store.sqlite import SQLiteStore
 store = SQLiteStore(sys.argv[1])
 count, rate = int(sys.argv[2]), float(sys.argv[3])
 sys.stdin.readline()                      # go
@@ -112,9 +111,8 @@ def bench_wakeup(folder: str) -> tuple[float, float]:
     reader = sqlite3.connect(store.path)
     selector = selectors.DefaultSelector()
     selector.register(feed.fileno(), selectors.EVENT_READ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     appender = subprocess.Popen([sys.executable, "-c", _APPENDER, store.url, str(WAKE_COUNT),
-                                 str(WAKE_RATE), root], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 str(WAKE_RATE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True)
     seen: dict[int, float] = {}
     last_seq = 0

@@ -21,7 +21,7 @@ READY_TIMEOUT_S = 20.0
 
 
 def demo_command(settings) -> list[str]:
-    return [sys.executable, "-m", "dispatcher.cli", "bench", "--count", str(DEMO_EVENTS), "--rate", "5",
+    return [sys.executable, "-m", "frontdesk", "bench", "--count", str(DEMO_EVENTS), "--rate", "5",
             "--users", "3", "--url", f"http://{settings.listen}{settings.callback_path}",
             "--sandbox-url", f"http://{settings.sandbox_listen}", "--settle", "10"]
 

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-from protocol.frames import FrameDecoder, encode_frame
+from frontdesk.protocol.frames import FrameDecoder, encode_frame
 
 HANDLERS = 4
 WINDOW = 64
@@ -76,7 +76,7 @@ class _Run:
     """One store in a temp folder and one dispatcher subprocess with the no-op handlers."""
 
     def __init__(self, settings):
-        from store import open_store
+        from frontdesk.store import open_store
 
         self.folder = tempfile.mkdtemp(prefix="frontdesk-bench-drain-")
         self.receipts = os.path.join(self.folder, "receipts")
@@ -87,12 +87,12 @@ class _Run:
         self.process = None
 
     def start_dispatcher(self) -> None:
-        handler = shlex.join([sys.executable, "-m", "dispatcher.bench_drain", "handler"])
+        handler = shlex.join([sys.executable, "-m", "frontdesk.bench.drain", "handler"])
         env = {**os.environ, **self.settings.to_environ(), "FRONTDESK_STORE": self.url,
                "FRONTDESK_HANDLER": handler, "FRONTDESK_HANDLERS": str(HANDLERS),
                "FRONTDESK_LOG_LEVEL": "WARNING", "FD_BENCH_RECEIPTS": self.receipts,
                "LINE_CHANNEL_ACCESS_TOKEN": self.settings.channel_access_token or "bench"}
-        self.process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "dispatcher"], env=env,
+        self.process = subprocess.Popen([sys.executable, "-m", "frontdesk.dispatcher"], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait_done(self, count: int, timeout: float) -> float:

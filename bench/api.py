@@ -25,10 +25,10 @@ import uuid
 
 import requests
 
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.rpc import Request, Response, parse_message
+from frontdesk.protocol.frames import FrameDecoder, encode_frame
+from frontdesk.protocol.rpc import Request, Response, parse_message
 
-from .line_api import LineApi, build_request
+from frontdesk.ratelimiter.line_api import LineApi, build_request
 
 TOKEN = "bench-token"
 UNLIMITED = "reply=100000/s,push=100000/s,multicast=100000/s,default=100000/s"
@@ -74,7 +74,7 @@ def sandbox(latency_ms: float):
     """A `frontdesk sandbox` subprocess with LINE's limits lifted; yields its base URL."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "dispatcher.cli", "sandbox"], stdout=subprocess.DEVNULL,
+        [sys.executable, "-m", "frontdesk.sandbox"], stdout=subprocess.DEVNULL,
         env=_child_env({"FRONTDESK_SANDBOX_LISTEN": f"127.0.0.1:{port}", "FRONTDESK_SANDBOX_LATENCY_MS":
                         str(latency_ms), "FRONTDESK_SANDBOX_RATE_LIMITS": UNLIMITED}))
     try:
@@ -116,7 +116,7 @@ def limiter_run(url: str, folder: str, calls: list[dict], **knobs) -> float:
                       "FRONTDESK_API_BASE": url, "FRONTDESK_API_DATA_BASE": url,
                       "FRONTDESK_RATE_LIMITS": UNLIMITED,
                       **{f"FRONTDESK_{k.upper()}": str(v) for k, v in knobs.items()}})
-    process = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "_ratelimiter"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "frontdesk.ratelimiter"], env=env,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     answered = threading.Event()
     errors = []

@@ -1,0 +1,36 @@
+"""How every frontdesk process starts: the settings its parent resolved, one log format, an exit
+status.
+
+`frontdesk run` and the dispatcher start their children as `python -m frontdesk.<role>` (so `ps`
+names the role) with every setting in the environment (`Settings.to_environ`); the child loads
+them back here. The log format is shared by every process: `time LEVEL logger[pid] key=value ...`.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from .config import ConfigError, Settings, load
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr in the one format of every frontdesk process."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=LOG_FORMAT,
+                        stream=sys.stderr)
+
+
+def run_role(name: str, main: Callable[[Settings], int | None]) -> int:
+    """Run one role's `main(settings)` with settings from the environment and the config file;
+    returns its exit status (2 for a configuration error, named on stderr)."""
+    try:
+        settings = load()
+        setup_logging(settings.log_level)
+        return main(settings) or 0
+    except ConfigError as exc:
+        print(f"frontdesk {name}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
