@@ -17,6 +17,7 @@ from frontdesk.dispatcher.lifeline import spawn
 from frontdesk.dispatcher.loop import EventLoop, SignalQueue
 from frontdesk.dispatcher.supervise import RestartPolicy
 from frontdesk.dispatcher.workers import describe_exit
+from frontdesk.protocol.roles import status_name
 from frontdesk.store import StoreError
 
 log = logging.getLogger("frontdesk.run")
@@ -34,7 +35,7 @@ class Service:
         self.address = address
         # TERM -> KILL; the dispatcher's TERM means "drain", which may take drain_grace_s
         self.stop_grace_s = settings.kill_grace_s if stop_grace_s is None else stop_grace_s
-        self.policy = RestartPolicy(settings, name)
+        self.policy = RestartPolicy(settings, name, log)
         self.proc = None
         self.wanted = True
         self._timer: float | None = None   # restart (when not running) or KILL (when stopping)
@@ -131,7 +132,7 @@ class Supervisor:
         self._dispatcher = next(s for s in services if s.name == "dispatcher")
         self.pid = os.getpid()
         self.host = socket.gethostname()
-        self.status_name = f"run:{self.host}:{self.pid}"
+        self.status_name = status_name("run", self.host, self.pid)
         self.started_at = time.time()
         self.state = "running"
         self.loop = EventLoop()
@@ -202,7 +203,7 @@ class Supervisor:
     def _expire_leases_of(self, pid: int) -> None:
         """A dead dispatcher's events need not wait out their leases: we know it is gone."""
         try:
-            doc = self.store.get_statuses().get(f"dispatcher:{self.host}:{pid}") or {}
+            doc = self.store.get_statuses().get(status_name("dispatcher", self.host, pid)) or {}
             if doc.get("owner"):
                 count = self.store.expire_leases(doc["owner"])
                 log.info("dispatcher_leases_expired pid=%d owner=%s events=%d", pid, doc["owner"], count)

@@ -50,7 +50,7 @@ class ApiLink:
         self.settings = settings
         self.env = env
         self.loop = loop
-        self.policy = RestartPolicy(settings, "ratelimiter")
+        self.policy = RestartPolicy(settings, "ratelimiter", log)
         self.process: RateLimiterProcess | None = None
         self.pending: dict[int, PendingCall] = {}
         self.stats: dict | None = None

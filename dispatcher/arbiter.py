@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from frontdesk.protocol import rpc
 from frontdesk.protocol.config import handler_command
+from frontdesk.protocol.roles import status_name
 from frontdesk.store import StoreError, open_store
 
 from .apilink import ApiLink
@@ -50,10 +51,6 @@ class Slot:
     restarts: int = 0
 
 
-def _api_error(message: str) -> dict:
-    return rpc.error_value(message, status=0, retryable=False)
-
-
 class Arbiter:
     def __init__(self, settings, store, environ: dict | None = None):
         self.settings = settings
@@ -62,14 +59,14 @@ class Arbiter:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
-        self.status_name = f"dispatcher:{self.host}:{self.pid}"
+        self.status_name = status_name("dispatcher", self.host, self.pid)
         self.env = {**(os.environ if environ is None else environ), **settings.to_environ()}
         credentials = settings.secret_env_names()   # handlers call the API through us, never directly
         self.handler_env = {name: value for name, value in self.env.items() if name not in credentials}
         self.handler_argv = handler_command(settings)
         self.router = Router(store, settings, self.owner)
         self.apilink = ApiLink(settings, self.env, self.loop)
-        self.policy = RestartPolicy(settings, "handlers")
+        self.policy = RestartPolicy(settings, "handlers", log)
         self.slots: list[Slot] = []
         self.retiring: list[HandlerProcess] = []
         self.target = settings.handlers
@@ -227,17 +224,17 @@ class Arbiter:
     def api_call(self, process: HandlerProcess, request: rpc.Request) -> None:
         params = request.params
         if request.method not in API_METHODS:
-            process.respond(request.msgid, _api_error(f"unknown method {request.method}"), None)
+            process.respond(request.msgid, rpc.api_error(f"unknown method {request.method}"), None)
             return
         if len(params) != 2 or not isinstance(params[1], dict):
-            process.respond(request.msgid, _api_error(
+            process.respond(request.msgid, rpc.api_error(
                 f"{request.method}: params must be [event id or nil, args map]"), None)
             return
         event_id, call_no, context = params[0], None, {}
         if event_id is not None:
             delivery = process.delivery_for(event_id)
             if delivery is None:
-                process.respond(request.msgid, _api_error(
+                process.respond(request.msgid, rpc.api_error(
                     f"{request.method}: event {str(event_id)[:130]!r} is not in flight on this handler"), None)
                 return
             delivery.calls += 1

@@ -6,8 +6,6 @@ import logging
 import time
 from collections import deque
 
-log = logging.getLogger("frontdesk.dispatcher")
-
 FIRST_RESTART_DELAY_S = 0.1
 
 
@@ -20,9 +18,10 @@ class RestartPolicy:
     a whole window passes without a crash. Nothing is ever given up: restarts go on.
     """
 
-    def __init__(self, settings, group: str):
+    def __init__(self, settings, group: str, log: logging.Logger):
         self.settings = settings
         self.group = group
+        self.log = log          # the supervising process's logger
         self.degraded: str | None = None
         self.crashes = 0
         self._recent: deque[float] = deque()
@@ -39,7 +38,7 @@ class RestartPolicy:
                 self.degraded = (f"{self.group}: {count} crashes within restart_period_s="
                                  f"{self.settings.restart_period_s:g} (restart_intensity="
                                  f"{self.settings.restart_intensity}); last: {reason}")
-                log.error("pool_degraded group=%s crashes=%d period_s=%g last_reason=%s", self.group,
+                self.log.error("pool_degraded group=%s crashes=%d period_s=%g last_reason=%s", self.group,
                           count, self.settings.restart_period_s, reason)
             return self.settings.restart_backoff_max_s
         return min(FIRST_RESTART_DELAY_S * 2 ** (count - 1), self.settings.restart_backoff_max_s)
@@ -48,7 +47,7 @@ class RestartPolicy:
         """Clear the degraded mark once a whole window has passed without a crash."""
         self._forget_old(time.monotonic())
         if self.degraded is not None and not self._recent:
-            log.info("pool_recovered group=%s", self.group)
+            self.log.info("pool_recovered group=%s", self.group)
             self.degraded = None
 
     def _forget_old(self, now: float) -> None:

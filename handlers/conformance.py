@@ -152,7 +152,7 @@ def kit_answer(request: rpc.Request, in_flight_ids) -> tuple[dict | None, object
     """(error, result, violation) for one API call; a violation also gets an error answer."""
     params = request.params
     if request.method not in API:
-        return rpc.error_value(f"unknown method {request.method}", status=0, retryable=False), None, \
+        return rpc.api_error(f"unknown method {request.method}"), None, \
             f"called unknown method {request.method!r}"
     if len(params) != 2 or not isinstance(params[1], dict):
         problem = "params must be [event id or nil, args map]"
@@ -164,7 +164,7 @@ def kit_answer(request: rpc.Request, in_flight_ids) -> tuple[dict | None, object
         if problem is None:
             return None, result(params[1]), None
     text = f"{request.method}: {problem}"
-    return rpc.error_value(text, status=400, retryable=False), None, text
+    return rpc.api_error(text, status=400), None, text
 
 
 # --- the handler under test ---------------------------------------------------------------------------
@@ -342,8 +342,8 @@ class Handler:
                 outcome.violations.append(violation)
             elif fail_calls > 0:
                 fail_calls -= 1
-                error, result = rpc.error_value("conformance: simulated LINE API failure", status=400,
-                                                details=[], retryable=False), None
+                error, result = rpc.api_error("conformance: simulated LINE API failure", status=400,
+                                              details=[]), None
             self.send(rpc.Response(request.msgid, error, result))
 
 

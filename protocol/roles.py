@@ -34,3 +34,13 @@ def run_role(name: str, main: Callable[[Settings], int | None]) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def status_name(role: str, host: str, pid: int) -> str:
+    """The name a process publishes its status document under in the store: `role:host:pid`."""
+    return f"{role}:{host}:{pid}"
+
+
+def status_role(name: str) -> str:
+    """The role of a status document's name (see status_name)."""
+    return name.split(":", 1)[0]

@@ -99,6 +99,15 @@ class MsgIds:
         return msgid
 
 
+def api_error(message: str, status: int = 0, retryable: bool = False, details: list | None = None) -> dict:
+    """The error answer of an API call (SPEC.md, "API errors"): LINE's HTTP status (0 when LINE
+    gave no answer), whether the same call may succeed later, and LINE's details when it gave any."""
+    error = {"message": message, "status": status, "retryable": retryable}
+    if details is not None:
+        error["details"] = details
+    return error
+
+
 def error_value(message: str, retry: bool | None = None, **details) -> dict:
     """The error map used in responses: always a `message`, plus optional fields."""
     error = {"message": message}

@@ -27,14 +27,14 @@ import time
 from collections import defaultdict
 
 from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
-from frontdesk.protocol.rpc import Notification, Request, Response, error_value, parse_message
+from frontdesk.protocol.rpc import Notification, Request, Response, api_error, error_value, parse_message
 from frontdesk.store import StoreError, open_store
 from frontdesk.store.base import JournalEntry
 from frontdesk.store.groupcommit import GroupCommitter, WriteRequest
 
 from .batcher import Batcher, batch_key
 from .buckets import Scheduler
-from .line_api import (ApiConnectionError, ArgsError, HttpRequest, LineApi, api_error, batch_retry_key,
+from .line_api import (ApiConnectionError, ArgsError, HttpRequest, LineApi, batch_retry_key, response_error,
                        build_request, push_target, retry_key)
 
 log = logging.getLogger("frontdesk.ratelimiter")
@@ -138,10 +138,6 @@ def journaled(method: str, args: dict) -> bool:
     return method in ("reply", "push", "multicast", "broadcast", "narrowcast")
 
 
-def _error(message: str, status: int = 0, retryable: bool = False) -> dict:
-    return {"message": message, "status": status, "retryable": retryable}
-
-
 class Counters:
     """Cumulative figures for the stats notification."""
 
@@ -232,14 +228,14 @@ class RateLimiter:
         try:
             call = parse_call(message.params)
         except ValueError as exc:
-            self._write(Response(message.msgid, _error(f"bad call: {exc}"), None))
+            self._write(Response(message.msgid, api_error(f"bad call: {exc}"), None))
             return
         call.msgids.append(message.msgid)
         try:
             self._dispatch(call)
         except StoreError as exc:
             log.error("store_error method=%s reason=%r", call.method, str(exc))
-            self._answer(call, _error(f"store unavailable: {exc}", retryable=True), None)
+            self._answer(call, api_error(f"store unavailable: {exc}", retryable=True), None)
 
     def _dispatch(self, call: Call) -> None:
         if call.method == "user_get":
@@ -257,7 +253,7 @@ class RateLimiter:
             self._route(call)
         except ArgsError as exc:
             self._forget(call)
-            self._answer(call, _error(str(exc)), None)
+            self._answer(call, api_error(str(exc)), None)
 
     def _route(self, call: Call) -> None:
         """Turn a new call into a queued Send (or a batch member)."""
@@ -318,7 +314,7 @@ class RateLimiter:
             return False
         if current is not None or entry.fingerprint != call.fingerprint:
             self.counters.add("journal_mismatches")
-            self._answer(call, _error(
+            self._answer(call, api_error(
                 f"call journal mismatch: call {call.call_no} of event {call.event_id} was a different "
                 f"call before (method or args changed); calls of a redelivered event must repeat in order"),
                 None)
@@ -339,7 +335,7 @@ class RateLimiter:
             self._answer(call, error, None)
             return True
         if not resendable:  # "started", and LINE could not tell a repeat: it may have been delivered
-            error = _error(f"outcome unknown: call {call.call_no} of event {call.event_id} ({call.method}) "
+            error = api_error(f"outcome unknown: call {call.call_no} of event {call.event_id} ({call.method}) "
                            "was sent by a rate limiter that stopped before the answer; not sent again "
                            "(at most once)")
             self.store.journal_put(JournalEntry(call.event_id, call.call_no, call.fingerprint, "failed",
@@ -431,7 +427,7 @@ class RateLimiter:
                     except Exception as exc:  # a bug must cost one call, not the sender thread
                         log.exception("send_failed endpoint=%s", send.request.endpoint)
                         finished.append(send)
-                        self._finish(send, _error(f"rate limiter internal error: {exc!r}"), None)
+                        self._finish(send, api_error(f"rate limiter internal error: {exc!r}"), None)
                 self._journal_finished(finished)
         finally:
             api.close()
@@ -452,7 +448,7 @@ class RateLimiter:
         except StoreError as exc:
             log.error("journal_write_failed entries=%d reason=%r action=calls_not_sent", len(entries), str(exc))
             for send in sends:
-                self._finish(send, _error(f"call journal unavailable, not sent: {exc}", retryable=True), None)
+                self._finish(send, api_error(f"call journal unavailable, not sent: {exc}", retryable=True), None)
                 for call in send.calls:
                     self._forget(call)
             return []
@@ -497,7 +493,7 @@ class RateLimiter:
                 return False
             message = str(exc) if not exc.sent else (
                 f"{exc}; the request was sent, so whether LINE acted on it is unknown (not sent again)")
-            return self._finish(send, _error(message, 0, retryable=safe), None)
+            return self._finish(send, api_error(message, 0, retryable=safe), None)
         status = response.status
         self.counters.http(endpoint, status)
         if status == 429:
@@ -505,7 +501,7 @@ class RateLimiter:
             log.warning("api_429 endpoint=%s attempt=%d", endpoint, send.attempts)
             if self._retry(send, BACKOFF_429_FIRST_S, pause=True):
                 return False
-            return self._finish(send, api_error(response, retryable=True), None)
+            return self._finish(send, response_error(response, retryable=True), None)
         if status >= 500:
             safe = _line_drops_a_repeat(send)
             send.repeat = True
@@ -513,7 +509,7 @@ class RateLimiter:
                         send.attempts, safe)
             if safe and self._retry(send, BACKOFF_FIRST_S, pause=False):
                 return False
-            error = api_error(response, retryable=safe)
+            error = response_error(response, retryable=safe)
             if not safe:
                 error["message"] += " (LINE may have acted on it; not sent again)"
             return self._finish(send, error, None)
@@ -522,10 +518,10 @@ class RateLimiter:
                 self.counters.add("409s")
             return self._finish(send, None, self._result(send, response))
         if status == 413 and response.body is None:
-            return self._finish(send, _error(
+            return self._finish(send, api_error(
                 f"content is larger than the limit of {self.content_max} bytes (content_max_bytes, "
                 "and at most max_frame_bytes)", 413), None)
-        error = api_error(response, retryable=False)
+        error = response_error(response, retryable=False)
         if send.sent_as == "reply" and status == 400 and "invalid reply token" in error["message"].lower():
             if send.repeat:   # the first attempt used the token: the reply was delivered then
                 self.counters.add("replies_delivered_before")
@@ -599,7 +595,7 @@ class RateLimiter:
     def _user_get(self, args: dict):
         user_id = args.get("userId")
         if not isinstance(user_id, str) or not user_id:
-            return _error("user_get: `userId` must be a non-empty string"), None
+            return api_error("user_get: `userId` must be a non-empty string"), None
         user = self.store.user_get(user_id)
         if user is None:
             return None, None
@@ -608,13 +604,13 @@ class RateLimiter:
     def _user_set_data(self, args: dict):
         user_id, data = args.get("userId"), args.get("data")
         if not isinstance(user_id, str) or not user_id:
-            return _error("user_set_data: `userId` must be a non-empty string"), None
+            return api_error("user_set_data: `userId` must be a non-empty string"), None
         if not isinstance(data, dict):
-            return _error("user_set_data: `data` must be a map"), None
+            return api_error("user_set_data: `data` must be a map"), None
         try:
             self.store.user_set_data(user_id, data)
         except (TypeError, ValueError) as exc:
-            return _error(f"user_set_data: `data` cannot be stored: {exc}"), None
+            return api_error(f"user_set_data: `data` cannot be stored: {exc}"), None
         return None, None
 
     def _answer_from_profile_cache(self, call: Call) -> bool:

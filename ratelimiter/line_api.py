@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode, urlsplit
 
+from frontdesk.protocol.rpc import api_error
+
 USER_AGENT = "frontdesk/0.1"
 RETRY_KEY_NAMESPACE = uuid.UUID("6f1e2d3c-7b5a-4c1e-9a8f-2b3c4d5e6f70")  # fixed: keys survive restarts
 RETRY_KEY_ENDPOINTS = frozenset({"push", "multicast", "broadcast", "narrowcast"})
@@ -170,15 +172,13 @@ def push_target(source: dict | None) -> str | None:
     return None
 
 
-def api_error(response: HttpResponse, retryable: bool) -> dict:
+def response_error(response: HttpResponse, retryable: bool) -> dict:
     """The SPEC error map from LINE's error body: LINE's own message, status and details."""
     body = response.body if isinstance(response.body, dict) else {}
     message = body.get("message") if isinstance(body.get("message"), str) else None
-    error = {"message": message or f"LINE API answered HTTP {response.status}",
-             "status": response.status, "retryable": retryable}
-    if isinstance(body.get("details"), list):
-        error["details"] = body["details"]
-    return error
+    details = body.get("details")
+    return api_error(message or f"LINE API answered HTTP {response.status}", response.status, retryable,
+                     details if isinstance(details, list) else None)
 
 
 # --- the connection --------------------------------------------------------------------------------

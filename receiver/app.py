@@ -15,6 +15,7 @@ import falcon
 
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.events import WebhookError, parse_webhook_body, signature_ok
+from frontdesk.protocol.roles import status_role
 from frontdesk.store import Store, StoreError
 
 from . import metrics as prom
@@ -115,7 +116,7 @@ class _CachedStats:
             self._refresh()
             fresh_after = time.time() - STATUS_FRESH_S
             return {name: doc for name, doc in self._statuses.items()
-                    if name.startswith("dispatcher:") and doc.get("updated_at", 0) >= fresh_after}
+                    if status_role(name) == "dispatcher" and doc.get("updated_at", 0) >= fresh_after}
 
 
 def _pool_gauges(registry: prom.Registry, stats: _CachedStats) -> None:

@@ -65,9 +65,9 @@ MIGRATIONS: list[list[str]] = [
             finished_at REAL                        -- done or dead since (epoch s)
         )""",
         "CREATE INDEX events_heads ON events(seq, due) WHERE head = 1",
-        "CREATE INDEX events_active ON events(key, seq) WHERE state < 2",
-        "CREATE INDEX events_done ON events(finished_at) WHERE state = 2",
-        "CREATE INDEX events_dead ON events(seq) WHERE state = 3",
+        f"CREATE INDEX events_active ON events(key, seq) WHERE state < {DONE}",
+        f"CREATE INDEX events_done ON events(finished_at) WHERE state = {DONE}",
+        f"CREATE INDEX events_dead ON events(seq) WHERE state = {DEAD}",
         """CREATE TABLE journal (
             event_id TEXT NOT NULL, call_no INTEGER NOT NULL, fingerprint TEXT NOT NULL,
             state TEXT NOT NULL, request TEXT, response TEXT, updated_at REAL NOT NULL,
@@ -92,12 +92,12 @@ _FOLLOW_SQL = {
 }
 
 # A new event heads its key when the key has no pending or leased event yet.
-_INSERT_EVENT = """INSERT INTO events (id, key, destination, event, received_at, state, head, due)
-    SELECT ?1, ?2, ?3, ?4, ?5, 0, NOT EXISTS (SELECT 1 FROM events WHERE key = ?2 AND state < 2), 0
+_INSERT_EVENT = f"""INSERT INTO events (id, key, destination, event, received_at, state, head, due)
+    SELECT ?1, ?2, ?3, ?4, ?5, {PENDING}, NOT EXISTS (SELECT 1 FROM events WHERE key = ?2 AND state < {DONE}), 0
     WHERE true ON CONFLICT (id) DO NOTHING"""
 
-_PROMOTE_HEAD = """UPDATE events SET head = 1
-    WHERE seq = (SELECT min(seq) FROM events WHERE key = ? AND state < 2)"""
+_PROMOTE_HEAD = f"""UPDATE events SET head = 1
+    WHERE seq = (SELECT min(seq) FROM events WHERE key = ? AND state < {DONE})"""
 
 
 class WriterLock:
@@ -341,7 +341,7 @@ class SQLiteStore(Store):
         def work(conn):
             acked = self._finish(conn, owner, event_ids, DONE, None) if event_ids else 0
             rows = conn.execute(
-                "UPDATE events SET state = 1, owner = ?, due = ?, attempt = attempt + 1 WHERE seq IN"
+                f"UPDATE events SET state = {LEASED}, owner = ?, due = ?, attempt = attempt + 1 WHERE seq IN"
                 " (SELECT seq FROM events WHERE head = 1 AND due <= ? ORDER BY seq LIMIT ?)"
                 " RETURNING seq, id, key, destination, event, received_at, attempt",
                 (owner, now + lease_s, now, max(limit, 0))).fetchall()
@@ -361,7 +361,7 @@ class SQLiteStore(Store):
         for marks, chunk in _id_chunks(event_ids):
             keys.update(row[0] for row in conn.execute(
                 "UPDATE events SET state = ?, head = 0, owner = NULL, finished_at = ?,"
-                f" error = coalesce(?, error) WHERE owner = ? AND state = 1 AND id IN ({marks})"
+                f" error = coalesce(?, error) WHERE owner = ? AND state = {LEASED} AND id IN ({marks})"
                 " RETURNING key", (state, time.time(), error, owner, *chunk)))
         conn.executemany(_PROMOTE_HEAD, [(key,) for key in keys])
         return len(keys)
@@ -375,7 +375,7 @@ class SQLiteStore(Store):
     def nack(self, owner: str, event_id: str, error: str, retry: bool, max_attempts: int,
              backoff_s: float, backoff_max_s: float) -> str:
         def work(conn):
-            row = conn.execute("SELECT attempt FROM events WHERE id = ? AND owner = ? AND state = 1",
+            row = conn.execute(f"SELECT attempt FROM events WHERE id = ? AND owner = ? AND state = {LEASED}",
                                (event_id, owner)).fetchone()
             if row is None:
                 return "lost"
@@ -385,7 +385,7 @@ class SQLiteStore(Store):
                 log.warning("event_dead_lettered id=%s attempts=%d retry=%s", event_id, attempt, retry)
                 return "dead"
             delay = min(backoff_s * 2 ** max(attempt - 1, 0), backoff_max_s)
-            conn.execute("UPDATE events SET state = 0, owner = NULL, due = ?, error = ? WHERE id = ?",
+            conn.execute(f"UPDATE events SET state = {PENDING}, owner = NULL, due = ?, error = ? WHERE id = ?",
                          (time.time() + delay, error, event_id))
             return "pending"
 
@@ -400,15 +400,15 @@ class SQLiteStore(Store):
             return
         now = time.time()
         released = self._transaction(lambda conn: sum(conn.execute(
-            "UPDATE events SET state = 0, owner = NULL, due = ?, attempt = max(attempt - 1, 0)"
-            " WHERE id = ? AND owner = ? AND state = 1", (now, event_id, owner)).rowcount
+            f"UPDATE events SET state = {PENDING}, owner = NULL, due = ?, attempt = max(attempt - 1, 0)"
+            f" WHERE id = ? AND owner = ? AND state = {LEASED}", (now, event_id, owner)).rowcount
             for event_id in event_ids))
         if released:
             self._notifier.notify()
 
     def expire_leases(self, owner: str) -> int:
         expired = self._transaction(lambda conn: conn.execute(
-            "UPDATE events SET due = ? WHERE owner = ? AND state = 1", (time.time(), owner)).rowcount)
+            f"UPDATE events SET due = ? WHERE owner = ? AND state = {LEASED}", (time.time(), owner)).rowcount)
         if expired:
             self._notifier.notify()
         return expired
@@ -418,7 +418,7 @@ class SQLiteStore(Store):
             return
         until = time.time() + lease_s
         self._transaction(lambda conn: conn.executemany(
-            "UPDATE events SET due = ? WHERE id = ? AND owner = ? AND state = 1",
+            f"UPDATE events SET due = ? WHERE id = ? AND owner = ? AND state = {LEASED}",
             [(until, event_id, owner) for event_id in event_ids]))
 
     def next_wakeup(self) -> float | None:
@@ -432,15 +432,15 @@ class SQLiteStore(Store):
     # --- dead letters and retention --------------------------------------------------------------
     def dead_letters(self, limit: int = 100) -> list[dict]:
         rows = self._read("SELECT id, key, attempt, error, finished_at, event FROM events"
-                          " WHERE state = 3 ORDER BY seq LIMIT ?", (limit,))
+                          f" WHERE state = {DEAD} ORDER BY seq LIMIT ?", (limit,))
         return [{"id": event_id, "key": key, "attempts": attempts, "error": error, "dead_at": dead_at,
                  "event": json.loads(text)} for event_id, key, attempts, error, dead_at, text in rows]
 
     @staticmethod
     def _dead_filter(event_ids: list[str] | None) -> tuple[str, list]:
         if event_ids is None:
-            return "state = 3", []
-        return f"state = 3 AND id IN ({','.join('?' * len(event_ids))})", list(event_ids)
+            return f"state = {DEAD}", []
+        return f"state = {DEAD} AND id IN ({','.join('?' * len(event_ids))})", list(event_ids)
 
     def retry_dead(self, event_ids: list[str] | None = None) -> int:
         """Re-queue dead letters at the end of the queue (a new ts) with a fresh attempt count.
@@ -457,10 +457,10 @@ class SQLiteStore(Store):
                                 f" event, received_at, seq", params).fetchall()
             rows.sort(key=lambda row: row[5])
             for event_id, key, destination, text, received_at, _ in rows:
-                busy = conn.execute("SELECT 1 FROM events WHERE key = ? AND state < 2 LIMIT 1",
+                busy = conn.execute(f"SELECT 1 FROM events WHERE key = ? AND state < {DONE} LIMIT 1",
                                     (key,)).fetchone()
                 conn.execute("INSERT INTO events (id, key, destination, event, received_at, state,"
-                             " head, due) VALUES (?, ?, ?, ?, ?, 0, ?, 0)",
+                             f" head, due) VALUES (?, ?, ?, ?, ?, {PENDING}, ?, 0)",
                              (event_id, key, destination, text, received_at, 0 if busy else 1))
             return len(rows)
 
@@ -492,7 +492,7 @@ class SQLiteStore(Store):
 
         def chunk(conn):
             ids = [row[0] for row in conn.execute(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE state = 2"
+                f"DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE state = {DONE}"
                 " AND finished_at < ? LIMIT ?) RETURNING id", (cutoff, PURGE_CHUNK))]
             conn.executemany("DELETE FROM journal WHERE event_id = ?", [(i,) for i in ids])
             return len(ids)
@@ -563,10 +563,10 @@ class SQLiteStore(Store):
     def stats(self) -> dict:
         now = time.time()
         rows = self._read(
-            "SELECT state = 1 AND due > ?, count(*), min(received_at) FROM events WHERE state < 2"
+            f"SELECT state = {LEASED} AND due > ?, count(*), min(received_at) FROM events WHERE state < {DONE}"
             " GROUP BY 1", (now,))
-        done = self._read("SELECT count(*) FROM events WHERE state = 2")[0][0]
-        dead = self._read("SELECT count(*) FROM events WHERE state = 3")[0][0]
+        done = self._read(f"SELECT count(*) FROM events WHERE state = {DONE}")[0][0]
+        dead = self._read(f"SELECT count(*) FROM events WHERE state = {DEAD}")[0][0]
         counts = {bool(in_flight): (count, oldest) for in_flight, count, oldest in rows}
         pending, oldest = counts.get(False, (0, None))
         return {"pending": pending, "in_flight": counts.get(True, (0, None))[0], "done": done,
