@@ -1,8 +1,13 @@
 """Everything that crosses a process boundary: frames, rpc messages, the webhook and its event
 documents, settings, and how every frontdesk process starts, logs and serves HTTP."""
 
-VERSION = "0.1.0"
-"""The version of the frontdesk distribution (setup.cfg reads it from here)."""
+from importlib import metadata
+
+try:
+    VERSION = metadata.version("frontdesk")
+    """The installed frontdesk's version (setup.cfg's `version`)."""
+except metadata.PackageNotFoundError:   # imported from a source tree that was never installed
+    VERSION = "unknown"
 
 PROTOCOL_VERSION = 1
 """The handler wire protocol version this frontdesk speaks (protocol/SPEC.md)."""
