@@ -24,6 +24,7 @@ log = logging.getLogger("frontdesk.dispatcher")
 
 PROTOCOL_VERSIONS = [PROTOCOL_VERSION]   # offered in the hello, newest first
 STDERR_LINE_MAX = 4096
+EXIT_AFTER_EOF_WAIT_S = 0.1   # failure path only: how long the loop waits for an exit after stdout EOF
 READ_SIZE = 256 * 1024
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
               "error": logging.ERROR}
@@ -345,9 +346,14 @@ class HandlerProcess(FramedChild):
         self.fail(f"protocol violation: {reason}")
 
     def on_stdout_closed(self) -> None:
-        if self.state not in (CLOSING, STOPPING, EXITED):
-            self.fail("closed its stdout" if self.proc.poll() is None
-                      else describe_exit(self.proc.returncode))
+        if self.state in (CLOSING, STOPPING, EXITED):
+            return
+        # A handler whose stdout ends is nearly always exiting: wait a moment so that the reason
+        # is its exit status (a race here made the pool's degraded reason vary run to run).
+        try:
+            self.fail(describe_exit(self.proc.wait(timeout=EXIT_AFTER_EOF_WAIT_S)))
+        except subprocess.TimeoutExpired:
+            self.fail("closed its stdout")
 
     def on_message(self, message) -> None:
         if self.state == STARTING:

@@ -50,10 +50,12 @@ def test_crash_looping_handler_recovers_when_fixed_and_every_event_is_handled(ha
     crash_file = harness.tmp / "broken"
     crash_file.write_text("")
     appended = harness.append(keys=4, per_key=3)
+    # The two handlers start together and both exit at once: two crashes inside the window
+    # (restart_intensity=1) however slowly this machine starts Python processes.
     dispatcher = harness.start(handlers=2, mode="crashloop", env={"FD_TEST_CRASH_FILE": str(crash_file)},
-                               restart_intensity=3, restart_period_s=4)
+                               restart_intensity=1, restart_period_s=4)
     harness.wait_status(dispatcher, lambda d: d["degraded"] is not None and "exited with status 1" in d["degraded"],
-                        message="degraded while crash-looping")
+                        timeout=30, message="degraded while crash-looping")
     assert harness.store.stats()["pending"] == len(appended)
     crash_file.unlink()          # "deploy the fix"
     harness.wait_done(len(appended))

@@ -226,3 +226,42 @@ def test_a_bot_with_its_own_handlers_protocol_and_store_runs_under_frontdesk_run
     untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=bot_folder,
                                capture_output=True, text=True, check=True, timeout=30).stdout.split("\n")
     assert sorted(line[3:] for line in untracked if line) == sorted([".gitignore", *BOT_FILES])
+
+
+# --- arrows follow the data ----------------------------------------------------------------------
+
+ALLOWED_ARROWS = {   # room -> the rooms it may import (README, "Layout")
+    "frontdesk.protocol": set(),
+    "frontdesk.store": {"frontdesk.protocol"},
+    "frontdesk.receiver": {"frontdesk.protocol", "frontdesk.store"},
+    "frontdesk.dispatcher": {"frontdesk.protocol", "frontdesk.store"},
+    "frontdesk.ratelimiter": {"frontdesk.protocol", "frontdesk.store"},
+    "frontdesk.handlers": {"frontdesk.protocol", "frontdesk"},   # examples use the public `from frontdesk import Bot`
+    "frontdesk.sandbox": {"frontdesk.protocol"},
+}
+
+
+def imported_rooms(folder: Path) -> set[str]:
+    """The frontdesk rooms imported anywhere under folder (`frontdesk` alone: the root package)."""
+    import ast
+
+    rooms = set()
+    for source in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level \
+                else [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            rooms.update(".".join(name.split(".")[:2]) for name in names
+                         if name == "frontdesk" or name.startswith("frontdesk."))
+    return rooms
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED_ARROWS))
+def test_a_room_imports_only_what_the_data_flow_allows(room):
+    rooms = imported_rooms(package_folders()[room]) - {room}
+    assert rooms <= ALLOWED_ARROWS[room], rooms - ALLOWED_ARROWS[room]
+
+
+def test_nothing_but_the_command_imports_bench():
+    for room, folder in package_folders().items():
+        if room not in ("frontdesk", "frontdesk.bench"):
+            assert "frontdesk.bench" not in imported_rooms(folder), room
