@@ -9,6 +9,7 @@ behind shows up as latency rather than as a quietly lower rate.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,16 +21,18 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 from collections import Counter, defaultdict
 from typing import Callable
 
 import requests
 
 from frontdesk.protocol.config import ConfigError, Settings, sandbox_credentials
-from frontdesk.store import StoreError, open_store
+from frontdesk.store import StoreError, open_store, sqlite_file_missing
 
 from frontdesk.sandbox.webhooks import USER_EVENT_KINDS, EventFactory, user_id, user_source
 
+from .cpu import RoleCpu
 from .load import WebhookSender
 
 log = logging.getLogger("frontdesk.bench")
@@ -163,6 +166,7 @@ class Bench:
         planned_s = count / args.rate
         self.chaos = Chaos(settings, random.Random(run_id), mean_interval_s=min(5.0, max(0.5, planned_s / 5)),
                            first_kill_s=planned_s * 0.2) if args.chaos else None
+        self.settings = settings
 
     def build(self, k: int) -> bytes:
         """Request k's body: events k*per_request ... in order, each with fresh timestamps and tokens."""
@@ -176,6 +180,17 @@ class Bench:
         return self.factory.body(events)
 
     def run(self) -> dict:
+        with _status_store(self.settings) as store:
+            cpu = RoleCpu(store, _port(self.url), _port(self.sandbox.base_url))
+            cpu.start()
+            try:
+                report = self._run()
+            finally:
+                usage = cpu.stop()
+        report.update(_cpu_report(usage, report["acked"]))
+        return report
+
+    def _run(self) -> dict:
         rate = self.args.rate / self.per_request
         self.progress.start(lambda: f"sending: {self.sender.done}/{self.requests} webhook requests answered")
         if self.chaos:
@@ -286,6 +301,44 @@ class Bench:
         return report
 
 
+@contextlib.contextmanager
+def _status_store(settings: Settings):
+    """The store the system publishes its processes' statuses in, or None (never created here)."""
+    store = None
+    if not sqlite_file_missing(settings.store):
+        try:
+            store = open_store(settings.store)
+        except StoreError as exc:
+            log.warning("event=status_store_unavailable reason=%s", exc)
+    try:
+        yield store
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _port(url: str) -> int | None:
+    """The port of a URL on this host (its processes can be read from /proc), else None."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname not in LOOPBACK:
+        return None
+    return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+FRONTDESK_ROLES = ("receiver", "dispatcher", "handlers", "ratelimiter")
+
+
+def _cpu_report(usage: dict, events: int) -> dict:
+    """CPU milliseconds per acked event, per role and for frontdesk's own processes together."""
+    per_event = {role: None if seconds is None or not events else round(seconds * 1000 / events, 3)
+                 for role, seconds in usage["cpu_s"].items()}
+    own = [per_event[role] for role in FRONTDESK_ROLES]
+    return {"cpu_ms_per_event": per_event,
+            "frontdesk_cpu_ms_per_event": None if None in own else round(sum(own), 3),
+            "cpu_s": usage["cpu_s"], "cpu_processes": usage["processes"], "cpu_note": usage["note"]}
+
+
 def print_table(report: dict) -> None:
     rows = [("webhook events sent", report["sent"]), ("acked (200)", report["acked"]),
             ("rejected (non-200 or no answer)", report["rejected"]),
@@ -297,12 +350,18 @@ def print_table(report: dict) -> None:
     for name in ("ack_ms", "e2e_ms", "send_lag_ms"):
         p = report[name]
         rows.append((f"{name} p50 / p99 / max", f"{p['p50']} / {p['p99']} / {p['max']}"))
+    cpu = report.get("cpu_ms_per_event")
+    if cpu:
+        rows.append(("CPU ms per event, frontdesk in all", report["frontdesk_cpu_ms_per_event"]))
+        rows += [(f"  {role}", value) for role, value in cpu.items()]
     width = max(len(name) for name, _ in rows)
     print(f"frontdesk bench e2e  run {report['run_id']}  -> {report['url']}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     if report.get("warning"):
         print(f"  warning: {report['warning']}")
+    if cpu:
+        print(f"  (CPU {report['cpu_note']})")
 
 
 class Progress:

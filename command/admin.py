@@ -7,13 +7,12 @@ Errors are one line naming the problem; secrets (credentials in a store URL) are
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from contextlib import contextmanager
 
 from frontdesk.protocol import config
-from frontdesk.store import StoreError, open_store
+from frontdesk.store import StoreError, open_store, sqlite_file_missing
 from frontdesk.store.mongo import redact_url as public_url
 
 EMPTY_STATS = {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
@@ -54,19 +53,6 @@ def _reported(function):
             return failed.status
     run.__doc__, run.__name__ = function.__doc__, function.__name__
     return run
-
-
-def _sqlite_file_missing(url: str) -> bool:
-    """A SQLite store not created yet (in a folder that exists): status shows zeros, creates nothing."""
-    if not url.startswith("sqlite:///"):
-        return False
-    from frontdesk.store.sqlite import path_from_url
-
-    try:
-        path = path_from_url(url)
-    except StoreError:
-        return False
-    return not os.path.exists(path) and os.path.isdir(os.path.dirname(os.path.abspath(path)))
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -130,7 +116,7 @@ def _print_handlers(handlers, indent: int) -> None:
 def main_status(settings, args) -> int:
     """Queue depth, in flight, dead letters, and every process's published status."""
     report = {"store": public_url(settings.store), "events": dict(EMPTY_STATS), "processes": {}}
-    if not _sqlite_file_missing(settings.store):
+    if not sqlite_file_missing(settings.store):   # status shows zeros and creates nothing
         with _store("status", settings.store) as store:
             report["events"] = store.stats()
             report["processes"] = store.get_statuses()

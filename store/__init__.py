@@ -1,10 +1,12 @@
 """The queue and the per-user DB behind one contract (`store.base.Store`); a URL picks the backend."""
 from __future__ import annotations
 
+import os
+
 from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
 
 __all__ = ["AppendResult", "ChangeFeed", "JournalEntry", "Store", "StoreError", "StoreUnavailable",
-           "open_store"]
+           "open_store", "sqlite_file_missing"]
 
 
 def open_store(url: str) -> Store:
@@ -19,3 +21,16 @@ def open_store(url: str) -> Store:
         return MongoStore(url)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise StoreError(f"store URL scheme {scheme!r} is not supported (use sqlite:///path.db or mongodb://…)")
+
+
+def sqlite_file_missing(url: str) -> bool:
+    """A SQLite store not created yet (in a folder that exists): a reader should not create it."""
+    if not url.startswith("sqlite:///"):
+        return False
+    from .sqlite import path_from_url
+
+    try:
+        path = path_from_url(url)
+    except StoreError:
+        return False
+    return not os.path.exists(path) and os.path.isdir(os.path.dirname(os.path.abspath(path)))

@@ -212,6 +212,13 @@ def test_bench_counts_a_clean_run(sandbox):
     assert report["api_calls"] == 2 * report["expected"]        # a profile and a reply each
     assert 0 < report["ack_ms"]["p50"] <= report["ack_ms"]["p99"] <= report["ack_ms"]["max"]
     assert report["e2e_ms"]["p50"] > 0
+    # CPU per role: the stand-in (this test process) is found listening on the webhook port, the
+    # sandbox on its own; a stand-in has no dispatcher, handlers or rate limiter, and says so
+    cpu = report["cpu_ms_per_event"]
+    assert cpu["receiver"] > 0 and cpu["sandbox"] > 0 and cpu["bench"] > 0, report
+    assert cpu["dispatcher"] is cpu["handlers"] is cpu["ratelimiter"] is None
+    assert report["frontdesk_cpu_ms_per_event"] is None
+    assert "not found on this host: dispatcher, handlers, ratelimiter" in report["cpu_note"]
 
 
 def test_bench_reports_lost_duplicated_and_refused_events(sandbox):
@@ -303,6 +310,11 @@ def test_a_burst_through_frontdesk_run_sandbox_is_delivered_exactly_once(system)
                           "--mix", "text=4,sticker=1,image=1,follow=1")
     assert report["sent"] == report["acked"] == report["expected"] == report["delivered"] == 60
     assert report["lost"] == report["duplicates"] == report["http_429"] == report["out_of_order"] == 0
+    cpu = report["cpu_ms_per_event"]    # every process of the system, read from /proc
+    assert all(cpu[role] > 0 for role in ("receiver", "dispatcher", "handlers", "ratelimiter", "sandbox"))
+    assert report["cpu_processes"]["handlers"] == 2 and report["cpu_processes"]["receiver"] == 1
+    assert report["frontdesk_cpu_ms_per_event"] == pytest.approx(
+        sum(cpu[role] for role in ("receiver", "dispatcher", "handlers", "ratelimiter")), abs=0.01)
 
 
 def test_chaos_kills_handlers_the_rate_limiter_and_the_dispatcher_and_nothing_is_lost(system):
