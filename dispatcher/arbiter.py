@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from frontdesk.protocol import rpc
 from frontdesk.protocol.config import handler_command
 from frontdesk.protocol.roles import status_name
-from frontdesk.store import StoreError, open_store
+from frontdesk.store import StoreError, run_with_store
 
 from .apilink import ApiLink
 from .loop import EventLoop, SignalQueue
@@ -431,12 +431,4 @@ class Arbiter:
 def main(settings) -> int:
     """`frontdesk dispatcher` / `python -m frontdesk.dispatcher`: the arbiter, until stopped."""
     settings.require_secrets("channel_access_token")
-    try:
-        store = open_store(settings.store)
-    except StoreError as exc:
-        log.error("event=store_open_failed reason=%s", exc)
-        return 1
-    try:
-        return Arbiter(settings, store).run()
-    finally:
-        store.close()
+    return run_with_store(settings.store, log, lambda store: Arbiter(settings, store).run())

@@ -28,7 +28,7 @@ from collections import defaultdict
 
 from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
 from frontdesk.protocol.rpc import Notification, Request, Response, api_error, error_value, parse_message
-from frontdesk.store import StoreError, open_store
+from frontdesk.store import StoreError, run_with_store
 from frontdesk.store.base import JournalEntry
 from frontdesk.store.groupcommit import GroupCommitter, WriteRequest
 
@@ -656,15 +656,11 @@ def main(settings) -> int:
     """`python -m frontdesk.ratelimiter` (started by a dispatcher): frames on stdin/stdout, log on stderr."""
     if not settings.channel_access_token:
         log.warning("channel_access_token_missing effect=LINE_answers_401")
-    try:
-        store = open_store(settings.store)
-    except StoreError as exc:
-        log.error("store_unavailable reason=%r", str(exc))
-        return 2
-    limiter = RateLimiter(settings, store, sys.stdout.buffer)
-    log.info("started api_base=%s connections=%d batching=%s", settings.api_base,
-             settings.api_connections, settings.batching)
-    try:
+
+    def serve(store) -> int:
+        limiter = RateLimiter(settings, store, sys.stdout.buffer)
+        log.info("started api_base=%s connections=%d batching=%s", settings.api_base,
+                 settings.api_connections, settings.batching)
         return limiter.run(sys.stdin.fileno())
-    finally:
-        store.close()
+
+    return run_with_store(settings.store, log, serve, failed=2)

@@ -18,7 +18,7 @@ from waitress.server import BaseWSGIServer
 
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.serving import QuietChannel, stop_waitress_on_signals
-from frontdesk.store import StoreError, open_store
+from frontdesk.store import run_with_store
 
 from .app import create_app
 
@@ -115,17 +115,14 @@ def _flush_answers(socket_map: dict) -> None:
 
 def main(settings: Settings) -> int:
     settings.require_secrets("channel_secret")
-    try:
-        store = open_store(settings.store)
-    except StoreError as exc:
-        log.error("event=store_open_failed reason=%s", exc)
-        return 1
-    try:
-        serve(lambda queue_depth: create_app(settings, store, queue_depth), settings)
-    except OSError as exc:
-        log.error("event=listen_failed address=%s reason=%s", settings.listen, exc.strerror or exc)
-        return 1
-    finally:
-        store.close()
-    log.info("event=stopped")
-    return 0
+
+    def receive(store) -> int:
+        try:
+            serve(lambda queue_depth: create_app(settings, store, queue_depth), settings)
+        except OSError as exc:
+            log.error("event=listen_failed address=%s reason=%s", settings.listen, exc.strerror or exc)
+            return 1
+        log.info("event=stopped")
+        return 0
+
+    return run_with_store(settings.store, log, receive)

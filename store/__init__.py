@@ -1,12 +1,14 @@
 """The queue and the per-user DB behind one contract (`store.base.Store`); a URL picks the backend."""
 from __future__ import annotations
 
+import logging
 import os
+from typing import Callable
 
 from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
 
 __all__ = ["AppendResult", "ChangeFeed", "JournalEntry", "Store", "StoreError", "StoreUnavailable",
-           "open_store", "sqlite_file_missing"]
+           "open_store", "run_with_store", "sqlite_file_missing"]
 
 
 def open_store(url: str) -> Store:
@@ -34,3 +36,17 @@ def sqlite_file_missing(url: str) -> bool:
     except StoreError:
         return False
     return not os.path.exists(path) and os.path.isdir(os.path.dirname(os.path.abspath(path)))
+
+
+def run_with_store(url: str, log: logging.Logger, work: Callable[[Store], int], failed: int = 1) -> int:
+    """A process's life on the store: open it, return work(store), close it. A store that cannot
+    be opened is logged and gives the exit status `failed`."""
+    try:
+        store = open_store(url)
+    except StoreError as exc:
+        log.error("event=store_open_failed reason=%s", exc)
+        return failed
+    try:
+        return work(store)
+    finally:
+        store.close()
