@@ -1,6 +1,6 @@
 """Configuration: every knob a typed, documented entry; one loader for every process.
 
-Precedence, as pinned in DESIGN.md: command-line flag > environment > file
+Precedence (README, "Configuration"): command-line flag > environment > file
 (`frontdesk.toml`, or `--config` / `FRONTDESK_CONFIG`) > default. Errors name the key and the
 source, never a secret's value. Child processes receive the resolved settings through their
 environment (`Settings.to_environ`), so every process of one system sees the same values.

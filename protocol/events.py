@@ -3,7 +3,7 @@ one place.
 
 The event document is what every store hands out and every handler receives:
 `{"ts", "op": "i", "ns": "<db>.events", "o": {"_id", "destination", "event", "key",
-"received_at", "attempt"}}` (DESIGN.md). The LINE event inside is kept exactly as received.
+"received_at", "attempt"}}` (protocol/SPEC.md, section 7). The LINE event inside is kept exactly as received.
 """
 from __future__ import annotations
 

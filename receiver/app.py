@@ -1,6 +1,6 @@
 """The webhook receiver as a falcon WSGI app: verify, validate, store durably, then answer.
 
-The order is the contract (DESIGN.md, webhook): admission (is there still time to answer
+The order is the contract (docs/receiver.md, "What each request gets"): admission (is there still time to answer
 within the ack budget?), size limit, signature over the raw bytes, then parsing, then one
 durable append of every event of the body. Only a 200 means anything was stored.
 """
