@@ -11,13 +11,13 @@ takes to decode it (measured: ~100 us per push, so 1,000 pushes take longer than
 no push waits longer than MAX_AGE_WINDOWS x window.
 
 The batcher only groups; what a closed batch becomes (journal entries, the multicast request,
-its retry key) is the rate limiter's business, through the `on_close` callback, called from
-the batcher's own thread.
+its retry key) is the rate limiter's business, through the `on_close` callback, called on the
+rate limiter's event loop (from a batch's timer, or from `add` when a batch fills).
 """
 from __future__ import annotations
 
+import asyncio
 import json
-import threading
 import time
 
 from .line_api import MAX_MULTICAST_TO
@@ -35,69 +35,68 @@ def batch_key(args: dict) -> str | None:
 
 
 class _Batch:
-    __slots__ = ("deadline", "oldest_deadline", "members", "users")
+    __slots__ = ("deadline", "oldest_deadline", "members", "users", "timer")
 
     def __init__(self, deadline: float, oldest_deadline: float):
         self.deadline = deadline
         self.oldest_deadline = oldest_deadline
         self.members: list = []
         self.users: set[str] = set()
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class Batcher:
+    """Open batches by key, each closed by a timer on the rate limiter's event loop."""
+
     def __init__(self, window_s: float, on_close, max_size: int = MAX_MULTICAST_TO):
         self.window_s = window_s
         self.max_size = max_size
         self._on_close = on_close          # on_close(members: list) — members in arrival order
         self._open: dict[str, _Batch] = {}
-        self._cond = threading.Condition()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self._thread.start()
 
     def add(self, key: str, user: str, member) -> None:
         """Add one push (to `user`, grouped by `key` from batch_key) to its open batch."""
-        full = []
         now = time.monotonic()
-        with self._cond:
-            batch = self._open.get(key)
-            if batch is not None and user in batch.users:  # one user twice: that batch goes now
-                full.append(self._open.pop(key))
-                batch = None
-            if batch is None:
-                batch = self._open[key] = _Batch(now, now + self.window_s * MAX_AGE_WINDOWS)
-                self._cond.notify()
-            batch.deadline = min(now + self.window_s, batch.oldest_deadline)
-            batch.members.append(member)
-            batch.users.add(user)
-            if len(batch.members) >= self.max_size:
-                full.append(self._open.pop(key))
-        for closed in full:
-            self._on_close(closed.members)
+        batch = self._open.get(key)
+        if batch is not None and user in batch.users:  # one user twice: that batch goes now
+            self._close(key)
+            batch = None
+        if batch is None:
+            batch = self._open[key] = _Batch(now, now + self.window_s * MAX_AGE_WINDOWS)
+            batch.timer = asyncio.get_running_loop().call_at(
+                _loop_time(now + self.window_s), self._due, key, batch)
+        batch.deadline = min(now + self.window_s, batch.oldest_deadline)
+        batch.members.append(member)
+        batch.users.add(user)
+        if len(batch.members) >= self.max_size:
+            self._close(key)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    now = time.monotonic()
-                    due = [k for k, b in self._open.items() if b.deadline <= now or self._closing]
-                    if due:
-                        break
-                    if self._closing:
-                        return
-                    wait = min((b.deadline for b in self._open.values()), default=None)
-                    self._cond.wait(None if wait is None else wait - now)
-                closed = [self._open.pop(k) for k in due]
-            for batch in closed:
-                self._on_close(batch.members)
+    def _due(self, key: str, batch: _Batch) -> None:
+        """The batch's timer: close it, or look again at its (slid) deadline."""
+        if self._open.get(key) is not batch:
+            return
+        now = time.monotonic()
+        if now >= batch.deadline:
+            self._close(key)
+        else:
+            batch.timer = asyncio.get_running_loop().call_at(_loop_time(batch.deadline), self._due, key, batch)
+
+    def _close(self, key: str) -> None:
+        batch = self._open.pop(key)
+        if batch.timer is not None:
+            batch.timer.cancel()
+        self._on_close(batch.members)
 
     def close(self) -> None:
-        """Send every open batch now and stop (stdin closed: finish what is queued)."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join()
+        """Send every open batch now (stdin closed: finish what is queued)."""
+        for key in list(self._open):
+            self._close(key)
 
     def open_members(self) -> int:
-        with self._cond:
-            return sum(len(b.members) for b in self._open.values())
+        return sum(len(b.members) for b in self._open.values())
+
+
+def _loop_time(monotonic: float) -> float:
+    """A time.monotonic() value on the running loop's clock (the same clock on Linux; kept apart)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic - time.monotonic())

@@ -7,14 +7,13 @@ together on their way to LINE, and a small burst keeps even a bunched second ins
 one-second budget. Waiting calls queue per endpoint in arrival order; when several endpoints
 have tokens the oldest waiting call goes first, so no endpoint starves another.
 
-Senders block on a Condition whose timeout is the time until the next token or retry is due,
-never polling.
+Senders wait on the event loop until the next token or retry is due, never polling.
 """
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
-import threading
 import time
 from collections import deque
 
@@ -94,14 +93,18 @@ class EndpointQueue:
 
 
 class Scheduler:
-    """Hands items to sender threads as their endpoints' buckets allow, oldest first."""
+    """Hands items to the senders as their endpoints' buckets allow, oldest first.
+
+    Runs on the rate limiter's event loop: `take()` is awaited by each sender and sleeps until an
+    item may go (a timer at the next token or retry, or a submit), never polling.
+    """
 
     def __init__(self, rate_limits: dict[str, tuple[float, float]]):
         limits = dict(rate_limits)
         limits.setdefault("default", (2000.0, 1.0))
         self._queues = {name: EndpointQueue(name, count, period) for name, (count, period) in limits.items()}
-        self._cond = threading.Condition()
         self._seq = itertools.count()
+        self._waiters: deque[asyncio.Future] = deque()
         self._closed = False
 
     def queue_for(self, endpoint: str) -> EndpointQueue:
@@ -109,61 +112,76 @@ class Scheduler:
         return self._queues["default"] if queue is None else queue  # (an empty queue is falsy)
 
     def submit(self, endpoint: str, item) -> None:
-        with self._cond:
-            self.queue_for(endpoint).waiting.append((time.monotonic(), item))
-            self._cond.notify()
+        self.queue_for(endpoint).waiting.append((time.monotonic(), item))
+        self._wake_one()
 
     def retry(self, endpoint: str, item, delay_s: float, enqueued_at: float, pause_endpoint: bool) -> None:
         """Put an item back to go again after delay_s, ahead of newer calls of its endpoint.
         pause_endpoint (after a 429) holds back the whole endpoint for that time."""
         now = time.monotonic()
-        with self._cond:
-            queue = self.queue_for(endpoint)
-            heapq.heappush(queue.retries, (now + delay_s, next(self._seq), enqueued_at, item))
-            if pause_endpoint:
-                queue.bucket.pause(now, delay_s)
-            self._cond.notify()
+        queue = self.queue_for(endpoint)
+        heapq.heappush(queue.retries, (now + delay_s, next(self._seq), enqueued_at, item))
+        if pause_endpoint:
+            queue.bucket.pause(now, delay_s)
+        self._wake_one()
 
-    def take(self, limit: int) -> list:
-        """Block until at least one item may be sent; return up to `limit` of them, each with its
-        token taken. Returns [] once closed and empty (the sender's signal to stop)."""
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                taken = []
-                while len(taken) < limit:
-                    best = None
-                    soonest = None
-                    for queue in self._queues.values():
-                        head = queue.head(now)
-                        if head is None:
-                            continue
-                        delay, enqueued_at = head
-                        if delay <= 0 and (best is None or enqueued_at < best[1]):
-                            best = (queue, enqueued_at)
-                        elif delay > 0 and (soonest is None or delay < soonest):
-                            soonest = delay
-                    if best is None:
-                        break
-                    taken.append(best[0].pop(now))
-                if taken:
-                    return taken
-                if soonest is None and self._closed:
-                    self._cond.notify_all()
-                    return []
-                self._cond.wait(soonest)
+    def _pop_ready(self, now: float):
+        """(an item that may go now, with its token taken, or None; seconds until the next may go)."""
+        best = None
+        soonest = None
+        for queue in self._queues.values():
+            head = queue.head(now)
+            if head is None:
+                continue
+            delay, enqueued_at = head
+            if delay <= 0 and (best is None or enqueued_at < best[1]):
+                best = (queue, enqueued_at)
+            elif delay > 0 and (soonest is None or delay < soonest):
+                soonest = delay
+        return (best[0].pop(now) if best else None), soonest
+
+    async def take(self):
+        """The next item that may be sent (its token taken); None once closed and empty."""
+        loop = asyncio.get_running_loop()
+        while True:
+            item, soonest = self._pop_ready(time.monotonic())
+            if item is not None:
+                if self._waiters:
+                    self._wake_one()   # more may be ready: let the next idle sender look
+                return item
+            if soonest is None and self._closed:
+                return None
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            timer = loop.call_later(soonest, _wake, waiter) if soonest is not None else None
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def pending(self) -> int:
-        with self._cond:
-            return sum(len(q) for q in self._queues.values())
+        return sum(len(q) for q in self._queues.values())
 
     def close(self) -> None:
         """No more submissions are coming: senders stop once everything queued is sent."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._closed = True
+        while self._waiters:
+            _wake(self._waiters.popleft())
 
     def stats(self) -> dict:
-        with self._cond:
-            return {name: queue.stats() for name, queue in self._queues.items()
-                    if len(queue) or queue.waits}
+        return {name: queue.stats() for name, queue in self._queues.items() if len(queue) or queue.waits}
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,11 +1,13 @@
-"""The rate limiter process: the one owner of the LINE API connection (`python -m frontdesk.ratelimiter`).
+"""The rate limiter process: the one owner of the LINE API connections (`python -m frontdesk.ratelimiter`).
 
 It reads call requests as frames on stdin and answers them on stdout (SPEC.md, "The rate limiter
-pipe"); stderr is its log. Threads: one reader decoding frames and deciding what each call needs
-(answer from the call journal or the profile cache, batch it, or queue it); `api_connections`
-sender threads, each with its own keep-alive connection, taking calls from the per-endpoint
-token buckets (ratelimiter/buckets.py) in batches and journaling each batch in one store write;
-the batcher's thread (ratelimiter/batcher.py); a stats thread. Frames go out under one lock.
+pipe"); stderr is its log. Everything runs on one asyncio event loop: reading frames and deciding
+what each call needs (an answer from the call journal or the profile cache, a batch, or a queue),
+`api_connections` senders each driving one keep-alive connection (ratelimiter/http.py) with calls
+taken from the per-endpoint token buckets (ratelimiter/buckets.py), the batcher's timers
+(ratelimiter/batcher.py) and the stats timer. Store writes go through one writer thread
+(ratelimiter/journal.py). One thread for all of it: sixteen sender threads spent a fifth of the
+process's CPU handing the GIL to each other (measured with py-spy).
 
 At most once per (event, n-th call): before a call goes out its journal entry says "started"
 with the exact HTTP request; after the answer, "done" or "failed". A repeated call is answered
@@ -17,12 +19,10 @@ that state is answered "outcome unknown" and never sent again.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import asyncio
 import logging
 import os
 import sys
-import threading
 import time
 from collections import defaultdict
 
@@ -30,31 +30,24 @@ from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
 from frontdesk.protocol.rpc import Notification, Request, Response, api_error, error_value, parse_message
 from frontdesk.store import StoreError, run_with_store
 from frontdesk.store.base import JournalEntry
-from frontdesk.store.groupcommit import GroupCommitter, WriteRequest
 
 from .batcher import Batcher, batch_key
 from .buckets import Scheduler
-from .line_api import (ApiConnectionError, ArgsError, HttpRequest, LineApi, batch_retry_key, response_error,
-                       build_request, push_target, retry_key)
+from .http import ApiConnectionError
+from .journal import StoreWriter, fingerprint, journaled
+from .line_api import (ArgsError, HttpRequest, LineApi, batch_retry_key, build_request, push_target,
+                       response_error, retry_key)
+from .profiles import ProfileCache
 
 log = logging.getLogger("frontdesk.ratelimiter")
 
 API_METHODS = frozenset({"reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content", "call"})
 STORE_METHODS = frozenset({"user_get", "user_set_data"})
-TAKE_LIMIT = 32             # calls a sender takes (and journals in one write) at once
 BACKOFF_FIRST_S = 0.05      # first retry delay after a 5xx or connection error; doubles each time
 BACKOFF_429_FIRST_S = 0.2   # first pause of an endpoint after a 429; doubles each time
 BACKOFF_MAX_S = 5.0
 STATS_INTERVAL_S = 1.0
-READ_BYTES = 1 << 16
 FRAME_OVERHEAD = 1024       # room in a frame around a content download's bytes
-
-
-def fingerprint(method: str, args) -> str:
-    """Identifies a call's content, so a journal entry is never used to answer a different call."""
-    text = json.dumps([method, args], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=lambda value: value.hex() if isinstance(value, bytes) else repr(value))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Call:
@@ -102,14 +95,6 @@ def _line_drops_a_repeat(send: Send) -> bool:
     return request.retry_key is not None or request.method == "GET" or send.sent_as == "reply"
 
 
-class JournalWrite(WriteRequest):
-    __slots__ = ("entries",)
-
-    def __init__(self, entries: list[JournalEntry]):
-        super().__init__()
-        self.entries = entries
-
-
 def parse_call(params) -> Call:
     """The call map of a `call` request, checked; raises ValueError naming what is wrong."""
     if not isinstance(params, list) or len(params) != 1 or not isinstance(params[0], dict):
@@ -127,99 +112,145 @@ def parse_call(params) -> Call:
         raise ValueError(f"{method}: `args` must be a map")
     if not isinstance(context, dict):
         raise ValueError("`context` must be a map")
-    return Call(event_id, call_no if event_id is not None else None, method, args, context,
-                fingerprint(method, args))
-
-
-def journaled(method: str, args: dict) -> bool:
-    """Calls with effects are journaled; reads (profile, content, GET) can simply be made again."""
-    if method == "call":
-        return args.get("method") != "GET"
-    return method in ("reply", "push", "multicast", "broadcast", "narrowcast")
+    # the fingerprint guards the journal: only journaled calls need one
+    fp = fingerprint(method, args) if event_id is not None and method in API_METHODS and journaled(method, args) \
+        else None
+    return Call(event_id, call_no if event_id is not None else None, method, args, context, fp)
 
 
 class Counters:
     """Cumulative figures for the stats notification."""
 
     def __init__(self):
-        self.lock = threading.Lock()
         self.calls = defaultdict(lambda: defaultdict(int))   # endpoint -> status -> count
         self.values = defaultdict(int)                       # 429s, retries, batches, ...
 
     def add(self, name: str, amount: int = 1) -> None:
-        with self.lock:
-            self.values[name] += amount
+        self.values[name] += amount
 
     def http(self, endpoint: str, status: int) -> None:
-        with self.lock:
-            self.calls[endpoint][str(status)] += 1
+        self.calls[endpoint][str(status)] += 1
 
     def snapshot(self) -> dict:
-        with self.lock:
-            return {"calls": {e: dict(s) for e, s in self.calls.items()}, **self.values}
+        return {"calls": {e: dict(s) for e, s in self.calls.items()}, **self.values}
+
+
+class _StdinProtocol(asyncio.Protocol):
+    """Frames from the dispatcher; EOF (or broken framing) ends the rate limiter's input."""
+
+    def __init__(self, limiter: "RateLimiter", max_frame_bytes: int):
+        self.limiter = limiter
+        self.decoder = FrameDecoder(max_frame_bytes)
+        self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended.done():
+            return
+        try:
+            for value in self.decoder.feed(data):
+                self.limiter.on_message(parse_message(value))
+        except ProtocolError as exc:
+            self.ended.set_result(exc)
+
+    def eof_received(self):
+        if not self.ended.done():
+            self.ended.set_result(ProtocolError(f"stdin ended inside a frame ({self.decoder.buffered} bytes "
+                                                "buffered)") if self.decoder.buffered else None)
+        return False
+
+    def connection_lost(self, exc) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
 
 
 class RateLimiter:
-    def __init__(self, settings, store, out):
+    """Calls in from the dispatcher, HTTP requests out to LINE, answers back; all on one loop."""
+
+    def __init__(self, settings, store, out_fd: int):
         self.settings = settings
         self.store = store
-        self._out = out
-        self._write_lock = threading.Lock()
-        self._lock = threading.Lock()                       # guards _in_flight and Call.answer/msgids
+        self._out_fd = out_fd
+        self._out = bytearray()
         self._in_flight: dict[tuple[str, int], Call] = {}
         self.counters = Counters()
         self.scheduler = Scheduler(settings.rate_limits)
         self.content_max = min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD)
         self.batcher = (Batcher(settings.batch_window_ms / 1000.0, self._batch_closed)
                         if settings.batching else None)
-        self._senders = [threading.Thread(target=self._send_loop, name=f"sender-{i}", daemon=True)
-                         for i in range(settings.api_connections)]
-        # Sixteen senders journaling a call each made sixteen fsyncs (with the write lock the
-        # receiver and dispatcher need too); grouped, the senders waiting at once share one.
-        self._journal = GroupCommitter("call journal", self._commit_journal, lambda: None)
-        self._stopped = threading.Event()
-        self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
+        self.profiles = ProfileCache(settings.profile_ttl_s)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.writer: StoreWriter | None = None
+        self._flush_scheduled = False
+        self._stats_timer: asyncio.TimerHandle | None = None
 
     # --- output -----------------------------------------------------------------------------------
     def _write(self, message) -> None:
-        frame = encode_frame(message.to_wire())
-        with self._write_lock:
+        """Queue a frame; everything queued in one loop turn goes out in one write."""
+        self._out += encode_frame(message.to_wire())
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        while self._out:
             try:
-                self._out.write(frame)
-                self._out.flush()
-            except (BrokenPipeError, ValueError):
-                pass  # the dispatcher is gone; its calls are re-made from the journal by the next one
+                written = os.write(self._out_fd, self._out)
+            except BlockingIOError:
+                self.loop.add_writer(self._out_fd, self._writable)
+                return
+            except (BrokenPipeError, OSError):
+                self._out.clear()   # the dispatcher is gone; its calls are re-made from the journal
+                return
+            del self._out[:written]
+
+    def _writable(self) -> None:
+        self.loop.remove_writer(self._out_fd)
+        self._flush()
 
     def _answer(self, call: Call, error, result) -> None:
-        with self._lock:
-            call.answer = (error, result)
-            msgids, call.msgids = call.msgids, []
+        call.answer = (error, result)
+        msgids, call.msgids = call.msgids, []
         for msgid in msgids:
             self._write(Response(msgid, error, result))
 
-    # --- reading calls (reader thread) -----------------------------------------------------------------
+    # --- the process ------------------------------------------------------------------------------
     def run(self, stdin_fd: int) -> int:
         """Serve until stdin ends, then finish every queued call. Returns the exit status."""
-        for sender in self._senders:
-            sender.start()
-        self._stats_thread.start()
+        return asyncio.run(self._main(stdin_fd))
+
+    async def _main(self, stdin_fd: int) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.writer = StoreWriter(self.store, self.loop)
+        os.set_blocking(self._out_fd, False)
+        senders = [asyncio.create_task(self._send_loop()) for _ in range(self.settings.api_connections)]
+        self._stats_timer = self.loop.call_later(STATS_INTERVAL_S, self._publish_stats)
         self.recover()
+        transport, reader = await self.loop.connect_read_pipe(
+            lambda: _StdinProtocol(self, self.settings.max_frame_bytes), os.fdopen(stdin_fd, "rb", 0))
+        ended = await reader.ended
+        transport.close()
         status = 0
-        decoder = FrameDecoder(self.settings.max_frame_bytes)
-        try:
-            while data := os.read(stdin_fd, READ_BYTES):
-                for value in decoder.feed(data):
-                    self._on_message(parse_message(value))
-            if decoder.buffered:
-                raise ProtocolError(f"stdin ended inside a frame ({decoder.buffered} bytes buffered)")
-        except ProtocolError as exc:
-            log.error("protocol_error reason=%r action=finish_queued_and_exit", str(exc))
+        if ended is not None:
+            log.error("protocol_error reason=%r action=finish_queued_and_exit", str(ended))
             status = 2
         log.info("stdin_closed action=finish_queued queued=%d", self.scheduler.pending())
-        self.shutdown()
+        if self.batcher is not None:
+            self.batcher.close()
+        self.scheduler.close()
+        await asyncio.gather(*senders)
+        self._stats_timer.cancel()
+        await self.loop.run_in_executor(None, self.writer.stop)
+        self._write(Notification("stats", [self.stats()]))
+        self._flush()
+        os.set_blocking(self._out_fd, True)
+        if self._out:
+            os.write(self._out_fd, self._out)
+        log.info("stopped %s", " ".join(f"{k}={v}" for k, v in self.counters.values.items()))
         return status
 
-    def _on_message(self, message) -> None:
+    # --- reading calls ------------------------------------------------------------------------------
+    def on_message(self, message) -> None:
         if not isinstance(message, Request):
             return  # the dispatcher sends no notifications we act on; responses answer nothing of ours
         if message.method != "call":
@@ -242,7 +273,7 @@ class RateLimiter:
             self._answer(call, *self._user_get(call.args))
             return
         if call.method == "user_set_data":
-            self._answer(call, *self._user_set_data(call.args))
+            self._user_set_data(call)
             return
         if call.method == "profile" and self._answer_from_profile_cache(call):
             return
@@ -290,27 +321,22 @@ class RateLimiter:
 
     def _forget(self, call: Call) -> None:
         if call.key is not None:
-            with self._lock:
-                self._in_flight.pop(call.key, None)
+            self._in_flight.pop(call.key, None)
 
     # --- the journal ----------------------------------------------------------------------------------
     def _answer_from_journal(self, call: Call) -> bool:
         """Answer a repeated call, or join it to the same call still in flight. False: a new call
         (now registered in flight)."""
-        with self._lock:
-            current = self._in_flight.get(call.key)
-            if current is not None and current.fingerprint == call.fingerprint:
-                if current.answer is None:
-                    current.msgids.extend(call.msgids)
-                    return True
-                call.answer = current.answer
-        if call.answer is not None:
-            self._answer(call, *call.answer)
+        current = self._in_flight.get(call.key)
+        if current is not None and current.fingerprint == call.fingerprint:
+            if current.answer is None:
+                current.msgids.extend(call.msgids)
+                return True
+            self._answer(call, *current.answer)
             return True
         entry = self.store.journal_get(*call.key) if current is None else None
         if entry is None and current is None:
-            with self._lock:
-                self._in_flight[call.key] = call
+            self._in_flight[call.key] = call
             return False
         if current is not None or entry.fingerprint != call.fingerprint:
             self.counters.add("journal_mismatches")
@@ -336,15 +362,14 @@ class RateLimiter:
             return True
         if not resendable:  # "started", and LINE could not tell a repeat: it may have been delivered
             error = api_error(f"outcome unknown: call {call.call_no} of event {call.event_id} ({call.method}) "
-                           "was sent by a rate limiter that stopped before the answer; not sent again "
-                           "(at most once)")
-            self.store.journal_put(JournalEntry(call.event_id, call.call_no, call.fingerprint, "failed",
-                                                entry.request, {"error": error}, time.time()))
+                              "was sent by a rate limiter that stopped before the answer; not sent again "
+                              "(at most once)")
+            self._journal_later([JournalEntry(call.event_id, call.call_no, call.fingerprint, "failed",
+                                              entry.request, {"error": error}, time.time())])
             self._answer(call, error, None)
             return True
         # LINE drops a repeat of this request (retry key, or single-use reply token): send it again.
-        with self._lock:
-            self._in_flight[call.key] = call
+        self._in_flight[call.key] = call
         send = Send(request, [call], sent_as)
         send.journal, send.repeat = False, True
         self.counters.add("resent_from_journal")
@@ -373,13 +398,12 @@ class RateLimiter:
                 groups[entry.request["retry_key"]].append(entry)
         for entries in groups.values():
             calls = []
-            with self._lock:
-                for entry in entries:
-                    key = (entry.event_id, entry.call_no)
-                    if key not in self._in_flight:
-                        call = Call(entry.event_id, entry.call_no, "recovered", None, {}, entry.fingerprint)
-                        self._in_flight[key] = call
-                        calls.append(call)
+            for entry in entries:
+                key = (entry.event_id, entry.call_no)
+                if key not in self._in_flight:
+                    call = Call(entry.event_id, entry.call_no, "recovered", None, {}, entry.fingerprint)
+                    self._in_flight[key] = call
+                    calls.append(call)
             first = next((e.request for e in entries if "path" in e.request), None)
             if first is None:
                 log.warning("journal_recovery_skipped retry_key=%s reason=no_entry_holds_the_request",
@@ -393,7 +417,18 @@ class RateLimiter:
         if groups:
             log.info("journal_recovery resending=%d entries=%d", len(groups), sum(map(len, groups.values())))
 
-    # --- batching (batcher thread, or the reader when a batch fills) -------------------------------------
+    def _journal_later(self, entries: list[JournalEntry], done=None) -> None:
+        """Write entries without waiting; `done()` runs once they are written (or failed, logged)."""
+        future = self.writer.journal(entries)
+
+        def written(future: asyncio.Future) -> None:
+            if future.exception() is not None:   # left "started": a repeat is re-sent with its retry key or refused
+                log.error("journal_write_failed entries=%d reason=%r", len(entries), str(future.exception()))
+            if done is not None:
+                done()
+        future.add_done_callback(written)
+
+    # --- batching (the batcher's timers, or a call that fills a batch) -----------------------------------
     def _batch_closed(self, calls: list[Call]) -> None:
         if len(calls) == 1:
             call = calls[0]
@@ -406,83 +441,70 @@ class RateLimiter:
                               retry_key=batch_retry_key([call.key for call in calls]))
         self.counters.add("batches")
         self.counters.add("batched_calls", len(calls))
-        with self.counters.lock:
-            self.counters.values["batch_max"] = max(self.counters.values["batch_max"], len(calls))
+        self.counters.values["batch_max"] = max(self.counters.values["batch_max"], len(calls))
         self._submit(Send(request, calls, "multicast"))
 
-    # --- sending (sender threads) ---------------------------------------------------------------------
-    def _send_loop(self) -> None:
+    # --- sending (one task per connection) -------------------------------------------------------------
+    async def _send_loop(self) -> None:
         api = LineApi(self.settings)
         try:
-            while True:
-                sends = self.scheduler.take(TAKE_LIMIT)
-                if not sends:
-                    return
-                sends = self._journal_started(sends)
-                finished = []
-                for send in sends:
-                    try:
-                        if self._attempt(api, send):
-                            finished.append(send)
-                    except Exception as exc:  # a bug must cost one call, not the sender thread
-                        log.exception("send_failed endpoint=%s", send.request.endpoint)
-                        finished.append(send)
-                        self._finish(send, api_error(f"rate limiter internal error: {exc!r}"), None)
-                self._journal_finished(finished)
+            while (send := await self.scheduler.take()) is not None:
+                try:
+                    if await self._journal_started(send) and await self._attempt(api, send):
+                        self._journal_finished(send)
+                except Exception as exc:  # a bug must cost one call, not the sender
+                    log.exception("send_failed endpoint=%s", send.request.endpoint)
+                    self._finish(send, api_error(f"rate limiter internal error: {exc!r}"), None)
+                    self._journal_finished(send)
         finally:
             api.close()
 
-    def _journal_started(self, sends: list[Send]) -> list[Send]:
-        """Write "started" (with the exact request) for every journaled call before it goes out."""
-        entries = []
-        for send in sends:
-            if send.journal:
-                entries += [JournalEntry(c.event_id, c.call_no, c.fingerprint, "started", request, None, time.time())
-                            for c, request in send.journal_requests()]
-                send.journal = False
+    async def _journal_started(self, send: Send) -> bool:
+        """Write "started" (with the exact request) for every journaled call before it goes out.
+        False: the journal failed and the calls were answered without being sent."""
+        if not send.journal:
+            return True
+        send.journal = False
+        entries = [JournalEntry(c.event_id, c.call_no, c.fingerprint, "started", request, None, time.time())
+                   for c, request in send.journal_requests()]
         if not entries:
-            return sends
+            return True
         try:
-            self._journal.write(JournalWrite(entries))
-            return sends
+            await self.writer.journal(entries)
+            return True
         except StoreError as exc:
             log.error("journal_write_failed entries=%d reason=%r action=calls_not_sent", len(entries), str(exc))
-            for send in sends:
-                self._finish(send, api_error(f"call journal unavailable, not sent: {exc}", retryable=True), None)
-                for call in send.calls:
-                    self._forget(call)
-            return []
+            self._finish(send, api_error(f"call journal unavailable, not sent: {exc}", retryable=True), None)
+            for call in send.calls:
+                self._forget(call)
+            return False
 
-    def _commit_journal(self, take) -> bool:
-        self.store.journal_put_many([entry for write in take() for entry in write.entries])
-        return False
-
-    def _journal_finished(self, sends: list[Send]) -> None:
+    def _journal_finished(self, send: Send) -> None:
+        """Journal the outcome without holding up the sender; the calls leave `in flight` (where a
+        repeat finds their answer) once it is written, so a repeat never reads a stale "started"."""
         entries = []
-        for send in sends:
-            for call, request in send.journal_requests():
-                error, result = call.answer
-                entries.append(JournalEntry(
-                    call.event_id, call.call_no, call.fingerprint, "failed" if error else "done",
-                    request, {"error": error} if error else {"result": result}, time.time()))
-        try:
-            if entries:
-                self._journal.write(JournalWrite(entries))
-        except StoreError as exc:  # left "started": a repeat is re-sent with its retry key or refused
-            log.error("journal_write_failed entries=%d reason=%r", len(entries), str(exc))
-        with self._lock:
-            for send in sends:
-                for call in send.calls:
-                    if call.key is not None and self._in_flight.get(call.key) is call:
-                        del self._in_flight[call.key]
+        for call, request in send.journal_requests():
+            error, result = call.answer
+            entries.append(JournalEntry(
+                call.event_id, call.call_no, call.fingerprint, "failed" if error else "done",
+                request, {"error": error} if error else {"result": result}, time.time()))
 
-    def _attempt(self, api: LineApi, send: Send) -> bool:
-        """Send once; True when the Send is finished (answered), False when it went back to a queue."""
+        def leave() -> None:
+            for call in send.calls:
+                if call.key is not None and self._in_flight.get(call.key) is call:
+                    del self._in_flight[call.key]
+        if entries:
+            self._journal_later(entries, leave)
+        else:
+            leave()
+
+    async def _attempt(self, api: LineApi, send: Send) -> bool:
+        """Send until finished: True when the Send is answered, False when it went back to a queue."""
         send.attempts += 1
         request = send.request
         endpoint = request.endpoint
         try:
-            response = api.send(request, self.content_max if request.data_api else None)
+            response = await api.send(request, self.content_max if request.data_api else None)
         except ApiConnectionError as exc:
             self.counters.http(endpoint, 0)
             safe = not exc.sent or _line_drops_a_repeat(send)
@@ -574,11 +596,9 @@ class RateLimiter:
         if send.calls and send.calls[0].method == "call":
             return {"status": response.status, "body": body}
         if request.endpoint == "profile":
-            try:
-                self.store.user_put_profile(result.get("userId", request.path.rsplit("/", 1)[-1]), result,
-                                            time.time())
-            except StoreError as exc:
-                log.warning("profile_cache_write_failed reason=%r", str(exc))
+            user_id, now = result.get("userId", request.path.rsplit("/", 1)[-1]), time.time()
+            self.profiles.put(user_id, result, now)
+            self._store_later("profile_cache_write", lambda store: store.user_put_profile(user_id, result, now))
             return dict(result, cached=False)
         if request_id and (response.status == 409 or request.endpoint == "narrowcast"):
             result["request_id"] = request_id
@@ -591,7 +611,14 @@ class RateLimiter:
             self._answer(call, error, result)
         return True
 
-    # --- store-only methods and the profile cache (reader thread) --------------------------------------
+    # --- store-only methods and the profile cache ------------------------------------------------------
+    def _store_later(self, what: str, work) -> None:
+        """A store write whose outcome nobody waits for (failures are logged)."""
+        def written(future: asyncio.Future) -> None:
+            if future.exception() is not None:
+                log.warning("%s_failed reason=%r", what, str(future.exception()))
+        self.writer.call(work).add_done_callback(written)
+
     def _user_get(self, args: dict):
         user_id = args.get("userId")
         if not isinstance(user_id, str) or not user_id:
@@ -601,55 +628,54 @@ class RateLimiter:
             return None, None
         return None, {k: user[k] for k in ("profile", "followed", "followed_at", "unfollowed_at", "data")}
 
-    def _user_set_data(self, args: dict):
-        user_id, data = args.get("userId"), args.get("data")
+    def _user_set_data(self, call: Call) -> None:
+        user_id, data = call.args.get("userId"), call.args.get("data")
         if not isinstance(user_id, str) or not user_id:
-            return api_error("user_set_data: `userId` must be a non-empty string"), None
+            self._answer(call, api_error("user_set_data: `userId` must be a non-empty string"), None)
+            return
         if not isinstance(data, dict):
-            return api_error("user_set_data: `data` must be a map"), None
-        try:
-            self.store.user_set_data(user_id, data)
-        except (TypeError, ValueError) as exc:
-            return api_error(f"user_set_data: `data` cannot be stored: {exc}"), None
-        return None, None
+            self._answer(call, api_error("user_set_data: `data` must be a map"), None)
+            return
+
+        def written(future: asyncio.Future) -> None:
+            error = future.exception()
+            if isinstance(error, (TypeError, ValueError)):
+                self._answer(call, api_error(f"user_set_data: `data` cannot be stored: {error}"), None)
+            elif error is not None:
+                self._answer(call, api_error(f"store unavailable: {error}", retryable=True), None)
+            else:
+                self._answer(call, None, None)
+        self.writer.call(lambda store: store.user_set_data(user_id, data)).add_done_callback(written)
 
     def _answer_from_profile_cache(self, call: Call) -> bool:
         user_id = call.args.get("userId")
         if not isinstance(user_id, str) or not user_id:
             return False  # build_request names the problem
-        user = self.store.user_get(user_id)
-        if not user or not user.get("profile") or user.get("profile_fetched_at") is None:
-            return False
-        if time.time() - user["profile_fetched_at"] > self.settings.profile_ttl_s:
-            return False
+        now = time.time()
+        profile = self.profiles.get(user_id, now)
+        if profile is None:   # another dispatcher's rate limiter, or an earlier run, may have it
+            user = self.store.user_get(user_id)
+            if not user or not user.get("profile") or user.get("profile_fetched_at") is None:
+                return False
+            self.profiles.put(user_id, user["profile"], user["profile_fetched_at"])
+            profile = self.profiles.get(user_id, now)
+            if profile is None:
+                return False
         self.counters.add("profile_cache_hits")
-        self._answer(call, None, dict(user["profile"], cached=True))
+        self._answer(call, None, dict(profile, cached=True))
         return True
 
-    # --- stats and shutdown ------------------------------------------------------------------------------
+    # --- stats ------------------------------------------------------------------------------------------
     def stats(self) -> dict:
         snapshot = self.counters.snapshot()
         snapshot["queues"] = self.scheduler.stats()
         snapshot["batch_open"] = self.batcher.open_members() if self.batcher else 0
-        with self._lock:
-            snapshot["in_flight"] = len(self._in_flight)
+        snapshot["in_flight"] = len(self._in_flight)
         return snapshot
 
-    def _stats_loop(self) -> None:
-        while not self._stopped.wait(STATS_INTERVAL_S):
-            self._write(Notification("stats", [self.stats()]))
-
-    def shutdown(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
-        self.scheduler.close()
-        for sender in self._senders:
-            sender.join()
-        self._journal.stop()
-        self._stopped.set()
-        self._stats_thread.join()
+    def _publish_stats(self) -> None:
         self._write(Notification("stats", [self.stats()]))
-        log.info("stopped %s", " ".join(f"{k}={v}" for k, v in self.counters.values.items()))
+        self._stats_timer = self.loop.call_later(STATS_INTERVAL_S, self._publish_stats)
 
 
 def main(settings) -> int:
@@ -658,7 +684,7 @@ def main(settings) -> int:
         log.warning("channel_access_token_missing effect=LINE_answers_401")
 
     def serve(store) -> int:
-        limiter = RateLimiter(settings, store, sys.stdout.buffer)
+        limiter = RateLimiter(settings, store, sys.stdout.fileno())
         log.info("started api_base=%s connections=%d batching=%s", settings.api_base,
                  settings.api_connections, settings.batching)
         return limiter.run(sys.stdin.fileno())

@@ -1,27 +1,18 @@
-"""The LINE Messaging API: what each API method sends, and one keep-alive connection to send it.
-
-Why the standard library's http.client rather than requests: one connection, sequential, on
-loopback measured ~4,800 calls/s with http.client against ~1,400 for requests.Session (~1,860
-with trust_env=False). At LINE's 2,000 calls/s ceiling the client's CPU per call decides whether
-one process keeps up, and the rate limiter needs nothing requests adds (no redirects, cookies,
-proxies or auth flows). http.client still gives keep-alive, a connect timeout separate from the
-read timeout (set on the socket once connected), and — what at-most-once needs — a clear line
-between "the request never left" (failure to connect or to write: safe to retry) and "the
-request went out, the answer did not come" (outcome unknown). HTTP proxies are not supported.
+"""The LINE Messaging API: what each API method sends, and the connections to send it on
+(ratelimiter/http.py: why a hand-rolled client on the event loop, not http.client or requests).
 
 The bearer token is sent in a header and never logged or put in an error.
 """
 from __future__ import annotations
 
-import http.client
 import json
-import select
-import socket
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from frontdesk.protocol.rpc import api_error
+
+from .http import ApiConnectionError, HttpConnection
 
 USER_AGENT = "frontdesk/0.1"
 RETRY_KEY_NAMESPACE = uuid.UUID("6f1e2d3c-7b5a-4c1e-9a8f-2b3c4d5e6f70")  # fixed: keys survive restarts
@@ -41,14 +32,6 @@ HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
 
 class ArgsError(ValueError):
     """A handler's call arguments are unusable; the message names the argument."""
-
-
-class ApiConnectionError(Exception):
-    """No HTTP answer. `sent` is False when the request certainly never reached the server."""
-
-    def __init__(self, message: str, sent: bool):
-        super().__init__(message)
-        self.sent = sent
 
 
 @dataclass
@@ -181,94 +164,20 @@ def response_error(response: HttpResponse, retryable: bool) -> dict:
                      details if isinstance(details, list) else None)
 
 
-# --- the connection --------------------------------------------------------------------------------
-class LineConnection:
-    """One keep-alive HTTP(S) connection to one base URL, reopened after any failure."""
-
-    def __init__(self, base_url: str, token: str, connect_timeout: float, read_timeout: float):
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"API base URL {base_url!r} must be http(s)://host[:port]")
-        self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
-        self.prefix = parts.path.rstrip("/")
-        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self._headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}
-        self._conn: http.client.HTTPConnection | None = None
-
-    def __repr__(self) -> str:  # never shows the token
-        return f"LineConnection({self.scheme}://{self.host}:{self.port})"
-
-    def _open(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        conn = cls(self.host, self.port, timeout=self.connect_timeout)
-        try:
-            conn.connect()
-        except OSError as exc:
-            conn.close()
-            raise ApiConnectionError(f"cannot connect to {self.host}:{conn.port}: {exc}", sent=False) from None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.sock.settimeout(self.read_timeout)
-        return conn
-
-    def _usable(self) -> http.client.HTTPConnection:
-        """The open connection, or a new one if the server has closed the idle one meanwhile
-        (readable while idle means EOF or garbage: sending on it would make the outcome unknown)."""
-        conn = self._conn
-        if conn is not None and conn.sock is not None:
-            readable, _, _ = select.select([conn.sock], [], [], 0)
-            if not readable:
-                return conn
-        self.close()
-        self._conn = self._open()
-        return self._conn
-
-    def send(self, method: str, path: str, body: bytes | None, headers: dict,
-             max_bytes: int | None = None) -> tuple[int, dict, bytes]:
-        """Send one request; (status, lower-case headers, body). Raises ApiConnectionError."""
-        conn = self._usable()
-        all_headers = dict(self._headers)
-        all_headers.update(headers)
-        try:
-            conn.request(method, self.prefix + path, body=body, headers=all_headers)
-        except OSError as exc:  # the request did not get out whole: the server cannot have acted on it
-            self.close()
-            raise ApiConnectionError(f"sending to {self.host} failed: {exc}", sent=False) from None
-        try:
-            response = conn.getresponse()
-            response_headers = {k.lower(): v for k, v in response.getheaders()}
-            length = response_headers.get("content-length")
-            if max_bytes is not None and length is not None and length.isdigit() and int(length) > max_bytes:
-                self.close()
-                return response.status, response_headers, None
-            data = response.read() if max_bytes is None else response.read(max_bytes + 1)
-            if max_bytes is not None and len(data) > max_bytes:
-                self.close()
-                return response.status, response_headers, None
-            if response.will_close or (max_bytes is not None and not response.isclosed()):
-                self.close()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            reason = str(exc) or type(exc).__name__
-            raise ApiConnectionError(f"no answer from {self.host}: {reason}", sent=True) from None
-        return response.status, response_headers, data
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
+# --- the connections -------------------------------------------------------------------------------
 class LineApi:
-    """The Messaging API as one sender thread sees it: a connection to the API host and one to the
-    data host (content), each opened on first use and kept alive."""
+    """The Messaging API as one sender sees it: a keep-alive connection to the API host and one to
+    the data host (content), each opened on first use."""
 
     def __init__(self, settings):
-        args = (settings.channel_access_token, settings.api_connect_timeout_s, settings.api_read_timeout_s)
-        self.api = LineConnection(settings.api_base, *args)
-        self.data = LineConnection(settings.api_data_base, *args)
+        headers = {"Authorization": f"Bearer {settings.channel_access_token}", "User-Agent": USER_AGENT}
+        timeouts = (settings.api_connect_timeout_s, settings.api_read_timeout_s)
+        self.api = HttpConnection(settings.api_base, headers, *timeouts)
+        self.data = HttpConnection(settings.api_data_base, headers, *timeouts)
 
-    def send(self, request: HttpRequest, max_bytes: int | None = None) -> HttpResponse:
-        """Send `request`. A body over max_bytes gives status 413 and body None (connection dropped)."""
+    async def send(self, request: HttpRequest, max_bytes: int | None = None) -> HttpResponse:
+        """Send `request`. A body over max_bytes gives status 413 and body None (connection dropped).
+        Raises ApiConnectionError."""
         headers = {}
         body = None
         if request.body is not None:
@@ -278,7 +187,7 @@ class LineApi:
             headers["X-Line-Retry-Key"] = request.retry_key
         path = request.path + ("?" + urlencode(request.query) if request.query else "")
         connection = self.data if request.data_api else self.api
-        status, response_headers, data = connection.send(request.method, path, body, headers, max_bytes)
+        status, response_headers, data = await connection.request(request.method, path, headers, body, max_bytes)
         content_type = response_headers.get("content-type", "")
         if data is None:
             return HttpResponse(413, None, content_type, response_headers)

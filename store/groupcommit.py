@@ -1,8 +1,7 @@
 """Group commit: one writer thread commits every queued write in one transaction.
 
-Used for appends (callers: the receiver's request threads) and for the rate limiter's call
-journal (callers: its sender threads). Callers block until their own write is durable; many
-share one fsync / one majority write. A caller waits at most until its deadline for the
+Used for appends (callers: the receiver's request threads). Callers block until their own write
+is durable; many share one fsync / one majority write. A caller waits at most until its deadline for the
 writer to *take* its request (the moment the writer holds the database's write lock and starts
 writing it); a request not taken by then is abandoned, answered StoreUnavailable and never
 written, so a webhook that would be answered too late gets a fast 503 and stores nothing, even
