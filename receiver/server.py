@@ -125,4 +125,4 @@ def main(settings: Settings) -> int:
         log.info("event=stopped")
         return 0
 
-    return run_with_store(settings.store, log, receive)
+    return run_with_store(settings.store, log, receive, append_linger_s=settings.append_linger_ms / 1000)

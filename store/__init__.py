@@ -11,16 +11,20 @@ __all__ = ["AppendResult", "ChangeFeed", "JournalEntry", "Store", "StoreError", 
            "open_store", "run_with_store", "sqlite_file_missing"]
 
 
-def open_store(url: str) -> Store:
-    """sqlite:///relative/or//absolute/path.db or mongodb://…/db?replicaSet=…"""
+def open_store(url: str, append_linger_s: float = 0.0) -> Store:
+    """sqlite:///relative/or//absolute/path.db or mongodb://…/db?replicaSet=…
+
+    `append_linger_s`: how long a group commit of appends waits for more appends to share it
+    (the receiver's append_linger_ms); 0 for every other user of the store.
+    """
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, append_linger_s)
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from .mongo import MongoStore
 
-        return MongoStore(url)
+        return MongoStore(url, append_linger_s)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise StoreError(f"store URL scheme {scheme!r} is not supported (use sqlite:///path.db or mongodb://…)")
 
@@ -38,11 +42,12 @@ def sqlite_file_missing(url: str) -> bool:
     return not os.path.exists(path) and os.path.isdir(os.path.dirname(os.path.abspath(path)))
 
 
-def run_with_store(url: str, log: logging.Logger, work: Callable[[Store], int], failed: int = 1) -> int:
+def run_with_store(url: str, log: logging.Logger, work: Callable[[Store], int], failed: int = 1,
+                   append_linger_s: float = 0.0) -> int:
     """A process's life on the store: open it, return work(store), close it. A store that cannot
     be opened is logged and gives the exit status `failed`."""
     try:
-        store = open_store(url)
+        store = open_store(url, append_linger_s)
     except StoreError as exc:
         log.error("event=store_open_failed reason=%s", exc)
         return failed

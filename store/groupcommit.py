@@ -1,7 +1,10 @@
 """Group commit: one writer thread commits every queued write in one transaction.
 
 Used for appends (callers: the receiver's request threads). Callers block until their own write
-is durable; many share one fsync / one majority write. A caller waits at most until its deadline for the
+is durable; many share one fsync / one majority write. The writer lingers up to `linger_s` after
+the first request of a group for more to join it: at 500 webhooks/s (one event each) a 5 ms
+linger cut the receiver's CPU per event from 0.95 to 0.70 ms and the dispatcher's (which waits
+for the same write lock) from 0.56 to 0.47, for ack p99 8.8 -> 12.4 ms (docs/benchmarks.md). A caller waits at most until its deadline for the
 writer to *take* its request (the moment the writer holds the database's write lock and starts
 writing it); a request not taken by then is abandoned, answered StoreUnavailable and never
 written, so a webhook that would be answered too late gets a fast 503 and stores nothing, even
@@ -62,8 +65,9 @@ class GroupCommitter:
     sets each one's result, and returns whether anything new was stored (then `notify()` runs)."""
 
     def __init__(self, name: str, commit: Callable[[Callable[[], list[WriteRequest]]], bool],
-                 notify: Callable[[], None]):
+                 notify: Callable[[], None], linger_s: float = 0.0):
         self.name = name
+        self.linger_s = linger_s   # how long a commit waits for more writes to share it
         self._commit = commit
         self._notify = notify
         self._taking = threading.Lock()   # a request is either taken or abandoned, never both
@@ -103,9 +107,11 @@ class GroupCommitter:
             if first is _STOP:
                 return
             batch, stopping = [first], False
+            linger_until = time.monotonic() + self.linger_s
             while len(batch) < MAX_BATCH_REQUESTS:
                 try:
-                    item = self._requests.get_nowait()
+                    wait = linger_until - time.monotonic()
+                    item = self._requests.get(timeout=wait) if wait > 0 else self._requests.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:

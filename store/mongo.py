@@ -43,7 +43,7 @@ def redact_url(url: str) -> str:
 
 
 class MongoStore(Store):
-    def __init__(self, url: str):
+    def __init__(self, url: str, append_linger_s: float = 0.0):
         import pymongo
         from pymongo.errors import PyMongoError
         from pymongo.read_concern import ReadConcern
@@ -83,7 +83,7 @@ class MongoStore(Store):
             raise StoreError(f"store {self.shown_url}: cannot create indexes: {exc}") from None
         self._followers: list[MongoFeed] = []
         self._closed = False
-        self._writer = GroupCommitter(self.shown_url, self._commit_appends, lambda: None)
+        self._writer = GroupCommitter(self.shown_url, self._commit_appends, lambda: None, append_linger_s)
 
     def _create_indexes(self) -> None:
         events = self._events

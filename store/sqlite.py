@@ -141,7 +141,7 @@ def path_from_url(url: str) -> str:
 
 
 class SQLiteStore(Store):
-    def __init__(self, url: str):
+    def __init__(self, url: str, append_linger_s: float = 0.0):
         self.url = url
         self.path = path_from_url(url)
         self.db_name = os.path.splitext(os.path.basename(self.path))[0]
@@ -165,7 +165,7 @@ class SQLiteStore(Store):
         self._notifier = FeedNotifier(feed_folder(self.path))
         self._followers: list[SocketFeed] = []
         self._closed = False
-        self._writer = GroupCommitter(self.path, self._commit_appends, self._notifier.notify)
+        self._writer = GroupCommitter(self.path, self._commit_appends, self._notifier.notify, append_linger_s)
 
     # --- opening -------------------------------------------------------------------------------
     def _check_location(self) -> None:
