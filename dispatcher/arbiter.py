@@ -85,6 +85,7 @@ class Arbiter:
         self._purge_at = now + self._purge_interval()
         self._feed = None
         self._signals: SignalQueue | None = None
+        self._store_turn_at = 0.0
 
     # --- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -111,10 +112,24 @@ class Arbiter:
         self.loop.run_once(self._timeout())
         for signum in self._signals.pop():
             self._on_signal(signum)
-        self._check_timers(time.monotonic())
+        now = time.monotonic()
+        self._check_timers(now)
         self._converge()
-        self._dispatch()       # writes the turn's acks with its claim
-        self.router.flush()    # acks left over when nothing could be claimed
+        if self._store_turn_due(now):
+            self._store_turn_at = now + self.settings.store_turn_ms / 1000
+            self._dispatch()       # writes the turn's acks with its claim
+            self.router.flush()    # acks left over when nothing could be claimed
+
+    def _store_turn_due(self, now: float) -> bool:
+        """Acks and claims go to the store at most every store_turn_ms, unless half the handlers'
+        window is free: under load each store transaction then carries many events, not one or
+        two (at 2,000 events/s: 0.32 -> 0.19 CPU ms per event in the dispatcher, e2e p99 lower too,
+        docs/benchmarks.md); when idle, an ack or a new event goes at once."""
+        if now >= self._store_turn_at:
+            return True
+        ready = [slot.process for slot in self.slots if slot.process is not None and slot.process.state == READY]
+        capacity = sum(p.max_in_flight for p in ready)
+        return sum(p.free_slots for p in ready) * 2 > capacity
 
     def _processes(self):
         for slot in self.slots:
@@ -127,6 +142,8 @@ class Arbiter:
     def _timeout(self) -> float:
         now = time.monotonic()
         times = [self._status_at, self._rescan_at, self._extend_at, self._purge_at]
+        if self.router.pending_acks or self.router.more:
+            times.append(self._store_turn_at)
         if self._store_wakeup_at is not None:
             times.append(self._store_wakeup_at)
         if self.state == DRAINING:

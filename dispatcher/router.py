@@ -136,5 +136,9 @@ class Router:
             self.flush()
 
     @property
+    def pending_acks(self) -> int:
+        return len(self._acks)
+
+    @property
     def store_error(self) -> str | None:
         return self._store_error

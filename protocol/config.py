@@ -111,6 +111,10 @@ KNOBS: tuple[Knob, ...] = (
          "More than this many restarts of a pool within restart_period_s marks it degraded.",
          minimum=1),
     Knob("restart_period_s", float, 60.0, "Window for restart_intensity.", minimum=1.0),
+    Knob("store_turn_ms", float, 2.0,
+         "Under load, a dispatcher writes acks and claims new events at most this often (each store "
+         "transaction then carries many events); with half its handlers' window free it goes at once.",
+         minimum=0.0),
     Knob("drain_grace_s", float, 30.0, "On TERM/INT, how long in-flight work may take to finish.",
          minimum=0.0),
     # --- rate limiter and LINE API client
