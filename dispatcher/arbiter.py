@@ -99,6 +99,7 @@ class Arbiter:
             self.apilink.start()
             while self.state != STOPPED:
                 self._turn()
+            self.router.flush()    # the last acks, whenever the last store turn was
             self._publish_status()
             log.info("dispatcher_stopped pid=%d", self.pid)
             return 0
