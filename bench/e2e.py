@@ -187,7 +187,7 @@ class Bench:
                 report = self._run()
             finally:
                 usage = cpu.stop()
-        report.update(_cpu_report(usage, report["acked"]))
+        report.update(_cpu_report(usage, report["acked"], report["api_calls"]))
         return report
 
     def _run(self) -> dict:
@@ -288,6 +288,10 @@ class Bench:
             "e2e_ms": percentiles(e2e),
             "send_lag_ms": percentiles([(r.sent - r.due) * 1000 for r in posted]),
             "api_calls": after.get("api_calls", 0) - self.before.get("api_calls", 0),
+            # an answer that came as a push although the event had a reply token (it aged past
+            # reply_max_age_s, or LINE refused the token): billed to the channel, unlike a reply
+            "replies_as_push": sum(1 for n in delivered
+                                   if min(matcher.deliveries[n], key=lambda d: d["id"])["endpoint"] == "push"),
             "http_429": after.get("http_429", 0) - self.before.get("http_429", 0),
             "statuses": {str(status): n for status, n in sorted(statuses.items())},
             "offered_rate": self.args.rate, "achieved_rate": self._achieved_rate(posted, sent),
@@ -329,13 +333,17 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FRONTDESK_ROLES = ("receiver", "dispatcher", "handlers", "ratelimiter")
 
 
-def _cpu_report(usage: dict, events: int) -> dict:
-    """CPU milliseconds per acked event, per role and for frontdesk's own processes together."""
+def _cpu_report(usage: dict, events: int, api_calls: int) -> dict:
+    """CPU milliseconds per acked event, per role and for frontdesk's own processes together; the
+    sandbox (LINE's stand-in) also per API call it answered."""
     per_event = {role: None if seconds is None or not events else round(seconds * 1000 / events, 3)
                  for role, seconds in usage["cpu_s"].items()}
     own = [per_event[role] for role in FRONTDESK_ROLES]
+    sandbox = usage["cpu_s"]["sandbox"]
     return {"cpu_ms_per_event": per_event,
             "frontdesk_cpu_ms_per_event": None if None in own else round(sum(own), 3),
+            "sandbox_cpu_ms_per_api_call": None if sandbox is None or not api_calls
+            else round(sandbox * 1000 / api_calls, 3),
             "cpu_s": usage["cpu_s"], "cpu_processes": usage["processes"], "cpu_note": usage["note"]}
 
 
@@ -346,6 +354,7 @@ def print_table(report: dict) -> None:
             ("lost", report["lost"]), ("duplicates", report["duplicates"]),
             ("out of per-user order", report["out_of_order"]),
             ("API calls", report["api_calls"]), ("HTTP 429 from the API", report["http_429"]),
+            ("replies that went out as a push", report["replies_as_push"]),
             ("offered / achieved events/s", f"{report['offered_rate']:g} / {report['achieved_rate']}")]
     for name in ("ack_ms", "e2e_ms", "send_lag_ms"):
         p = report[name]
@@ -354,6 +363,7 @@ def print_table(report: dict) -> None:
     if cpu:
         rows.append(("CPU ms per event, frontdesk in all", report["frontdesk_cpu_ms_per_event"]))
         rows += [(f"  {role}", value) for role, value in cpu.items()]
+        rows.append(("  sandbox, per API call", report["sandbox_cpu_ms_per_api_call"]))
     width = max(len(name) for name, _ in rows)
     print(f"frontdesk bench e2e  run {report['run_id']}  -> {report['url']}")
     for name, value in rows:

@@ -6,6 +6,7 @@ duplicate or refuse events, so every figure of the report is tested against a kn
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -272,10 +273,17 @@ def test_matcher_uses_source_event_then_text():
 @pytest.fixture
 def system(tmp_path):
     """A running `frontdesk run --sandbox`: (webhook URL, sandbox URL, environment)."""
+    with running_system(tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_system(tmp_path, **settings):
     listen, sandbox_listen = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
     env.update({"FRONTDESK_LISTEN": listen, "FRONTDESK_SANDBOX_LISTEN": sandbox_listen,
-                "FRONTDESK_STORE": f"sqlite:///{tmp_path / 'frontdesk.db'}"})
+                "FRONTDESK_STORE": f"sqlite:///{tmp_path / 'frontdesk.db'}",
+                **{f"FRONTDESK_{name.upper()}": str(value) for name, value in settings.items()}})
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "frontdesk", "run", "--sandbox"], env=env,
@@ -310,11 +318,18 @@ def test_a_burst_through_frontdesk_run_sandbox_is_delivered_exactly_once(system)
                           "--mix", "text=4,sticker=1,image=1,follow=1")
     assert report["sent"] == report["acked"] == report["expected"] == report["delivered"] == 60
     assert report["lost"] == report["duplicates"] == report["http_429"] == report["out_of_order"] == 0
+    assert report["replies_as_push"] == 0 and report["sandbox_cpu_ms_per_api_call"] > 0
     cpu = report["cpu_ms_per_event"]    # every process of the system, read from /proc
     assert all(cpu[role] > 0 for role in ("receiver", "dispatcher", "handlers", "ratelimiter", "sandbox"))
     assert report["cpu_processes"]["handlers"] == 2 and report["cpu_processes"]["receiver"] == 1
     assert report["frontdesk_cpu_ms_per_event"] == pytest.approx(
         sum(cpu[role] for role in ("receiver", "dispatcher", "handlers", "ratelimiter")), abs=0.01)
+
+
+def test_bench_counts_replies_that_went_out_as_pushes(tmp_path):
+    with running_system(tmp_path, reply_max_age_s=0) as system:   # every reply token "too old"
+        report = bench_system(system, "--count", "10", "--rate", "50", "--users", "3")
+    assert report["delivered"] == report["replies_as_push"] == 10 and report["lost"] == 0
 
 
 def test_chaos_kills_handlers_the_rate_limiter_and_the_dispatcher_and_nothing_is_lost(system):
