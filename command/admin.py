@@ -1,6 +1,6 @@
 """Operator commands that talk to the store: status, scale, dead-letters, config.
 
-Each is `main_X(settings, args)` wired by dispatcher/cli.py. They open the store, do one thing,
+Each is `main_X(settings, args)` wired by command/cli.py. They open the store, do one thing,
 print it (a small table, or JSON with --json) and exit: 0 done, 1 the store failed, 2 bad usage.
 Errors are one line naming the problem; secrets (credentials in a store URL) are never shown.
 """

@@ -44,8 +44,13 @@ def package_folders() -> dict[str, Path]:
 def wheel(tmp_path_factory) -> Path:
     """The wheel `pip install .` builds (built once for this module)."""
     folder = tmp_path_factory.mktemp("wheel")
+    # built from a copy: pip builds in the source tree, and a stale build/ there could hide a
+    # file missing from setup.cfg (and the checkout stays clean)
+    source = tmp_path_factory.mktemp("source") / "frontdesk"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "node_modules", "__pycache__", "*.egg-info", ".hypothesis", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(folder), str(REPO)], check=True, capture_output=True, timeout=180)
+                    "--wheel-dir", str(folder), str(source)], check=True, capture_output=True, timeout=180)
     (built,) = folder.glob("frontdesk-*.whl")
     return built
 
