@@ -1,9 +1,9 @@
 """The comparison point for `frontdesk bench --suite compare`: the official SDK's echo pattern.
 
 This is what line-bot-sdk-python's echo example does — check the signature and call the reply
-API *inside* the webhook request, with a fresh `ApiClient` per event — served exactly as the
-receiver is served (`frontdesk.receiver.server.serve`: same waitress options, threads and shutdown),
-pointed at the sandbox. Its replies echo the event's text and use the event's reply token, so
+API *inside* the webhook request, with a fresh `ApiClient` per event — served as such a WSGI app
+is deployed: falcon on waitress with 16 worker threads (a reply blocks its thread for the API's
+latency), pointed at the sandbox. Its replies echo the event's text and use the event's reply token, so
 `frontdesk bench` matches them to events as it matches frontdesk's. It exists only to be
 measured side by side with frontdesk; it needs the optional `baseline` extra
 (`pip install '.[baseline]'`).
@@ -18,13 +18,16 @@ import logging
 import sys
 
 import falcon
+import waitress
+from waitress.server import BaseWSGIServer
 
 from frontdesk.protocol import config
-from frontdesk.receiver.server import serve
+from frontdesk.protocol.serving import QuietChannel, stop_waitress_on_signals
 
 log = logging.getLogger("frontdesk.baseline")
 
 SDK_MISSING = "the official line-bot-sdk is not installed: pip install '.[baseline]'"
+THREADS = 16
 
 
 def sdk_available() -> bool:
@@ -80,7 +83,16 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
     try:
-        serve(lambda queue_depth: create_app(settings), settings)
+        socket_map: dict = {}
+        server = waitress.create_server(create_app(settings), map=socket_map, listen=settings.listen,
+                                        threads=THREADS, connection_limit=settings.receiver_connection_limit,
+                                        backlog=settings.receiver_backlog, ident="sdk-echo")
+        for dispatcher in socket_map.values():
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.channel_class = QuietChannel
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        stop_waitress_on_signals(log)
+        server.run()
     except OSError as exc:
         log.error("event=listen_failed address=%s reason=%s", settings.listen, exc.strerror or exc)
         return 1

@@ -1,6 +1,7 @@
 """`frontdesk bench --suite receiver`: the receiver measured against the bare stack it runs on.
 
-(a) bare: falcon + waitress that checks the signature and answers 200, the ceiling of the stack;
+(a) bare: the receiver's own HTTP server with a handler that only checks the signature and
+answers 200, the ceiling of the stack;
 (b) the real `frontdesk receiver` storing into a temporary SQLite file (durable group commit).
 Both are subprocesses served by `frontdesk.receiver.server.serve` with the same waitress options. The
 load comes from another process: raw keep-alive sockets in one selector loop, so the client
@@ -15,6 +16,7 @@ connection, and the share of 503s). Run: `frontdesk bench --suite receiver [--re
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -32,11 +34,10 @@ import tempfile
 import time
 import uuid
 
-import falcon
-
 from frontdesk.protocol import config
 
 from frontdesk.protocol.events import signature_ok
+from frontdesk.receiver.http import Request, Response, error_body
 
 WARMUP_S = 1.0
 READY_TIMEOUT_S = 20.0
@@ -44,25 +45,19 @@ LINE_TIMEOUT_S = 2.0  # LINE counts a slower answer as a failure
 
 
 # --- (a) the bare app ---------------------------------------------------------------------------
-def create_bare_app(settings: config.Settings) -> falcon.App:
-    """Only the work every webhook server must do: read the body, check the HMAC, answer 200."""
+def bare_handler(settings: config.Settings):
+    """Only the work every webhook server must do: read the body, check the HMAC, answer 200 —
+    on the receiver's own HTTP server."""
     secret = settings.channel_secret.encode()
 
-    class Callback:
-        def on_post(self, req, resp):
-            raw = req.bounded_stream.read(settings.max_body_bytes + 1)
-            if not signature_ok(secret, raw, req.get_header("X-Line-Signature") or ""):
-                raise falcon.HTTPError(401, title="bad signature")
-            resp.data = b'{"status":"ok"}'
+    def handle(request: Request) -> Response:
+        if request.path == "/healthz":
+            return Response(200, b'{"status": "ok"}')
+        if not signature_ok(secret, request.body, request.headers.get("x-line-signature") or ""):
+            return Response(401, error_body(401, "bad signature"))
+        return Response(200, b'{"status":"ok"}')
 
-    class Health:
-        def on_get(self, req, resp):
-            resp.media = {"status": "ok"}
-
-    app = falcon.App()
-    app.add_route(settings.callback_path, Callback())
-    app.add_route("/healthz", Health())
-    return app
+    return handle
 
 
 def _serve_bare() -> int:
@@ -71,7 +66,7 @@ def _serve_bare() -> int:
 
     settings = config.load()
     setup_logging(settings.log_level)
-    serve(lambda queue_depth: create_bare_app(settings), settings)
+    asyncio.run(serve(settings, lambda busy: bare_handler(settings)))
     return 0
 
 

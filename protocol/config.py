@@ -75,11 +75,14 @@ KNOBS: tuple[Knob, ...] = (
     Knob("max_body_bytes", int, 1024 * 1024, "Largest webhook body accepted (413 beyond).", minimum=1),
     Knob("ack_budget_s", float, 1.0,
          "Longest a webhook may wait for durable storage before it gets a fast 503.", minimum=0.01),
-    Knob("receiver_threads", int, 16, "Waitress worker threads.", minimum=1),
-    Knob("receiver_connection_limit", int, 1000, "Waitress open connection limit.", minimum=1),
+    Knob("receiver_connection_limit", int, 1000,
+         "Open connections the receiver keeps; a connection beyond them gets 503 and is closed.", minimum=1),
     Knob("receiver_backlog", int, 2048, "Listen socket backlog.", minimum=1),
-    Knob("receiver_channel_timeout_s", int, 30, "Idle connection timeout (waitress channel_timeout).",
+    Knob("receiver_channel_timeout_s", int, 30, "An idle keep-alive connection is closed after this.",
          minimum=1),
+    Knob("receiver_request_timeout_s", float, 10.0,
+         "A request not complete (headers and body) this long after its first byte gets 408 and its "
+         "connection is closed: a slow client cannot hold a connection.", minimum=0.1),
     Knob("append_linger_ms", float, 5.0,
          "How long a group commit of webhooks waits for more to share its fsync: fewer commits under "
          "load (receiver CPU per event -26% at 500/s), at most this much more ack latency.", minimum=0.0),

@@ -1,17 +1,21 @@
-"""The webhook receiver as a falcon WSGI app: verify, validate, store durably, then answer.
+"""The webhook receiver's routes: verify, validate, store durably, then answer.
 
-The order is the contract (docs/receiver.md, "What each request gets"): admission (is there still time to answer
-within the ack budget?), size limit, signature over the raw bytes, then parsing, then one
-durable append of every event of the body. Only a 200 means anything was stored.
+The order is the contract (docs/receiver.md, "What each request gets"): size limit (the HTTP
+server refuses a larger body before reading it), signature over the raw bytes, then parsing, then
+one durable append of every event of the body, which must start within the ack budget counted
+from the request's arrival. Only a 200 means anything was stored. The routes run on the
+receiver's event loop (receiver/http.py); the append is handed to the store's writer thread and
+answered when it is durable.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import threading
 import time
+from collections import deque
 from typing import Callable
-
-import falcon
 
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.events import WebhookError, parse_webhook_body, signature_ok
@@ -19,6 +23,7 @@ from frontdesk.protocol.roles import status_role
 from frontdesk.store import Store, StoreError
 
 from . import metrics as prom
+from .http import Request, Response, error_body
 
 log = logging.getLogger("frontdesk.receiver")
 
@@ -26,27 +31,13 @@ STATS_TTL_S = 1.0  # /metrics reads the store's queue counts at most this often
 STATUS_FRESH_S = 10.0  # a dispatcher publishes every second: older than this, it is gone
 
 
-def queued_seconds(environ: dict) -> float:
-    """How long the server held this request before a worker thread took it.
-
-    Waitress stamps its channel's `last_activity` when the request's last bytes arrive; time
-    spent in its task queue counts against LINE's 2 s as much as our own work. Other WSGI
-    servers give 0 (the budget then starts when the app sees the request).
-    """
-    channel = getattr(environ.get("waitress.client_disconnected"), "__self__", None)
-    arrived = getattr(channel, "last_activity", None)
-    if not isinstance(arrived, float):
-        return 0.0
-    return max(0.0, time.time() - arrived)
-
-
 class _Rejected(Exception):
     """A webhook answered with an error: the log line gets `reason`, the client `public`
     (the same unless the reason holds server details such as file paths)."""
 
-    def __init__(self, status: int, title: str, reason: str, public: str | None = None):
+    def __init__(self, status: int, reason: str, public: str | None = None):
         super().__init__(reason)
-        self.status, self.title, self.reason = status, title, reason
+        self.status, self.reason = status, reason
         self.public = reason if public is None else public
 
 
@@ -132,131 +123,153 @@ def _pool_gauges(registry: prom.Registry, stats: _CachedStats) -> None:
                    labelnames=("process",))
 
 
-class Callback:
-    """POST /callback: the LINE webhook."""
+class Receiver:
+    """The receiver's routes on its event loop: POST <callback_path>, GET /healthz, GET /metrics."""
 
-    def __init__(self, settings: Settings, store: Store, metrics: ReceiverMetrics):
+    def __init__(self, settings: Settings, store: Store, busy: Callable[[], int | None] = lambda: None):
         self._secret = settings.channel_secret.encode()
-        self._max_body = settings.max_body_bytes
+        self._callback_path = settings.callback_path
         self._budget_s = settings.ack_budget_s
         self._store = store
-        self._metrics = metrics
+        self.metrics = ReceiverMetrics(prom.Registry())
+        self._stats = _CachedStats(store)
+        registry = self.metrics.registry
+        registry.gauge("frontdesk_store_pending_events",
+                       "Events stored and not yet delivered (read at most once a second).",
+                       lambda: self._stats.get("pending"))
+        registry.gauge("frontdesk_store_in_flight_events",
+                       "Events leased to a dispatcher (read at most once a second).",
+                       lambda: self._stats.get("in_flight"))
+        registry.gauge("frontdesk_store_dead_events", "Dead letters (read at most once a second).",
+                       lambda: self._stats.get("dead"))
+        registry.gauge("frontdesk_receiver_server_queue_depth",
+                       "Requests read and not answered yet.", busy)
+        _pool_gauges(registry, self._stats)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._durable: deque = deque()     # appends the writer thread finished, for the loop
+        self._durable_lock = threading.Lock()
+        self._pending: dict[int, tuple] = {}   # appends handed to the store, not answered yet, by handle id
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        now = time.monotonic()
-        accepted = now - queued_seconds(req.env)
-        fields = {"events": 0, "new": 0, "dup": 0}
-        rejected = None
+    def __call__(self, request: Request) -> Response | asyncio.Future:
+        if request.path == self._callback_path:
+            route = self._callback_path
+            answer = self._callback(request) if request.method == "POST" else _method_not_allowed(request)
+        elif request.path == "/healthz":
+            route, answer = "/healthz", self._health() if request.method == "GET" else _method_not_allowed(request)
+        elif request.path == "/metrics":
+            route = "/metrics"
+            answer = Response(200, self.metrics.registry.render().encode(), prom.CONTENT_TYPE) \
+                if request.method == "GET" else _method_not_allowed(request)
+        else:
+            log.info("status=404 method=%s path=%r", request.method, request.path[:200])
+            route, answer = "unmatched", Response(404, error_body(404, f"no route {request.path[:200]!r}"))
+        if isinstance(answer, Response):
+            self.metrics.requests.inc(route, str(answer.status))
+        else:
+            answer.add_done_callback(lambda done: self.metrics.requests.inc(route, str(done.result().status)))
+        return answer
+
+    # --- POST /callback ----------------------------------------------------------------------
+    def _callback(self, request: Request) -> Response | asyncio.Future:
         try:
-            self._accept(req, accepted, fields)
-        except _Rejected as exc:
-            rejected = exc
-        status, reason = (rejected.status, rejected.reason) if rejected else (200, "")
-        elapsed = time.monotonic() - accepted
-        self._metrics.ack_seconds.observe(elapsed)
-        level = logging.WARNING if status >= 500 else logging.INFO
-        log.log(level, "status=%d events=%d new=%d dup=%d ms=%.1f%s", status, fields["events"],
-                fields["new"], fields["dup"], elapsed * 1000, f" reason={reason!r}" if reason else "")
-        if rejected:
-            raise falcon.HTTPError(status, title=rejected.title, description=rejected.public)
-        resp.data = b'{"status":"ok"}'
-
-    def _accept(self, req: falcon.Request, accepted: float, fields: dict) -> None:
-        deadline = accepted + self._budget_s
+            destination, events = self._check(request)
+        except _Rejected as rejected:
+            return self._answer(request, rejected.status, 0, 0, 0, rejected)
+        if not events:   # LINE's connectivity check: nothing to store
+            return self._answer(request, 200, 0, 0, 0)
+        deadline = request.arrived + self._budget_s
         if time.monotonic() >= deadline:
-            raise _Rejected(503, "overloaded", "queued past the ack budget before a worker took it")
-        length = req.content_length
-        if length is not None and length > self._max_body:
-            raise _Rejected(413, "body too large", f"body of {length} bytes exceeds the limit of "
-                                                   f"{self._max_body}")
-        raw = req.bounded_stream.read(self._max_body + 1)
-        if len(raw) > self._max_body:
-            raise _Rejected(413, "body too large", f"body exceeds the limit of {self._max_body} bytes")
-        signature = req.get_header("X-Line-Signature")
-        if not signature:
-            raise _Rejected(401, "missing signature", "the x-line-signature header is missing")
-        if not signature_ok(self._secret, raw, signature):
-            raise _Rejected(401, "bad signature", "x-line-signature does not match the body")
-        try:
-            destination, events = parse_webhook_body(raw)
-        except WebhookError as exc:
-            raise _Rejected(400, "malformed webhook body", str(exc)) from None
-        fields["events"] = len(events)
-        if not events:
-            return  # LINE's connectivity check: nothing to store
-        received_at_ms = int((time.time() - (time.monotonic() - accepted)) * 1000)
-        self._metrics.append_started()
+            return self._answer(request, 503, len(events), 0, 0,
+                                _Rejected(503, "queued past the ack budget before it could be stored"))
+        received_at_ms = int((time.time() - (time.monotonic() - request.arrived)) * 1000)
+        self._loop = self._loop or asyncio.get_running_loop()
+        future = self._loop.create_future()
+        self.metrics.append_started()
         started = time.monotonic()
         try:
-            result = self._store.append(destination, events, received_at_ms, deadline=deadline)
+            handle = self._store.append_nowait(destination, events, received_at_ms, deadline,
+                                               self._durable_soon)
         except StoreError as exc:
-            raise _Rejected(503, "store unavailable", f"store unavailable: {exc}",
-                            "the events cannot be stored now; send them again later") from None
-        finally:
-            self._metrics.append_finished(time.monotonic() - started)
-        fields["new"], fields["dup"] = len(result.new), len(result.duplicates)
-        self._metrics.events_stored.inc(amount=len(result.new))
-        self._metrics.duplicates.inc(amount=len(result.duplicates))
+            self.metrics.append_finished(time.monotonic() - started)
+            return self._answer(request, 503, len(events), 0, 0, _store_rejection(exc))
+        timer = self._loop.call_at(self._loop.time() + (deadline - time.monotonic()), self._deadline_passed,
+                                   handle, future, request, len(events), started)
+        self._pending[id(handle)] = (future, request, len(events), started, timer)
+        return future
 
+    def _check(self, request: Request) -> tuple[str, list[dict]]:
+        signature = request.headers.get("x-line-signature")
+        if not signature:
+            raise _Rejected(401, "the x-line-signature header is missing")
+        if not signature_ok(self._secret, request.body, signature):
+            raise _Rejected(401, "x-line-signature does not match the body")
+        try:
+            return parse_webhook_body(request.body)
+        except WebhookError as exc:
+            raise _Rejected(400, str(exc)) from None
 
-class Health:
-    """GET /healthz: 200 when the store can take writes, 503 (with the reason) otherwise."""
+    def _durable_soon(self, handle) -> None:
+        """On the writer thread: queue the finished append for the loop (one wake-up per group)."""
+        with self._durable_lock:
+            first = not self._durable
+            self._durable.append(handle)
+        if first:
+            self._loop.call_soon_threadsafe(self._durable_now)
 
-    def __init__(self, store: Store):
-        self._store = store
+    def _durable_now(self) -> None:
+        with self._durable_lock:
+            handles, self._durable = self._durable, deque()
+        for handle in handles:
+            pending = self._pending.pop(id(handle), None)
+            if pending is None:
+                continue   # answered 503 at its deadline (abandoned, so nothing was stored)
+            future, request, count, started, timer = pending
+            timer.cancel()
+            self.metrics.append_finished(time.monotonic() - started)
+            if handle.error is not None:
+                response = self._answer(request, 503, count, 0, 0, _store_rejection(handle.error))
+            else:
+                result = handle.result
+                self.metrics.events_stored.inc(amount=len(result.new))
+                self.metrics.duplicates.inc(amount=len(result.duplicates))
+                response = self._answer(request, 200, count, len(result.new), len(result.duplicates))
+            if not future.done():
+                future.set_result(response)
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def _deadline_passed(self, handle, future, request, count, started) -> None:
+        """The append could not start in time: give up on it unless it is being written."""
+        if id(handle) not in self._pending or not self._store.abandon_append(handle):
+            return   # being written: its outcome is coming
+        del self._pending[id(handle)]
+        self.metrics.append_finished(time.monotonic() - started)
+        future.set_result(self._answer(request, 503, count, 0, 0, _store_rejection(
+            StoreError("the write could not start before its deadline"))))
+
+    def _answer(self, request: Request, status: int, events: int, new: int, dup: int,
+                rejected: _Rejected | None = None) -> Response:
+        elapsed = time.monotonic() - request.arrived
+        self.metrics.ack_seconds.observe(elapsed)
+        level = logging.WARNING if status >= 500 else logging.INFO
+        log.log(level, "status=%d events=%d new=%d dup=%d ms=%.1f%s", status, events, new, dup,
+                elapsed * 1000, f" reason={rejected.reason!r}" if rejected else "")
+        if rejected:
+            return Response(status, error_body(status, rejected.public))
+        return Response(200, b'{"status":"ok"}')
+
+    # --- GET /healthz ---------------------------------------------------------------------------
+    def _health(self) -> Response:
+        """200 when the store can take writes, 503 (with the reason) otherwise."""
         try:
             self._store.health()
         except StoreError as exc:
-            resp.status = falcon.HTTP_503
-            resp.media = {"status": "unavailable", "reason": str(exc)}
-            return
-        resp.media = {"status": "ok"}
+            return Response(503, json.dumps({"status": "unavailable", "reason": str(exc)}).encode())
+        return Response(200, b'{"status": "ok"}')
 
 
-class Metrics:
-    """GET /metrics in the Prometheus text format."""
-
-    def __init__(self, registry: prom.Registry):
-        self._registry = registry
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.content_type = prom.CONTENT_TYPE
-        resp.text = self._registry.render()
+def _store_rejection(exc: Exception) -> _Rejected:
+    return _Rejected(503, f"store unavailable: {exc}", "the events cannot be stored now; send them again later")
 
 
-class _CountResponses:
-    """Counts every answer by status; logs wrong paths and methods (a misconfigured webhook
-    URL shows up here)."""
-
-    def __init__(self, metrics: ReceiverMetrics):
-        self._metrics = metrics
-
-    def process_response(self, req, resp, resource, req_succeeded) -> None:
-        self._metrics.requests.inc(req.uri_template or "unmatched", str(resp.status_code))
-        if resp.status_code in (404, 405):
-            log.info("status=%d method=%s path=%r", resp.status_code, req.method, req.path)
-
-
-def create_app(settings: Settings, store: Store,
-               server_queue_depth: Callable[[], float | None] = lambda: None) -> falcon.App:
-    """The receiver app. `server_queue_depth` reports requests waiting for a worker thread."""
-    metrics = ReceiverMetrics(prom.Registry())
-    stats = _CachedStats(store)
-    metrics.registry.gauge("frontdesk_store_pending_events",
-                           "Events stored and not yet delivered (read at most once a second).",
-                           lambda: stats.get("pending"))
-    metrics.registry.gauge("frontdesk_store_in_flight_events",
-                           "Events leased to a dispatcher (read at most once a second).",
-                           lambda: stats.get("in_flight"))
-    metrics.registry.gauge("frontdesk_store_dead_events", "Dead letters (read at most once a second).",
-                           lambda: stats.get("dead"))
-    metrics.registry.gauge("frontdesk_receiver_server_queue_depth",
-                           "Requests waiting for a free worker thread.", server_queue_depth)
-    _pool_gauges(metrics.registry, stats)
-    app = falcon.App(middleware=[_CountResponses(metrics)])
-    app.add_route(settings.callback_path, Callback(settings, store, metrics))
-    app.add_route("/healthz", Health(store))
-    app.add_route("/metrics", Metrics(metrics.registry))
-    return app
+def _method_not_allowed(request: Request) -> Response:
+    log.info("status=405 method=%s path=%r", request.method, request.path[:200])
+    return Response(405, error_body(405, f"{request.method} is not allowed here"))

@@ -1,84 +1,84 @@
-"""`frontdesk receiver`: the webhook app served by waitress, until SIGTERM or SIGINT.
+"""`frontdesk receiver`: the webhook routes (receiver/app.py) on the receiver's own HTTP server
+(receiver/http.py), one asyncio event loop, until SIGTERM or SIGINT.
 
-Waitress serves plain HTTP only (it has no TLS support); run it behind a TLS-terminating
-proxy (docs/receiver.md).
+It serves plain HTTP only; run it behind a TLS-terminating proxy (docs/receiver.md). A first
+SIGTERM or SIGINT stops accepting, answers every request already read (their events are being
+stored), and exits 0; a second one exits at once.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import signal
-import time
 from logging.handlers import QueueHandler, QueueListener
 
-import waitress
-from waitress import wasyncore
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer
-
 from frontdesk.protocol.config import Settings
-from frontdesk.protocol.serving import QuietChannel, stop_waitress_on_signals
 from frontdesk.store import run_with_store
 
-from .app import create_app
+from .app import Receiver
+from .http import Limits, Server
 
 log = logging.getLogger("frontdesk.receiver")
 
-FLUSH_TIMEOUT_S = 2.0  # at shutdown, time allowed to send answers already computed
+FLUSH_TIMEOUT_S = 2.0  # at shutdown, longest wait for the answers of requests already read
 
 
-def waitress_options(settings: Settings) -> dict:
-    """Waitress adjustments from the receiver_* knobs (the bench serves its bare app with these too)."""
-    return {
-        "listen": settings.listen,
-        "threads": settings.receiver_threads,
-        "connection_limit": settings.receiver_connection_limit,
-        "backlog": settings.receiver_backlog,
-        "channel_timeout": settings.receiver_channel_timeout_s,
-        # Waitress buffers a whole body before the app runs; this caps what it buffers, while
-        # the app enforces the exact max_body_bytes (with a log line and a JSON error).
-        "max_request_body_size": 2 * settings.max_body_bytes + 1,
-        "ident": "frontdesk",
-    }
+def limits(settings: Settings) -> Limits:
+    return Limits(settings.max_body_bytes, settings.receiver_request_timeout_s,
+                  settings.receiver_channel_timeout_s, settings.receiver_connection_limit)
 
 
-def serve(app_factory, settings: Settings) -> None:
-    """Serve `app_factory(queue_depth)` until SIGTERM/SIGINT, then finish in-flight requests.
+async def serve(settings: Settings, handler_factory) -> None:
+    """Serve `handler_factory(busy)` on settings.listen until SIGTERM/SIGINT, then finish the
+    requests already read. `busy()` counts the requests read and not answered yet."""
+    loop = asyncio.get_running_loop()
+    server: Server | None = None
+    server = Server(handler_factory(lambda: server.busy if server is not None else None), limits(settings))
+    host, _, port = settings.listen.rpartition(":")
+    listener = await loop.create_server(server.protocol, host or None, int(port),
+                                        backlog=settings.receiver_backlog, reuse_address=True)
+    stopped = loop.create_future()
 
-    `queue_depth()` tells the app how many requests wait for a free worker thread.
-    """
-    # Under load waitress logs "Task queue depth is N" for every queued request.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    socket_map: dict = {}
-    server = None
+    def stop(signum: int) -> None:
+        log.info("event=stopping signal=%s", signal.Signals(signum).name)
+        for sig in (signal.SIGTERM, signal.SIGINT):   # a second signal: at once
+            loop.remove_signal_handler(sig)
+        if not stopped.done():
+            stopped.set_result(None)
 
-    def queue_depth() -> int | None:
-        return len(server.task_dispatcher.queue) if server is not None else None
-
-    server = waitress.create_server(app_factory(queue_depth), map=socket_map, **waitress_options(settings))
-    for dispatcher in socket_map.values():
-        if isinstance(dispatcher, BaseWSGIServer):
-            dispatcher.channel_class = QuietChannel
-
-    previous = stop_waitress_on_signals(log)
-    log_writer = _log_through_queue()
-    log.info("event=listening address=%s threads=%d", settings.listen, settings.receiver_threads)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+    log.info("event=listening address=%s", settings.listen)
+    await stopped
+    listener.close()
     try:
-        server.run()
-        _flush_answers(socket_map)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        _stop_log_writer(log_writer)
+        await asyncio.wait_for(server.stop(), settings.ack_budget_s + FLUSH_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        log.warning("event=stop_timeout open_connections=%d", len(server.connections))
+
+
+def main(settings: Settings) -> int:
+    settings.require_secrets("channel_secret")
+
+    def receive(store) -> int:
+        log_writer = _log_through_queue()
+        try:
+            asyncio.run(serve(settings, lambda busy: Receiver(settings, store, busy)))
+        except OSError as exc:
+            log.error("event=listen_failed address=%s reason=%s", settings.listen, exc.strerror or exc)
+            return 1
+        finally:
+            _stop_log_writer(log_writer)
+        log.info("event=stopped")
+        return 0
+
+    return run_with_store(settings.store, log, receive, append_linger_s=settings.append_linger_ms / 1000)
 
 
 def _log_through_queue() -> QueueListener:
-    """Let one thread write the log: request threads only enqueue their line.
-
-    A write to the log file inside each request releases and re-takes the GIL, and every
-    worker then queues behind every other (measured on the 2-core box with the store taken
-    out: ~130 req/s with direct writes, ~1,600 through the queue).
-    """
+    """Let one thread write the log: the loop only enqueues its line, so a slow log pipe (the
+    terminal or `frontdesk run`'s output) never holds up webhooks."""
     root = logging.getLogger()
     handlers = root.handlers[:]
     records: queue.SimpleQueue = queue.SimpleQueue()
@@ -99,30 +99,3 @@ def _stop_log_writer(listener: QueueListener) -> None:
             root.removeHandler(handler)
     for handler in listener.handlers:
         root.addHandler(handler)
-
-
-def _flush_answers(socket_map: dict) -> None:
-    """Send the answers of requests finished during shutdown: their events are already stored."""
-    for dispatcher in list(socket_map.values()):
-        if not isinstance(dispatcher, HTTPChannel):
-            dispatcher.close()  # listening sockets and the wake-up trigger; the workers are done
-    deadline = time.monotonic() + FLUSH_TIMEOUT_S
-    while time.monotonic() < deadline and any(
-            channel.total_outbufs_len for channel in list(socket_map.values())):
-        wasyncore.loop(timeout=0.05, map=socket_map, count=1)
-    wasyncore.close_all(socket_map)
-
-
-def main(settings: Settings) -> int:
-    settings.require_secrets("channel_secret")
-
-    def receive(store) -> int:
-        try:
-            serve(lambda queue_depth: create_app(settings, store, queue_depth), settings)
-        except OSError as exc:
-            log.error("event=listen_failed address=%s reason=%s", settings.listen, exc.strerror or exc)
-            return 1
-        log.info("event=stopped")
-        return 0
-
-    return run_with_store(settings.store, log, receive, append_linger_s=settings.append_linger_ms / 1000)

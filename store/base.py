@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .groupcommit import GroupCommitter
 
 
 class StoreError(Exception):
@@ -67,7 +71,7 @@ class ChangeFeed(abc.ABC):
 
 class Store(abc.ABC):
     url: str
-
+    _writer: "GroupCommitter"   # every backend group-commits its appends (store/groupcommit.py)
     # --- queue: writing ------------------------------------------------------------------
     @abc.abstractmethod
     def append(self, destination: str, events: list[dict], received_at_ms: int,
@@ -80,6 +84,23 @@ class Store(abc.ABC):
         value) passes before the write has started: then nothing of this call is stored, so
         the receiver can answer a fast 503 and "only a 200 stores anything" still holds.
         """
+
+    def append_nowait(self, destination: str, events: list[dict], received_at_ms: int,
+                      deadline: float | None, on_done) -> object:
+        """`append` without waiting (for a caller on an event loop): returns a handle at once;
+        on_done(handle) runs on the store's writer thread when handle.result (an AppendResult) or
+        handle.error (a StoreUnavailable) is set. When the deadline passes first, the caller asks
+        abandon_append(handle): True means nothing of it will be stored."""
+        from .groupcommit import AppendRequest   # (groupcommit imports this module)
+
+        request = AppendRequest(destination, events, received_at_ms, deadline)
+        self._writer.submit(request, on_done)
+        return request
+
+    def abandon_append(self, handle) -> bool:
+        """Give up on an append_nowait: True when it will never be stored, False when it is being
+        written (on_done still comes)."""
+        return self._writer.abandon(handle)
 
     @abc.abstractmethod
     def health(self) -> None:

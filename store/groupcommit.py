@@ -31,11 +31,12 @@ _STOP = object()
 
 class WriteRequest:
     """One caller's share of a group commit; the commit function sets `result`."""
-    __slots__ = ("deadline", "result", "error", "finished", "taken", "abandoned", "queued_at")
+    __slots__ = ("deadline", "result", "error", "finished", "taken", "abandoned", "queued_at", "on_done")
 
     def __init__(self, deadline: float | None = None):
         self.deadline = deadline
         self.queued_at = 0.0
+        self.on_done: Callable[["WriteRequest"], None] | None = None   # see GroupCommitter.submit
         self.result = None
         self.error: Exception | None = None
         self.finished = threading.Event()
@@ -88,6 +89,24 @@ class GroupCommitter:
     def append(self, destination: str, events: list[dict], received_at_ms: int,
                deadline: float | None) -> AppendResult:
         return self.write(AppendRequest(destination, events, received_at_ms, deadline))
+
+    def submit(self, request: WriteRequest, on_done: Callable[[WriteRequest], None]) -> None:
+        """Queue the request without waiting: on_done(request) runs on the writer thread once it has
+        its result or error. A caller whose deadline passes calls abandon()."""
+        if self._stopped:
+            raise StoreUnavailable(f"store {self.name} is closed")
+        request.on_done = on_done
+        request.queued_at = time.monotonic()
+        self._requests.put(request)
+
+    def abandon(self, request: WriteRequest) -> bool:
+        """Give up on a submitted request: True when it will never be written (not taken yet),
+        False when the writer is already writing it (its outcome is coming)."""
+        with self._taking:
+            if request.taken:
+                return False
+            request.abandoned = True
+            return True
 
     def write(self, request: WriteRequest):
         """Queue the request, wait until it is durable (or abandoned at its deadline); its result."""
@@ -175,6 +194,8 @@ class GroupCommitter:
             if not request.taken:
                 request.error = late   # its deadline had passed (or its caller left)
             request.finished.set()
+            if request.on_done is not None:
+                request.on_done(request)
         if stored:
             self._notify()
 
@@ -190,3 +211,5 @@ class GroupCommitter:
             if request is not _STOP:
                 request.error = StoreUnavailable(f"store {self.name} is closed")
                 request.finished.set()
+                if request.on_done is not None:
+                    request.on_done(request)

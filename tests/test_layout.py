@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from frontdesk.demo import accepting
 from frontdesk.protocol.config import SANDBOX_CHANNEL_SECRET
 from frontdesk.sandbox.webhooks import EventFactory, post_webhook, user_id, user_source
 from tests.helpers import free_port, wait_until
@@ -199,8 +200,9 @@ def test_a_bot_with_its_own_handlers_protocol_and_store_runs_under_frontdesk_run
         events = [factory.event("text", user_source(u), text=f"hello {n}") for n, u in enumerate(users)]
         body = factory.body(events)
         url = f"http://{listen}/callback"
-        wait_until(lambda: run.poll() is not None or post_webhook(url, SANDBOX_CHANNEL_SECRET, body) == 200,
-                   timeout=60, interval=0.2, message="the webhook accepted")
+        wait_until(lambda: run.poll() is not None or (accepting(listen) and accepting(sandbox_listen)),
+                   timeout=60, interval=0.1, message="the receiver and the sandbox listening")
+        assert post_webhook(url, SANDBOX_CHANNEL_SECRET, body) == 200
         assert run.poll() is None, log_path.read_text(errors="replace")
 
         def replies():

@@ -342,8 +342,9 @@ def test_store_that_cannot_write_gets_503_and_stores_nothing(tmp_path):
 
 
 def test_overload_gets_fast_503s_and_only_200s_are_stored(tmp_path):
-    """One worker thread and a 10 ms budget: most of 100 simultaneous webhooks wait too long."""
-    running = Receiver(tmp_path, extra_env={"FRONTDESK_RECEIVER_THREADS": "1",
+    """A 10 ms budget and a store that takes 50 ms per group commit (its linger): of 100
+    simultaneous webhooks the first group is stored in time, the later ones wait too long."""
+    running = Receiver(tmp_path, extra_env={"FRONTDESK_APPEND_LINGER_MS": "50",
                                             "FRONTDESK_ACK_BUDGET_S": "0.01"})
     try:
         running.wait_ready()

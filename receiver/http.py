@@ -1,0 +1,323 @@
+"""The receiver's HTTP/1.1 server: one asyncio event loop, no worker threads.
+
+Why not waitress any more: per webhook, waitress's I/O thread handed the request to a worker
+thread, the worker to the group commit's writer thread and back, the worker back to the I/O
+thread — four thread hand-offs under one GIL for a request whose own work (HMAC, JSON, a row) is
+tens of microseconds. Here the loop parses the request, the app checks it and hands the append to
+the writer thread, and the loop answers when the writer says it is durable.
+
+What a webhook server must still do, done here: keep-alive with pipelined requests answered in
+order, Content-Length and chunked bodies, `Expect: 100-continue`, a header size limit (431), a
+body limit checked before the body is read (413), a deadline for a whole request once its first
+byte arrived (408: a slow client cannot hold a connection), an idle keep-alive timeout, a limit
+on open connections (503 to the excess), and a graceful stop that answers what was read.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Callable
+
+log = logging.getLogger("frontdesk.receiver")
+
+MAX_HEAD_BYTES = 64 * 1024
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]           # lower-case names
+    body: bytes
+    arrived: float                    # time.monotonic() when the whole request had been read
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Request], "Response | asyncio.Future"]
+
+
+class Limits:
+    """The knobs a connection enforces."""
+
+    def __init__(self, max_body_bytes: int, request_timeout_s: float, idle_timeout_s: float,
+                 max_connections: int):
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout_s = request_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
+
+
+class _Reject(Exception):
+    """A request that cannot be read: answered with `status`, then the connection is closed."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def error_body(status: int, description: str) -> bytes:
+    """An error answer's JSON body: {"title": <the status phrase>, "description": ...}."""
+    import json
+
+    return json.dumps({"title": HTTPStatus(status).phrase, "description": description}).encode()
+
+
+def encode_response(response: Response, keep_alive: bool) -> bytes:
+    phrase = HTTPStatus(response.status).phrase
+    head = [f"HTTP/1.1 {response.status} {phrase}\r\n",
+            f"Content-Type: {response.content_type}\r\n",
+            f"Content-Length: {len(response.body)}\r\n",
+            "Server: frontdesk\r\n"]
+    head += [f"{name}: {value}\r\n" for name, value in response.headers.items()]
+    if not keep_alive:
+        head.append("Connection: close\r\n")
+    head.append("\r\n")
+    return "".join(head).encode("latin-1") + response.body
+
+
+class Server:
+    """Accepted connections, shared limits, and the count of requests being answered."""
+
+    def __init__(self, handler: Handler, limits: Limits):
+        self.handler = handler
+        self.limits = limits
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        self._drained: asyncio.Future | None = None
+
+    def protocol(self) -> "_Connection":
+        return _Connection(self)
+
+    @property
+    def busy(self) -> int:
+        """Requests read and not yet answered."""
+        return sum(1 for c in self.connections if c.waiting is not None)
+
+    def stop(self) -> asyncio.Future:
+        """Close idle connections; busy ones close after their answer. The future is done when
+        the last connection is gone."""
+        self.stopping = True
+        self._drained = asyncio.get_running_loop().create_future()
+        for connection in list(self.connections):
+            if connection.waiting is None:
+                connection.close()
+        self._forget(None)
+        return self._drained
+
+    def _forget(self, connection: "_Connection | None") -> None:
+        self.connections.discard(connection)
+        if self.stopping and not self.connections and not self._drained.done():
+            self._drained.set_result(None)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parse requests in order, one answered at a time."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.head: tuple[str, str, str, dict[str, str]] | None = None   # method, path, version, headers
+        self.body = bytearray()
+        self.chunked = False
+        self.length = 0
+        self.waiting: asyncio.Future | None = None    # the answer being computed
+        self.keep_alive = True
+        self.started: float | None = None              # first byte of the request being read
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    # --- connection life ---------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        server = self.server
+        if len(server.connections) >= server.limits.max_connections or server.stopping:
+            self._send(Response(503, error_body(503, "too many open connections; try again")), False)
+            return
+        server.connections.add(self)
+        self._arm(server.limits.idle_timeout_s)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.server._forget(self)
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def _arm(self, seconds: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.waiting is not None:
+            return   # the answer is on its way
+        if self.started is None and not self.buffer:
+            self.close()   # idle keep-alive connection
+            return
+        log.info("status=408 reason='the request was not complete within %gs'",
+                 self.server.limits.request_timeout_s)
+        self._send(Response(408, error_body(408, "the request was not complete in time")), False)
+
+    # --- reading -----------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.buffer += data
+        if self.started is None:
+            self.started = time.monotonic()
+            self._arm(self.server.limits.request_timeout_s)
+        if self.waiting is None:
+            self._advance()
+
+    def eof_received(self):
+        if self.waiting is None:
+            self.close()
+            return False
+        self.keep_alive = False
+        return True   # keep the transport: the request being answered still gets its answer
+
+    def _advance(self) -> None:
+        """Read as many whole requests as the buffer holds, answering each before the next."""
+        while not self.closed and self.waiting is None:
+            try:
+                request = self._parse()
+            except _Reject as exc:
+                log.info("status=%d reason=%r", exc.status, str(exc))
+                self._send(Response(exc.status, error_body(exc.status, str(exc))), False)
+                return
+            if request is None:
+                return
+            self._dispatch(request)
+
+    def _parse(self) -> Request | None:
+        if self.head is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > MAX_HEAD_BYTES:
+                    raise _Reject(431, "request headers larger than 64 KiB")
+                return None
+            self.head = self._parse_head(bytes(self.buffer[:end]))
+            del self.buffer[:end + 4]
+            if self.head[3].get("expect", "").lower() == "100-continue" and self.length:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.chunked:
+            if not self._read_chunks():
+                return None
+        else:
+            if len(self.buffer) < self.length:
+                return None
+            self.body += self.buffer[:self.length]
+            del self.buffer[:self.length]
+        method, path, version, headers = self.head
+        request = Request(method, path, headers, bytes(self.body), time.monotonic())
+        self.head, self.body, self.chunked, self.length = None, bytearray(), False, 0
+        self.keep_alive = self._keeps_alive(version, headers)
+        return request
+
+    def _parse_head(self, raw: bytes) -> tuple[str, str, str, dict[str, str]]:
+        lines = raw.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _Reject(400, f"not an HTTP/1.x request line: {lines[0][:80]!r}")
+        method, target, version = parts
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise _Reject(400, f"malformed header line: {line[:80]!r}")
+            headers[name.lower()] = value.strip()
+        path = target.split("?", 1)[0]
+        limit = self.server.limits.max_body_bytes
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self.chunked = True
+        elif "content-length" in headers:
+            value = headers["content-length"]
+            if not value.isdigit():
+                raise _Reject(400, f"bad Content-Length {value[:40]!r}")
+            self.length = int(value)
+            if self.length > limit:
+                raise _Reject(413, f"body of {self.length} bytes exceeds the limit of {limit}")
+        elif method in ("POST", "PUT"):
+            raise _Reject(411, "a body needs Content-Length or chunked transfer encoding")
+        return method, path, version, headers
+
+    def _read_chunks(self) -> bool:
+        """Move whole chunks from the buffer to the body; True once the last chunk is in."""
+        while True:
+            line_end = self.buffer.find(b"\r\n")
+            if line_end < 0:
+                return False
+            size_text = bytes(self.buffer[:line_end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise _Reject(400, f"bad chunk size {size_text[:20]!r}") from None
+            if size == 0:
+                end = self.buffer.find(b"\r\n\r\n", line_end)
+                if end < 0:
+                    return False
+                del self.buffer[:end + 4]
+                return True
+            if len(self.body) + size > self.server.limits.max_body_bytes:
+                raise _Reject(413, f"body exceeds the limit of {self.server.limits.max_body_bytes} bytes")
+            if len(self.buffer) < line_end + 2 + size + 2:
+                return False
+            self.body += self.buffer[line_end + 2:line_end + 2 + size]
+            del self.buffer[:line_end + 2 + size + 2]
+
+    @staticmethod
+    def _keeps_alive(version: str, headers: dict[str, str]) -> bool:
+        connection = headers.get("connection", "").lower()
+        return "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
+
+    # --- answering -----------------------------------------------------------------------------
+    def _dispatch(self, request: Request) -> None:
+        answer = self.server.handler(request)
+        if isinstance(answer, Response):
+            self._answered(answer)
+            return
+        self.waiting = answer
+        answer.add_done_callback(self._on_answer)
+
+    def _on_answer(self, future: asyncio.Future) -> None:
+        self.waiting = None
+        try:
+            response = future.result()
+        except Exception:   # a bug must cost one request, not the process
+            log.exception("event=request_failed")
+            response = Response(500, error_body(500, "internal error"))
+        self._answered(response)
+        if not self.closed and self.buffer:
+            self._advance()
+
+    def _answered(self, response: Response) -> None:
+        keep_alive = self.keep_alive and not self.server.stopping
+        self._send(response, keep_alive)
+        if keep_alive and not self.closed:
+            self.started = time.monotonic() if self.buffer else None
+            self._arm(self.server.limits.request_timeout_s if self.buffer
+                      else self.server.limits.idle_timeout_s)
+
+    def _send(self, response: Response, keep_alive: bool) -> None:
+        if self.closed or self.transport.is_closing():
+            return
+        self.transport.write(encode_response(response, keep_alive))
+        if not keep_alive:
+            self.closed = True
+            self.transport.close()   # after what was written is sent
