@@ -3,7 +3,7 @@
 (a) bare: the receiver's own HTTP server with a handler that only checks the signature and
 answers 200, the ceiling of the stack;
 (b) the real `frontdesk receiver` storing into a temporary SQLite file (durable group commit).
-Both are subprocesses served by `frontdesk.receiver.server.serve` with the same waitress options. The
+Both are subprocesses served by `frontdesk.receiver.server.serve` with the same limits. The
 load comes from another process: raw keep-alive sockets in one selector loop, so the client
 spends little CPU per request and the figures describe the servers, not the client.
 

@@ -38,7 +38,7 @@ ROLES = frozenset({"receiver", "dispatcher", "sandbox"})
 # `frontdesk bench --suite NAME` -> the module whose `run_bench(settings, args)` measures it.
 BENCH_SUITES = {
     "e2e": "frontdesk.bench.e2e",            # the whole path through a running system (default)
-    "receiver": "frontdesk.bench.receiver",  # bare falcon+waitress HMAC app vs the receiver
+    "receiver": "frontdesk.bench.receiver",  # its bare HTTP server + HMAC vs the receiver
     "store": "frontdesk.bench.store",        # group-committed append, claim+ack, change-feed latency
     "frames": "frontdesk.bench.frames",      # frames per second through one handler process
     "api": "frontdesk.bench.api",            # calls per second through the rate limiter, batching on/off

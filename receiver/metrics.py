@@ -1,7 +1,7 @@
 """A tiny Prometheus text-format registry: labelled counters, histograms and callback gauges.
 
-Just enough for `GET /metrics` without a dependency. Every update takes one lock, so
-metrics are safe to touch from waitress's worker threads.
+Just enough for `GET /metrics` without a dependency. Every update takes one lock, so metrics
+are safe to touch from any thread (the receiver's loop, the store's writer callbacks).
 """
 from __future__ import annotations
 

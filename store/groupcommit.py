@@ -1,15 +1,14 @@
 """Group commit: one writer thread commits every queued write in one transaction.
 
-Used for appends (callers: the receiver's request threads). Callers block until their own write
-is durable; many share one fsync / one majority write. The writer lingers up to `linger_s` after
-the first request of a group for more to join it: at 500 webhooks/s (one event each) a 5 ms
-linger cut the receiver's CPU per event from 0.95 to 0.70 ms and the dispatcher's (which waits
-for the same write lock) from 0.56 to 0.47, for ack p99 8.8 -> 12.4 ms (docs/benchmarks.md). A caller waits at most until its deadline for the
-writer to *take* its request (the moment the writer holds the database's write lock and starts
-writing it); a request not taken by then is abandoned, answered StoreUnavailable and never
-written, so a webhook that would be answered too late gets a fast 503 and stores nothing, even
-while another process holds the database locked. Once taken, the caller waits for the outcome.
-Used by both backends.
+Used for appends: a caller either blocks until its write is durable (`write`), or hands it over
+and is called back from the writer thread (`submit`: the receiver's event loop). Many share one
+fsync / one majority write. While writes come often, the writer lingers up to `linger_s` after
+the first request of a group for more to join it (at 500 webhooks/s, one event each, a 5 ms
+linger cut the receiver's CPU per event from 0.95 to 0.70 ms; docs/benchmarks.md). A request
+that the writer has not *taken* by its deadline (taken: the writer holds the database's write
+lock and is writing it) is abandoned, answered StoreUnavailable and never written, so a webhook
+that would be answered too late gets a fast 503 and stores nothing, even while another process
+holds the database locked. Once taken, its outcome comes. Used by both backends.
 """
 from __future__ import annotations
 
