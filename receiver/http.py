@@ -208,9 +208,9 @@ class _Connection(asyncio.Protocol):
     def _parse(self) -> Request | None:
         if self.head is None:
             end = self.buffer.find(b"\r\n\r\n")
+            if end > MAX_HEAD_BYTES or (end < 0 and len(self.buffer) > MAX_HEAD_BYTES):
+                raise _Reject(431, "request headers larger than 64 KiB")
             if end < 0:
-                if len(self.buffer) > MAX_HEAD_BYTES:
-                    raise _Reject(431, "request headers larger than 64 KiB")
                 return None
             self.head = self._parse_head(bytes(self.buffer[:end]))
             del self.buffer[:end + 4]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import resource
 import signal
 import sqlite3
@@ -419,3 +420,94 @@ def test_sigterm_stops_the_receiver_cleanly(tmp_path):
         running.stop()
     assert "event=stopped" in running.log()
     assert "Traceback" not in running.log()
+
+
+# --- the HTTP server itself: framing, slow clients, limits -----------------------------------------
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes on a fresh connection; everything the server answers until it closes or goes quiet."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if answer.count(b"HTTP/1.1 ") >= data.count(b" HTTP/1.1\r\n") and answer.endswith(b"}"):
+                    break
+        except TimeoutError:
+            pass
+        return answer
+
+
+def signed_request(body: bytes, extra: str = "") -> bytes:
+    return (f"POST /callback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"x-line-signature: {sign(body, SECRET)}\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+def test_pipelined_webhooks_are_answered_in_order_on_one_connection(receiver, store):
+    events = [make_event(), make_event()]
+    before = stored_total(store)
+    answer = raw_exchange(receiver.port, signed_request(make_body(events[0])) +
+                          b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" + signed_request(make_body(events[1])))
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+    assert statuses == [200, 404, 200]
+    assert stored_total(store) == before + 2
+
+
+@pytest.mark.parametrize("request_bytes,status", [
+    (b"POST /callback HTTP/1.1\r\nHost: x\r\n\r\n", 411),
+    (b"POST /callback HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    (b"NONSENSE\r\n\r\n", 400),
+    (b"POST /callback HTTP/1.1\r\nContent-Length: twelve\r\n\r\n", 400),
+])
+def test_unreadable_requests_get_their_status_and_the_connection_closes(receiver, request_bytes, status):
+    answer = raw_exchange(receiver.port, request_bytes)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    assert b"Connection: close" in answer
+
+
+@pytest.fixture
+def strict_receiver(tmp_path):
+    """A receiver with a 0.5 s request deadline and room for only 4 connections."""
+    running = Receiver(tmp_path, extra_env={"FRONTDESK_RECEIVER_REQUEST_TIMEOUT_S": "0.5",
+                                            "FRONTDESK_RECEIVER_CONNECTION_LIMIT": "4"})
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_slow_client_gets_408_and_a_webhook_beside_it_is_stored(strict_receiver):
+    import socket
+
+    slow = socket.create_connection(("127.0.0.1", strict_receiver.port), timeout=5)
+    try:
+        slow.sendall(b"POST /callback HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"dest")  # then stops
+        event = make_event()
+        assert strict_receiver.post(make_body(event)).status_code == 200
+        answer = slow.recv(65536)          # the deadline passes while it drips nothing more
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert slow.recv(65536) == b""     # and the connection is closed
+    finally:
+        slow.close()
+    assert strict_receiver.stop() == 0
+    assert event["webhookEventId"] in stored_ids(strict_receiver)
+
+
+def test_connections_beyond_the_limit_get_503_and_are_closed(strict_receiver):
+    import socket
+
+    held = [socket.create_connection(("127.0.0.1", strict_receiver.port), timeout=5) for _ in range(4)]
+    try:
+        answer = raw_exchange(strict_receiver.port, signed_request(make_body(make_event())))
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+        assert b"too many open connections" in answer
+    finally:
+        for sock in held:
+            sock.close()
+    # once they are gone, webhooks are taken again
+    wait_until(lambda: strict_receiver.post(make_body(make_event())).status_code == 200, timeout=5,
+               message="accepted after the held connections closed")
