@@ -288,7 +288,6 @@ class RateLimiter:
 
     def _route(self, call: Call) -> None:
         """Turn a new call into a queued Send (or a batch member)."""
-        key = retry_key(*call.key) if call.key else None
         if call.method == "reply":
             build_request("reply", call.args, None)  # checks the arguments even if it becomes a push
             age_s = time.time() - call.context.get("received_at", time.time() * 1000) / 1000.0
@@ -298,7 +297,7 @@ class RateLimiter:
                 return
             self._submit(Send(build_request("reply", call.args, None), [call], "reply"))
             return
-        request = build_request(call.method, call.args, key)
+        request = build_request(call.method, call.args, retry_key(*call.key) if call.key else None)
         if call.method == "push" and self.batcher is not None and call.key is not None:
             group = batch_key(call.args)
             if group is not None:

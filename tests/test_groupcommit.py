@@ -41,52 +41,76 @@ def write_burst(committer: GroupCommitter, threads: int = 8, each: int = 1) -> N
         worker.join(timeout=30)
 
 
-def test_while_writes_come_often_a_write_waits_for_the_next_to_share_its_commit():
-    commit = Recorder()
-    committer = GroupCommitter("test", commit, lambda: None, linger_s=1.0)
-    try:
-        write_burst(committer)
-        commit.groups.clear()
-        results: list = []
-        first = write_in_thread(committer, WriteRequest(), results)
-        wait_until(lambda: committer._requests.qsize() == 0, message="the writer took the first request")
-        assert committer.write(WriteRequest()) == "stored"   # joins the lingering group
-        first.join(timeout=5)
-        assert results == ["stored"] and commit.groups == [2]
-    finally:
-        committer.stop()
+@pytest.fixture
+def committer():
+    """committer(linger_s) -> (GroupCommitter, its Recorder); every one stopped after the test."""
+    made = []
+
+    def make(linger_s: float, learned_busy: bool = False):
+        commit = Recorder()
+        made.append(GroupCommitter("test", commit, lambda: None, linger_s=linger_s))
+        if learned_busy:   # it has seen writes come often
+            write_burst(made[-1])
+            commit.groups.clear()
+        return made[-1], commit
+
+    yield make
+    for each in made:
+        each.stop()
 
 
-def test_after_a_quiet_spell_a_lone_write_commits_without_lingering():
-    commit = Recorder()
-    committer = GroupCommitter("test", commit, lambda: None, linger_s=10.0)
-    try:
-        started = time.monotonic()
-        assert committer.write(WriteRequest()) == "stored"
-        assert time.monotonic() - started < 5.0 and commit.groups == [1]   # not the 10 s linger
-    finally:
-        committer.stop()
+def test_while_writes_come_often_a_write_waits_for_the_next_to_share_its_commit(committer):
+    writer, commit = committer(1.0, learned_busy=True)
+    results: list = []
+    first = write_in_thread(writer, WriteRequest(), results)
+    wait_until(lambda: writer._requests.qsize() == 0, message="the writer took the first request")
+    assert writer.write(WriteRequest()) == "stored"   # joins the lingering group
+    first.join(timeout=5)
+    assert results == ["stored"] and commit.groups == [2]
 
 
-def test_without_linger_a_lone_write_commits_at_once():
-    commit = Recorder()
-    committer = GroupCommitter("test", commit, lambda: None, linger_s=0.0)
-    try:
-        assert [committer.write(WriteRequest()) for _ in range(3)] == ["stored"] * 3
-        assert commit.groups == [1, 1, 1]
-    finally:
-        committer.stop()
+def test_after_a_quiet_spell_a_lone_write_commits_without_lingering(committer):
+    writer, commit = committer(10.0)
+    started = time.monotonic()
+    assert writer.write(WriteRequest()) == "stored"
+    assert time.monotonic() - started < 5.0 and commit.groups == [1]   # not the 10 s linger
 
 
-def test_a_request_past_its_deadline_while_the_writer_lingers_is_refused_and_never_written():
-    commit = Recorder()
-    committer = GroupCommitter("test", commit, lambda: None, linger_s=0.5)
-    try:
-        write_burst(committer)
-        commit.groups.clear()
-        with pytest.raises(StoreUnavailable, match="deadline"):
-            committer.write(WriteRequest(deadline=time.monotonic() + 0.05))
-        wait_until(lambda: commit.groups, message="the lingering group committed")
-        assert commit.groups == [0]   # taken by nobody: the late request was never written
-    finally:
-        committer.stop()
+def test_without_linger_a_lone_write_commits_at_once(committer):
+    writer, commit = committer(0.0)
+    assert [writer.write(WriteRequest()) for _ in range(3)] == ["stored"] * 3
+    assert commit.groups == [1, 1, 1]
+
+
+def test_a_request_past_its_deadline_while_the_writer_lingers_is_refused_and_never_written(committer):
+    writer, commit = committer(0.5, learned_busy=True)
+    with pytest.raises(StoreUnavailable, match="deadline"):
+        writer.write(WriteRequest(deadline=time.monotonic() + 0.05))
+    wait_until(lambda: commit.groups, message="the lingering group committed")
+    assert commit.groups == [0]   # taken by nobody: the late request was never written
+
+
+def test_a_submitted_write_calls_back_and_an_abandoned_one_is_never_written(committer):
+    writer, commit = committer(0.0)
+    done = threading.Event()
+    request = WriteRequest()
+    writer.submit(request, lambda finished: done.set())
+    assert done.wait(5) and request.result == "stored" and request.error is None
+    assert writer.abandon(request) is False        # already written: its outcome stands
+    blocked = threading.Event()
+    slow_commit_started = threading.Event()
+    original = commit.__call__
+
+    def slow(take):   # the writer is busy with an earlier group while the next request waits
+        slow_commit_started.set()
+        blocked.wait(5)
+        return original(take)
+    writer._commit = slow
+    first, late = WriteRequest(), WriteRequest()
+    writer.submit(first, lambda finished: None)
+    assert slow_commit_started.wait(5)
+    writer.submit(late, lambda finished: None)
+    assert writer.abandon(late) is True            # not taken yet: given up, never written
+    blocked.set()
+    wait_until(lambda: late.finished.is_set(), message="the abandoned request answered")
+    assert late.error is not None and late.result is None
