@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from frontdesk.protocol import PROTOCOL_VERSION
 from frontdesk.protocol.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, ProtocolError, encode_frame
 from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, error_value, parse_message
 
 EXIT_OK, EXIT_UNSUPPORTED, EXIT_PROTOCOL_ERROR = 0, 1, 2
+_STOP = object()
 
 log = logging.getLogger("frontdesk.sdk")
 
@@ -171,12 +172,49 @@ class Api:
 
 
 class _PendingCall:
-    __slots__ = ("done", "error", "result")
+    """An API call waiting for its answer. A bare lock is the signal: the caller blocks acquiring
+    it a second time until the reader releases it (an Event is a Condition, a lock and a flag:
+    measurably more per call when every event makes two)."""
+    __slots__ = ("_answered", "error", "result")
 
     def __init__(self):
-        self.done = threading.Event()
+        self._answered = threading.Lock()
+        self._answered.acquire()
         self.error = None
         self.result = None
+
+    def wait(self) -> None:
+        self._answered.acquire()
+
+    def resolve(self, error, result) -> None:
+        self.error, self.result = error, result
+        self._answered.release()
+
+
+class _Workers:
+    """`count` threads handling events from one queue: what ThreadPoolExecutor does, without a
+    Future, a work item and a semaphore per event (nobody waits on those here)."""
+
+    def __init__(self, count: int, work):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, args=(work,), name=f"event-{n}", daemon=True)
+                         for n in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, item) -> None:
+        self._queue.put(item)
+
+    def _run(self, work) -> None:
+        while (item := self._queue.get()) is not _STOP:
+            work(item)
+
+    def shutdown(self) -> None:
+        """Finish every event queued, then stop the threads."""
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join()
 
 
 class _Session:
@@ -193,7 +231,7 @@ class _Session:
         self.max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
         self.decoder = FrameDecoder(self.max_frame_bytes)
         self.dispatcher_gone = False
-        self.workers: ThreadPoolExecutor | None = None
+        self.workers: _Workers | None = None
 
     # --- writing (any thread) ---------------------------------------------------------------
     def send(self, message) -> None:
@@ -222,7 +260,7 @@ class _Session:
             with self.calls_lock:
                 self.calls.pop(msgid, None)
             raise
-        pending.done.wait()
+        pending.wait()
         if pending.error is not None:
             raise ApiError.from_wire(pending.error)
         return pending.result
@@ -266,7 +304,7 @@ class _Session:
                 self._resolve(message)
             elif isinstance(message, Request):
                 if message.method == "event":
-                    self.workers.submit(self._handle_event, message)
+                    self.workers.submit(message)
                 else:
                     self.send(Response(message.msgid, error_value(f"unknown method {message.method}"),
                                        None))
@@ -278,8 +316,7 @@ class _Session:
         if pending is None:
             log.warning("response for unknown msgid=%s ignored", response.msgid)
             return
-        pending.error, pending.result = response.error, response.result
-        pending.done.set()
+        pending.resolve(response.error, response.result)
 
     def fail_pending_calls(self) -> None:
         """stdin is closed: no answer can come any more; waiting calls fail, new ones too."""
@@ -287,8 +324,7 @@ class _Session:
             self.dispatcher_gone = True
             pending, self.calls = list(self.calls.values()), {}
         for call in pending:
-            call.error = {"message": "dispatcher gone: stdin closed", "status": 0, "retryable": True}
-            call.done.set()
+            call.resolve({"message": "dispatcher gone: stdin closed", "status": 0, "retryable": True}, None)
 
     def _handle_event(self, request: Request) -> None:
         error = None
@@ -393,7 +429,7 @@ class Bot:
         try:
             if not session.handshake(frames):
                 os._exit(EXIT_UNSUPPORTED)
-            session.workers = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="event")
+            session.workers = _Workers(self.max_in_flight, session._handle_event)
             session.serve(frames)
         except EOFError:
             pass
@@ -406,7 +442,7 @@ class Bot:
         # stdin closed: the dispatcher asks us to finish what we hold and exit.
         session.fail_pending_calls()
         if session.workers is not None:
-            session.workers.shutdown(wait=True)
+            session.workers.shutdown()
         logging.shutdown()
         sys.stderr.flush()
         os._exit(EXIT_OK)  # not sys.exit: a stray non-daemon thread of user code must not hang us
