@@ -30,7 +30,7 @@ from frontdesk.dispatcher.lifeline import spawn
 from frontdesk.protocol.config import ConfigError, Settings, sandbox_credentials
 
 from .baseline import SDK_MISSING, sdk_available
-from .e2e import parse_mix
+from .e2e import USERS, parse_mix
 
 DEFAULT_LATENCY_MS = 20.0   # used when sandbox_latency_ms is left at 0
 STOP_TIMEOUT_S = 30.0
@@ -144,7 +144,8 @@ def _free_address() -> str:
 
 def _load_flags(args) -> list[str]:
     """The load options of this command, passed on unchanged to each bench run."""
-    flags = ["--rate", f"{args.rate:g}", "--duration", f"{args.duration:g}", "--users", str(args.users),
+    flags = ["--rate", f"{args.rate:g}", "--duration", f"{args.duration:g}",
+             "--users", str(args.users if args.users is not None else USERS),
              "--events-per-request", str(args.events_per_request), "--mix", args.mix,
              "--connections", str(args.connections), "--settle", f"{args.settle:g}"]
     return flags + (["--count", str(args.count)] if args.count is not None else [])

@@ -40,6 +40,7 @@ log = logging.getLogger("frontdesk.bench")
 # The kinds the bundled echo handler answers (handlers/examples/echo.py); others expect nothing.
 ANSWERED_KINDS = frozenset({"text", "image", "video", "audio", "location", "sticker", "follow"})
 PAGE = 10000
+USERS = 100               # distinct users when --users is not given
 DUPLICATE_GRACE_S = 1.0   # after everything arrived, how long to keep listening for repeats
 
 
@@ -133,6 +134,8 @@ def run_bench(settings: Settings, args) -> int:
     url = args.url or f"http://{settings.listen}{settings.callback_path}"
     sandbox = Sandbox(args.sandbox_url or f"http://{settings.sandbox_listen}")
     count = args.count if args.count is not None else int(args.rate * args.duration)
+    if args.users is None:
+        args.users = USERS
     if count < 1 or args.rate <= 0 or args.users < 1 or args.events_per_request < 1 or args.connections < 1:
         raise ConfigError("bench: --count (or --rate x --duration), --rate, --users, --events-per-request "
                           "and --connections must all be positive")

@@ -96,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=float, default=100.0, help="events per second offered (open loop)")
     bench.add_argument("--count", type=int, help="events to send (default: rate x duration)")
     bench.add_argument("--duration", type=float, default=10.0, help="seconds to send for")
-    bench.add_argument("--users", type=int, default=100, help="distinct users (per-user order matters)")
+    bench.add_argument("--users", type=int, help="distinct users (per-user order matters; default 100, "
+                       "drain: 10,000)")
+    bench.add_argument("--order", choices=["round-robin", "random", "both"], default="both",
+                       help="drain: how the pre-filled queue's events are spread over the users")
     bench.add_argument("--events-per-request", type=int, default=1, help="events per webhook body")
     bench.add_argument("--mix", default="text",
                        help="event mix, e.g. text=8,sticker=1,follow=1 (types: text, image, video, "

@@ -68,3 +68,22 @@ def test_scale_command_changes_the_handler_count(harness):
     appended = harness.append(keys=6, per_key=3)
     harness.wait_done(len(appended))
     harness.check_history(appended)
+
+
+def test_drain_suite_empties_a_queue_laid_out_both_ways_and_reports_its_costs(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "frontdesk", "bench", "--suite", "drain", "--count", "2000",
+                           "--users", "50", "--duration", "0.5", "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    (run,) = report["runs"]
+    assert [(d["order"], d["events"], d["users"]) for d in run["drain"]] == [("round-robin", 2000, 50),
+                                                                             ("random", 2000, 50)]
+    for drain in run["drain"]:
+        assert drain["events_per_s"] > 0 and drain["dispatcher_cpu_us_per_event"] > 0
+        assert drain["wal_peak_mb"] >= 0 and drain["database_mb"] >= 0
+    assert run["latency"]["events"] == 500 and run["latency"]["p99_ms"] > 0
