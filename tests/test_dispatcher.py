@@ -87,3 +87,17 @@ def test_drain_suite_empties_a_queue_laid_out_both_ways_and_reports_its_costs(tm
         assert drain["events_per_s"] > 0 and drain["dispatcher_cpu_us_per_event"] > 0
         assert drain["wal_peak_mb"] >= 0 and drain["database_mb"] >= 0
     assert run["latency"]["events"] == 500 and run["latency"]["p99_ms"] > 0
+
+
+def test_the_wal_stays_bounded_while_a_random_order_queue_drains(tmp_path):
+    """Without the bound, 40,000 events in random order grew the WAL past 400 MB while draining."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "frontdesk", "bench", "--suite", "drain", "--count", "40000",
+                           "--order", "random", "--duration", "0.2", "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (drain,) = json.loads(done.stdout)["runs"][0]["drain"]
+    assert drain["events"] == 40000 and 0 < drain["wal_peak_mb"] <= 256, drain
