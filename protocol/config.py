@@ -155,6 +155,9 @@ KNOBS: tuple[Knob, ...] = (
          "Sandbox: a reply token is refused this long after its webhook event.", minimum=0.0),
     Knob("sandbox_threads", int, 32, "Sandbox waitress worker threads (injected latency holds one).",
          minimum=1),
+    Knob("sandbox_recorder_size", int, 200_000,
+         "Deliveries the sandbox keeps for /sandbox/deliveries; the oldest are dropped beyond it "
+         "(about 0.4 KB each).", minimum=10),
 )
 
 KNOBS_BY_NAME = {knob.name: knob for knob in KNOBS}

@@ -426,3 +426,17 @@ def test_a_busy_address_is_a_clear_error(tmp_path):
                               capture_output=True, text=True, timeout=20)
         assert done.returncode == 1
         assert "event=listen_failed" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_recorder_keeps_the_newest_deliveries_and_says_which_it_dropped(tmp_path):
+    with running_sandbox(tmp_path, sandbox_recorder_size=10) as small:
+        for n in range(25):
+            answer = requests.post(small.url + "/v2/bot/message/push", headers=AUTH, timeout=5,
+                                   json={"to": user_id(n), "messages": TEXT})
+            assert answer.status_code == 200
+        page = requests.get(small.url + "/sandbox/deliveries", params={"since": 0}, timeout=5)
+        kept = page.json()
+        assert [d["to"] for d in kept] == [[user_id(n)] for n in range(15, 25)]   # the newest 10
+        assert int(page.headers["X-Sandbox-Oldest-Delivery"]) == kept[0]["id"] == 16
+        stats = small.stats()
+        assert stats["deliveries"] == 10 and stats["deliveries_dropped"] == 15
