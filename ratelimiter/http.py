@@ -18,6 +18,8 @@ import socket
 import ssl
 from urllib.parse import urlsplit
 
+from frontdesk.protocol.http1 import ChunkError, read_chunks
+
 MAX_HEAD_BYTES = 64 * 1024      # status line and headers of one response
 NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -172,28 +174,15 @@ class _Protocol(asyncio.Protocol):
         return bytes(response.body) if eof else None
 
     def _parse_chunks(self, response: _Response, eof: bool) -> bytes | None:
-        while True:
-            line_end = self.buffer.find(b"\r\n")
-            if line_end < 0:
-                break
-            size_text = bytes(self.buffer[:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _Malformed(f"bad chunk size {size_text[:20]!r}") from None
-            if size == 0:   # the last chunk: then trailer lines, then an empty line
-                end = self.buffer.find(b"\r\n\r\n", line_end)
-                if end < 0:
-                    break
-                del self.buffer[:end + 4]
-                return bytes(response.body)
-            if len(self.buffer) < line_end + 2 + size + 2:
-                break
-            response.body += self.buffer[line_end + 2:line_end + 2 + size]
-            del self.buffer[:line_end + 2 + size + 2]
-            if response.max_bytes is not None and len(response.body) > response.max_bytes:
-                response.too_large, response.keep_alive = True, False
-                return b""
+        try:
+            complete = read_chunks(self.buffer, response.body, response.max_bytes)
+        except ChunkError as exc:
+            raise _Malformed(str(exc)) from None
+        if response.max_bytes is not None and len(response.body) > response.max_bytes:
+            response.too_large, response.keep_alive = True, False
+            return b""
+        if complete:
+            return bytes(response.body)
         if eof:
             raise _Malformed("connection closed inside a chunked body")
         return None

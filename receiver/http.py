@@ -15,11 +15,14 @@ on open connections (503 to the excess), and a graceful stop that answers what w
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Callable
+
+from frontdesk.protocol.http1 import ChunkError, read_chunks
 
 log = logging.getLogger("frontdesk.receiver")
 
@@ -46,15 +49,13 @@ class Response:
 Handler = Callable[[Request], "Response | asyncio.Future"]
 
 
+@dataclass(frozen=True)
 class Limits:
     """The knobs a connection enforces."""
-
-    def __init__(self, max_body_bytes: int, request_timeout_s: float, idle_timeout_s: float,
-                 max_connections: int):
-        self.max_body_bytes = max_body_bytes
-        self.request_timeout_s = request_timeout_s
-        self.idle_timeout_s = idle_timeout_s
-        self.max_connections = max_connections
+    max_body_bytes: int
+    request_timeout_s: float
+    idle_timeout_s: float
+    max_connections: int
 
 
 class _Reject(Exception):
@@ -67,8 +68,6 @@ class _Reject(Exception):
 
 def error_body(status: int, description: str) -> bytes:
     """An error answer's JSON body: {"title": <the status phrase>, "description": ...}."""
-    import json
-
     return json.dumps({"title": HTTPStatus(status).phrase, "description": description}).encode()
 
 
@@ -259,27 +258,14 @@ class _Connection(asyncio.Protocol):
 
     def _read_chunks(self) -> bool:
         """Move whole chunks from the buffer to the body; True once the last chunk is in."""
-        while True:
-            line_end = self.buffer.find(b"\r\n")
-            if line_end < 0:
-                return False
-            size_text = bytes(self.buffer[:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _Reject(400, f"bad chunk size {size_text[:20]!r}") from None
-            if size == 0:
-                end = self.buffer.find(b"\r\n\r\n", line_end)
-                if end < 0:
-                    return False
-                del self.buffer[:end + 4]
-                return True
-            if len(self.body) + size > self.server.limits.max_body_bytes:
-                raise _Reject(413, f"body exceeds the limit of {self.server.limits.max_body_bytes} bytes")
-            if len(self.buffer) < line_end + 2 + size + 2:
-                return False
-            self.body += self.buffer[line_end + 2:line_end + 2 + size]
-            del self.buffer[:line_end + 2 + size + 2]
+        limit = self.server.limits.max_body_bytes
+        try:
+            complete = read_chunks(self.buffer, self.body, limit)
+        except ChunkError as exc:
+            raise _Reject(400, str(exc)) from None
+        if len(self.body) > limit:
+            raise _Reject(413, f"body exceeds the limit of {limit} bytes")
+        return complete
 
     @staticmethod
     def _keeps_alive(version: str, headers: dict[str, str]) -> bool:
