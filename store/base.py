@@ -207,7 +207,10 @@ class Store(abc.ABC):
     # --- observation and control -------------------------------------------------------------
     @abc.abstractmethod
     def stats(self) -> dict:
-        """{"pending", "in_flight", "done", "dead", "oldest_pending_s"}."""
+        """{"pending", "in_flight", "done", "dead", "oldest_pending_s"}: events waiting, leased to a
+        dispatcher (a lease past its expiry may count as either until it is claimed again), done,
+        dead; the age of the oldest event not done yet. Cheap at any queue size: operators poll it
+        (`frontdesk status`, every /metrics scrape)."""
 
     @abc.abstractmethod
     def put_status(self, name: str, status: dict) -> None:

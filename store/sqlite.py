@@ -81,6 +81,21 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE statuses (name TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at REAL NOT NULL)",
         "CREATE TABLE controls (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
+    # Events per state kept by triggers, so that stats() reads four rows instead of counting a
+    # queue that may hold millions (0.37 s at 500,000 pending, on every /metrics scrape).
+    [
+        "CREATE TABLE event_counts (state INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+        f"""INSERT INTO event_counts SELECT s.state, (SELECT count(*) FROM events WHERE state = s.state)
+            FROM (SELECT {PENDING} AS state UNION ALL SELECT {LEASED} UNION ALL SELECT {DONE}
+                  UNION ALL SELECT {DEAD}) AS s""",
+        """CREATE TRIGGER events_counted_insert AFTER INSERT ON events
+            BEGIN UPDATE event_counts SET n = n + 1 WHERE state = NEW.state; END""",
+        """CREATE TRIGGER events_counted_delete AFTER DELETE ON events
+            BEGIN UPDATE event_counts SET n = n - 1 WHERE state = OLD.state; END""",
+        """CREATE TRIGGER events_counted_update AFTER UPDATE OF state ON events WHEN OLD.state <> NEW.state
+            BEGIN UPDATE event_counts SET n = n - 1 WHERE state = OLD.state;
+                  UPDATE event_counts SET n = n + 1 WHERE state = NEW.state; END""",
+    ],
 ]
 
 _FOLLOW_SQL = {
@@ -572,17 +587,14 @@ class SQLiteStore(Store):
 
     # --- observation and control -----------------------------------------------------------------------
     def stats(self) -> dict:
+        """Counts kept by triggers (event_counts), and the oldest undelivered event: a head of its
+        key, so the first row of the heads index. A few rows read at any queue size."""
         now = time.time()
-        rows = self._read(
-            f"SELECT state = {LEASED} AND due > ?, count(*), min(received_at) FROM events WHERE state < {DONE}"
-            " GROUP BY 1", (now,))
-        done = self._read(f"SELECT count(*) FROM events WHERE state = {DONE}")[0][0]
-        dead = self._read(f"SELECT count(*) FROM events WHERE state = {DEAD}")[0][0]
-        counts = {bool(in_flight): (count, oldest) for in_flight, count, oldest in rows}
-        pending, oldest = counts.get(False, (0, None))
-        return {"pending": pending, "in_flight": counts.get(True, (0, None))[0], "done": done,
-                "dead": dead,
-                "oldest_pending_s": round(max(0.0, now - oldest / 1000.0), 3) if oldest is not None else 0.0}
+        counts = dict(self._read("SELECT state, n FROM event_counts"))
+        oldest = self._read("SELECT received_at FROM events WHERE head = 1 ORDER BY seq LIMIT 1")
+        return {"pending": counts.get(PENDING, 0), "in_flight": counts.get(LEASED, 0),
+                "done": counts.get(DONE, 0), "dead": counts.get(DEAD, 0),
+                "oldest_pending_s": round(max(0.0, now - oldest[0][0] / 1000.0), 3) if oldest else 0.0}
 
     def put_status(self, name: str, status: dict) -> None:
         self._transaction(lambda conn: conn.execute(

@@ -547,3 +547,37 @@ def test_sqlite_newer_schema_is_refused(tmp_path):
 def test_unknown_url_scheme():
     with pytest.raises(StoreError, match="not supported"):
         open_store("postgres://x")
+
+
+def test_stats_count_every_state_change_and_survive_the_migration_that_added_them(tmp_path):
+    """SQLite keeps the counts with triggers: every path that moves an event is counted, and a
+    file from before the counts (schema 1) gets them computed when it is opened."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/counted.db"
+    store = open_store(url)
+    try:
+        store.append("Udest", [event(n, key) for n, key in enumerate("AABBCD")], now_ms())
+        claimed = ids(store.claim("d1", 10, 30))                        # A, B, C, D heads
+        store.ack("d1", claimed[:2])                                    # two done
+        store.nack("d1", claimed[2], "bad", False, 5, 1, 10)           # one dead
+        store.release("d1", [claimed[3]])                               # back to pending
+        store.retry_dead([claimed[2]])                                   # dead -> pending again
+        expected = {"pending": 4, "in_flight": 0, "done": 2, "dead": 0}
+        assert {k: store.stats()[k] for k in expected} == expected
+        store.drop_dead()
+        assert store.purge_done(0) == 2 and store.stats()["done"] == 0
+    finally:
+        store.close()
+    conn = sqlite3.connect(f"{tmp_path}/counted.db")   # back to schema 1: no counts
+    for name in ("events_counted_insert", "events_counted_delete", "events_counted_update"):
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DROP TABLE event_counts")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    store = open_store(url)
+    try:
+        assert store.stats()["pending"] == 4 and store.stats()["done"] == 0
+    finally:
+        store.close()
