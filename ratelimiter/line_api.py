@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 
 from frontdesk.protocol.rpc import api_error
 
-from .http import ApiConnectionError, HttpConnection
+from .http import HttpConnection
 
 USER_AGENT = "frontdesk/0.1"
 RETRY_KEY_NAMESPACE = uuid.UUID("6f1e2d3c-7b5a-4c1e-9a8f-2b3c4d5e6f70")  # fixed: keys survive restarts

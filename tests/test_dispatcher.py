@@ -1,7 +1,6 @@
 """Dispatcher routing with real processes: per-key order, parallelism, acks, nacks, scale-out."""
 from __future__ import annotations
 
-import pytest
 
 from tests.dispatcher_harness import ready_pids
 from tests.helpers import wait_until
