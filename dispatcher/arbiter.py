@@ -6,8 +6,9 @@ Signal handlers do nothing; the byte they leave in the pipe is handled by the lo
 the loop converges the world to the desired state: handler processes to the target count, due
 restarts, a rolling restart's next step, claims from the store up to the free capacity, acks
 written back in one batch. Timers (deadlines, backoffs, the store's next due event, the slow
-re-scan, status, lease extension, retention) only bound how long the selector may sleep, so
-an idle dispatcher sleeps about a second at a time.
+re-scan, status, lease extension) only bound how long the selector may sleep, so an idle
+dispatcher sleeps about a second at a time. Retention runs on a thread of its own
+(dispatcher/housekeeping.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from frontdesk.protocol.roles import status_name
 from frontdesk.store import StoreError, run_with_store
 
 from .apilink import ApiLink
+from .housekeeping import Purger
 from .loop import EventLoop, SignalQueue
 from .router import Router
 from .supervise import RestartPolicy
@@ -67,6 +69,7 @@ class Arbiter:
         self.router = Router(store, settings, self.owner)
         self.apilink = ApiLink(settings, self.env, self.loop)
         self.policy = RestartPolicy(settings, "handlers", log)
+        self.purger = Purger(store, settings.retention_s)
         self.slots: list[Slot] = []
         self.retiring: list[HandlerProcess] = []
         self.target = settings.handlers
@@ -82,7 +85,6 @@ class Arbiter:
         self._rescan_at = now + settings.feed_rescan_s
         self._store_wakeup_at: float | None = None
         self._extend_at = now + settings.lease_s / 3
-        self._purge_at = now + self._purge_interval()
         self._feed = None
         self._signals: SignalQueue | None = None
         self._store_turn_at = 0.0
@@ -97,6 +99,7 @@ class Arbiter:
             log.info("dispatcher_started pid=%d owner=%s handlers=%d handler_command=%s", self.pid,
                      self.owner, self.target, self.handler_argv[0])
             self.apilink.start()
+            self.purger.start()
             while self.state != STOPPED:
                 self._turn()
             self.router.flush()    # the last acks, whenever the last store turn was
@@ -104,6 +107,7 @@ class Arbiter:
             log.info("dispatcher_stopped pid=%d", self.pid)
             return 0
         finally:
+            self.purger.stop()
             self._signals.close()
             if self._feed is not None:
                 self._feed.close()
@@ -142,7 +146,7 @@ class Arbiter:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        times = [self._status_at, self._rescan_at, self._extend_at, self._purge_at]
+        times = [self._status_at, self._rescan_at, self._extend_at]
         if self.router.pending_acks or self.router.more:
             times.append(self._store_turn_at)
         if self._store_wakeup_at is not None:
@@ -177,17 +181,8 @@ class Arbiter:
             self.policy.refresh()
             self._apply_control()
             self._publish_status()
-        if now >= self._purge_at:
-            self._purge_at = now + self._purge_interval()
-            try:
-                self.store.purge_done(self.settings.retention_s)
-            except StoreError as exc:
-                log.error("purge_failed error=%s", exc)
         if self.state == DRAINING and now >= self._drain_until:
             self._release_and_stop_handlers(f"drain_grace_s={self.settings.drain_grace_s:g} passed")
-
-    def _purge_interval(self) -> float:
-        return max(60.0, min(3600.0, self.settings.retention_s / 4))
 
     def _schedule_store_wakeup(self) -> None:
         """Wake when the store's next retry backoff or foreign lease runs out."""

@@ -114,3 +114,4 @@ def test_a_submitted_write_calls_back_and_an_abandoned_one_is_never_written(comm
     blocked.set()
     wait_until(lambda: late.finished.is_set(), message="the abandoned request answered")
     assert late.error is not None and late.result is None
+

@@ -1,0 +1,39 @@
+"""Retention off the dispatcher's loop: a thread of its own deletes done events older than
+retention_s (store.purge_done paces itself to leave the store's writer lock free half the time),
+so a purge of any size never stalls deliveries — it used to run inside a loop turn."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from frontdesk.store import StoreError
+
+log = logging.getLogger("frontdesk.dispatcher")
+
+
+def purge_interval(retention_s: float) -> float:
+    """A quarter of the retention, between a minute and an hour."""
+    return max(60.0, min(3600.0, retention_s / 4))
+
+
+class Purger:
+    def __init__(self, store, retention_s: float, interval_s: float | None = None):
+        self.store = store
+        self.retention_s = retention_s
+        self.interval_s = purge_interval(retention_s) if interval_s is None else interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="purger", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No more purges; one under way ends at its next chunk when the store closes."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.store.purge_done(self.retention_s)
+            except StoreError as exc:
+                log.error("purge_failed error=%s", exc)
