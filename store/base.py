@@ -73,7 +73,6 @@ class Store(abc.ABC):
     url: str
     _writer: "GroupCommitter"   # every backend group-commits its appends (store/groupcommit.py)
     # --- queue: writing ------------------------------------------------------------------
-    @abc.abstractmethod
     def append(self, destination: str, events: list[dict], received_at_ms: int,
                deadline: float | None = None) -> AppendResult:
         """Store one webhook body's events atomically and durably, dedupe by webhookEventId.
@@ -84,6 +83,7 @@ class Store(abc.ABC):
         value) passes before the write has started: then nothing of this call is stored, so
         the receiver can answer a fast 503 and "only a 200 stores anything" still holds.
         """
+        return self._writer.append(destination, events, received_at_ms, deadline)
 
     def append_nowait(self, destination: str, events: list[dict], received_at_ms: int,
                       deadline: float | None, on_done) -> object:

@@ -138,10 +138,7 @@ class MongoStore(Store):
                 idle.add(key)
         return idle
 
-    # --- append --------------------------------------------------------------------------------------
-    def append(self, destination: str, events: list[dict], received_at_ms: int,
-               deadline: float | None = None) -> AppendResult:
-        return self._writer.append(destination, events, received_at_ms, deadline)
+    # --- append (Store.append hands requests to self._writer) ---------------------------------------
 
     def _commit_appends(self, take) -> bool:
         live = take()   # MongoDB has no store-wide write lock to wait for first

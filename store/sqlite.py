@@ -297,11 +297,7 @@ class SQLiteStore(Store):
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"store {self.path}: {exc}") from None
 
-    # --- append: group commit --------------------------------------------------------------------
-    def append(self, destination: str, events: list[dict], received_at_ms: int,
-               deadline: float | None = None) -> AppendResult:
-        return self._writer.append(destination, events, received_at_ms, deadline)
-
+    # --- append: group commit (Store.append hands requests to self._writer) ----------------------
     def _commit_appends(self, take) -> bool:
         """One transaction for every request still wanted; returns whether anything new was stored."""
         conn = self._writer_conn

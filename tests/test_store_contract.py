@@ -87,7 +87,7 @@ def drain_all(store, owner="d1", limit=100) -> list[str]:
     return seen
 
 
-CHILD_PRELUDE = f"""
+CHILD_PRELUDE = """
 import sys, time, json
 from frontdesk.store import open_store
 """
