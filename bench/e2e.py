@@ -384,6 +384,8 @@ class Progress:
         self.stream = stream
         self.line: Callable[[], str] = lambda: ""
         self._stop = threading.Event()
+        self._finishing = False
+        self._finish_by = math.inf
         self._thread: threading.Thread | None = None
         self._started = 0.0
 
@@ -432,6 +434,8 @@ class Chaos:
         self._store = None
         self._roles_seen: set[str] = set()
         self._stop = threading.Event()
+        self._finishing = False
+        self._finish_by = math.inf
         self._thread = threading.Thread(target=self._run, name="bench-chaos", daemon=True)
         self._started = 0.0
 
@@ -440,10 +444,20 @@ class Chaos:
         self._started = time.monotonic()
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, finish_within_s: float = 60.0) -> None:
+        """Ends the chaos once every role seen has been killed at least once (a short run on a
+        slow box may not have got round to all of them while the bench was sending), or after
+        finish_within_s."""
+        self._finish_by = time.monotonic() + finish_within_s
+        self._finishing = True
+        if self._round_complete():
+            self._stop.set()
         self._thread.join()
         self._store.close()
+
+    def _round_complete(self) -> bool:
+        killed = {kill["role"] for kill in self.kills}
+        return bool(self._roles_seen) and self._roles_seen <= killed
 
     def targets(self) -> list[tuple[str, int, int]]:
         """(role, pid, parent pid) of every process this host's supervisors published."""
@@ -462,10 +476,15 @@ class Chaos:
     def _run(self) -> None:
         """The first kill comes early in the run (so every chaos run has one), then every
         0.5-1.5 mean intervals; each kill hits the role killed least so far (ties at random), so
-        a run with three kills has hit a handler, the rate limiter and a dispatcher."""
+        a run with three kills has hit a handler, the rate limiter and a dispatcher. After
+        stop() the kills come faster until that round is complete."""
         pause = self.first_kill_s
         while not self._stop.wait(pause):
+            if self._finishing and (self._round_complete() or time.monotonic() > self._finish_by):
+                return
             pause = self.mean_interval_s * self.rng.uniform(0.5, 1.5)
+            if self._finishing:
+                pause = min(pause, 0.5)
             try:
                 candidates = [t for t in self.targets() if _still_ours(*t)]
             except (OSError, StoreError) as exc:
