@@ -5,7 +5,9 @@ subprocess) against the same sandbox LINE API with the same injected latency (de
 
 - sdk-echo: `python -m frontdesk.bench.baseline` — line-bot-sdk's echo example, which checks the
   signature and calls the reply API inside the webhook request — served like the receiver;
-- frontdesk: `frontdesk run --sandbox` — store, then ack; handlers reply later.
+- frontdesk: `frontdesk run --sandbox` — store, then ack; handlers reply later. Its handler is
+  the same echo (bench/sdk_echo.py: a reply, no profile look-up), not the bundled echo bot, whose
+  first event from each user waits for a profile call too.
 
 Every process runs on free 127.0.0.1 ports with its store in a scratch folder, in its own
 process group (so Ctrl-C reaches this command, which then stops them all, never a child
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -37,7 +40,7 @@ STOP_TIMEOUT_S = 30.0
 WARMUP = ["--count", "20", "--rate", "50", "--settle", "20"]   # first imports, connections, handlers
 SIDES = {  # name -> column title
     "sdk_echo": "SDK echo (reply in request)",
-    "frontdesk": "frontdesk run --sandbox",
+    "frontdesk": "frontdesk run --sandbox (the same echo as a handler)",
 }
 ROWS = [  # (title, key in the bench report, sub-key or None)
     ("webhook events sent", "sent", None), ("acked (200)", "acked", None),
@@ -102,6 +105,8 @@ def _measure(side: str, settings: Settings, args, latency_ms: float, repeat: int
     folder = os.path.join(scratch, side)
     os.mkdir(folder)
     system = _system_settings(settings, folder, latency_ms)
+    if side == "frontdesk":
+        system = system.replace(handler=shlex.join([sys.executable, "-m", "frontdesk.bench.sdk_echo"]))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))},
            **system.to_environ()}
     with ExitStack() as stack:

@@ -1,0 +1,15 @@
+"""The official SDK's echo example as a frontdesk handler: each text comes back as a reply and
+nothing else happens (no profile look-up, unlike the bundled echo bot), so `--suite compare` runs
+the same bot on both sides and compares only where the work is done."""
+from frontdesk import Bot
+
+bot = Bot("sdk-echo", max_in_flight=8)
+
+
+@bot.on_message("text")
+def on_text(event, api):
+    api.reply(event.reply_token, [{"type": "text", "text": event.message.text}])
+
+
+if __name__ == "__main__":
+    bot.run()
