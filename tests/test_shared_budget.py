@@ -1,0 +1,159 @@
+"""One channel, one rate budget: rate limiters on one store stay within LINE's limit together.
+
+Each dispatcher runs a rate limiter; here three real `python -m frontdesk.ratelimiter` processes
+share one SQLite store (as three dispatchers on one host do) and send replies to the sandbox,
+which enforces the same limit with 429s. Counts are asserted strictly (no 429, every reply
+delivered once), the combined rate within 5 % of the limit.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+
+import pytest
+
+from frontdesk.ratelimiter.buckets import Scheduler
+from frontdesk.ratelimiter.shared_budget import LATE_S, EndpointBudget, SharedBudget, Slice
+from frontdesk.sandbox.webhooks import mint_reply_token, user_id
+from frontdesk.store import open_store
+from tests.helpers import wait_until
+from tests.ratelimiter_client import RateLimiterProcess, limiter_env
+from tests.sandbox_harness import SECRET, TOKEN, running_sandbox
+from tests.test_ratelimiter_load import all_deliveries
+
+LIMIT = 200            # replies per second for the channel
+OFFERED_S = 5          # 3 rate limiters offered LIMIT each for this long: 3x the limit
+TEXT = [{"type": "text", "text": "thanks"}]
+
+
+# --- in process: slices, and schedulers sharing one store ------------------------------------------
+
+def test_a_slice_spends_its_tokens_at_the_rate_and_expires_those_left_too_late():
+    piece = Slice(start=100.0, rate=200.0, tokens=20)
+    assert piece.due() == 100.0
+    piece.used = 4
+    assert piece.due() == pytest.approx(100.02)                  # token i at start + i/rate
+    assert piece.skip_late(100.02 + LATE_S) == 0                 # late, but within LATE_S
+    assert piece.skip_late(100.05 + LATE_S) == 6 and piece.used == 10
+    assert piece.skip_late(200.0) == 10 and piece.used == 20     # the slice has passed
+
+
+def test_an_endpoint_asks_for_what_its_waiting_calls_need_between_a_minimum_and_a_slice():
+    budget = EndpointBudget("reply", 2000.0)                      # slice 200 tokens, minimum 40
+    assert budget.wanted(0) == 0                                  # idle: reserves nothing
+    assert budget.wanted(1) == 40 and budget.wanted(90) == 90 and budget.wanted(5000) == 200
+    budget.slices.append(Slice(0.0, 2000.0, 100))
+    assert budget.wanted(60) == 0 and budget.wanted(130) == 40    # leased tokens count first
+    budget.slices.append(Slice(0.05, 2000.0, 100))
+    assert budget.wanted(5000) == 0                               # one slice ahead at most
+    hourly = EndpointBudget("broadcast", 60 / 3600)
+    assert hourly.wanted(3) == 1                                  # a slice is at least one call
+
+
+def test_two_schedulers_on_one_store_never_exceed_the_rate_together(tmp_path):
+    """Two rate limiters' schedulers (one event loop here, one store): every call of both is taken
+    from leased slices, so no stretch of time sees more than the rate and one small burst."""
+    rate, calls_each = 100, 60
+    store = open_store(f"sqlite:///{tmp_path}/budget.db")
+
+    async def run() -> list[float]:
+        times: list[float] = []
+        schedulers = []
+        for _ in range(2):
+            scheduler = Scheduler({"push": (rate, 1.0)})
+            scheduler.budget = SharedBudget(store, scheduler.rates(), scheduler.notify)
+            schedulers.append(scheduler)
+            for n in range(calls_each):
+                scheduler.submit("push", n)
+            scheduler.close()
+
+        async def sender(scheduler):
+            while await scheduler.take() is not None:
+                times.append(time.monotonic())
+        await asyncio.wait_for(asyncio.gather(*(sender(s) for s in schedulers for _ in range(2))), 30)
+        for scheduler in schedulers:
+            scheduler.budget.close()
+        return sorted(times)
+
+    try:
+        times = asyncio.run(run())
+    finally:
+        store.close()
+    assert len(times) == 2 * calls_each
+    window = 0.2
+    busiest = max(sum(1 for t in times if start <= t < start + window) for start in times)
+    # alone, each would send rate * window (and a burst) in every window: together twice that
+    assert busiest <= rate * (window + 2 * LATE_S) + 2, f"{busiest} calls within {window} s at {rate}/s"
+
+
+# --- real processes -----------------------------------------------------------------------------------------
+
+def reply_calls(count: int) -> list[dict]:
+    calls = []
+    for n in range(count):
+        event_id, user = uuid.uuid4().hex, user_id(n % 5000)
+        calls.append({"method": "reply", "event_id": event_id, "call_no": 1,
+                      "args": {"replyToken": mint_reply_token(SECRET, user, event_id), "messages": TEXT},
+                      "context": {"received_at": int(time.time() * 1000), "source": {"type": "user", "userId": user}}})
+    return calls
+
+
+def shares(limiter: RateLimiterProcess) -> float:
+    """The share of the reply budget this rate limiter leased in its latest stats second."""
+    latest = limiter.stats[-1] if limiter.stats else {}
+    return latest.get("budget", {}).get("reply", {}).get("share", 0.0)
+
+
+@pytest.mark.slow
+def test_three_rate_limiters_on_one_store_share_the_limit_and_a_killed_ones_share_goes_to_the_others(tmp_path):
+    store = f"sqlite:///{tmp_path}/shared.db"
+    with running_sandbox(tmp_path, sandbox_rate_limits=f"reply={LIMIT}/s") as sandbox:
+        limiters = [RateLimiterProcess(limiter_env(sandbox.url, TOKEN, store, rate_limits=f"reply={LIMIT}/s",
+                                                   api_connections=4),
+                                       tmp_path / f"ratelimiter-{n}.log", cwd=tmp_path) for n in range(3)]
+        try:
+            offered = [reply_calls(LIMIT * OFFERED_S) for _ in limiters]
+            msgids: list[list[int]] = [[] for _ in limiters]
+            started = time.monotonic()
+            for tenth in range(OFFERED_S * 10):   # a tenth of a second's worth to each, open loop
+                for n, limiter in enumerate(limiters):
+                    msgids[n] += limiter.calls(offered[n][tenth * LIMIT // 10:(tenth + 1) * LIMIT // 10])
+                pause = started + (tenth + 1) / 10 - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)   # pacing the offered load, not synchronisation
+            wait_until(lambda: all(shares(limiter) > 0.2 for limiter in limiters), 10,
+                       message="all three rate limiters leasing a share of the budget")
+
+            victim, survivors = limiters[0], limiters[1:]
+            victim.proc.kill()   # SIGKILL, with calls queued: its leased slices simply run out
+            victim.proc.wait()
+            killed_at = time.monotonic()
+            wait_until(lambda: sum(shares(limiter) for limiter in survivors) > 0.9, 10,
+                       message="the survivors taking the killed rate limiter's share")
+            took_over_s = time.monotonic() - killed_at
+            # its dispatcher's events are delivered again elsewhere: their calls come to a survivor
+            unanswered = [call for call, msgid in zip(offered[0], msgids[0]) if msgid not in victim.answers]
+            resent = survivors[0].calls(unanswered)
+
+            answers = [answer for n, limiter in enumerate(survivors, 1) for answer in limiter.results(msgids[n], 60)]
+            answers += survivors[0].results(resent, 60)
+            assert [error for error, _ in answers if error] == []
+            stats = sandbox.stats()
+            assert stats["http_429"] == 0, stats
+            deliveries = all_deliveries(sandbox)
+            every_event = [call["event_id"] for calls in offered for call in calls]
+            assert Counter(d["source_event"] for d in deliveries) == Counter(every_event), \
+                "each reply delivered exactly once"
+            times = sorted(d["time"] for d in deliveries)
+            rate = (len(times) - 1) / ((times[-1] - times[0]) / 1000.0)
+            assert 0.95 * LIMIT <= rate <= 1.05 * LIMIT, f"combined {rate:.0f} replies/s against {LIMIT}/s"
+            assert took_over_s < 5
+            budget = [limiter_stats["budget"]["reply"] for limiter in survivors for limiter_stats in limiter.stats
+                      if "reply" in limiter_stats.get("budget", {})]
+            leases, sent = sum(b["leases"] for b in budget), sum(b["sent"] for b in budget)
+            assert leases <= sent / 5, f"{leases} store writes for {sent} calls: not a slice per write"
+        finally:
+            for limiter in limiters:
+                limiter.kill()
