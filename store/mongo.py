@@ -398,11 +398,22 @@ class MongoStore(Store):
                             doc.get("request"), doc.get("response"), doc["updated_at"])
 
     def journal_put(self, entry: JournalEntry) -> None:
-        doc = {"event_id": entry.event_id, "call_no": entry.call_no, "fingerprint": entry.fingerprint,
-               "state": entry.state, "request": entry.request, "response": entry.response,
-               "updated_at": entry.updated_at or time.time()}
-        self._call(lambda: self._journal.replace_one({"_id": self._journal_id(entry.event_id, entry.call_no)},
-                                                     doc, upsert=True))
+        self.journal_put_many([entry])
+
+    def journal_put_many(self, entries: list[JournalEntry]) -> None:
+        """One bulk write of upserting replacements: one round trip (and one majority wait) for all,
+        retryable as a whole since each operation touches one document."""
+        from pymongo import ReplaceOne
+
+        if not entries:
+            return
+        operations = [ReplaceOne({"_id": self._journal_id(entry.event_id, entry.call_no)},
+                                 {"event_id": entry.event_id, "call_no": entry.call_no,
+                                  "fingerprint": entry.fingerprint, "state": entry.state,
+                                  "request": entry.request, "response": entry.response,
+                                  "updated_at": entry.updated_at or time.time()}, upsert=True)
+                      for entry in entries]
+        self._call(lambda: self._journal.bulk_write(operations, ordered=True))
 
     def journal_unfinished(self) -> list[JournalEntry]:
         return [self._entry(doc) for doc in

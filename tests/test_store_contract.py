@@ -517,6 +517,16 @@ def test_budget_leases_from_several_processes_never_overlap(store, children):
     assert len(starts) == 150 and min(gaps) >= 0.01 - 1e-6, "two reservations overlap"
 
 
+def test_call_journal_put_many_writes_every_entry_and_replaces_older_ones(store):
+    store.journal_put(JournalEntry("ev1", 1, "fp1", "started", {"endpoint": "push"}, None, 100.0))
+    done = JournalEntry("ev1", 1, "fp1", "done", {"endpoint": "push"}, {"result": {}}, 101.0)
+    started = [JournalEntry(f"ev{n}", 2, f"fp{n}", "started", {"endpoint": "reply"}, None, 102.0) for n in (1, 2)]
+    store.journal_put_many([done, *started])
+    assert store.journal_get("ev1", 1) == done
+    assert sorted((e.event_id, e.call_no) for e in store.journal_unfinished()) == [("ev1", 2), ("ev2", 2)]
+    store.journal_put_many([])
+
+
 def test_user_profile_and_data(store):
     store.user_put_profile("U1", {"displayName": "Ann", "language": "ja"}, 1234.5)
     store.user_set_data("U1", {"step": 2})
