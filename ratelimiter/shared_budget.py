@@ -3,16 +3,19 @@
 LINE limits a channel, not a process. With several dispatchers (each with its own rate limiter)
 an endpoint's budget must be divided among them as their load asks, not by hand. The store keeps
 one small record per endpoint: the time up to which its calls are reserved (`Store.budget_lease`,
-one atomic update). A rate limiter with calls waiting reserves the next slice of that time, up to
-SLICE_S seconds' worth of calls, and spends its tokens at the endpoint's rate inside the slice
-(token i at start + i/rate, and up to LATE_S after); a token not spent by then expires. Slices
+one atomic update). A rate limiter with calls waiting reserves the next slice of that time, sized
+to what it will send in SLICE_S (its waiting calls, or its recent pace if that is more; at most
+SLICE_S seconds' worth of the endpoint's rate), and spends its tokens at the endpoint's rate
+inside the slice (token i at start + i/rate, and up to LATE_S after); a token not spent by then
+expires. Sized to its own demand, a lightly loaded rate limiter reserves little of the time the
+busy ones are waiting for. Slices
 of different rate limiters never overlap, so together they send at the configured rate with no
 more burst than one rate limiter alone has (ratelimiter/buckets.py); an idle rate limiter
 reserves nothing, and a killed one's reservation runs out within its last slices.
 
-Store writes: one per slice, never one per call (at 200 calls/s and SLICE_S = 0.1, ten a second
-per busy endpoint); they run on a thread of their own, and the next slice is reserved while the
-current one is spent. Clocks: slices are epoch times, so hosts sharing a MongoDB store need their
+Store writes: one per slice, about 1/SLICE_S a second per endpoint a rate limiter is sending on
+(one per call only while its calls come fewer than 1/SLICE_S a second); they run on a thread of
+their own, and the next slice is reserved while the current one is spent. Clocks: slices are epoch times, so hosts sharing a MongoDB store need their
 clocks synchronised (NTP); an offset between two hosts adds to the burst (docs/ratelimiter.md).
 """
 from __future__ import annotations
@@ -29,8 +32,8 @@ from frontdesk.store import Store, StoreError
 
 log = logging.getLogger("frontdesk.ratelimiter")
 
-SLICE_S = 0.1          # a busy rate limiter reserves at most this much of an endpoint's time per write
-MIN_SLICE_S = 0.02     # ...and at least this much: a trickle of calls must not cost a write each
+SLICE_S = 0.1          # a slice holds what a rate limiter sends in this long (at most this much of the rate)
+PACE_WEIGHT = 0.5      # how much the latest interval between two leases counts in the pace
 MAX_AHEAD_S = 1.0      # nobody reserves further ahead than this (a limiter asks again as it passes)
 LATE_S = 0.05          # a token may still be spent this long after its time (event loop lag)
 LEASE_WAIT_S = 0.5     # while a lease is on its way, look again after this at the latest
@@ -61,10 +64,12 @@ class EndpointBudget:
     def __init__(self, name: str, rate: float):
         self.name, self.rate = name, rate
         self.slice_tokens = max(1, round(rate * SLICE_S))
-        self.min_tokens = max(1, min(self.slice_tokens, round(rate * MIN_SLICE_S)))
         self.slices: deque[Slice] = deque()
         self.asking = False
         self.ask_again_at = 0.0         # monotonic: reserved far ahead by others, or the store failed
+        self.pace = 0.0                 # calls per second this rate limiter has been sending lately
+        self.paced_at = 0.0             # monotonic time of the last lease asked for
+        self.sent_since_ask = 0
         self.leased = self.sent = self.expired = self.leases = 0   # since the last stats()
 
     def available(self) -> int:
@@ -78,12 +83,17 @@ class EndpointBudget:
                 return
             self.slices.popleft()
 
-    def wanted(self, demand: int) -> int:
-        """Tokens to lease for `demand` waiting calls (0: enough are leased, or none may be asked now)."""
+    def wanted(self, demand: int, now: float) -> int:
+        """Tokens to lease for `demand` waiting calls (0: enough are leased, or none may be asked now):
+        the calls short, or a slice's worth of the recent pace if that is more, within one slice."""
         short = demand - self.available()
         if short <= 0 or self.asking or len(self.slices) >= 2:
             return 0
-        return max(self.min_tokens, min(self.slice_tokens, short))
+        if self.paced_at and now > self.paced_at:
+            latest = self.sent_since_ask / (now - self.paced_at)
+            self.pace = PACE_WEIGHT * latest + (1 - PACE_WEIGHT) * self.pace
+        self.paced_at, self.sent_since_ask = now, 0
+        return max(1, min(self.slice_tokens, max(short, round(self.pace * SLICE_S))))
 
 
 class SharedBudget:
@@ -104,7 +114,7 @@ class SharedBudget:
     def delay(self, endpoint: str, now: float, demand: int) -> float:
         budget = self._endpoints[endpoint]
         budget.drop_spent(now)
-        if now >= budget.ask_again_at and (tokens := budget.wanted(demand)):
+        if now >= budget.ask_again_at and (tokens := budget.wanted(demand, now)):
             self._ask(budget, tokens)
         if budget.slices:
             return max(0.0, budget.slices[0].due() - now)
@@ -117,6 +127,7 @@ class SharedBudget:
         head = budget.slices[0]
         head.used += 1
         budget.sent += 1
+        budget.sent_since_ask += 1
         if head.used >= head.tokens:
             budget.slices.popleft()
 
@@ -155,6 +166,7 @@ class SharedBudget:
         elapsed, self._stats_at = max(now - self._stats_at, 1e-3), now
         result = {}
         for budget in self._endpoints.values():
+            budget.drop_spent(now)
             if budget.leases or budget.slices:
                 result[budget.name] = {"share": round(budget.leased / (budget.rate * elapsed), 3),
                                        "sent": budget.sent, "expired": budget.expired, "leases": budget.leases}

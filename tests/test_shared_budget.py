@@ -40,16 +40,19 @@ def test_a_slice_spends_its_tokens_at_the_rate_and_expires_those_left_too_late()
     assert piece.skip_late(200.0) == 10 and piece.used == 20     # the slice has passed
 
 
-def test_an_endpoint_asks_for_what_its_waiting_calls_need_between_a_minimum_and_a_slice():
-    budget = EndpointBudget("reply", 2000.0)                      # slice 200 tokens, minimum 40
-    assert budget.wanted(0) == 0                                  # idle: reserves nothing
-    assert budget.wanted(1) == 40 and budget.wanted(90) == 90 and budget.wanted(5000) == 200
+def test_an_endpoint_asks_for_what_it_will_send_in_a_slice_and_no_more_than_a_slice():
+    budget = EndpointBudget("reply", 2000.0)                      # a slice: 100 ms, 200 tokens
+    assert budget.wanted(0, now=10.0) == 0                        # idle: reserves nothing
+    assert budget.wanted(1, now=10.0) == 1                        # a lone call: one token
+    budget.sent_since_ask = 30                                    # then 30 calls in 0.1 s: 300/s
+    assert budget.wanted(1, now=10.1) == 15                       # pace (half-weighted) x 100 ms
+    assert budget.wanted(5000, now=10.2) == 200                   # a backlog: a whole slice
     budget.slices.append(Slice(0.0, 2000.0, 100))
-    assert budget.wanted(60) == 0 and budget.wanted(130) == 40    # leased tokens count first
+    assert budget.wanted(60, now=10.3) == 0                       # leased tokens count first
     budget.slices.append(Slice(0.05, 2000.0, 100))
-    assert budget.wanted(5000) == 0                               # one slice ahead at most
+    assert budget.wanted(5000, now=10.4) == 0                     # one slice ahead at most
     hourly = EndpointBudget("broadcast", 60 / 3600)
-    assert hourly.wanted(3) == 1                                  # a slice is at least one call
+    assert hourly.wanted(3, now=10.0) == 1                        # a slice is at least one call
 
 
 def test_two_schedulers_on_one_store_never_exceed_the_rate_together(tmp_path):
