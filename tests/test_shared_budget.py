@@ -1,9 +1,11 @@
 """One channel, one rate budget: rate limiters on one store stay within LINE's limit together.
 
-Each dispatcher runs a rate limiter; here three real `python -m frontdesk.ratelimiter` processes
-share one SQLite store (as three dispatchers on one host do) and send replies to the sandbox,
-which enforces the same limit with 429s. Counts are asserted strictly (no 429, every reply
-delivered once), the combined rate within 5 % of the limit.
+Each dispatcher runs a rate limiter. In process: the slices, and two schedulers sharing a store.
+Then real processes on one SQLite store, sending replies to the sandbox, which enforces the same
+limit with 429s: three `python -m frontdesk.ratelimiter` processes driven directly, and three
+whole dispatchers (with the echo bot) draining a queue. Counts are asserted strictly (no 429,
+every reply delivered once), the combined rate within 5 % of the limit; one process of the three
+is killed midway and the other two take its share.
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import pytest
 
 from frontdesk.ratelimiter.buckets import Scheduler
 from frontdesk.ratelimiter.shared_budget import LATE_S, EndpointBudget, SharedBudget, Slice
-from frontdesk.sandbox.webhooks import mint_reply_token, user_id
+from frontdesk.sandbox.webhooks import EventFactory, mint_reply_token, user_id, user_source
 from frontdesk.store import open_store
 from tests.helpers import wait_until
+from tests.test_scale_out import ECHO
 from tests.ratelimiter_client import RateLimiterProcess, limiter_env
 from tests.sandbox_harness import SECRET, TOKEN, running_sandbox
 from tests.test_ratelimiter_load import all_deliveries
@@ -160,3 +163,50 @@ def test_three_rate_limiters_on_one_store_share_the_limit_and_a_killed_ones_shar
         finally:
             for limiter in limiters:
                 limiter.kill()
+
+
+@pytest.mark.slow
+def test_three_dispatchers_draining_one_queue_stay_within_the_limit_and_survive_losing_one(harness, tmp_path):
+    # a whole event costs ~4 ms of CPU here (dispatcher, handler, rate limiter, sandbox): a limit
+    # of 100/s keeps the busy 2-core machine out of what is measured
+    limit, users = 100, 150
+    factory = EventFactory(SECRET)
+    with running_sandbox(tmp_path, sandbox_rate_limits=f"reply={limit}/s") as sandbox:
+        dispatchers = [harness.start(handlers=2, handler=ECHO, env={"LINE_CHANNEL_ACCESS_TOKEN": TOKEN},
+                                     api_base=sandbox.url, api_data_base=sandbox.url,
+                                     rate_limits=f"reply={limit}/s", event_deadline_s=20) for _ in range(3)]
+        appended = []
+        started = time.monotonic()
+        for tenth in range(50):   # 3x the limit offered for 5 s, as webhooks would come
+            events = [factory.event("text", user_source(user_id(n % users)), text=f"m{n}")
+                      for n in range(tenth * 3 * limit // 10, (tenth + 1) * 3 * limit // 10)]
+            harness.store.append("Udest", events, int(time.time() * 1000))
+            appended += [event["webhookEventId"] for event in events]
+            pause = started + (tenth + 1) / 10 - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)   # pacing the offered load, not synchronisation
+
+        def shares(processes) -> float:
+            total = 0.0
+            for process in processes:
+                doc = harness.status(process) or {}
+                stats = (doc.get("ratelimiter") or {}).get("stats") or {}
+                total += stats.get("budget", {}).get("reply", {}).get("share", 0.0)
+            return total
+        wait_until(lambda: all(shares([d]) > 0.15 for d in dispatchers), 15,
+                   message="all three rate limiters leasing a share")
+        victim, survivors = dispatchers[0], dispatchers[1:]
+        victim.kill()   # SIGKILL: its rate limiter and handlers go with it, its leases run out
+        victim.wait(10)
+        killed_at = time.monotonic()
+        wait_until(lambda: shares(survivors) > 0.9, 15, message="the other two taking the killed one's share")
+        took_over_s = time.monotonic() - killed_at
+
+        harness.wait_done(len(appended), timeout=90)
+        assert sandbox.stats()["http_429"] == 0, sandbox.stats()
+        replies = [d for d in all_deliveries(sandbox) if d["endpoint"] == "reply"]
+        assert Counter(d["source_event"] for d in replies) == Counter(appended), "each event replied to once"
+        times = sorted(d["time"] for d in replies)
+        rate = (len(times) - 1) / ((times[-1] - times[0]) / 1000.0)
+        assert 0.95 * limit <= rate <= 1.05 * limit, f"combined {rate:.1f} replies/s against {limit}/s"
+        assert took_over_s < 10
