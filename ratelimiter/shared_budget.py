@@ -120,7 +120,7 @@ class SharedBudget:
             return max(0.0, budget.slices[0].due() - now)
         if budget.asking:
             return LEASE_WAIT_S   # the lease's arrival wakes a sender sooner
-        return max(0.0, budget.ask_again_at - now)
+        return max(budget.ask_again_at - now, 1e-3)   # never 0: take() needs a slice
 
     def take(self, endpoint: str, now: float) -> None:
         budget = self._endpoints[endpoint]

@@ -94,6 +94,26 @@ def test_two_schedulers_on_one_store_never_exceed_the_rate_together(tmp_path):
     assert busiest <= rate * (window + 2 * LATE_S) + 2, f"{busiest} calls within {window} s at {rate}/s"
 
 
+def test_calls_wait_while_the_store_cannot_lease_and_the_failure_is_logged(tmp_path, caplog):
+    store = open_store(f"sqlite:///{tmp_path}/budget.db")
+    store.close()   # every lease now fails with StoreUnavailable
+
+    async def run():
+        scheduler = Scheduler({"push": (100, 1.0)})
+        scheduler.budget = SharedBudget(store, scheduler.rates(), scheduler.notify)
+        scheduler.submit("push", "call")
+        try:
+            with pytest.raises(asyncio.TimeoutError):   # not sent without a lease: no 429 risked
+                await asyncio.wait_for(scheduler.take(), 1.2)
+        finally:
+            scheduler.budget.close()
+
+    with caplog.at_level("WARNING", logger="frontdesk.ratelimiter"):
+        asyncio.run(run())
+    failures = [r.getMessage() for r in caplog.records if "rate_budget_unavailable" in r.getMessage()]
+    assert len(failures) >= 2 and "is closed" in failures[0]   # asked again after STORE_RETRY_S
+
+
 # --- real processes -----------------------------------------------------------------------------------------
 
 def reply_calls(count: int) -> list[dict]:
