@@ -7,16 +7,16 @@ one atomic update). A rate limiter with calls waiting reserves the next slice of
 to what it will send in SLICE_S (its waiting calls, or its recent pace if that is more; at most
 SLICE_S seconds' worth of the endpoint's rate), and spends its tokens at the endpoint's rate
 inside the slice (token i at start + i/rate, and up to LATE_S after); a token not spent by then
-expires. Sized to its own demand, a lightly loaded rate limiter reserves little of the time the
-busy ones are waiting for. Slices
-of different rate limiters never overlap, so together they send at the configured rate with no
-more burst than one rate limiter alone has (ratelimiter/buckets.py); an idle rate limiter
-reserves nothing, and a killed one's reservation runs out within its last slices.
+expires. Slices of different rate limiters never overlap, so together they send at the
+configured rate with no more burst than one rate limiter alone has (ratelimiter/buckets.py).
+Sized to its own demand, a lightly loaded rate limiter takes little of the time busy ones wait
+for; an idle one reserves nothing; a killed one's reservation runs out within its last slices.
 
 Store writes: one per slice, about 1/SLICE_S a second per endpoint a rate limiter is sending on
 (one per call only while its calls come fewer than 1/SLICE_S a second); they run on a thread of
-their own, and the next slice is reserved while the current one is spent. Clocks: slices are epoch times, so hosts sharing a MongoDB store need their
-clocks synchronised (NTP); an offset between two hosts adds to the burst (docs/ratelimiter.md).
+their own, and the next slice is reserved while the current one is spent. Clocks: slices are
+epoch times, so hosts sharing a MongoDB store need synchronised clocks (NTP); an offset between
+two hosts adds to the burst (docs/ratelimiter.md).
 """
 from __future__ import annotations
 

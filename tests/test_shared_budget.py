@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 
 from frontdesk.ratelimiter.buckets import Scheduler
-from frontdesk.ratelimiter.shared_budget import LATE_S, EndpointBudget, SharedBudget, Slice
+from frontdesk.ratelimiter.shared_budget import LATE_S, MAX_AHEAD_S, EndpointBudget, SharedBudget, Slice
 from frontdesk.sandbox.webhooks import EventFactory, mint_reply_token, user_id, user_source
 from frontdesk.store import open_store
 from tests.helpers import wait_until
@@ -92,6 +92,35 @@ def test_two_schedulers_on_one_store_never_exceed_the_rate_together(tmp_path):
     busiest = max(sum(1 for t in times if start <= t < start + window) for start in times)
     # alone, each would send rate * window (and a burst) in every window: together twice that
     assert busiest <= rate * (window + 2 * LATE_S) + 2, f"{busiest} calls within {window} s at {rate}/s"
+
+
+def test_a_budget_reserved_far_ahead_by_another_rate_limiter_is_asked_again_only_when_it_comes_near(tmp_path):
+    """60 broadcasts an hour: one rate limiter's call reserves the next minute; another's waits
+    that minute (less MAX_AHEAD_S) before it even asks the store again."""
+    store = open_store(f"sqlite:///{tmp_path}/budget.db")
+
+    async def run() -> tuple[float, float]:
+        woken = asyncio.Event()
+        first = SharedBudget(store, {"broadcast": 60 / 3600}, woken.set)
+        second = SharedBudget(store, {"broadcast": 60 / 3600}, woken.set)
+        try:
+            delays = []
+            for budget in (first, second):
+                woken.clear()
+                budget.delay("broadcast", time.monotonic(), demand=1)   # asks for a lease
+                await asyncio.wait_for(woken.wait(), 10)
+                delays.append(budget.delay("broadcast", time.monotonic(), 1))
+            return delays[0], delays[1]
+        finally:
+            first.close()
+            second.close()
+
+    try:
+        first_delay, second_delay = asyncio.run(run())
+    finally:
+        store.close()
+    assert first_delay == 0.0
+    assert 60 - MAX_AHEAD_S - 5 < second_delay <= 60 - MAX_AHEAD_S
 
 
 def test_calls_wait_while_the_store_cannot_lease_and_the_failure_is_logged(tmp_path, caplog):
