@@ -119,7 +119,7 @@ def test_a_budget_reserved_far_ahead_by_another_rate_limiter_is_asked_again_only
         first_delay, second_delay = asyncio.run(run())
     finally:
         store.close()
-    assert first_delay == 0.0
+    assert first_delay < 1.0   # at once (or asking again, had a stalled machine let its token expire)
     assert 60 - MAX_AHEAD_S - 5 < second_delay <= 60 - MAX_AHEAD_S
 
 
