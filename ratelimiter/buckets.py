@@ -103,10 +103,10 @@ class Scheduler:
         limits = dict(rate_limits)
         limits.setdefault("default", (2000.0, 1.0))
         self._queues = {name: EndpointQueue(name, count, period) for name, (count, period) in limits.items()}
-        self.budget = None   # a SharedBudget (ratelimiter/shared_budget.py), asked after each bucket
         self._seq = itertools.count()
         self._waiters: deque[asyncio.Future] = deque()
         self._closed = False
+        self.budget = None   # a SharedBudget (ratelimiter/shared_budget.py), asked after each bucket
 
     def queue_for(self, endpoint: str) -> EndpointQueue:
         queue = self._queues.get(endpoint)
