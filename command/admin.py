@@ -97,6 +97,7 @@ def print_status_table(report: dict) -> None:
         if doc.get("degraded"):
             print(f"           {'':<{width}}         DEGRADED: {doc['degraded']}")
         _print_handlers(doc.get("handlers"), indent=11 + width + 9)
+        _print_budget(doc.get("ratelimiter"), indent=11 + width + 9)
 
 
 def _print_handlers(handlers, indent: int) -> None:
@@ -110,6 +111,18 @@ def _print_handlers(handlers, indent: int) -> None:
             print(f"{pad}{str(h.get('name', '?')):<12} {str(h.get('pid') or '-'):>7}  "
                   f"{str(h.get('state', '?')):<16} {h.get('in_flight', 0):>9} {h.get('handled', 0):>8} "
                   f"{h.get('restarts', 0):>8}")
+
+
+def _print_budget(ratelimiter, indent: int) -> None:
+    """A dispatcher's rate limiter's share of each endpoint's shared budget (ratelimiter/shared_budget.py)
+    in its last second: the shares of all rate limiters on one store add up to at most 100 %."""
+    stats = ratelimiter.get("stats") if isinstance(ratelimiter, dict) else None
+    budget = stats.get("budget") if isinstance(stats, dict) else None
+    if not isinstance(budget, dict) or not budget:
+        return
+    shares = ", ".join(f"{endpoint} {100 * b.get('share', 0):.0f}% ({b.get('sent', 0)} sent)"
+                       for endpoint, b in sorted(budget.items()) if isinstance(b, dict))
+    print(f"{' ' * indent}rate budget share: {shares}")
 
 
 @_reported

@@ -132,6 +132,9 @@ KNOBS: tuple[Knob, ...] = (
          "reply=2000/s,push=2000/s,multicast=200/s,broadcast=60/h,narrowcast=60/h,"
          "profile=2000/s,content=2000/s,default=2000/s",
          "Per-endpoint limits ENDPOINT=COUNT/s|m|h; `default` covers the rest."),
+    Knob("shared_rate_budget", bool, True,
+         "The rate limiters of every dispatcher on one store share rate_limits (each leases slices of "
+         "an endpoint's budget as its load needs); false: each rate limiter uses all of rate_limits."),
     Knob("reply_max_age_s", float, 50.0,
          "A reply whose token is older than this is sent as a push to the same source.", minimum=0.0),
     Knob("batch_window_ms", float, 20.0,

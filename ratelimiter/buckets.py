@@ -106,6 +106,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._waiters: deque[asyncio.Future] = deque()
         self._closed = False
+        self.budget = None   # a SharedBudget (ratelimiter/shared_budget.py), asked after each bucket
 
     def queue_for(self, endpoint: str) -> EndpointQueue:
         queue = self._queues.get(endpoint)
@@ -134,11 +135,17 @@ class Scheduler:
             if head is None:
                 continue
             delay, enqueued_at = head
+            if delay <= 0 and self.budget is not None:
+                delay = self.budget.delay(queue.name, now, len(queue))
             if delay <= 0 and (best is None or enqueued_at < best[1]):
                 best = (queue, enqueued_at)
             elif delay > 0 and (soonest is None or delay < soonest):
                 soonest = delay
-        return (best[0].pop(now) if best else None), soonest
+        if best is None:
+            return None, soonest
+        if self.budget is not None:
+            self.budget.take(best[0].name, now)
+        return best[0].pop(now), soonest
 
     async def take(self):
         """The next item that may be sent (its token taken); None once closed and empty."""
@@ -168,6 +175,14 @@ class Scheduler:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+    def notify(self) -> None:
+        """Something a waiting sender needs has come (a shared-budget lease): let one look again."""
+        self._wake_one()
+
+    def rates(self) -> dict[str, float]:
+        """Calls per second of each endpoint queue."""
+        return {name: queue.bucket.rate for name, queue in self._queues.items()}
 
     def pending(self) -> int:
         return sum(len(q) for q in self._queues.values())

@@ -38,6 +38,7 @@ from .journal import StoreWriter, fingerprint, journaled
 from .line_api import (ArgsError, HttpRequest, LineApi, batch_retry_key, build_request, push_target,
                        response_error, retry_key)
 from .profiles import ProfileCache
+from .shared_budget import SharedBudget
 
 log = logging.getLogger("frontdesk.ratelimiter")
 
@@ -174,6 +175,8 @@ class RateLimiter:
         self._in_flight: dict[tuple[str, int], Call] = {}
         self.counters = Counters()
         self.scheduler = Scheduler(settings.rate_limits)
+        if settings.shared_rate_budget:   # every rate limiter on this store shares the limits
+            self.scheduler.budget = SharedBudget(store, self.scheduler.rates(), self.scheduler.notify)
         self.content_max = min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD)
         self.batcher = (Batcher(settings.batch_window_ms / 1000.0, self._batch_closed)
                         if settings.batching else None)
@@ -240,6 +243,8 @@ class RateLimiter:
         self.scheduler.close()
         await asyncio.gather(*senders)
         self._stats_timer.cancel()
+        if self.scheduler.budget is not None:
+            await self.loop.run_in_executor(None, self.scheduler.budget.close)
         await self.loop.run_in_executor(None, self.writer.stop)
         self._write(Notification("stats", [self.stats()]))
         self._flush()
@@ -670,6 +675,8 @@ class RateLimiter:
         snapshot["queues"] = self.scheduler.stats()
         snapshot["batch_open"] = self.batcher.open_members() if self.batcher else 0
         snapshot["in_flight"] = len(self._in_flight)
+        if self.scheduler.budget is not None:
+            snapshot["budget"] = self.scheduler.budget.stats()
         return snapshot
 
     def _publish_stats(self) -> None:

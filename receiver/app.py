@@ -123,6 +123,19 @@ def _pool_gauges(registry: prom.Registry, stats: _CachedStats) -> None:
                    labelnames=("process",))
 
 
+def _budget_gauge(registry: prom.Registry, stats: _CachedStats) -> None:
+    """Each rate limiter's share of each endpoint's shared budget (docs/ratelimiter.md)."""
+    def shares():
+        return [((name, endpoint), figures.get("share", 0.0))
+                for name, doc in sorted(stats.dispatchers().items())
+                for endpoint, figures in sorted((((doc.get("ratelimiter") or {}).get("stats") or {})
+                                                 .get("budget") or {}).items())]
+    registry.gauge("frontdesk_rate_budget_share",
+                   "Part of an endpoint's rate (rate_limits) a dispatcher's rate limiter reserved in its "
+                   "last second; all of them on one store add up to at most 1.", shares,
+                   labelnames=("process", "endpoint"))
+
+
 class Receiver:
     """The receiver's routes on its event loop: POST <callback_path>, GET /healthz, GET /metrics."""
 
@@ -145,6 +158,7 @@ class Receiver:
         registry.gauge("frontdesk_receiver_server_queue_depth",
                        "Requests read and not answered yet.", busy)
         _pool_gauges(registry, self._stats)
+        _budget_gauge(registry, self._stats)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._durable: deque = deque()     # appends the writer thread finished, for the loop
         self._durable_lock = threading.Lock()

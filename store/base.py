@@ -1,4 +1,5 @@
-"""The store contract: the queue, its change feed, the call journal and the per-user DB.
+"""The store contract: the queue, its change feed, the call journal, the shared rate budget and
+the per-user DB.
 
 The receiver, the dispatcher and the rate limiter use only this interface; `store.open_store`
 picks the implementation from the URL. Every method is safe to call from several threads of
@@ -190,6 +191,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def journal_unfinished(self) -> list[JournalEntry]:
         """Entries still "started" (a restarted rate limiter resolves them)."""
+
+    # --- shared rate budget ------------------------------------------------------------------
+    @abc.abstractmethod
+    def budget_lease(self, endpoint: str, seconds: float, now: float,
+                     max_ahead_s: float) -> tuple[bool, float]:
+        """Reserve the next `seconds` of an endpoint's call budget, atomically across every process
+        on this store (ratelimiter/shared_budget.py spends it at the endpoint's rate).
+
+        One record per endpoint holds the time up to which its budget is reserved, so reservations
+        never overlap. Returns (True, start): [start, start + seconds) (epoch s) is the caller's,
+        start being `now` or the end of the last reservation, whichever is later. Returns
+        (False, reserved_until) when the budget is reserved beyond now + max_ahead_s already:
+        nothing was reserved; ask again once reserved_until - max_ahead_s has passed.
+        Raises StoreUnavailable when the store cannot take the write.
+        """
 
     # --- users (profile cache and follow state) ---------------------------------------------
     @abc.abstractmethod

@@ -76,6 +76,7 @@ class MongoStore(Store):
         self._statuses = db.get_collection("statuses", **wc)
         self._controls = db.get_collection("controls", **wc)
         self._feed_state = db.get_collection("feed_state", **wc)
+        self._budget = db.get_collection("rate_budget", **wc)
         try:
             self._create_indexes()
         except PyMongoError as exc:
@@ -397,15 +398,53 @@ class MongoStore(Store):
                             doc.get("request"), doc.get("response"), doc["updated_at"])
 
     def journal_put(self, entry: JournalEntry) -> None:
-        doc = {"event_id": entry.event_id, "call_no": entry.call_no, "fingerprint": entry.fingerprint,
-               "state": entry.state, "request": entry.request, "response": entry.response,
-               "updated_at": entry.updated_at or time.time()}
-        self._call(lambda: self._journal.replace_one({"_id": self._journal_id(entry.event_id, entry.call_no)},
-                                                     doc, upsert=True))
+        self.journal_put_many([entry])
+
+    def journal_put_many(self, entries: list[JournalEntry]) -> None:
+        """One bulk write of upserting replacements: one round trip (and one majority wait) for all,
+        retryable as a whole since each operation touches one document."""
+        from pymongo import ReplaceOne
+
+        if not entries:
+            return
+        operations = [ReplaceOne({"_id": self._journal_id(entry.event_id, entry.call_no)},
+                                 {"event_id": entry.event_id, "call_no": entry.call_no,
+                                  "fingerprint": entry.fingerprint, "state": entry.state,
+                                  "request": entry.request, "response": entry.response,
+                                  "updated_at": entry.updated_at or time.time()}, upsert=True)
+                      for entry in entries]
+        self._call(lambda: self._journal.bulk_write(operations, ordered=True))
 
     def journal_unfinished(self) -> list[JournalEntry]:
         return [self._entry(doc) for doc in
                 self._call(lambda: list(self._journal.find({"state": "started"}).sort("updated_at", 1)))]
+
+    # --- shared rate budget ---------------------------------------------------------------------------------------
+    def budget_lease(self, endpoint: str, seconds: float, now: float,
+                     max_ahead_s: float) -> tuple[bool, float]:
+        """One atomic find_one_and_update on the endpoint's document (a retryable write): the filter
+        lets it through only while the reservation ends within now + max_ahead_s; an upsert that
+        meets an existing document (reserved too far ahead, or created by a concurrent first
+        lease) raises DuplicateKeyError, and the document as it is then answers."""
+        from pymongo.errors import DuplicateKeyError
+
+        reserve = [{"$set": {"reserved_until": {"$add": [{"$max": ["$reserved_until", now]}, seconds]}}}]
+
+        def lease():
+            for _ in range(2):   # the second round: a concurrent first lease created the document
+                try:
+                    before = self._budget.find_one_and_update(
+                        {"_id": endpoint, "reserved_until": {"$lte": now + max_ahead_s}}, reserve,
+                        upsert=True, return_document=self._pymongo.ReturnDocument.BEFORE)
+                except DuplicateKeyError:
+                    current = self._budget.find_one({"_id": endpoint}) or {}
+                    reserved_until = current.get("reserved_until", now)
+                    if reserved_until > now + max_ahead_s:
+                        return False, reserved_until
+                    continue
+                return True, now if before is None else max(now, before["reserved_until"])
+            return False, now   # lost twice to concurrent leases: ask again at once
+        return self._call(lease)
 
     # --- users ----------------------------------------------------------------------------------------------------
     def user_get(self, user_id: str) -> dict | None:

@@ -96,6 +96,10 @@ MIGRATIONS: list[list[str]] = [
             BEGIN UPDATE event_counts SET n = n - 1 WHERE state = OLD.state;
                   UPDATE event_counts SET n = n + 1 WHERE state = NEW.state; END""",
     ],
+    # The shared rate budget (Store.budget_lease): per endpoint, the time its calls are reserved to.
+    [
+        "CREATE TABLE rate_budget (endpoint TEXT PRIMARY KEY, reserved_until REAL NOT NULL) WITHOUT ROWID",
+    ],
 ]
 
 _FOLLOW_SQL = {
@@ -561,6 +565,19 @@ class SQLiteStore(Store):
         rows = self._read("SELECT event_id, call_no, fingerprint, state, request, response, updated_at"
                           " FROM journal WHERE state = 'started' ORDER BY updated_at")
         return [self._journal_entry(row) for row in rows]
+
+    # --- shared rate budget --------------------------------------------------------------------------
+    def budget_lease(self, endpoint: str, seconds: float, now: float,
+                     max_ahead_s: float) -> tuple[bool, float]:
+        def work(conn):   # BEGIN IMMEDIATE: no other process reads between our read and write
+            row = conn.execute("SELECT reserved_until FROM rate_budget WHERE endpoint = ?",
+                               (endpoint,)).fetchone()
+            start = now if row is None else max(now, row[0])
+            if start > now + max_ahead_s:
+                return False, start
+            conn.execute("INSERT OR REPLACE INTO rate_budget VALUES (?, ?)", (endpoint, start + seconds))
+            return True, start
+        return self._transaction(work)
 
     # --- users ---------------------------------------------------------------------------------------
     def user_get(self, user_id: str) -> dict | None:

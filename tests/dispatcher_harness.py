@@ -31,9 +31,10 @@ class Harness:
 
     # --- processes -------------------------------------------------------------------------
     def start(self, handlers: int = 2, mode: str = "ok", command: str = "dispatcher", args=(),
-              env: dict | None = None, **settings) -> subprocess.Popen:
+              env: dict | None = None, handler: str | None = None, **settings) -> subprocess.Popen:
+        """A dispatcher (or `command`) with the scripted handler in `mode`, or the `handler` command line."""
         overrides = {**FAST, **{k: str(v) for k, v in settings.items()}}
-        handler = " ".join([*SCRIPTED, mode])
+        handler = handler or " ".join([*SCRIPTED, mode])
         argv = [sys.executable, "-m", "frontdesk", command, "--store", self.url,
                 "--handler", handler, "--handlers", str(handlers), *args]
         for key, value in overrides.items():

@@ -69,6 +69,19 @@ def test_status_reports_queue_and_processes(url):
                     "handler-2": ["-", "waiting_restart", "0", "7", "6"]}
 
 
+def test_status_shows_each_rate_limiters_share_of_the_shared_budget(url):
+    store = open_store(url)
+    try:
+        for host, share in (("h1", 0.62), ("h2", 0.375)):
+            store.put_status(f"dispatcher:{host}:1", {"pid": 1, "handlers": [], "ratelimiter": {"pid": 2, "stats": {
+                "budget": {"reply": {"share": share, "sent": int(200 * share), "expired": 0, "leases": 7}}}}})
+    finally:
+        store.close()
+    shown = [line.split("rate budget share: ")[1] for line in frontdesk("status", "--store", url).stdout.splitlines()
+             if "rate budget share" in line]
+    assert shown == ["reply 62% (124 sent)", "reply 38% (75 sent)"]
+
+
 @pytest.mark.parametrize("bad_url, message", [
     ("postgres://db", "not supported"),
     ("sqlite:////nonexistent-folder-xyz/fd.db", "does not exist"),

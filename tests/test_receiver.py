@@ -298,6 +298,18 @@ def test_metrics_show_each_dispatchers_pool_and_its_degraded_reason(receiver, st
     assert _metric(text, 'frontdesk_handlers_ready{process="dispatcher:hostB:12"}') == 2
 
 
+def test_metrics_show_each_rate_limiters_share_of_the_shared_budget(receiver, store):
+    for host, share in (("hostA", 0.6), ("hostB", 0.35)):
+        store.put_status(f"dispatcher:{host}:1", {"handlers": [], "ratelimiter": {"stats": {
+            "budget": {"reply": {"share": share, "sent": 1, "expired": 0, "leases": 1}}}}})
+    def shown():
+        text = requests.get(receiver.url + "/metrics", timeout=5).text
+        return 'frontdesk_rate_budget_share{process="dispatcher:hostB:1"' in text and text
+    text = wait_until(shown, timeout=5, message="budget gauge refreshed")
+    assert _metric(text, 'frontdesk_rate_budget_share{process="dispatcher:hostA:1",endpoint="reply"}') == 0.6
+    assert _metric(text, 'frontdesk_rate_budget_share{process="dispatcher:hostB:1",endpoint="reply"}') == 0.35
+
+
 def test_log_has_one_line_per_request_and_no_body_or_secret(receiver):
     event = make_event(text="a very private message")
     assert receiver.post(make_body(event)).status_code == 200

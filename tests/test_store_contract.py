@@ -473,6 +473,60 @@ def test_call_journal(store):
     assert store.journal_get("ev1", 1).state == "failed" and store.journal_unfinished() == []
 
 
+# --- shared rate budget ---------------------------------------------------------------------------------
+
+def test_budget_lease_starts_now_when_idle_and_reservations_follow_each_other(store):
+    now = time.time()
+    assert store.budget_lease("reply", 0.1, now, 1.0) == (True, now)
+    assert store.budget_lease("reply", 0.1, now + 0.01, 1.0) == (True, pytest.approx(now + 0.1))
+    assert store.budget_lease("reply", 0.05, now + 0.02, 1.0) == (True, pytest.approx(now + 0.2))
+    assert store.budget_lease("push", 0.1, now + 0.03, 1.0) == (True, now + 0.03)   # its own budget
+    # once the reservations have run out, an idle endpoint's next lease starts at its caller's now
+    assert store.budget_lease("reply", 0.1, now + 5, 1.0) == (True, now + 5)
+
+
+def test_budget_lease_refuses_beyond_max_ahead_and_reserves_nothing(store):
+    now = time.time()
+    for n in range(10):
+        assert store.budget_lease("multicast", 0.1, now, 0.55)[0] is (n <= 5)
+    granted, reserved_until = store.budget_lease("multicast", 0.1, now, 0.55)
+    assert not granted and reserved_until == pytest.approx(now + 0.6)
+    assert store.budget_lease("multicast", 0.1, now + 0.1, 0.55) == (True, pytest.approx(now + 0.6))
+
+
+def test_budget_leases_from_several_processes_never_overlap(store, children):
+    leaser = """
+        store = open_store(sys.argv[1])
+        slices = []
+        for n in range(50):
+            granted, start = store.budget_lease("reply", 0.01, time.time(), 60.0)
+            assert granted
+            slices.append(start)
+        store.close()
+        print(json.dumps(slices), flush=True)
+        """
+    for _ in range(3):
+        children.append(child(leaser, store.url))
+    starts = []
+    for process in children:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        starts += json.loads(out)
+    starts.sort()
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    assert len(starts) == 150 and min(gaps) >= 0.01 - 1e-6, "two reservations overlap"
+
+
+def test_call_journal_put_many_writes_every_entry_and_replaces_older_ones(store):
+    store.journal_put(JournalEntry("ev1", 1, "fp1", "started", {"endpoint": "push"}, None, 100.0))
+    done = JournalEntry("ev1", 1, "fp1", "done", {"endpoint": "push"}, {"result": {}}, 101.0)
+    started = [JournalEntry(f"ev{n}", 2, f"fp{n}", "started", {"endpoint": "reply"}, None, 102.0) for n in (1, 2)]
+    store.journal_put_many([done, *started])
+    assert store.journal_get("ev1", 1) == done
+    assert sorted((e.event_id, e.call_no) for e in store.journal_unfinished()) == [("ev1", 2), ("ev2", 2)]
+    store.journal_put_many([])
+
+
 def test_user_profile_and_data(store):
     store.user_put_profile("U1", {"displayName": "Ann", "language": "ja"}, 1234.5)
     store.user_set_data("U1", {"step": 2})
@@ -573,6 +627,7 @@ def test_stats_count_every_state_change_and_survive_the_migration_that_added_the
     for name in ("events_counted_insert", "events_counted_delete", "events_counted_update"):
         conn.execute(f"DROP TRIGGER {name}")
     conn.execute("DROP TABLE event_counts")
+    conn.execute("DROP TABLE rate_budget")   # (schema 3)
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
