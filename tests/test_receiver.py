@@ -142,6 +142,14 @@ def test_valid_signed_body_is_stored_then_answered_200(receiver, store):
         assert document["key"] == event["source"]["userId"]
 
 
+def _nested(levels: int):
+    """A value `levels` arrays deep (inside an event, which is itself 3 levels into the body)."""
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def _body_over_limit() -> bytes:
     event = make_event(text="x" * MAX_BODY)
     return make_body(event)
@@ -162,6 +170,20 @@ REJECTIONS = {
         lambda r, b: r.post(make_body({k: v for k, v in make_event().items() if k != "webhookEventId"})),
         400, "webhookEventId"),
     "body over the limit": (lambda r, b: r.post(_body_over_limit()), 413, "limit"),
+    # what msgpack cannot carry to a handler (issue 14, defect 1): refused, never stored
+    "integer beyond 64 bits": (lambda r, b: r.post(make_body({**make_event(), "timestamp": 10**30})),
+                               400, "integer outside"),
+    "integer below int64": (lambda r, b: r.post(make_body({**make_event(), "x": -2**63 - 1})),
+                            400, "integer outside"),
+    "nested 65 deep": (lambda r, b: r.post(make_body({**make_event(), "x": _nested(65 - 3)})),
+                       400, "nested deeper than 64"),
+    "nested 1,500 deep": (lambda r, b: r.post(make_body({**make_event(), "x": "X"}).replace(
+        b'"X"', b"[" * 1500 + b"]" * 1500)), 400, "nested deeper than 64"),
+    "NaN": (lambda r, b: r.post(make_body({**make_event(), "x": float("nan")})), 400, "NaN"),
+    "Infinity": (lambda r, b: r.post(make_body({**make_event(), "x": float("-inf")})), 400, "-Infinity"),
+    "lone surrogate": (lambda r, b: r.post(make_body(make_event(text="\ud800 alone"))), 400, "lone surrogate"),
+    "UTF-16 body": (lambda r, b: r.post(b.decode().encode("utf-16")), 400, "not UTF-8"),
+    "UTF-32 body without BOM": (lambda r, b: r.post(b.decode().encode("utf-32-le")), 400, "JSON"),
     "wrong method": (lambda r, b: requests.get(r.url + "/callback", timeout=5), 405, ""),
     "wrong path": (lambda r, b: r.post(b, path="/webhook"), 404, ""),
 }
@@ -176,6 +198,14 @@ def test_rejected_request_gets_its_status_and_stores_nothing(receiver, store, ca
     if word:
         assert word in response.json()["description"]
     assert stored_total(store) == before
+
+
+def test_the_deepest_and_widest_carriable_values_are_stored(receiver, store):
+    """The bounds are exact: 64 levels, -2**63 and 2**64 - 1, surrogate pairs are fine."""
+    event = {**make_event(text="\U0001F600 is a pair"), "x": _nested(64 - 3), "low": -2**63, "high": 2**64 - 1}
+    before = stored_total(store)
+    assert receiver.post(make_body(event)).status_code == 200
+    assert stored_total(store) == before + 1
 
 
 def test_chunked_body_over_the_limit_gets_413(receiver, store):
