@@ -8,7 +8,10 @@ linger cut the receiver's CPU per event from 0.95 to 0.70 ms; docs/benchmarks.md
 that the writer has not *taken* by its deadline (taken: the writer holds the database's write
 lock and is writing it) is abandoned, answered StoreUnavailable and never written, so a webhook
 that would be answered too late gets a fast 503 and stores nothing, even while another process
-holds the database locked. Once taken, its outcome comes. Used by both backends.
+holds the database locked. Once taken, its outcome comes. A group that fails because the store
+cannot write (StoreUnavailable: disk full, I/O error, lost connection) fails as a whole; one that
+fails on anything else failed on what some request holds, and is written again in halves until
+the request at fault stands alone and alone gets the error. Used by both backends.
 """
 from __future__ import annotations
 
@@ -180,14 +183,10 @@ class GroupCommitter:
             stored = self._commit(take)
             self.last_error = None
         except Exception as exc:  # every caller must be answered, whatever went wrong
-            reason = f"store {self.name}: write failed: {exc}"
-            if self.last_error != reason:
-                log.error("store_write_failed store=%s error=%s", self.name, exc)
-            self.last_error = reason
-            with self._taking:
-                for request in batch:
-                    request.taken = True
-                    request.result, request.error = None, StoreUnavailable(reason)
+            if taken and not isinstance(exc, StoreUnavailable):
+                stored = self._write_apart(taken, exc)   # what one request holds, not the store
+            else:
+                self._failed(batch, exc)
         late = StoreUnavailable(f"store {self.name}: the deadline passed before the write started")
         for request in batch:
             if not request.taken:
@@ -197,6 +196,39 @@ class GroupCommitter:
                 request.on_done(request)
         if stored:
             self._notify()
+
+    def _failed(self, requests: list[WriteRequest], exc: Exception) -> None:
+        """The store could not write: every one of these requests gets the reason."""
+        reason = f"store {self.name}: write failed: {exc}"
+        if self.last_error != reason:
+            log.error("store_write_failed store=%s error=%s", self.name, exc)
+        self.last_error = reason
+        with self._taking:
+            for request in requests:
+                request.taken = True
+                request.result, request.error = None, StoreUnavailable(reason)
+
+    def _write_apart(self, requests: list[WriteRequest], exc: Exception) -> bool:
+        """A group failed on something other than the store being unavailable (StoreUnavailable):
+        something one request holds (a string SQLite cannot encode, say). Write each half of the
+        group on its own, down to the request at fault, which alone gets the error; the others
+        are stored (one bad webhook among 1,000 costs ~20 commits, not 999 refusals)."""
+        if len(requests) == 1:
+            request = requests[0]
+            log.error("store_write_refused store=%s error=%s", self.name, exc)
+            request.result, request.error = None, StoreUnavailable(
+                f"store {self.name}: this write cannot be stored: {exc}")
+            return False
+        stored = False
+        middle = len(requests) // 2
+        for half in (requests[:middle], requests[middle:]):
+            try:
+                stored = self._commit(lambda: half) or stored
+            except StoreUnavailable as outage:
+                self._failed(half, outage)
+            except Exception as at_fault:
+                stored = self._write_apart(half, at_fault) or stored
+        return stored
 
     def stop(self) -> None:
         """Finish what is queued, stop the thread, fail appends that raced with stopping."""

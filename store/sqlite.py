@@ -307,8 +307,10 @@ class SQLiteStore(Store):
                 live = take()
                 stored = self._insert_requests(conn, live)
                 conn.execute("COMMIT" if live else "ROLLBACK")
-            except BaseException:
+            except BaseException as exc:
                 self._rollback(conn)   # before the lock is released, so no writer meets it open
+                if isinstance(exc, sqlite3.OperationalError):   # the disk, the file, a lock: not the data
+                    raise StoreUnavailable(str(exc)) from None
                 raise
         return stored
 

@@ -115,3 +115,40 @@ def test_a_submitted_write_calls_back_and_an_abandoned_one_is_never_written(comm
     wait_until(lambda: late.finished.is_set(), message="the abandoned request answered")
     assert late.error is not None and late.result is None
 
+
+
+def _event(event_id: str, text: str = "hi") -> dict:
+    return {"type": "message", "timestamp": 1, "webhookEventId": event_id,
+            "source": {"type": "user", "userId": "U" + event_id}, "message": {"type": "text", "text": text}}
+
+
+def test_one_unstorable_write_fails_alone_and_the_rest_of_its_group_is_stored(tmp_path):
+    """Issue 14, defect 4, on a real SQLite file: a lone surrogate (SQLite cannot encode it) in one
+    of 20 appends that share a commit; that append gets its error, the other 19 are stored."""
+    import fcntl
+    import os
+
+    from frontdesk.store.sqlite import WRITER_LOCK_SUFFIX, SQLiteStore
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'fd.db'}")
+    finished = []
+    try:
+        lock = os.open(str(tmp_path / "fd.db") + WRITER_LOCK_SUFFIX, os.O_RDONLY)
+        fcntl.flock(lock, fcntl.LOCK_EX)   # hold the writer: the appends queue up and form one group
+        blocked = store.append_nowait("Ubot", [_event("first")], 0, None, finished.append)
+        handles = [store.append_nowait("Ubot", [_event(f"ok{n:02d}")], 0, None, finished.append)
+                   for n in range(10)]
+        bad = store.append_nowait("Ubot", [_event("bad", text="\ud800 alone")], 0, None, finished.append)
+        handles += [store.append_nowait("Ubot", [_event(f"ok{n:02d}")], 0, None, finished.append)
+                    for n in range(10, 19)]
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+        wait_until(lambda: len(finished) == 21, timeout=10, message="every append answered")
+        assert blocked.error is None
+        assert bad.error is not None and "cannot be stored" in str(bad.error)
+        assert [h.error for h in handles] == [None] * 19
+        stored = {doc["o"]["_id"] for doc in store.claim("test", 100, 60.0)}
+        assert stored == {"first", *(f"ok{n:02d}" for n in range(19))}
+        store.health()   # one refused write is no outage
+    finally:
+        store.close()
