@@ -28,7 +28,9 @@ log = logging.getLogger("frontdesk.store.groupcommit")
 MAX_BATCH_REQUESTS = 1000   # requests committed in one transaction at most
 INTERVAL_WEIGHT = 0.1       # smoothing of the time between writes (an exponential moving average)
 LINGER_BELOW_INTERVAL = 0.25  # linger while writes come more often than every quarter of linger_s
+PROBE_INTERVAL_S = 1.0      # at most one health probe a second, however often /healthz is asked
 _STOP = object()
+_PROBE = object()
 
 
 class WriteRequest:
@@ -71,13 +73,16 @@ class GroupCommitter:
     sets each one's result, and returns whether anything new was stored (then `notify()` runs)."""
 
     def __init__(self, name: str, commit: Callable[[Callable[[], list[WriteRequest]]], bool],
-                 notify: Callable[[], None], linger_s: float = 0.0):
+                 notify: Callable[[], None], linger_s: float = 0.0,
+                 probe: Callable[[], None] | None = None):
         self.name = name
         self.linger_s = linger_s   # how long a commit waits for more writes to share it
         self._interval = float("inf")   # smoothed time between writes (only the writer thread touches it)
         self._last_queued_at: float | None = None
         self._commit = commit
         self._notify = notify
+        self._probe = probe   # a tiny write that raises when the store cannot write now
+        self._probe_asked_at = -PROBE_INTERVAL_S
         self._taking = threading.Lock()   # a request is either taken or abandoned, never both
         self._requests: queue.Queue = queue.Queue()
         self.last_error: str | None = None
@@ -87,6 +92,16 @@ class GroupCommitter:
 
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def ask_probe(self) -> None:
+        """Have the writer thread try a tiny write soon (at most once per PROBE_INTERVAL_S), so
+        that `last_error` says whether the store can write *now*: after a disk-full spell it
+        clears within a second or two of the fault, with no webhook needed. Never blocks."""
+        now = time.monotonic()
+        if self._probe is None or self._stopped or now - self._probe_asked_at < PROBE_INTERVAL_S:
+            return
+        self._probe_asked_at = now
+        self._requests.put(_PROBE)
 
     def append(self, destination: str, events: list[dict], received_at_ms: int,
                deadline: float | None) -> AppendResult:
@@ -133,6 +148,9 @@ class GroupCommitter:
             first = self._requests.get()
             if first is _STOP:
                 return
+            if first is _PROBE:
+                self._try_probe()
+                continue
             batch, stopping = [first], False
             self._arrived(first)
             linger_until = time.monotonic() + self._linger()
@@ -145,6 +163,8 @@ class GroupCommitter:
                 if item is _STOP:
                     stopping = True
                     break
+                if item is _PROBE:
+                    continue   # this group's own outcome answers it
                 self._arrived(item)
                 batch.append(item)
             self._write(batch)
@@ -181,7 +201,7 @@ class GroupCommitter:
         stored = False
         try:
             stored = self._commit(take)
-            self.last_error = None
+            self._note_success()
         except Exception as exc:  # every caller must be answered, whatever went wrong
             if taken and not isinstance(exc, StoreUnavailable):
                 stored = self._write_apart(taken, exc)   # what one request holds, not the store
@@ -197,12 +217,30 @@ class GroupCommitter:
         if stored:
             self._notify()
 
-    def _failed(self, requests: list[WriteRequest], exc: Exception) -> None:
-        """The store could not write: every one of these requests gets the reason."""
+    def _try_probe(self) -> None:
+        try:
+            self._probe()
+        except Exception as exc:
+            self._note_failure(exc)
+            return
+        self._note_success()
+
+    def _note_success(self) -> None:
+        if self.last_error is not None:
+            log.info("store_writable_again store=%s", self.name)
+        self.last_error = None
+
+    def _note_failure(self, exc: Exception) -> str:
+        """Remember why the store cannot write (logged once per distinct reason); the reason."""
         reason = f"store {self.name}: write failed: {exc}"
         if self.last_error != reason:
             log.error("store_write_failed store=%s error=%s", self.name, exc)
         self.last_error = reason
+        return reason
+
+    def _failed(self, requests: list[WriteRequest], exc: Exception) -> None:
+        """The store could not write: every one of these requests gets the reason."""
+        reason = self._note_failure(exc)
         with self._taking:
             for request in requests:
                 request.taken = True

@@ -182,7 +182,8 @@ class SQLiteStore(Store):
         self._notifier = FeedNotifier(feed_folder(self.path))
         self._followers: list[SocketFeed] = []
         self._closed = False
-        self._writer = GroupCommitter(self.path, self._commit_appends, self._notifier.notify, append_linger_s)
+        self._writer = GroupCommitter(self.path, self._commit_appends, self._notifier.notify, append_linger_s,
+                                      probe=self._probe_write)
 
     # --- opening -------------------------------------------------------------------------------
     def _check_location(self) -> None:
@@ -341,7 +342,23 @@ class SQLiteStore(Store):
             conn.execute(_FOLLOW_SQL[kind], (user_id, at))
         return bool(rows)
 
+    def _probe_write(self) -> None:
+        """The health probe, on the writer thread: one tiny row written the way appends are (the
+        writer lock, synchronous=FULL), so it fails exactly when they would (disk full, I/O)."""
+        conn = self._writer_conn
+        with self._writer_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT OR REPLACE INTO controls VALUES ('health_probe', ?)", (str(time.time()),))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise StoreUnavailable(str(exc)) from None
+
     def health(self) -> None:
+        """Raises while the store cannot write; asks the writer for a probe write (at most once a
+        second), so a fault that cleared stops being reported within a second or two."""
+        self._writer.ask_probe()
         if self._closed:
             raise StoreUnavailable(f"store {self.path} is closed")
         if not self._writer.alive():

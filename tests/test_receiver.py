@@ -372,6 +372,25 @@ def test_store_that_cannot_write_gets_503_and_stores_nothing(tmp_path):
     assert refused_event["webhookEventId"] not in stored
 
 
+def test_healthz_recovers_by_itself_within_seconds_once_the_disk_has_room_again(tmp_path):
+    """Issue 14, defect 5: after a disk-full spell /healthz turns 200 again without any webhook
+    succeeding first (a load balancer following /healthz sends none)."""
+    running = Receiver(tmp_path, preexec_fn=_limit_file_size)
+    try:
+        running.wait_ready()
+        wait_until(lambda: running.post(make_body(make_event(text="y" * 1000))).status_code == 503,
+                   timeout=60, interval=0, message="the 'disk' is full")
+        assert requests.get(running.url + "/healthz", timeout=5).status_code == 503
+        with sqlite3.connect(str(tmp_path / "frontdesk.db")) as db:   # the disk has room again: the
+            assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0   # WAL, back to 0 bytes
+        wait_until(lambda: requests.get(running.url + "/healthz", timeout=5).status_code == 200,
+                   timeout=5, interval=0.2, message="/healthz says 200 again")
+        assert "store_writable_again" in running.log()
+        assert running.post(make_body(make_event())).status_code == 200
+    finally:
+        running.stop()
+
+
 def test_overload_gets_fast_503s_and_only_200s_are_stored(tmp_path):
     """A 10 ms budget and a store that takes 50 ms per group commit (its linger): of 100
     simultaneous webhooks the first group is stored in time, the later ones wait too long."""
