@@ -5,9 +5,9 @@ import logging
 import os
 from typing import Callable
 
-from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
+from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreGone, StoreUnavailable
 
-__all__ = ["AppendResult", "ChangeFeed", "JournalEntry", "Store", "StoreError", "StoreUnavailable",
+__all__ = ["AppendResult", "ChangeFeed", "JournalEntry", "Store", "StoreError", "StoreGone", "StoreUnavailable",
            "open_store", "run_with_store", "sqlite_file_missing"]
 
 

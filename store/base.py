@@ -27,6 +27,12 @@ class StoreUnavailable(StoreError):
     """The store cannot take writes right now (the receiver answers 503)."""
 
 
+class StoreGone(StoreUnavailable):
+    """The store's file was removed or replaced since it was opened: this process writes to a file
+    nobody will read again. Nothing more may be acknowledged; the process must exit so that its
+    supervisor starts it again on the file at the configured path."""
+
+
 @dataclass
 class AppendResult:
     new: list[str] = field(default_factory=list)         # webhookEventIds stored by this call

@@ -241,10 +241,11 @@ class GroupCommitter:
     def _failed(self, requests: list[WriteRequest], exc: Exception) -> None:
         """The store could not write: every one of these requests gets the reason."""
         reason = self._note_failure(exc)
+        kind = type(exc) if isinstance(exc, StoreUnavailable) else StoreUnavailable   # StoreGone stays itself
         with self._taking:
             for request in requests:
                 request.taken = True
-                request.result, request.error = None, StoreUnavailable(reason)
+                request.result, request.error = None, kind(reason)
 
     def _write_apart(self, requests: list[WriteRequest], exc: Exception) -> bool:
         """A group failed on something other than the store being unavailable (StoreUnavailable):

@@ -430,6 +430,37 @@ def test_store_locked_by_another_process_still_gets_an_answer_within_2s(tmp_path
         store.close()
 
 
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_store_file_removed_or_replaced_underneath_gets_503_and_the_receiver_exits(tmp_path, how):
+    """Issue 14, defect 6: webhooks after the file at the store's path changed are never answered
+    200 (they would go to a file nobody reads); the receiver says so loudly and exits 1, for its
+    supervisor to start it again on the file now at that path."""
+    running = Receiver(tmp_path)
+    try:
+        running.wait_ready()
+        assert running.post(make_body(make_event())).status_code == 200
+        path = tmp_path / "frontdesk.db"
+        if how == "removed":
+            for suffix in ("", "-wal", "-shm"):
+                os.remove(f"{path}{suffix}")
+        else:
+            open_store(f"sqlite:///{tmp_path / 'restored.db'}").close()
+            os.replace(tmp_path / "restored.db", path)
+        statuses = []
+        for _ in range(20):
+            try:
+                statuses.append(running.post(make_body(make_event())).status_code)
+            except requests.ConnectionError:
+                statuses.append("closed")   # it has exited
+        assert 200 not in statuses and 503 in statuses, statuses
+        assert running.proc.wait(timeout=10) == 1
+    finally:
+        running.stop()
+    log = running.log()
+    assert f"the database file was {how}" in log and "event=store_file_gone" in log and "CRITICAL" in log
+    assert "Traceback" not in log
+
+
 def test_store_path_that_is_a_directory_stops_the_receiver_with_a_clear_error(tmp_path):
     (tmp_path / "frontdesk.db").mkdir()
     running = Receiver(tmp_path)
