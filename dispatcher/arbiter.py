@@ -28,6 +28,7 @@ from frontdesk.store import StoreError, run_with_store
 
 from .apilink import ApiLink
 from .housekeeping import Purger
+from .lifeline import identity_of
 from .loop import EventLoop, SignalQueue
 from .router import Router
 from .supervise import RestartPolicy
@@ -66,6 +67,7 @@ class Arbiter:
         credentials = settings.secret_env_names()   # handlers call the API through us, never directly
         self.handler_env = {name: value for name, value in self.env.items() if name not in credentials}
         self.handler_argv = handler_command(settings)
+        self.handler_identity = identity_of(settings.handler_user)   # None: our own user
         self.router = Router(store, settings, self.owner)
         self.apilink = ApiLink(settings, self.env, self.loop)
         self.policy = RestartPolicy(settings, "handlers", log)

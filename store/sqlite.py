@@ -41,6 +41,10 @@ CHECKPOINT_INTERVAL_S = 0.25
 CHECKPOINT_WAL_BYTES = 16 << 20   # a checkpoint copies back a WAL at least this big
 WAL_BOUND_BYTES = 128 << 20       # past this, writers wait while the WAL is restarted (see _checkpoint_loop)
 WAL_SIZE_LIMIT_BYTES = 64 << 20   # the WAL file is truncated back to this after a checkpoint
+# Files this store creates are its owner's only: the events hold users' messages and reply
+# tokens. SQLite gives the -wal and -shm files the database file's mode, so creating that one
+# 0600 first covers them.
+FILE_MODE = 0o600
 BUSY_TIMEOUT_S = 10.0       # how long a write waits for a transaction of a foreign writer
 WRITER_LOCK_SUFFIX = ".writelock"
 _ID_QUERY_CHUNK = 500       # ids per duplicate lookup (SQLite allows 32766 parameters)
@@ -127,7 +131,7 @@ class WriterLock:
 
     def __init__(self, path: str):
         try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             raise StoreError(f"store writer lock {path}: cannot open: {exc.strerror}") from None
 
@@ -162,6 +166,7 @@ class SQLiteStore(Store):
         self.path = path_from_url(url)
         self.db_name = os.path.splitext(os.path.basename(self.path))[0]
         self._check_location()
+        self._create_private()
         # one writer lock per connection: they exclude each other across threads and processes
         self._shared_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._writer_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
@@ -198,6 +203,15 @@ class SQLiteStore(Store):
                 raise StoreError(f"store {self.path}: file is not readable and writable by this user")
         elif not os.access(folder, os.W_OK):
             raise StoreError(f"store {self.path}: folder {folder} is not writable by this user")
+
+    def _create_private(self) -> None:
+        """Create the database file 0600 unless it exists (sqlite3 would create it 0644)."""
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: cannot create: {exc.strerror}") from None
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:

@@ -39,7 +39,8 @@ def make_body(*events: dict) -> bytes:
 
 
 class Receiver:
-    """One `frontdesk receiver` subprocess; its log goes to a file the tests can read."""
+    """One `frontdesk receiver` subprocess; its log goes to a file the tests can read. `extra_env`
+    adds to its environment (a None value removes the name)."""
 
     def __init__(self, tmp_path, extra_env: dict | None = None, preexec_fn=None):
         self.port = free_port()
@@ -50,7 +51,11 @@ class Receiver:
         env.update({"LINE_CHANNEL_SECRET": SECRET, "FRONTDESK_STORE": self.store_url,
                     "FRONTDESK_LISTEN": f"127.0.0.1:{self.port}",
                     "FRONTDESK_MAX_BODY_BYTES": str(MAX_BODY)})
-        env.update(extra_env or {})
+        for name, value in (extra_env or {}).items():   # None: not in its environment at all
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "frontdesk", "receiver"],
                                          env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
