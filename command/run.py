@@ -22,7 +22,7 @@ def role_command(name: str) -> list[str]:
 
 def _open_store(settings):
     try:
-        return open_store(settings.store)
+        return open_store(settings.store, check_integrity=True)   # first to open: sees a damaged WAL
     except StoreError as exc:
         print(f"frontdesk: cannot open the store: {exc}", file=sys.stderr)
         return None

@@ -108,6 +108,12 @@ class Store(abc.ABC):
         written (on_done still comes)."""
         return self._writer.abandon(handle)
 
+    def integrity(self) -> dict | None:
+        """The last failed integrity check of the store's files ({"ok": False, "checked_at",
+        "problems"}) until an operator clears it; None when there is none (or the backend has
+        no such check)."""
+        return None
+
     @abc.abstractmethod
     def health(self) -> None:
         """Raise StoreUnavailable (with the reason) unless the store can take writes now."""

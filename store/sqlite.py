@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sqlite3
+import struct
 import threading
 import time
 
@@ -45,6 +46,12 @@ WAL_SIZE_LIMIT_BYTES = 64 << 20   # the WAL file is truncated back to this after
 # tokens. SQLite gives the -wal and -shm files the database file's mode, so creating that one
 # 0600 first covers them.
 FILE_MODE = 0o600
+# The integrity check at open (_check_integrity): PRAGMA quick_check reads the whole file, ~0.11 s
+# of CPU (0.28 s wall, warm cache) for 106 MB / 200,000 events; files above this skip it (logged).
+QUICK_CHECK_MAX_BYTES = 256 << 20
+INTEGRITY_CONTROL = "integrity"   # controls row: the last failed check, until an operator clears it
+_WAL_HEADER = struct.Struct(">IIIIIIII")   # magic, version, page size, checkpoint no, salt1, salt2, checksum
+_WAL_FRAME_HEADER = struct.Struct(">IIIIII")   # page no, db size after commit (0: not a commit), salts, checksum
 BUSY_TIMEOUT_S = 10.0       # how long a write waits for a transaction of a foreign writer
 WRITER_LOCK_SUFFIX = ".writelock"
 _ID_QUERY_CHUNK = 500       # ids per duplicate lookup (SQLite allows 32766 parameters)
@@ -161,7 +168,7 @@ def path_from_url(url: str) -> str:
 
 
 class SQLiteStore(Store):
-    def __init__(self, url: str, append_linger_s: float = 0.0):
+    def __init__(self, url: str, append_linger_s: float = 0.0, check_integrity: bool = False):
         self.url = url
         self.path = path_from_url(url)
         self.db_name = os.path.splitext(os.path.basename(self.path))[0]
@@ -172,10 +179,13 @@ class SQLiteStore(Store):
         self._writer_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._checkpoint_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._conn = self._connect(BOOKKEEPING_SYNC)
+        self._lock = threading.Lock()           # guards self._conn
+        self._closed = False
         self._identity = self._file_identity()   # (device, inode) of the file opened
         self._migrate()
+        if check_integrity:
+            self._check_integrity()
         self._writer_conn = self._connect("FULL")
-        self._lock = threading.Lock()           # guards self._conn
         # Reads on a connection of their own: in WAL mode they never wait for a writer, so a
         # read (the rate limiter's journal look-up for every call) does not queue behind a
         # write of this process that is waiting for the writer lock.
@@ -187,7 +197,6 @@ class SQLiteStore(Store):
         self._checkpointer.start()
         self._notifier = FeedNotifier(feed_folder(self.path))
         self._followers: list[SocketFeed] = []
-        self._closed = False
         self._writer = GroupCommitter(self.path, self._commit_appends, self._notifier.notify, append_linger_s,
                                       probe=self._probe_write)
 
@@ -262,6 +271,68 @@ class SQLiteStore(Store):
         except StoreError:
             self._rollback(self._conn)
             raise
+
+    # --- the integrity check at open ----------------------------------------------------------------
+    def _check_integrity(self) -> None:
+        """Say loudly when the file has lost or broken data, instead of carrying on silently.
+
+        Two checks. The WAL: SQLite replays the WAL up to the first frame whose checksum fails and
+        silently drops the rest, committed transactions included (acknowledged events!); a commit
+        frame of the WAL's current generation after the last frame SQLite took means exactly that
+        (a crash in the middle of a write leaves no such commit frame). It reads 24 bytes per frame
+        after the last valid one, with frontdesk's writers held off. Then PRAGMA quick_check, for
+        files up to QUICK_CHECK_MAX_BYTES. A failure is logged CRITICAL and kept in the controls
+        table, where `frontdesk status` shows it (and exits 3) until an operator clears it."""
+        problems = []
+        try:
+            with self._shared_lock:
+                dropped = self._dropped_wal_commits()
+            if dropped:
+                problems.append(f"the WAL held {dropped} committed transaction(s) after a damaged frame: "
+                                "SQLite dropped them (acknowledged events may be lost)")
+            size = os.path.getsize(self.path)
+            if size > QUICK_CHECK_MAX_BYTES:
+                log.info("store_quick_check_skipped path=%s bytes=%d above=%d", self.path, size,
+                         QUICK_CHECK_MAX_BYTES)
+            else:
+                rows = [row[0] for row in self._conn.execute("PRAGMA quick_check(20)")]
+                if rows != ["ok"]:
+                    problems.append("quick_check: " + "; ".join(rows))
+        except (sqlite3.Error, OSError) as exc:
+            problems.append(f"the check itself failed: {exc}")
+        if problems:
+            report = {"ok": False, "checked_at": time.time(), "problems": problems}
+            log.critical("event=store_integrity_failed path=%s problems=%r", self.path, problems)
+            self.set_control(INTEGRITY_CONTROL, report)
+
+    def _dropped_wal_commits(self) -> int:
+        """Commit frames of the WAL's current generation beyond the frames SQLite took."""
+        wal = self.path + "-wal"
+        _, taken, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        try:
+            with open(wal, "rb") as f:
+                header = f.read(_WAL_HEADER.size)
+                if len(header) < _WAL_HEADER.size or taken < 0:
+                    return 0
+                page_size, salts = _WAL_HEADER.unpack(header)[2], _WAL_HEADER.unpack(header)[4:6]
+                frame_bytes = _WAL_FRAME_HEADER.size + page_size
+                dropped, frame = 0, taken
+                while True:
+                    f.seek(_WAL_HEADER.size + frame * frame_bytes)
+                    raw = f.read(_WAL_FRAME_HEADER.size)
+                    if len(raw) < _WAL_FRAME_HEADER.size:
+                        return dropped
+                    _, commit_size, salt1, salt2, _, _ = _WAL_FRAME_HEADER.unpack(raw)
+                    if (salt1, salt2) != salts:
+                        return dropped   # left over from an earlier generation: not ours
+                    dropped += commit_size != 0
+                    frame += 1
+        except FileNotFoundError:
+            return 0
+
+    def integrity(self) -> dict | None:
+        """The last failed integrity check ({"ok": False, "checked_at", "problems"}), or None."""
+        return self.get_control(INTEGRITY_CONTROL)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
