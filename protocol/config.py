@@ -85,7 +85,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("ack_budget_s", float, 1.0,
          "Longest a webhook may wait for durable storage before it gets a fast 503.", minimum=0.01),
     Knob("receiver_connection_limit", int, 1000,
-         "Open connections the receiver keeps; a connection beyond them gets 503 and is closed.", minimum=1),
+         "Open connections the receiver keeps. At the limit a new connection takes the place of the "
+         "longest idle one, else of the one whose unfinished request started first (408); it gets 503 "
+         "only while every open connection is waiting for its answer.", minimum=1),
     Knob("receiver_backlog", int, 2048, "Listen socket backlog.", minimum=1),
     Knob("receiver_channel_timeout_s", int, 30, "An idle keep-alive connection is closed after this.",
          minimum=1),

@@ -94,11 +94,12 @@ class GroupCommitter:
         return self._thread.is_alive()
 
     def ask_probe(self) -> None:
-        """Have the writer thread try a tiny write soon (at most once per PROBE_INTERVAL_S), so
-        that `last_error` says whether the store can write *now*: after a disk-full spell it
-        clears within a second or two of the fault, with no webhook needed. Never blocks."""
+        """While the last write failed, have the writer thread try a probe write soon (at most
+        once per PROBE_INTERVAL_S), so that `last_error` clears within a second or two of the
+        fault clearing (a full disk emptied), with no webhook needed. Never blocks."""
         now = time.monotonic()
-        if self._probe is None or self._stopped or now - self._probe_asked_at < PROBE_INTERVAL_S:
+        if (self.last_error is None or self._probe is None or self._stopped
+                or now - self._probe_asked_at < PROBE_INTERVAL_S):
             return
         self._probe_asked_at = now
         self._requests.put(_PROBE)

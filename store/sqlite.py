@@ -49,6 +49,7 @@ FILE_MODE = 0o600
 # The integrity check at open (_check_integrity): PRAGMA quick_check reads the whole file, ~0.11 s
 # of CPU (0.28 s wall, warm cache) for 106 MB / 200,000 events; files above this skip it (logged).
 QUICK_CHECK_MAX_BYTES = 256 << 20
+PROBE_BYTES = 64 << 10   # the health probe's write (_probe_write)
 INTEGRITY_CONTROL = "integrity"   # controls row: the last failed check, until an operator clears it
 _WAL_HEADER = struct.Struct(">IIIIIIII")   # magic, version, page size, checkpoint no, salt1, salt2, checksum
 _WAL_FRAME_HEADER = struct.Struct(">IIIIII")   # page no, db size after commit (0: not a commit), salts, checksum
@@ -445,21 +446,23 @@ class SQLiteStore(Store):
         return bool(rows)
 
     def _probe_write(self) -> None:
-        """The health probe, on the writer thread: one tiny row written the way appends are (the
-        writer lock, synchronous=FULL), so it fails exactly when they would (disk full, I/O)."""
+        """The health probe, on the writer thread while writes fail: PROBE_BYTES written the way
+        appends are (the writer lock, synchronous=FULL). As big as a large webhook, so that room
+        for a page or two on a nearly full disk does not pass for health."""
         conn = self._writer_conn
         with self._writer_lock:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute("INSERT OR REPLACE INTO controls VALUES ('health_probe', ?)", (str(time.time()),))
+                conn.execute("INSERT OR REPLACE INTO controls VALUES ('health_probe', ?)", ("." * PROBE_BYTES,))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(conn)
                 raise StoreUnavailable(str(exc)) from None
 
     def health(self) -> None:
-        """Raises while the store cannot write; asks the writer for a probe write (at most once a
-        second), so a fault that cleared stops being reported within a second or two."""
+        """Raises while the store cannot write; while the last write failed, asks the writer for
+        a probe write (at most once a second), so a fault that cleared stops being reported
+        within a second or two."""
         self._writer.ask_probe()
         if self._closed:
             raise StoreUnavailable(f"store {self.path} is closed")

@@ -582,17 +582,88 @@ def test_a_slow_client_gets_408_and_a_webhook_beside_it_is_stored(strict_receive
     assert event["webhookEventId"] in stored_ids(strict_receiver)
 
 
-def test_connections_beyond_the_limit_get_503_and_are_closed(strict_receiver):
+def test_idle_connections_at_the_limit_make_room_for_a_webhook(strict_receiver):
     import socket
 
     held = [socket.create_connection(("127.0.0.1", strict_receiver.port), timeout=5) for _ in range(4)]
     try:
         answer = raw_exchange(strict_receiver.port, signed_request(make_body(make_event())))
-        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
-        assert b"too many open connections" in answer
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert held[0].recv(65536) == b""   # the longest idle one was closed to make room
     finally:
         for sock in held:
             sock.close()
-    # once they are gone, webhooks are taken again
-    wait_until(lambda: strict_receiver.post(make_body(make_event())).status_code == 200, timeout=5,
-               message="accepted after the held connections closed")
+
+
+def test_a_webhook_gets_its_200_within_2s_while_twice_the_connection_limit_of_slow_clients_connect(tmp_path):
+    """Issue 14, defect 10, scaled down: a limit of 100 and 200 slow clients (each sent the start
+    of a request, then nothing more) instead of 1,000 and 2,000. Each newcomer takes the place of
+    the slowest connection, so LINE's webhooks are still served in time."""
+    import socket
+
+    running = Receiver(tmp_path, extra_env={"FRONTDESK_RECEIVER_CONNECTION_LIMIT": "100",
+                                            "FRONTDESK_RECEIVER_REQUEST_TIMEOUT_S": "60"})
+    slow: list[socket.socket] = []
+    try:
+        running.wait_ready()
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+            sock.sendall(b"POST /callback HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            slow.append(sock)
+        events = [make_event() for _ in range(5)]
+        for event in events:
+            response = running.post(make_body(event), timeout=2.0)   # LINE gives up after 2 s
+            assert response.status_code == 200
+            assert response.elapsed.total_seconds() < 2.0
+        evicted = 0
+        for sock in slow:
+            sock.setblocking(False)
+            try:
+                answer = sock.recv(65536)
+                evicted += answer == b"" or answer.startswith(b"HTTP/1.1 408 ")
+            except BlockingIOError:
+                pass   # still open: one of the newest
+            except ConnectionResetError:
+                evicted += 1   # closed before the server had read what it sent
+        assert evicted >= 100, evicted   # the oldest slow connections made room
+    finally:
+        for sock in slow:
+            sock.close()
+        running.stop()
+    assert {e["webhookEventId"] for e in events} <= stored_ids(running)
+
+
+def test_a_connection_beyond_the_limit_gets_503_only_while_every_connection_is_being_answered():
+    """In-process (the server's own loop, real sockets): four requests waiting for their answers
+    are never closed to make room; the fifth connection is refused."""
+    import asyncio
+
+    from frontdesk.receiver.http import Limits, Response, Server
+
+    async def scenario() -> bytes:
+        loop = asyncio.get_running_loop()
+        never = loop.create_future()   # the answers do not come while the test looks
+        server = Server(lambda request: never, Limits(4096, 30.0, 30.0, 4))
+        listener = await loop.create_server(server.protocol, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        clients = []
+        try:
+            for _ in range(4):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                clients.append(writer)
+            while server.busy < 4:
+                await asyncio.sleep(0.01)   # yield to the server's reads (the same loop)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            clients.append(writer)
+            answer = await asyncio.wait_for(reader.read(65536), 5)
+            assert server.busy == 4
+            return answer
+        finally:
+            never.set_result(Response(200))
+            for writer in clients:
+                writer.close()
+            listener.close()
+
+    answer = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"too many open connections" in answer
