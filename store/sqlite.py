@@ -344,10 +344,12 @@ class SQLiteStore(Store):
                 pass
 
     def _transaction(self, work):
-        """Run work(conn) in one write transaction on the shared connection."""
+        """Run work(conn) in one write transaction on the shared connection (not on a file that
+        was removed or replaced since it was opened: StoreGone)."""
         with self._lock:
             if self._closed:
                 raise StoreUnavailable(f"store {self.path} is closed")
+            self._check_same_file()
             with self._shared_lock:
                 try:
                     self._conn.execute("BEGIN IMMEDIATE")
