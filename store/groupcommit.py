@@ -279,7 +279,7 @@ class GroupCommitter:
         self._thread.join()
         while not self._requests.empty():
             request = self._requests.get_nowait()
-            if request is not _STOP:
+            if request is not _STOP and request is not _PROBE:
                 request.error = StoreUnavailable(f"store {self.name} is closed")
                 request.finished.set()
                 if request.on_done is not None:

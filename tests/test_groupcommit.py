@@ -152,3 +152,44 @@ def test_one_unstorable_write_fails_alone_and_the_rest_of_its_group_is_stored(tm
         store.health()   # one refused write is no outage
     finally:
         store.close()
+
+
+def test_after_a_failed_write_a_probe_clears_the_error_once_the_store_can_write_again():
+    """/healthz's probe in-process: asked while the last write failed, run on the writer thread at
+    most once per PROBE_INTERVAL_S, and a success clears last_error with no write needed."""
+    from frontdesk.store.groupcommit import PROBE_INTERVAL_S
+
+    disk_full = threading.Event()
+    disk_full.set()
+    probes = []
+
+    def commit(take):
+        take()
+        if disk_full.is_set():
+            raise StoreUnavailable("database or disk is full")
+        return True
+
+    def probe():
+        probes.append(time.monotonic())
+        if disk_full.is_set():
+            raise StoreUnavailable("database or disk is full")
+
+    committer = GroupCommitter("test", commit, lambda: None, probe=probe)
+    try:
+        with pytest.raises(StoreUnavailable):
+            committer.write(WriteRequest())
+        assert "disk is full" in committer.last_error
+        committer.ask_probe()
+        committer.ask_probe()   # within the interval: no second probe
+        wait_until(lambda: probes, timeout=5)
+        assert "disk is full" in committer.last_error and len(probes) == 1
+        disk_full.clear()       # the disk has room again
+        wait_until(lambda: committer.ask_probe() or committer.last_error is None,
+                   timeout=5 + PROBE_INTERVAL_S, interval=0.05, message="the probe cleared the error")
+        assert len(probes) == 2
+        probes.clear()
+        committer.ask_probe()   # healthy: nothing to find out
+        committer.write(WriteRequest())
+        assert probes == []
+    finally:
+        committer.stop()
