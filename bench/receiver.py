@@ -66,7 +66,7 @@ def _serve_bare() -> int:
 
     settings = config.load()
     setup_logging(settings.log_level)
-    asyncio.run(serve(settings, lambda busy: bare_handler(settings)))
+    asyncio.run(serve(settings, lambda busy, fail: bare_handler(settings)))
     return 0
 
 

@@ -78,9 +78,15 @@ def _summarise(doc: dict) -> str:
     return " ".join(parts)
 
 
+INTEGRITY_FAILED = 3   # `frontdesk status` exit status while the store's integrity check has failed
+
+
 def print_status_table(report: dict) -> None:
     events = report["events"]
     print(f"store      {report['store']}")
+    if report.get("integrity"):
+        for problem in report["integrity"]["problems"]:
+            print(f"INTEGRITY  FAILED at open ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(report['integrity']['checked_at']))}): {problem}")
     print("events     pending  in_flight  done      dead      oldest_pending_s")
     print(f"           {events['pending']:<8} {events['in_flight']:<10} {events['done']:<9} "
           f"{events['dead']:<9} {events['oldest_pending_s']:.1f}")
@@ -128,15 +134,21 @@ def _print_budget(ratelimiter, indent: int) -> None:
 @_reported
 def main_status(settings, args) -> int:
     """Queue depth, in flight, dead letters, and every process's published status."""
-    report = {"store": public_url(settings.store), "events": dict(EMPTY_STATS), "processes": {}}
+    report = {"store": public_url(settings.store), "events": dict(EMPTY_STATS), "processes": {},
+              "integrity": None}
     if not sqlite_file_missing(settings.store):   # status shows zeros and creates nothing
         with _store("status", settings.store) as store:
             report["events"] = store.stats()
             report["processes"] = store.get_statuses()
+            report["integrity"] = store.integrity()
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:
         print_status_table(report)
+    if report["integrity"]:
+        print("frontdesk status: the store failed its integrity check; see docs/store.md, "
+              "\"Integrity check\"", file=sys.stderr)
+        return INTEGRITY_FAILED
     return 0
 
 

@@ -22,7 +22,7 @@ def role_command(name: str) -> list[str]:
 
 def _open_store(settings):
     try:
-        return open_store(settings.store)
+        return open_store(settings.store, check_integrity=True)   # first to open: sees a damaged WAL
     except StoreError as exc:
         print(f"frontdesk: cannot open the store: {exc}", file=sys.stderr)
         return None
@@ -59,11 +59,12 @@ def main(settings, args) -> int:
     if store is None:
         return 1
     _print_banner(settings, args.sandbox)
+    supervisor = Supervisor(settings, store, services)
     try:
         demo = (lambda: start_demo(settings)) if getattr(args, "demo", False) else None
-        return Supervisor(settings, store, services).run(on_started=demo)
+        return supervisor.run(on_started=demo)
     finally:
-        store.close()
+        supervisor.store.close()   # the one it has open now (it reopens a replaced file)
 
 
 def _print_banner(settings, sandbox: bool) -> None:

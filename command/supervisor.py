@@ -18,7 +18,7 @@ from frontdesk.dispatcher.loop import EventLoop, SignalQueue
 from frontdesk.dispatcher.supervise import RestartPolicy
 from frontdesk.dispatcher.workers import describe_exit
 from frontdesk.protocol.roles import status_name
-from frontdesk.store import StoreError
+from frontdesk.store import StoreError, StoreGone, open_store
 
 log = logging.getLogger("frontdesk.run")
 
@@ -216,5 +216,19 @@ class Supervisor:
                "services": {service.name: service.status() for service in self.services}}
         try:
             self.store.put_status(self.status_name, doc)
+        except StoreGone as exc:
+            self._reopen_store(exc)
         except StoreError as exc:
             log.error("store_call_failed op=put_status error=%s", exc)
+
+    def _reopen_store(self, gone: StoreGone) -> None:
+        """The file at the store's path changed (its services exit and are restarted on the new
+        one, docs/store.md): follow them there, so its status and lease expiry go there too."""
+        log.critical("event=store_file_gone reason=%s action=reopen", gone)
+        try:
+            store = open_store(self.settings.store, check_integrity=True)
+        except StoreError as exc:
+            log.error("store_reopen_failed reason=%s", exc)
+            return
+        self.store.close()
+        self.store = store

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from frontdesk.protocol import rpc
 from frontdesk.protocol.config import handler_command
 from frontdesk.protocol.roles import status_name
-from frontdesk.store import StoreError, run_with_store
+from frontdesk.store import StoreError, StoreGone, run_with_store
 
 from .apilink import ApiLink
 from .housekeeping import Purger
+from .lifeline import identity_of
 from .loop import EventLoop, SignalQueue
 from .router import Router
 from .supervise import RestartPolicy
@@ -66,6 +67,8 @@ class Arbiter:
         credentials = settings.secret_env_names()   # handlers call the API through us, never directly
         self.handler_env = {name: value for name, value in self.env.items() if name not in credentials}
         self.handler_argv = handler_command(settings)
+        self.handler_identity = identity_of(settings.handler_user)   # None: our own user
+        self.exit_status = 0   # 1 after the store's file was removed or replaced (_publish_status)
         self.router = Router(store, settings, self.owner)
         self.apilink = ApiLink(settings, self.env, self.loop)
         self.policy = RestartPolicy(settings, "handlers", log)
@@ -105,7 +108,7 @@ class Arbiter:
             self.router.flush()    # the last acks, whenever the last store turn was
             self._publish_status()
             log.info("dispatcher_stopped pid=%d", self.pid)
-            return 0
+            return self.exit_status
         finally:
             self.purger.stop()
             self._signals.close()
@@ -437,6 +440,11 @@ class Arbiter:
     def _publish_status(self) -> None:
         try:
             self.store.put_status(self.status_name, self.status())
+        except StoreGone as exc:
+            if self.exit_status == 0:   # every event we would claim or ack is in a file nobody reads:
+                log.critical("event=store_file_gone reason=%s action=exit_for_restart", exc)
+                self.exit_status = 1    # stop, for the supervisor to start us on the file at the path
+                self.quit()
         except StoreError as exc:
             log.error("store_call_failed op=put_status error=%s", exc)
 

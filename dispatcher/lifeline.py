@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pwd
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
+
+from frontdesk.protocol.config import ConfigError
 
 PR_SET_PDEATHSIG = 1
 
@@ -30,8 +34,37 @@ def _die_with(parent_pid: int):
     return preexec
 
 
+@dataclass(frozen=True)
+class Identity:
+    """The user a child runs as: its uid and primary group, no supplementary groups."""
+    name: str
+    uid: int
+    gid: int
+
+
+def identity_of(user: str) -> Identity | None:
+    """The Identity for the `handler_user` setting (a name or a uid); None for "our own user".
+
+    Raises ConfigError naming the setting when the user does not exist, or when another user is
+    asked for and we are not root (only root can start a process as someone else)."""
+    if not user:
+        return None
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError(f"handler_user: there is no user {user!r} on this machine") from None
+    if entry.pw_uid == os.geteuid():
+        return None
+    if os.geteuid() != 0:
+        raise ConfigError(f"handler_user: running handlers as {entry.pw_name!r} needs frontdesk to "
+                          f"start as root (it runs as uid {os.geteuid()})")
+    return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
 def spawn(argv: list[str], env: dict[str, str], *, stdout=subprocess.PIPE,
-          stderr=subprocess.PIPE) -> subprocess.Popen:
-    """Start a supervised child: stdin is always a pipe from us (its lifeline)."""
+          stderr=subprocess.PIPE, identity: Identity | None = None) -> subprocess.Popen:
+    """Start a supervised child: stdin is always a pipe from us (its lifeline); as `identity`
+    when given (the user is switched before preexec_fn runs, so the death signal still holds)."""
+    switch = {} if identity is None else {"user": identity.uid, "group": identity.gid, "extra_groups": []}
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=env,
-                            close_fds=True, process_group=0, preexec_fn=_die_with(os.getpid()))
+                            close_fds=True, process_group=0, preexec_fn=_die_with(os.getpid()), **switch)

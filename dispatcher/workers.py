@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from frontdesk.protocol import PROTOCOL_VERSION, VERSION, rpc
 from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
 
-from .lifeline import spawn
+from .lifeline import Identity, spawn
 
 log = logging.getLogger("frontdesk.dispatcher")
 
@@ -34,10 +34,10 @@ class FramedChild:
     """One child process with frames on stdin/stdout; subclasses handle the messages."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], loop, max_frame_bytes: int,
-                 collect_stderr: bool = True):
+                 collect_stderr: bool = True, identity: Identity | None = None):
         self.name = name
         self.loop = loop
-        self.proc = spawn(argv, env, stderr=subprocess.PIPE if collect_stderr else None)
+        self.proc = spawn(argv, env, stderr=subprocess.PIPE if collect_stderr else None, identity=identity)
         self.pid = self.proc.pid
         self.returncode: int | None = None
         self._decoder = FrameDecoder(max_frame_bytes)
@@ -233,7 +233,7 @@ class HandlerProcess(FramedChild):
     """
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], loop, settings, arbiter):
-        super().__init__(name, argv, env, loop, settings.max_frame_bytes)
+        super().__init__(name, argv, env, loop, settings.max_frame_bytes, identity=arbiter.handler_identity)
         self.settings = settings
         self.arbiter = arbiter
         self.state = STARTING

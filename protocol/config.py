@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_CONFIG_FILE = "frontdesk.toml"
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"   # systemd's folder of LoadCredential= files
 
 # What the sandbox accepts when no credentials are configured (`frontdesk run --sandbox` uses
 # them too). Only the local emulator accepts them, so they are documented values, not secrets.
@@ -33,10 +34,16 @@ class Knob:
     env: str | None = None
     secret: bool = False
     minimum: float | None = None
+    credential: str | None = None   # a secret's systemd credential name (LoadCredential=)
 
     @property
     def env_name(self) -> str:
         return self.env or "FRONTDESK_" + self.name.upper()
+
+    @property
+    def file_env_name(self) -> str:
+        """A secret's `<ENV>_FILE`: the path of a file holding it."""
+        return self.env_name + "_FILE"
 
 
 def _rates(text: str) -> dict[str, tuple[float, float]]:
@@ -60,10 +67,12 @@ def _rates(text: str) -> dict[str, tuple[float, float]]:
 # from this list (`frontdesk config --markdown`), so the help texts are user documentation.
 KNOBS: tuple[Knob, ...] = (
     # --- credentials and addresses
-    Knob("channel_secret", str, "", "LINE channel secret: verifies webhook signatures.",
-         env="LINE_CHANNEL_SECRET", secret=True),
-    Knob("channel_access_token", str, "", "LINE channel access token for the Messaging API.",
-         env="LINE_CHANNEL_ACCESS_TOKEN", secret=True),
+    Knob("channel_secret", str, "", "LINE channel secret: verifies webhook signatures. Or from a file: "
+         "`LINE_CHANNEL_SECRET_FILE`, or systemd's credential `line-channel-secret`.",
+         env="LINE_CHANNEL_SECRET", secret=True, credential="line-channel-secret"),
+    Knob("channel_access_token", str, "", "LINE channel access token for the Messaging API. Or from a "
+         "file: `LINE_CHANNEL_ACCESS_TOKEN_FILE`, or systemd's credential `line-channel-access-token`.",
+         env="LINE_CHANNEL_ACCESS_TOKEN", secret=True, credential="line-channel-access-token"),
     Knob("store", str, "sqlite:///frontdesk.db",
          "Store URL: sqlite:///path.db or mongodb://host/db?replicaSet=rs0."),
     Knob("listen", str, "127.0.0.1:8000", "Receiver address HOST:PORT."),
@@ -76,7 +85,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("ack_budget_s", float, 1.0,
          "Longest a webhook may wait for durable storage before it gets a fast 503.", minimum=0.01),
     Knob("receiver_connection_limit", int, 1000,
-         "Open connections the receiver keeps; a connection beyond them gets 503 and is closed.", minimum=1),
+         "Open connections the receiver keeps. At the limit a new connection takes the place of the "
+         "longest idle one, else of the one whose unfinished request started first (408); it gets 503 "
+         "only while every open connection is waiting for its answer.", minimum=1),
     Knob("receiver_backlog", int, 2048, "Listen socket backlog.", minimum=1),
     Knob("receiver_channel_timeout_s", int, 30, "An idle keep-alive connection is closed after this.",
          minimum=1),
@@ -100,6 +111,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob("handler", str, "",
          "Handler command line (shell words). Empty: the bundled Python echo example."),
     Knob("handlers", int, 2, "Number of handler processes.", minimum=0),
+    Knob("handler_user", str, "",
+         "Run handler processes as this user (name or uid; its primary group, no other groups) when "
+         "frontdesk starts as root, so a handler cannot read frontdesk's files, environment or "
+         "secrets. Empty: as frontdesk's own user."),
     Knob("max_frame_bytes", int, 16 * 1024 * 1024, "Largest frame accepted on any pipe.", minimum=64),
     Knob("event_deadline_s", float, 30.0,
          "A handler that holds an event longer than this is killed and the event retried.",
@@ -206,9 +221,11 @@ def _convert(knob: Knob, raw: Any, source: str) -> Any:
 class Settings:
     """Resolved configuration: one attribute per knob, plus where each value came from."""
 
-    def __init__(self, values: dict[str, Any], sources: dict[str, str]):
+    def __init__(self, values: dict[str, Any], sources: dict[str, str],
+                 secret_files: dict[str, str] | None = None):
         self.__dict__.update(values)
         self._sources = sources
+        self._secret_files = secret_files or {}   # knob name -> the file its secret was read from
 
     def source(self, name: str) -> str:
         return self._sources[name]
@@ -220,7 +237,7 @@ class Settings:
             knob = KNOBS_BY_NAME[name]
             values[name] = _convert(knob, raw, "override") if isinstance(raw, str) else raw
             sources[name] = "override"
-        return Settings(values, sources)
+        return Settings(values, sources, {n: f for n, f in self._secret_files.items() if n not in changes})
 
     def require_secrets(self, *names: str) -> None:
         """Fail with the names (never values) of required secrets that are empty."""
@@ -231,13 +248,19 @@ class Settings:
 
     @staticmethod
     def secret_env_names() -> frozenset[str]:
-        """Environment names of the secrets: children that need no credentials do not get them."""
-        return frozenset(knob.env_name for knob in KNOBS if knob.secret)
+        """Environment names that give a secret (its value, its file, systemd's credentials
+        folder): children that need no credentials do not get them."""
+        return frozenset({CREDENTIALS_DIRECTORY, *(name for knob in KNOBS if knob.secret
+                                                   for name in (knob.env_name, knob.file_env_name))})
 
     def to_environ(self) -> dict[str, str]:
-        """Settings as environment variables, for child processes (secrets included, by env only)."""
+        """Settings as environment variables, for child processes (a secret by value, or by its
+        file's path when it was read from a file)."""
         env = {}
         for knob in KNOBS:
+            if knob.name in self._secret_files:   # read from a file: children read it too, so the
+                env[knob.file_env_name] = self._secret_files[knob.name]   # value is in no environment
+                continue
             value = getattr(self, knob.name)
             if knob.type is _rates:
                 units = {1.0: "s", 60.0: "m", 3600.0: "h"}
@@ -271,19 +294,45 @@ def load(
     unknown = sorted(set(flags) - set(KNOBS_BY_NAME))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-    values, sources = {}, {}
+    values, sources, secret_files = {}, {}, {}
     for knob in KNOBS:
+        secret_file = _secret_file(knob, environ) if knob.secret else None
         if knob.name in flags:
             raw, source = flags[knob.name], "command line"
         elif knob.env_name in environ:
             raw, source = environ[knob.env_name], f"environment {knob.env_name}"
+        elif secret_file is not None:
+            path, source = secret_file
+            raw, secret_files[knob.name] = _read_secret(path, source), path
         elif knob.name in file_values:
             raw, source = file_values[knob.name], file_name
         else:
             values[knob.name], sources[knob.name] = _convert(knob, knob.default, "default"), "default"
             continue
         values[knob.name], sources[knob.name] = _convert(knob, raw, source), source
-    return Settings(values, sources)
+    return Settings(values, sources, secret_files)
+
+
+def _secret_file(knob: Knob, environ) -> tuple[str, str] | None:
+    """(path, source) of the file holding a secret: `<ENV>_FILE`, else systemd's credential
+    `$CREDENTIALS_DIRECTORY/<credential>` when it exists; None when neither gives one."""
+    if environ.get(knob.file_env_name):
+        return environ[knob.file_env_name], f"environment {knob.file_env_name}"
+    folder = environ.get(CREDENTIALS_DIRECTORY)
+    if folder and knob.credential and os.path.exists(os.path.join(folder, knob.credential)):
+        return os.path.join(folder, knob.credential), f"systemd credential {knob.credential}"
+    return None
+
+
+def _read_secret(path: str, source: str) -> str:
+    """A secret file's text without its trailing newline; errors name the file, never its text."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: {path} is not UTF-8 text") from None
 
 
 def _read_file(path: str | None) -> tuple[dict[str, Any], str]:

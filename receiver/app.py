@@ -20,7 +20,7 @@ from typing import Callable
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.events import WebhookError, parse_webhook_body, signature_ok
 from frontdesk.protocol.roles import status_role
-from frontdesk.store import Store, StoreError
+from frontdesk.store import Store, StoreError, StoreGone
 
 from . import metrics as prom
 from .http import Request, Response, error_body
@@ -139,11 +139,13 @@ def _budget_gauge(registry: prom.Registry, stats: _CachedStats) -> None:
 class Receiver:
     """The receiver's routes on its event loop: POST <callback_path>, GET /healthz, GET /metrics."""
 
-    def __init__(self, settings: Settings, store: Store, busy: Callable[[], int | None] = lambda: None):
+    def __init__(self, settings: Settings, store: Store, busy: Callable[[], int | None] = lambda: None,
+                 fail: Callable[[str], None] = lambda reason: None):
         self._secret = settings.channel_secret.encode()
         self._callback_path = settings.callback_path
         self._budget_s = settings.ack_budget_s
         self._store = store
+        self._fail = fail   # stops the receiver (exit status 1) for its supervisor to restart it
         self.metrics = ReceiverMetrics(prom.Registry())
         self._stats = _CachedStats(store)
         registry = self.metrics.registry
@@ -241,6 +243,7 @@ class Receiver:
             timer.cancel()
             self.metrics.append_finished(time.monotonic() - started)
             if handle.error is not None:
+                self._stop_if_gone(handle.error)
                 response = self._answer(request, 503, count, 0, 0, _store_rejection(handle.error))
             else:
                 result = handle.result
@@ -249,6 +252,14 @@ class Receiver:
                 response = self._answer(request, 200, count, len(result.new), len(result.duplicates))
             if not future.done():
                 future.set_result(response)
+
+    def _stop_if_gone(self, error: Exception) -> None:
+        """The store's file was removed or replaced: every later webhook would go to a file
+        nobody reads, so stop (after answering what was read) and let the supervisor restart
+        this process on the file at the configured path."""
+        if isinstance(error, StoreGone):
+            log.critical("event=store_file_gone reason=%s action=exit_for_restart", error)
+            self._fail(str(error))
 
     def _deadline_passed(self, handle, future, request, count, started) -> None:
         """The append could not start in time: give up on it unless it is being written."""
@@ -276,6 +287,7 @@ class Receiver:
         try:
             self._store.health()
         except StoreError as exc:
+            self._stop_if_gone(exc)
             return Response(503, json.dumps({"status": "unavailable", "reason": str(exc)}).encode())
         return Response(200, b'{"status": "ok"}')
 

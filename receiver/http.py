@@ -10,7 +10,9 @@ What a webhook server must still do, done here: keep-alive with pipelined reques
 order, Content-Length and chunked bodies, `Expect: 100-continue`, a header size limit (431), a
 body limit checked before the body is read (413), a deadline for a whole request once its first
 byte arrived (408: a slow client cannot hold a connection), an idle keep-alive timeout, a limit
-on open connections (503 to the excess), and a graceful stop that answers what was read.
+on open connections (at the limit a newcomer takes the place of the idlest or slowest connection,
+so slow clients cannot shut LINE out; 503 only while every one is being answered), and a graceful
+stop that answers what was read.
 """
 from __future__ import annotations
 
@@ -97,6 +99,20 @@ class Server:
     def protocol(self) -> "_Connection":
         return _Connection(self)
 
+    def make_room(self) -> bool:
+        """At the connection limit: close the connection that is worth least, so that a new one
+        (perhaps LINE with a webhook) is served rather than refused. Worth least: an idle one
+        (the longest idle first), else the one whose unfinished request started longest ago (a
+        slow or drip-feeding client: a real client sends its request in milliseconds). One
+        waiting for its answer is never closed; when all are, False (the newcomer gets 503).
+        A scan of the open connections (~0.1 ms for 1,000), only when the limit is reached."""
+        victim = min((c for c in self.connections if c.waiting is None), key=_Connection.eviction_rank,
+                     default=None)
+        if victim is None:
+            return False
+        victim.evict()
+        return True
+
     @property
     def busy(self) -> int:
         """Requests read and not yet answered."""
@@ -135,15 +151,18 @@ class _Connection(asyncio.Protocol):
         self.started: float | None = None              # first byte of the request being read
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self.idle_since = 0.0                          # when it last had no request in progress
 
     # --- connection life ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
         server = self.server
-        if len(server.connections) >= server.limits.max_connections or server.stopping:
+        if server.stopping or (len(server.connections) >= server.limits.max_connections
+                               and not server.make_room()):
             self._send(Response(503, error_body(503, "too many open connections; try again")), False)
             return
         server.connections.add(self)
+        self.idle_since = time.monotonic()
         self._arm(server.limits.idle_timeout_s)
 
     def connection_lost(self, exc) -> None:
@@ -156,6 +175,21 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.transport.close()
+
+    def eviction_rank(self) -> tuple[int, float]:
+        """Lower goes first when room is needed (Server.make_room)."""
+        if self.started is None and not self.buffer:
+            return 0, self.idle_since
+        return 1, self.started if self.started is not None else self.idle_since
+
+    def evict(self) -> None:
+        """Close to make room for a new connection; an unfinished request gets 408."""
+        self.server.connections.discard(self)   # room now, before the transport says it is lost
+        if self.started is None and not self.buffer:
+            self.close()
+            return
+        log.info("status=408 reason='evicted at the connection limit with its request unfinished'")
+        self._send(Response(408, error_body(408, "the request was not complete in time")), False)
 
     def _arm(self, seconds: float) -> None:
         if self.timer is not None:
@@ -297,6 +331,7 @@ class _Connection(asyncio.Protocol):
         self._send(response, keep_alive)
         if keep_alive and not self.closed:
             self.started = time.monotonic() if self.buffer else None
+            self.idle_since = time.monotonic()
             self._arm(self.server.limits.request_timeout_s if self.buffer
                       else self.server.limits.idle_timeout_s)
 

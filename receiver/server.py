@@ -29,16 +29,23 @@ def limits(settings: Settings) -> Limits:
                   settings.receiver_channel_timeout_s, settings.receiver_connection_limit)
 
 
-async def serve(settings: Settings, handler_factory) -> None:
-    """Serve `handler_factory(busy)` on settings.listen until SIGTERM/SIGINT, then finish the
-    requests already read. `busy()` counts the requests read and not answered yet."""
+async def serve(settings: Settings, handler_factory) -> str | None:
+    """Serve `handler_factory(busy, fail)` on settings.listen until SIGTERM/SIGINT or until the
+    handler calls `fail(reason)`, then finish the requests already read. `busy()` counts the
+    requests read and not answered yet. Returns the failure's reason, or None after a signal."""
     loop = asyncio.get_running_loop()
     server: Server | None = None
-    server = Server(handler_factory(lambda: server.busy if server is not None else None), limits(settings))
+    stopped = loop.create_future()
+
+    def fail(reason: str) -> None:
+        if not stopped.done():
+            stopped.set_result(reason)
+
+    server = Server(handler_factory(lambda: server.busy if server is not None else None, fail),
+                    limits(settings))
     host, _, port = settings.listen.rpartition(":")
     listener = await loop.create_server(server.protocol, host or None, int(port),
                                         backlog=settings.receiver_backlog, reuse_address=True)
-    stopped = loop.create_future()
 
     def stop(signum: int) -> None:
         log.info("event=stopping signal=%s", signal.Signals(signum).name)
@@ -50,12 +57,13 @@ async def serve(settings: Settings, handler_factory) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig)
     log.info("event=listening address=%s", settings.listen)
-    await stopped
+    failure = await stopped
     listener.close()
     try:
         await asyncio.wait_for(server.stop(), settings.ack_budget_s + FLUSH_TIMEOUT_S)
     except asyncio.TimeoutError:
         log.warning("event=stop_timeout open_connections=%d", len(server.connections))
+    return failure
 
 
 def main(settings: Settings) -> int:
@@ -64,12 +72,15 @@ def main(settings: Settings) -> int:
     def receive(store) -> int:
         log_writer = _log_through_queue()
         try:
-            asyncio.run(serve(settings, lambda busy: Receiver(settings, store, busy)))
+            failure = asyncio.run(serve(settings, lambda busy, fail: Receiver(settings, store, busy, fail)))
         except OSError as exc:
             log.error("event=listen_failed address=%s reason=%s", settings.listen, exc.strerror or exc)
             return 1
         finally:
             _stop_log_writer(log_writer)
+        if failure:
+            log.critical("event=stopped_on_failure reason=%s", failure)
+            return 1
         log.info("event=stopped")
         return 0
 

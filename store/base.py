@@ -28,6 +28,12 @@ class StoreUnavailable(StoreError):
     """The store cannot take writes right now (the receiver answers 503)."""
 
 
+class StoreGone(StoreUnavailable):
+    """The store's file was removed or replaced since it was opened: this process writes to a file
+    nobody will read again. Nothing more may be acknowledged; the process must exit so that its
+    supervisor starts it again on the file at the configured path."""
+
+
 @dataclass
 class AppendResult:
     new: list[str] = field(default_factory=list)         # webhookEventIds stored by this call
@@ -102,6 +108,12 @@ class Store(abc.ABC):
         """Give up on an append_nowait: True when it will never be stored, False when it is being
         written (on_done still comes)."""
         return self._writer.abandon(handle)
+
+    def integrity(self) -> dict | None:
+        """The last failed integrity check of the store's files ({"ok": False, "checked_at",
+        "problems"}) until an operator clears it; None when there is none (or the backend has
+        no such check)."""
+        return None
 
     @abc.abstractmethod
     def health(self) -> None:

@@ -42,12 +42,11 @@ class SocketFeed(ChangeFeed):
         self._marker = os.path.join(folder, token)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            os.makedirs(folder, exist_ok=True)
+            os.makedirs(folder, mode=0o700, exist_ok=True)   # the store's owner only, like the database
             self._sock.bind(_address(token))
             self._sock.setblocking(False)
             # The socket exists before the marker that announces it, and outlives it on close.
-            with open(self._marker, "x"):
-                pass
+            os.close(os.open(self._marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         except OSError as exc:
             self._sock.close()
             raise StoreError(f"change feed folder {folder}: cannot register a follower: "

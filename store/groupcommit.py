@@ -8,7 +8,10 @@ linger cut the receiver's CPU per event from 0.95 to 0.70 ms; docs/benchmarks.md
 that the writer has not *taken* by its deadline (taken: the writer holds the database's write
 lock and is writing it) is abandoned, answered StoreUnavailable and never written, so a webhook
 that would be answered too late gets a fast 503 and stores nothing, even while another process
-holds the database locked. Once taken, its outcome comes. Used by both backends.
+holds the database locked. Once taken, its outcome comes. A group that fails because the store
+cannot write (StoreUnavailable: disk full, I/O error, lost connection) fails as a whole; one that
+fails on anything else failed on what some request holds, and is written again in halves until
+the request at fault stands alone and alone gets the error. Used by both backends.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ log = logging.getLogger("frontdesk.store.groupcommit")
 MAX_BATCH_REQUESTS = 1000   # requests committed in one transaction at most
 INTERVAL_WEIGHT = 0.1       # smoothing of the time between writes (an exponential moving average)
 LINGER_BELOW_INTERVAL = 0.25  # linger while writes come more often than every quarter of linger_s
+PROBE_INTERVAL_S = 1.0      # at most one health probe a second, however often /healthz is asked
 _STOP = object()
+_PROBE = object()
 
 
 class WriteRequest:
@@ -68,13 +73,16 @@ class GroupCommitter:
     sets each one's result, and returns whether anything new was stored (then `notify()` runs)."""
 
     def __init__(self, name: str, commit: Callable[[Callable[[], list[WriteRequest]]], bool],
-                 notify: Callable[[], None], linger_s: float = 0.0):
+                 notify: Callable[[], None], linger_s: float = 0.0,
+                 probe: Callable[[], None] | None = None):
         self.name = name
         self.linger_s = linger_s   # how long a commit waits for more writes to share it
         self._interval = float("inf")   # smoothed time between writes (only the writer thread touches it)
         self._last_queued_at: float | None = None
         self._commit = commit
         self._notify = notify
+        self._probe = probe   # a tiny write that raises when the store cannot write now
+        self._probe_asked_at = -PROBE_INTERVAL_S
         self._taking = threading.Lock()   # a request is either taken or abandoned, never both
         self._requests: queue.Queue = queue.Queue()
         self.last_error: str | None = None
@@ -84,6 +92,17 @@ class GroupCommitter:
 
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def ask_probe(self) -> None:
+        """While the last write failed, have the writer thread try a probe write soon (at most
+        once per PROBE_INTERVAL_S), so that `last_error` clears within a second or two of the
+        fault clearing (a full disk emptied), with no webhook needed. Never blocks."""
+        now = time.monotonic()
+        if (self.last_error is None or self._probe is None or self._stopped
+                or now - self._probe_asked_at < PROBE_INTERVAL_S):
+            return
+        self._probe_asked_at = now
+        self._requests.put(_PROBE)
 
     def append(self, destination: str, events: list[dict], received_at_ms: int,
                deadline: float | None) -> AppendResult:
@@ -130,6 +149,9 @@ class GroupCommitter:
             first = self._requests.get()
             if first is _STOP:
                 return
+            if first is _PROBE:
+                self._try_probe()
+                continue
             batch, stopping = [first], False
             self._arrived(first)
             linger_until = time.monotonic() + self._linger()
@@ -142,6 +164,8 @@ class GroupCommitter:
                 if item is _STOP:
                     stopping = True
                     break
+                if item is _PROBE:
+                    continue   # this group's own outcome answers it
                 self._arrived(item)
                 batch.append(item)
             self._write(batch)
@@ -178,16 +202,12 @@ class GroupCommitter:
         stored = False
         try:
             stored = self._commit(take)
-            self.last_error = None
+            self._note_success()
         except Exception as exc:  # every caller must be answered, whatever went wrong
-            reason = f"store {self.name}: write failed: {exc}"
-            if self.last_error != reason:
-                log.error("store_write_failed store=%s error=%s", self.name, exc)
-            self.last_error = reason
-            with self._taking:
-                for request in batch:
-                    request.taken = True
-                    request.result, request.error = None, StoreUnavailable(reason)
+            if taken and not isinstance(exc, StoreUnavailable):
+                stored = self._write_apart(taken, exc)   # what one request holds, not the store
+            else:
+                self._failed(batch, exc)
         late = StoreUnavailable(f"store {self.name}: the deadline passed before the write started")
         for request in batch:
             if not request.taken:
@@ -198,6 +218,58 @@ class GroupCommitter:
         if stored:
             self._notify()
 
+    def _try_probe(self) -> None:
+        try:
+            self._probe()
+        except Exception as exc:
+            self._note_failure(exc)
+            return
+        self._note_success()
+
+    def _note_success(self) -> None:
+        if self.last_error is not None:
+            log.info("store_writable_again store=%s", self.name)
+        self.last_error = None
+
+    def _note_failure(self, exc: Exception) -> str:
+        """Remember why the store cannot write (logged once per distinct reason); the reason."""
+        reason = f"store {self.name}: write failed: {exc}"
+        if self.last_error != reason:
+            log.error("store_write_failed store=%s error=%s", self.name, exc)
+        self.last_error = reason
+        return reason
+
+    def _failed(self, requests: list[WriteRequest], exc: Exception) -> None:
+        """The store could not write: every one of these requests gets the reason."""
+        reason = self._note_failure(exc)
+        kind = type(exc) if isinstance(exc, StoreUnavailable) else StoreUnavailable   # StoreGone stays itself
+        with self._taking:
+            for request in requests:
+                request.taken = True
+                request.result, request.error = None, kind(reason)
+
+    def _write_apart(self, requests: list[WriteRequest], exc: Exception) -> bool:
+        """A group failed on something other than the store being unavailable (StoreUnavailable):
+        something one request holds (a string SQLite cannot encode, say). Write each half of the
+        group on its own, down to the request at fault, which alone gets the error; the others
+        are stored (one bad webhook among 1,000 costs ~20 commits, not 999 refusals)."""
+        if len(requests) == 1:
+            request = requests[0]
+            log.error("store_write_refused store=%s error=%s", self.name, exc)
+            request.result, request.error = None, StoreUnavailable(
+                f"store {self.name}: this write cannot be stored: {exc}")
+            return False
+        stored = False
+        middle = len(requests) // 2
+        for half in (requests[:middle], requests[middle:]):
+            try:
+                stored = self._commit(lambda: half) or stored
+            except StoreUnavailable as outage:
+                self._failed(half, outage)
+            except Exception as at_fault:
+                stored = self._write_apart(half, at_fault) or stored
+        return stored
+
     def stop(self) -> None:
         """Finish what is queued, stop the thread, fail appends that raced with stopping."""
         if self._stopped:
@@ -207,7 +279,7 @@ class GroupCommitter:
         self._thread.join()
         while not self._requests.empty():
             request = self._requests.get_nowait()
-            if request is not _STOP:
+            if request is not _STOP and request is not _PROBE:
                 request.error = StoreUnavailable(f"store {self.name} is closed")
                 request.finished.set()
                 if request.on_done is not None:

@@ -84,7 +84,8 @@ class MongoStore(Store):
             raise StoreError(f"store {self.shown_url}: cannot create indexes: {exc}") from None
         self._followers: list[MongoFeed] = []
         self._closed = False
-        self._writer = GroupCommitter(self.shown_url, self._commit_appends, lambda: None, append_linger_s)
+        self._writer = GroupCommitter(self.shown_url, self._commit_appends, lambda: None, append_linger_s,
+                                      probe=lambda: self.set_control("health_probe", time.time()))
 
     def _create_indexes(self) -> None:
         events = self._events
@@ -198,6 +199,7 @@ class MongoStore(Store):
                                upsert=True, session=session)
 
     def health(self) -> None:
+        self._writer.ask_probe()   # a majority write at most once a second: see SQLiteStore.health
         if self._closed:
             raise StoreUnavailable(f"store {self.shown_url} is closed")
         if not self._writer.alive():

@@ -115,3 +115,81 @@ def test_a_submitted_write_calls_back_and_an_abandoned_one_is_never_written(comm
     wait_until(lambda: late.finished.is_set(), message="the abandoned request answered")
     assert late.error is not None and late.result is None
 
+
+
+def _event(event_id: str, text: str = "hi") -> dict:
+    return {"type": "message", "timestamp": 1, "webhookEventId": event_id,
+            "source": {"type": "user", "userId": "U" + event_id}, "message": {"type": "text", "text": text}}
+
+
+def test_one_unstorable_write_fails_alone_and_the_rest_of_its_group_is_stored(tmp_path):
+    """Issue 14, defect 4, on a real SQLite file: a lone surrogate (SQLite cannot encode it) in one
+    of 20 appends that share a commit; that append gets its error, the other 19 are stored."""
+    import fcntl
+    import os
+
+    from frontdesk.store.sqlite import WRITER_LOCK_SUFFIX, SQLiteStore
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'fd.db'}")
+    finished = []
+    try:
+        lock = os.open(str(tmp_path / "fd.db") + WRITER_LOCK_SUFFIX, os.O_RDONLY)
+        fcntl.flock(lock, fcntl.LOCK_EX)   # hold the writer: the appends queue up and form one group
+        blocked = store.append_nowait("Ubot", [_event("first")], 0, None, finished.append)
+        handles = [store.append_nowait("Ubot", [_event(f"ok{n:02d}")], 0, None, finished.append)
+                   for n in range(10)]
+        bad = store.append_nowait("Ubot", [_event("bad", text="\ud800 alone")], 0, None, finished.append)
+        handles += [store.append_nowait("Ubot", [_event(f"ok{n:02d}")], 0, None, finished.append)
+                    for n in range(10, 19)]
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+        wait_until(lambda: len(finished) == 21, timeout=10, message="every append answered")
+        assert blocked.error is None
+        assert bad.error is not None and "cannot be stored" in str(bad.error)
+        assert [h.error for h in handles] == [None] * 19
+        stored = {doc["o"]["_id"] for doc in store.claim("test", 100, 60.0)}
+        assert stored == {"first", *(f"ok{n:02d}" for n in range(19))}
+        store.health()   # one refused write is no outage
+    finally:
+        store.close()
+
+
+def test_after_a_failed_write_a_probe_clears_the_error_once_the_store_can_write_again():
+    """/healthz's probe in-process: asked while the last write failed, run on the writer thread at
+    most once per PROBE_INTERVAL_S, and a success clears last_error with no write needed."""
+    from frontdesk.store.groupcommit import PROBE_INTERVAL_S
+
+    disk_full = threading.Event()
+    disk_full.set()
+    probes = []
+
+    def commit(take):
+        take()
+        if disk_full.is_set():
+            raise StoreUnavailable("database or disk is full")
+        return True
+
+    def probe():
+        probes.append(time.monotonic())
+        if disk_full.is_set():
+            raise StoreUnavailable("database or disk is full")
+
+    committer = GroupCommitter("test", commit, lambda: None, probe=probe)
+    try:
+        with pytest.raises(StoreUnavailable):
+            committer.write(WriteRequest())
+        assert "disk is full" in committer.last_error
+        committer.ask_probe()
+        committer.ask_probe()   # within the interval: no second probe
+        wait_until(lambda: probes, timeout=5)
+        assert "disk is full" in committer.last_error and len(probes) == 1
+        disk_full.clear()       # the disk has room again
+        wait_until(lambda: committer.ask_probe() or committer.last_error is None,
+                   timeout=5 + PROBE_INTERVAL_S, interval=0.05, message="the probe cleared the error")
+        assert len(probes) == 2
+        probes.clear()
+        committer.ask_probe()   # healthy: nothing to find out
+        committer.write(WriteRequest())
+        assert probes == []
+    finally:
+        committer.stop()
