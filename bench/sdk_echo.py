@@ -3,13 +3,16 @@ nothing else happens (no profile look-up, unlike the bundled echo bot), so `--su
 the same bot on both sides and compares only where the work is done."""
 from frontdesk import Bot
 
-bot = Bot("sdk-echo", max_in_flight=8)
 
+def main() -> None:
+    bot = Bot("sdk-echo", max_in_flight=8)   # built here: a Bot takes over stdout for its frames
 
-@bot.on_message("text")
-def on_text(event, api):
-    api.reply(event.reply_token, [{"type": "text", "text": event.message.text}])
+    @bot.on_message("text")
+    def on_text(event, api):
+        api.reply(event.reply_token, [{"type": "text", "text": event.message.text}])
+
+    bot.run()
 
 
 if __name__ == "__main__":
-    bot.run()
+    main()
