@@ -232,6 +232,7 @@ class Endpoint:
     def __init__(self, state):
         self.state = state
 
-    def endpoint_for(self, method: str) -> str:
-        return self.endpoints.get(method, self.endpoint)
+    @classmethod
+    def endpoint_for(cls, method: str) -> str:
+        return cls.endpoints.get(method, cls.endpoint)
 

@@ -163,8 +163,9 @@ class PushByPhone(Endpoint):
         tag = req.get_header("X-Line-Delivery-Tag")
         if tag is not None and not 16 <= len(tag) <= 100:
             check.fail("X-Line-Delivery-Tag", "Length must be between 16 and 100")
+        extra = {**(_units(check, body) or {}), **({"delivery_tag": tag} if tag else {})}
         check.raise_if_failed()
-        self.state.deliver("pnp", req, [to], body["messages"], extra={"delivery_tag": tag} if tag else None)
+        self.state.deliver("pnp", req, [to], body["messages"], extra=extra or None)
         send_json(resp, 200, {})
 
 

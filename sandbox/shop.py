@@ -66,13 +66,16 @@ def _typed(check: Validator, body: dict, key: str, types: tuple[str, ...], requi
 def check_coupon(body: dict) -> None:
     check = Validator()
     check.string(body, "title", "title", 60)
+    times = []
     for key in ("startTimestamp", "endTimestamp"):
         value = body.get(key)
         if value is None:
             check.fail(key, "must be specified")
         elif isinstance(value, bool) or not isinstance(value, int):
             check.fail(key, "must be an integer (epoch seconds)")
-    if not check.details and body["endTimestamp"] <= body["startTimestamp"]:
+        else:
+            times.append(value)
+    if len(times) == 2 and times[1] <= times[0]:
         check.fail("endTimestamp", "must be after startTimestamp")
     if body.get("maxUseCountPerTicket") != 1 or isinstance(body.get("maxUseCountPerTicket"), bool):
         check.fail("maxUseCountPerTicket", "must be 1")
