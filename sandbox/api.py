@@ -223,16 +223,27 @@ def page(items: list, req: falcon.Request, key: str, default_limit: int, max_lim
     return answer
 
 
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
 class Endpoint:
-    """An API resource. `endpoint` names its rate-limit bucket and stats row
-    (protocol/line_endpoints.py); `endpoints` overrides it per HTTP method."""
-    endpoint = "default"
+    """An API resource. `endpoint` names its rate-limit bucket and stats row where LINE's table
+    has a row for it (protocol/line_endpoints.py); `endpoints` names them per HTTP method. The
+    others are named after the resource and method (`followers.get`): LINE limits every endpoint
+    on its own, each of these at the `default` figure."""
+    endpoint: str | None = None
     endpoints: dict[str, str] = {}
+    _names: dict[tuple[type, str], str] = {}
 
     def __init__(self, state):
         self.state = state
 
     @classmethod
     def endpoint_for(cls, method: str) -> str:
-        return cls.endpoints.get(method, cls.endpoint)
+        name = cls._names.get((cls, method))
+        if name is None:
+            name = cls.endpoints.get(method) or cls.endpoint or \
+                f"{_CAMEL_HUMP.sub('_', cls.__name__).lower()}.{method.lower()}"
+            cls._names[cls, method] = name
+        return name
 

@@ -50,7 +50,6 @@ class Chat(Endpoint):
 class MemberProfile(Chat):
     """GET /v2/bot/{group|room}/{id}/member/{userId}: the profile without status and language.
     Any user of a chat the bot is in answers (the generator's senders are not in world.members)."""
-    endpoint = "member_profile"
 
     def on_get(self, req, resp, chat_id, user_id):
         if not ID_PATTERN.fullmatch(chat_id):

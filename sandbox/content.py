@@ -32,7 +32,6 @@ class ContentPreview(Endpoint):
 
 
 class ContentTranscoding(Endpoint):
-    endpoint = "content_transcoding"
 
     def on_get(self, req, resp, message_id):
         if message_content(message_id) is None:
