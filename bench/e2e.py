@@ -30,7 +30,7 @@ import requests
 from frontdesk.protocol.config import ConfigError, Settings, sandbox_credentials
 from frontdesk.store import StoreError, open_store, sqlite_file_missing
 
-from frontdesk.sandbox.webhooks import USER_EVENT_KINDS, EventFactory, user_id, user_source
+from frontdesk.sandbox.webhooks import EVENT_KINDS, EventFactory, source_for, user_id
 
 from .cpu import RoleCpu
 from .load import WebhookSender
@@ -50,8 +50,8 @@ def parse_mix(text: str) -> list[tuple[str, float]]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, sep, weight = part.partition("=")
         kind = kind.strip()
-        if kind not in USER_EVENT_KINDS:
-            raise ConfigError(f"--mix: unknown event kind {kind!r}; kinds: {', '.join(USER_EVENT_KINDS)}")
+        if kind not in EVENT_KINDS:
+            raise ConfigError(f"--mix: unknown event kind {kind!r}; kinds: {', '.join(EVENT_KINDS)}")
         try:
             value = float(weight) if sep else 1.0
         except ValueError:
@@ -177,7 +177,9 @@ class Bench:
         for n in range(k * self.per_request, min(self.count, (k + 1) * self.per_request)):
             kind = self.plan.kinds[n]
             trace = f"bench {self.run_id} {n}"
-            event = self.factory.event(kind, user_source(self.plan.user_ids[self.plan.users[n]]), text=trace)
+            # each kind from the source LINE sends it from: user n's one-to-one chat, or group n
+            user = self.plan.users[n]
+            event = self.factory.event(kind, source_for(kind, self.plan.user_ids[user], chat=user), text=trace)
             self.event_ids[n] = event["webhookEventId"]
             events.append(event)
         return self.factory.body(events)

@@ -102,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drain: how the pre-filled queue's events are spread over the users")
     bench.add_argument("--events-per-request", type=int, default=1, help="events per webhook body")
     bench.add_argument("--mix", default="text",
-                       help="event mix, e.g. text=8,sticker=1,follow=1 (types: text, image, video, "
-                            "audio, location, sticker, follow, unfollow, postback)")
+                       help="event mix, e.g. text=8,sticker=1,follow=1: any LINE webhook event type "
+                            "(message types text, image, video, audio, file, location, sticker; postback, "
+                            "unsend, videoPlayComplete, follow, unfollow, beacon, accountLink, membership, "
+                            "join, leave, memberJoined, memberLeft, messageEdited, botSuspended, botResumed, "
+                            "module, activated, deactivated, delivery), each from the source LINE sends it from")
     bench.add_argument("--connections", type=int, default=32, help="concurrent HTTP connections")
     bench.add_argument("--settle", type=float, default=30.0,
                        help="seconds to wait for deliveries after the last webhook")
