@@ -42,12 +42,10 @@ def parse_webhook_body(raw: bytes) -> tuple[str, list[dict]]:
     events = body.get("events")
     if not isinstance(events, list):
         raise WebhookError("`events` must be a list")
-    seen = set()
     for index, event in enumerate(events):
         validate_event(event, index)
-        if event["webhookEventId"] in seen:
-            raise WebhookError(f"events[{index}].webhookEventId repeats an earlier event of the body")
-        seen.add(event["webhookEventId"])
+    # An event id repeated inside one body is a repeat like one across bodies: the store keeps the
+    # first and counts the others as duplicates.
     return destination, events
 
 
