@@ -126,6 +126,16 @@ def source_key(source: dict) -> str:
     return source.get("groupId") or source.get("roomId") or source["userId"]
 
 
+def describe_source(source: dict | None) -> str:
+    """`user U…`, `group C… (user U…)`, `room R…`, or `no source`: for people reading output."""
+    if source is None:
+        return "no source"
+    where = source.get("groupId") or source.get("roomId")
+    if where is None:
+        return f"user {source.get('userId')}"
+    return f"{source['type']} {where}" + (f" (user {source['userId']})" if source.get("userId") else "")
+
+
 def source_for(kind: str, uid: str, chat: int = 0) -> dict | None:
     """The source LINE sends a `kind` event from, for user `uid`: a one-to-one chat where the kind
     can come from one, else group number `chat`; None for the kinds without a source."""

@@ -405,6 +405,44 @@ def test_every_webhook_event_type_goes_through_the_system(system):
     assert report["expected"] == report["delivered"] > 0 and report["lost"] == report["duplicates"] == 0
 
 
+def test_bench_show_prints_what_each_user_received(system):
+    report = bench_system(system, "--count", "4", "--rate", "50", "--users", "2", "--mix", "text=1,botSuspended=1",
+                          "--show")
+    received = report["received"]
+    assert [item["n"] for item in received] == [0, 1, 2, 3]
+    for item in received:
+        if item["kind"] == "text":
+            [delivery] = item["deliveries"]
+            assert delivery["endpoint"] == "reply" and "、ですね。" in delivery["messages"][0]["text"]
+        else:
+            assert item["from"] == "no source" and item["deliveries"] == []
+
+
+def say(system, *args: str) -> subprocess.CompletedProcess:
+    url, sandbox_url, env = system
+    return subprocess.run([sys.executable, "-m", "frontdesk", "say", "--url", url, "--sandbox-url", sandbox_url,
+                           *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_say_sends_one_event_as_a_user_and_prints_what_they_received(system):
+    done = say(system, "fail", "--user", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f'say: text "fail" from user {user_id(4)} -> ') and lines[0].endswith(": 200")
+    assert lines[1] == f"say: {user_id(4)} received (reply):"
+    assert json.loads(lines[2]) == {"type": "text", "text": f"User-{user_id(4)[-4:]}さん、はい、fail、ですね。"}
+    sticker = say(system, "--kind", "sticker", "--user", user_id(5))
+    assert "スタンプですね" in sticker.stdout
+    silent = say(system, "--kind", "botSuspended", "--timeout", "1")
+    assert silent.returncode == 1 and "from no source" in silent.stdout and "nothing received within 1 s" in silent.stdout
+    url, _, env = system
+    nowhere = subprocess.run([sys.executable, "-m", "frontdesk", "say", "hi", "--url", url, "--sandbox-url",
+                              f"http://127.0.0.1:{free_port()}"], env=env, capture_output=True, text=True, timeout=60)
+    assert nowhere.returncode == 2 and "cannot reach the sandbox" in nowhere.stderr
+    bad = say(system, "--kind", "fax")
+    assert bad.returncode == 2 and "unknown event kind 'fax'" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_bench_counts_replies_that_went_out_as_pushes(tmp_path):
     with running_system(tmp_path, reply_max_age_s=0) as system:   # every reply token "too old"
         report = bench_system(system, "--count", "10", "--rate", "50", "--users", "3")
