@@ -227,11 +227,16 @@ class Handler:
                 raise ProtocolError(f"stdout ended inside a frame ({decoder.buffered} stray bytes)")
         except ProtocolError as exc:
             self.noise = f"stdout noise (not a valid frame): {exc}"
+        except (OSError, ValueError):
+            pass   # kill() closed the pipe under this read: the end, as at EOF
         self.inbox.put(None)  # end of stdout
 
     def _read_stderr(self):
-        for line in self.proc.stderr:
-            self.stderr_tail.append(line.decode("utf-8", "replace").rstrip())
+        try:
+            for line in self.proc.stderr:
+                self.stderr_tail.append(line.decode("utf-8", "replace").rstrip())
+        except (OSError, ValueError):
+            pass   # kill() closed the pipe under this read
 
     def last_words(self) -> str:
         return f"; stderr: {self.stderr_tail[-1][:200]}" if self.stderr_tail else ""
