@@ -136,6 +136,9 @@ class Api:
             "notificationDisabled": notification_disabled}))
 
     def push(self, to: str, messages, notification_disabled: bool | None = None):
+        """LINE's answer, `{"sentMessages": [{"id", "quoteToken"?}], "sent_as": "push"}`. Also when
+        the push was repeated after a lost answer and LINE dropped the repeat (409): then the
+        accepted request's sentMessages, and its `request_id`."""
         return self.call_method("push", _drop_none({
             "to": to, "messages": _messages(messages), "notificationDisabled": notification_disabled}))
 

@@ -234,7 +234,7 @@ class ApiMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = new_request_id()
         req.context.drop = False
-        if self.latency_s and req.path.startswith("/v2/"):
+        if self.latency_s and not req.path.startswith("/sandbox/"):
             time.sleep(self.latency_s)
 
     def process_resource(self, req, resp, resource, params) -> None:

@@ -20,11 +20,11 @@ NARROWCAST_SENDING_MS = 1000
 PHONE_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
-def _units(check: Validator, body: dict) -> dict | None:
+def _units(check: Validator, body: dict, state) -> dict | None:
     """The delivery's extra fields for customAggregationUnits, checked (None when absent)."""
     if "customAggregationUnits" not in body:
         return None
-    check_units(check, body)
+    check_units(check, body, state.statistics)
     return {"customAggregationUnits": body["customAggregationUnits"]}
 
 
@@ -60,7 +60,7 @@ class Push(Endpoint):
         check.recipient(body)
         check.messages(body)
         check.boolean(body, "notificationDisabled")
-        extra = _units(check, body)
+        extra = _units(check, body, self.state)
         check.raise_if_failed()
         sent = self.state.sent_messages(body["messages"])
         self.state.deliver("push", req, [body["to"]], body["messages"], sent=sent, extra=extra)
@@ -76,7 +76,7 @@ class Multicast(Endpoint):
         check.user_ids(body)
         check.messages(body)
         check.boolean(body, "notificationDisabled")
-        extra = _units(check, body)
+        extra = _units(check, body, self.state)
         check.raise_if_failed()
         self.state.deliver("multicast", req, list(body["to"]), body["messages"], extra=extra)
         send_json(resp, 200, {})
@@ -163,7 +163,7 @@ class PushByPhone(Endpoint):
         tag = req.get_header("X-Line-Delivery-Tag")
         if tag is not None and not 16 <= len(tag) <= 100:
             check.fail("X-Line-Delivery-Tag", "Length must be between 16 and 100")
-        extra = {**(_units(check, body) or {}), **({"delivery_tag": tag} if tag else {})}
+        extra = {**(_units(check, body, self.state) or {}), **({"delivery_tag": tag} if tag else {})}
         check.raise_if_failed()
         self.state.deliver("pnp", req, [to], body["messages"], extra=extra or None)
         send_json(resp, 200, {})

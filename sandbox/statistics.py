@@ -57,8 +57,9 @@ class Statistics:
             self.total_billed = 0
 
 
-def check_units(check, body: dict) -> None:
-    """customAggregationUnits: at most one name of 1-30 letters, digits or underscores."""
+def check_units(check, body: dict, statistics: Statistics) -> None:
+    """customAggregationUnits: at most one name of 1-30 letters, digits or underscores; a new
+    name only while the channel has fewer than MAX_UNITS."""
     units = body.get("customAggregationUnits")
     if units is None:
         return
@@ -66,6 +67,8 @@ def check_units(check, body: dict) -> None:
         check.fail("customAggregationUnits", "Size must be between 0 and 1")
     elif not all(isinstance(u, str) and UNIT_PATTERN.fullmatch(u) for u in units):
         check.fail("customAggregationUnits[0]", "must match [a-zA-Z0-9_]{1,30}")
+    elif units and units[0] not in statistics.units and len(statistics.units) >= MAX_UNITS:
+        check.fail("customAggregationUnits[0]", f"the channel already uses {MAX_UNITS} aggregation units")
 
 
 class DeliveryCount(Endpoint):

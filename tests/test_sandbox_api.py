@@ -372,3 +372,21 @@ def test_membership_plans_subscriptions_and_members(line):
     with pytest.raises(m.ApiException) as unknown:
         bot.get_joined_membership_users(99)
     assert unknown.value.status == 404
+
+
+def test_a_channel_has_at_most_1000_aggregation_unit_names():
+    """In-process (falcon's test client): 1,000 pushes in a fraction of a second."""
+    testing = pytest.importorskip("falcon.testing")
+    from frontdesk.protocol import config
+    from frontdesk.sandbox.app import create_app
+    client = testing.TestClient(create_app(config.load(environ={}), SECRET, TOKEN), headers=AUTH)
+
+    def push(unit: str):
+        return client.simulate_post("/v2/bot/message/push",
+                                    json={"to": U1, "messages": TEXT, "customAggregationUnits": [unit]})
+    assert all(push(f"unit_{n}").status_code == 200 for n in range(1000))
+    refused = push("one_too_many")
+    assert refused.status_code == 400 and refused.json["details"][0]["property"] == "customAggregationUnits[0]"
+    assert push("unit_7").status_code == 200    # a name already in use is fine
+    listed = client.simulate_get("/v2/bot/message/aggregation/list", params={"limit": "100"}).json
+    assert len(listed["customAggregationUnits"]) == 100 and listed["next"]
