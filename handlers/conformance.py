@@ -503,14 +503,14 @@ class Kit:
             raise Broken(f"refused protocol 1: {response.error!r:.120}")
         result = response.result
         if not isinstance(result, dict):
-            raise Broken(f"hello result must be a map, got {result!r:.80}")
+            raise Broken(f"hello result must be a map, got {_typed(result)}")
         window = result.get("max_in_flight")
         if result.get("protocol") != 1:
-            raise Broken(f"hello result `protocol` must be 1, got {result.get('protocol')!r}")
+            raise Broken(f"hello result `protocol` must be the integer 1, got {_typed(result.get('protocol'))}")
         if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-            raise Broken(f"hello result `max_in_flight` must be an integer >= 1, got {window!r}")
+            raise Broken(f"hello result `max_in_flight` must be an integer >= 1, got {_typed(window)}")
         if not isinstance(result.get("name"), str):
-            raise Broken(f"hello result `name` must be a string, got {result.get('name')!r}")
+            raise Broken(f"hello result `name` must be a string, got {_typed(result.get('name'))}")
         self.window = window
         return "PASS", f"name={result['name']!r} max_in_flight={window} in {took * 1000:.0f} ms"
 

@@ -80,6 +80,9 @@ def test_a_msgid_of_the_wrong_type_is_named_with_its_type():
     assert Kit([*BROKEN, "string-msgid"], config.load(environ={}), timeout=1.0, out=out).run() == 1
     assert "msgid must be an unsigned 32-bit integer, got str '1'" in out.getvalue()
     assert "FAIL stdout-clean" in out.getvalue()
+    out = io.StringIO()
+    assert Kit([*BROKEN, "string-protocol"], config.load(environ={}), timeout=1.0, out=out).run() == 1
+    assert "hello result `protocol` must be the integer 1, got str '1'" in out.getvalue()
 
 
 def test_a_handler_that_never_shakes_hands_is_one_failure_not_a_page_of_skips():

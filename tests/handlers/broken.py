@@ -11,6 +11,7 @@ and acks events correctly except for its one fault:
                 event unanswered
   string-msgid  answers events with the msgid as a string ("1", not 1)
   wrong-exit    exits 1 on a malformed frame and 2 when refusing the protocol version (swapped)
+  string-protocol  answers the hello with "protocol": "1" (a string)
 """
 import sys
 import threading
@@ -51,8 +52,8 @@ def serve():
             write_frame(stdout, [1, message.msgid, {"message": "speaks protocol 1 only"}, None])
             sys.exit(2 if MODE == "wrong-exit" else 1)
         elif message.method == "hello":
-            write_frame(stdout, [1, message.msgid, None, {"protocol": 1, "name": f"broken-{MODE}",
-                                                          "max_in_flight": 4}])
+            write_frame(stdout, [1, message.msgid, None, {"protocol": "1" if MODE == "string-protocol" else 1,
+                                                          "name": f"broken-{MODE}", "max_in_flight": 4}])
         elif message.method == "event":
             if MODE == "silent":
                 continue
