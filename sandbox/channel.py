@@ -41,6 +41,11 @@ def _check_endpoint(check: Validator, value, required: bool) -> None:
         check.fail("endpoint", f"Length must be between 0 and {MAX_ENDPOINT_LENGTH}")
         return
     parts = urllib.parse.urlsplit(value)
+    try:
+        parts.port    # raises for a port that is not a number in 0-65535
+    except ValueError:
+        check.fail("endpoint", "has an invalid port")
+        return
     loopback_http = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
     if not (parts.scheme == "https" or loopback_http) or not parts.hostname:
         check.fail("endpoint", "must be an HTTPS URL (the sandbox also takes http:// to a loopback host)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .api import ID_PATTERN, USER_ID_PATTERN, Endpoint, not_found, page, send_json
+from .api import USER_ID_PATTERN, Endpoint, not_found, page, send_json
 
 GROUP_PATTERN = re.compile(r"C[0-9a-f]{32}")
 ROOM_PATTERN = re.compile(r"R[0-9a-f]{32}")
@@ -52,10 +52,8 @@ class MemberProfile(Chat):
     Any user of a chat the bot is in answers (the generator's senders are not in world.members)."""
 
     def on_get(self, req, resp, chat_id, user_id):
-        if not ID_PATTERN.fullmatch(chat_id):
-            raise not_found()
+        self.members(chat_id)   # 404 for an id of the wrong kind, and once the bot left
         profile = _profile(user_id)
-        self.state.world.members(chat_id)   # 404 once the bot left
         send_json(resp, 200, {k: profile[k] for k in ("userId", "displayName", "pictureUrl")})
 
 

@@ -226,7 +226,9 @@ class RichMenuImage(MenuEndpoint):
             raise LineError(415, "The Content-Type must be image/jpeg or image/png")
         if (req.content_length or 0) > MAX_IMAGE_BYTES:
             raise LineError(413, f"The image must be at most {MAX_IMAGE_BYTES} bytes")
-        data = req.bounded_stream.read()
+        data = req.bounded_stream.read(MAX_IMAGE_BYTES + 1)   # chunked bodies announce no length
+        if len(data) > MAX_IMAGE_BYTES:
+            raise LineError(413, f"The image must be at most {MAX_IMAGE_BYTES} bytes")
         with self.menus.lock:
             size = self.menus.menu(menu_id)["size"]
             if menu_id in self.menus.images:

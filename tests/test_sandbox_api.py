@@ -390,3 +390,15 @@ def test_a_channel_has_at_most_1000_aggregation_unit_names():
     assert push("unit_7").status_code == 200    # a name already in use is fine
     listed = client.simulate_get("/v2/bot/message/aggregation/list", params={"limit": "100"}).json
     assert len(listed["customAggregationUnits"]) == 100 and listed["next"]
+
+
+def test_bad_webhook_urls_and_oversize_images_are_400_and_413_not_500(api):
+    for url in ("http://127.0.0.1:99999/callback", "ftp://127.0.0.1/x", "https://"):
+        answer = api("PUT", "/v2/bot/channel/webhook/endpoint", json={"endpoint": url})
+        assert answer.status_code == 400 and answer.json()["details"][0]["property"] == "endpoint", url
+    menu_id = api("POST", "/v2/bot/richmenu", json={"size": {"width": 2500, "height": 843}, "selected": False,
+                                                    "name": "n", "chatBarText": "Tap", "areas": []}).json()["richMenuId"]
+    chunks = (b"\0" * 65536 for _ in range(17))   # chunked: no Content-Length to refuse it by
+    big = api("POST", f"/v2/bot/richmenu/{menu_id}/content", data=chunks, headers={"Content-Type": "image/png"})
+    assert big.status_code == 413
+    assert api("GET", f"/v2/bot/room/{group_id(1)}/member/{U1}").status_code == 404   # a group id is no room
