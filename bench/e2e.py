@@ -30,7 +30,7 @@ import requests
 from frontdesk.protocol.config import ConfigError, Settings, sandbox_credentials
 from frontdesk.store import StoreError, open_store, sqlite_file_missing
 
-from frontdesk.sandbox.webhooks import USER_EVENT_KINDS, EventFactory, user_id, user_source
+from frontdesk.sandbox.webhooks import EVENT_KINDS, EventFactory, describe_source, source_for, user_id
 
 from .cpu import RoleCpu
 from .load import WebhookSender
@@ -50,8 +50,8 @@ def parse_mix(text: str) -> list[tuple[str, float]]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, sep, weight = part.partition("=")
         kind = kind.strip()
-        if kind not in USER_EVENT_KINDS:
-            raise ConfigError(f"--mix: unknown event kind {kind!r}; kinds: {', '.join(USER_EVENT_KINDS)}")
+        if kind not in EVENT_KINDS:
+            raise ConfigError(f"--mix: unknown event kind {kind!r}; kinds: {', '.join(EVENT_KINDS)}")
         try:
             value = float(weight) if sep else 1.0
         except ValueError:
@@ -146,11 +146,16 @@ def run_bench(settings: Settings, args) -> int:
         print(f"frontdesk bench: cannot reach the sandbox at {sandbox.base_url}: {exc}", file=sys.stderr)
         return 2
     run_id = os.urandom(3).hex()
-    report = Bench(settings, args, url, sandbox, count, mix, run_id, before).run()
+    bench = Bench(settings, args, url, sandbox, count, mix, run_id, before)
+    report = bench.run()
+    if getattr(args, "show", False):
+        report["received"] = bench.received()
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
         print_table(report)
+        if "received" in report:
+            print_received(report["received"])
     return 0 if report["lost"] == 0 and report["duplicates"] == 0 and report["rejected"] == 0 else 1
 
 
@@ -177,7 +182,9 @@ class Bench:
         for n in range(k * self.per_request, min(self.count, (k + 1) * self.per_request)):
             kind = self.plan.kinds[n]
             trace = f"bench {self.run_id} {n}"
-            event = self.factory.event(kind, user_source(self.plan.user_ids[self.plan.users[n]]), text=trace)
+            # each kind from the source LINE sends it from: user n's one-to-one chat, or group n
+            user = self.plan.users[n]
+            event = self.factory.event(kind, source_for(kind, self.plan.user_ids[user], chat=user), text=trace)
             self.event_ids[n] = event["webhookEventId"]
             events.append(event)
         return self.factory.body(events)
@@ -206,7 +213,7 @@ class Bench:
         send_s = time.monotonic() - self.sender.started_mono
         acked_events = self._acked_events(posted)
         expected = {n for n in acked_events if self.plan.kinds[n] in ANSWERED_KINDS}
-        matcher = Matcher(self.run_id, self.event_ids)
+        matcher = self.matcher = Matcher(self.run_id, self.event_ids)
         matcher.last_id = self.before.get("last_delivery_id", 0)
         self.progress.describe(lambda: f"settling: {sum(1 for n in expected if n in matcher.deliveries)}"
                                        f"/{len(expected)} expected deliveries seen")
@@ -244,6 +251,15 @@ class Bench:
             page = self.sandbox.deliveries(matcher.last_id, wait_s=min(5.0, stop_at - now))
             for delivery in page:
                 matcher.add(delivery)
+
+    def received(self) -> list[dict]:
+        """Per event sent: its kind, its user and what the sandbox delivered for it (--show)."""
+        matched = self.matcher.deliveries if hasattr(self, "matcher") else {}
+        return [{"n": n, "kind": self.plan.kinds[n], "from": describe_source(source_for(
+                    self.plan.kinds[n], self.plan.user_ids[self.plan.users[n]], chat=self.plan.users[n])),
+                 "deliveries": [{"endpoint": d["endpoint"], "to": d["to"], "messages": d["messages"]}
+                                for d in matched.get(n, [])]}
+                for n in range(self.count)]
 
     def _achieved_rate(self, posted, sent: int) -> float | None:
         """Events per second actually sent: up to the last send, plus one request interval."""
@@ -348,6 +364,15 @@ def _cpu_report(usage: dict, events: int, api_calls: int) -> dict:
             "sandbox_cpu_ms_per_api_call": None if sandbox is None or not api_calls
             else round(sandbox * 1000 / api_calls, 3),
             "cpu_s": usage["cpu_s"], "cpu_processes": usage["processes"], "cpu_note": usage["note"]}
+
+
+def print_received(received: list[dict]) -> None:
+    """--show: one line per event and what its user (or group) received."""
+    print("what the users received:")
+    for item in received:
+        said = "; ".join(f"{d['endpoint']}: " + " | ".join(
+            m.get("text") or f"({m.get('type')})" for m in d["messages"]) for d in item["deliveries"])
+        print(f"  #{item['n']} {item['kind']} from {item['from']} -> {said or 'nothing'}")
 
 
 def print_table(report: dict) -> None:

@@ -25,6 +25,8 @@ COMMANDS = {
     "sandbox": ("frontdesk.sandbox.server", "main", "only the local LINE Messaging API emulator"),
     "bench": ("frontdesk.cli", "main_bench", "signed webhooks at a chosen rate against a running system "
               "(--suite picks a component benchmark instead)"),
+    "say": ("frontdesk.say", "main", "send one message or event as a user to a running system "
+            "(--sandbox) and print what that user received"),
     "check-handler": ("frontdesk.handlers.conformance", "main",
                       "the conformance suite for a handler in any language: check-handler -- CMD ARGS"),
     "status": ("frontdesk.admin", "main_status",
@@ -102,14 +104,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drain: how the pre-filled queue's events are spread over the users")
     bench.add_argument("--events-per-request", type=int, default=1, help="events per webhook body")
     bench.add_argument("--mix", default="text",
-                       help="event mix, e.g. text=8,sticker=1,follow=1 (types: text, image, video, "
-                            "audio, location, sticker, follow, unfollow, postback)")
+                       help="event mix, e.g. text=8,sticker=1,follow=1: any LINE webhook event type "
+                            "(message types text, image, video, audio, file, location, sticker; postback, "
+                            "unsend, videoPlayComplete, follow, unfollow, beacon, accountLink, membership, "
+                            "join, leave, memberJoined, memberLeft, messageEdited, botSuspended, botResumed, "
+                            "module, activated, deactivated, delivery), each from the source LINE sends it from")
     bench.add_argument("--connections", type=int, default=32, help="concurrent HTTP connections")
     bench.add_argument("--settle", type=float, default=30.0,
                        help="seconds to wait for deliveries after the last webhook")
     bench.add_argument("--chaos", action="store_true",
                        help="kill handlers, the rate limiter and the dispatcher at random moments")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--show", action="store_true",
+                       help="e2e: also print what each user received for each event sent")
+
+    say = parsers["say"]
+    say.add_argument("text", nargs="?", help="the message text (text messages; postback data)")
+    say.add_argument("--kind", default="text", help="event or message type: text, sticker, image, follow, "
+                     "unfollow, postback, join, memberJoined, botSuspended, ... (any LINE webhook event type)")
+    say.add_argument("--user", default="1", help="who sends it: a user number (as in bench) or a user id")
+    say.add_argument("--url", help="webhook URL (default http://<listen><callback_path>)")
+    say.add_argument("--sandbox-url", help="sandbox base URL (default http://<sandbox_listen>)")
+    say.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
 
     check = parsers["check-handler"]
     check.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per check")

@@ -2,19 +2,16 @@
 
 Runs beside the arbiter in a thread: waits until the receiver and the sandbox accept
 connections, sends the webhooks with `frontdesk bench` (the same command the banner prints),
-then prints the messages the sandbox recorded as delivered to the "users".
+whose `--show` prints, event by event, what the sandbox recorded as delivered to the "users".
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-
-import requests
 
 DEMO_EVENTS = 5
 READY_TIMEOUT_S = 20.0
@@ -23,7 +20,7 @@ READY_TIMEOUT_S = 20.0
 def demo_command(settings) -> list[str]:
     return [sys.executable, "-m", "frontdesk", "bench", "--count", str(DEMO_EVENTS), "--rate", "5",
             "--users", "3", "--url", f"http://{settings.listen}{settings.callback_path}",
-            "--sandbox-url", f"http://{settings.sandbox_listen}", "--settle", "10"]
+            "--sandbox-url", f"http://{settings.sandbox_listen}", "--settle", "10", "--show"]
 
 
 def accepting(address: str) -> bool:
@@ -46,21 +43,6 @@ def wait_listening(addresses: list[str]) -> bool:
     return True
 
 
-def _print_deliveries(settings) -> None:
-    url = f"http://{settings.sandbox_listen}/sandbox/deliveries"
-    try:
-        answer = requests.get(url, timeout=5)
-        answer.raise_for_status()
-        deliveries = answer.json()
-    except (requests.RequestException, ValueError) as exc:
-        print(f"demo: cannot read {url}: {exc}", flush=True)
-        return
-    items = deliveries.get("deliveries", deliveries) if isinstance(deliveries, dict) else deliveries
-    print(f"demo: what the users received ({url}):", flush=True)
-    for item in items if isinstance(items, list) else [items]:
-        print("  " + json.dumps(item, ensure_ascii=False)[:300], flush=True)
-
-
 def run_demo(settings) -> None:
     if not wait_listening([settings.listen, settings.sandbox_listen]):
         print("demo: the receiver or the sandbox did not start listening; see the log above", flush=True)
@@ -68,7 +50,6 @@ def run_demo(settings) -> None:
     env = {**os.environ, "LINE_CHANNEL_SECRET": settings.channel_secret}
     print(f"demo: sending {DEMO_EVENTS} signed example webhooks", flush=True)
     subprocess.run(demo_command(settings), env=env, check=False)
-    _print_deliveries(settings)
 
 
 def start_demo(settings) -> threading.Thread:

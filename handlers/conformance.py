@@ -4,9 +4,11 @@ It plays the dispatcher's side of protocol/SPEC.md against the command: the hand
 event of every LINE event type, the API calls those events make (answered by the kit with
 fake but well-formed results, after checking their shape), an API error, unknown methods and
 notifications, a full window of events in flight answered out of order, then stdin closed.
-Fresh processes get a malformed frame, an oversize frame, an unsupported protocol version and
-EOF with an event in flight. Anything on stdout that is not a frame is reported as noise.
-One line per check (PASS/FAIL/SKIP name — reason); the exit status is 1 if any check failed.
+Fresh processes get a malformed frame, an oversize frame (each must exit 2), an unsupported
+protocol version (exit 1) and EOF with an event in flight (answer it, then exit 0). Event types
+and message types LINE does not have (yet) must be acked. Anything on stdout that is not a frame
+is reported as noise. One line per check (PASS/FAIL/SKIP name — reason); the exit status is 1 if
+any check failed, 2 when the command cannot be run at all.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import collections
 import os
 import queue
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -65,9 +68,22 @@ SAMPLES: dict[str, dict] = {
     "unsend": {"type": "unsend", "unsend": {"messageId": "325708"}},
     "videoPlayComplete": {"type": "videoPlayComplete", "replyToken": "",
                           "videoPlayComplete": {"trackingId": "track-id"}},
-    # Not a LINE type (yet): a handler must answer event types it does not know.
+    "membership": {"type": "membership", "replyToken": "", "membership": {"type": "joined", "membershipId": 3}},
+    "messageEdited": {**_message("text", quoteToken="q3Plxr4AgKd", text="こんにちは（編集済み）"),
+                      "type": "messageEdited", "source": {"type": "group", "groupId": GROUP, "userId": USER_B}},
+    # Events LINE sends with no source.
+    "botSuspended": {"type": "botSuspended", "source": None},
+    "botResumed": {"type": "botResumed", "source": None},
+    "activated": {"type": "activated", "source": None, "chatControl": {"expireAt": 1700000000000}},
+    "deactivated": {"type": "deactivated", "source": None},
+    "module": {"type": "module", "source": None,
+               "module": {"type": "attached", "botId": "U9b2c3d4e5f60718293a4b5c6d7e8f901", "scopes": ["message:send"]}},
+    "delivery": {"type": "delivery", "source": None, "delivery": {"data": "d41d8cd98f00b204e9800998ecf8427e"}},
+    # Not LINE types (yet): a handler MUST ack event and message types it does not know.
     "future-type": {"type": "someFutureEventType", "replyToken": "", "someFutureEventType": {"x": 1}},
+    "future-message-type": _message("someFutureMessageType", quoteToken="q3Plxr4AgKd"),
 }
+MUST_ACK = frozenset({"future-type", "future-message-type"})
 
 
 class EventMaker:
@@ -84,6 +100,8 @@ class EventMaker:
                  "webhookEventId": f"01HCONFORMANCE{n:012d}",
                  "deliveryContext": {"isRedelivery": False}}
         event.setdefault("source", {"type": "user", "userId": user})
+        if event["source"] is None:
+            del event["source"]
         if "replyToken" in event:
             event["replyToken"] = f"kit-reply-token-{n:06d}"
         if "message" in event:
@@ -209,11 +227,16 @@ class Handler:
                 raise ProtocolError(f"stdout ended inside a frame ({decoder.buffered} stray bytes)")
         except ProtocolError as exc:
             self.noise = f"stdout noise (not a valid frame): {exc}"
+        except (OSError, ValueError):
+            pass   # kill() closed the pipe under this read: the end, as at EOF
         self.inbox.put(None)  # end of stdout
 
     def _read_stderr(self):
-        for line in self.proc.stderr:
-            self.stderr_tail.append(line.decode("utf-8", "replace").rstrip())
+        try:
+            for line in self.proc.stderr:
+                self.stderr_tail.append(line.decode("utf-8", "replace").rstrip())
+        except (OSError, ValueError):
+            pass   # kill() closed the pipe under this read
 
     def last_words(self) -> str:
         return f"; stderr: {self.stderr_tail[-1][:200]}" if self.stderr_tail else ""
@@ -356,17 +379,27 @@ def response_problem(response: rpc.Response) -> str | None:
     error = response.error
     if error is None:
         return None
-    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
-        return f"nack error must be a map with a string `message`, got {error!r:.80}"
+    if not isinstance(error, dict):
+        return f"nack error must be a map with a string `message`, got {_typed(error)}"
+    if not isinstance(error.get("message"), str):
+        return f"nack `message` must be a string, got {_typed(error.get('message'))}"
     if "retry" in error and not isinstance(error["retry"], bool):
-        return f"nack `retry` must be a boolean, got {error['retry']!r}"
+        return f"nack `retry` must be a boolean, got {_typed(error['retry'])}"
     return None
 
 
 def describe_answer(response: rpc.Response) -> str:
-    if response.error is None:
+    error = response.error
+    if error is None:
         return "ack"
-    return f"nack retry={response.error.get('retry', True)}: {str(response.error.get('message'))[:80]}"
+    if not isinstance(error, dict):
+        return f"malformed nack {_typed(error)}"
+    return f"nack retry={error.get('retry', True)}: {str(error.get('message'))[:80]}"
+
+
+def _typed(value) -> str:
+    """A value with its msgpack-level type, for messages where the type is the problem."""
+    return f"{type(value).__name__} {value!r:.60}"
 
 
 # --- the checks -----------------------------------------------------------------------------------
@@ -393,13 +426,19 @@ class Kit:
     def spawn(self) -> Handler:
         return Handler(self.command, self.max_frame_bytes)
 
+    ISOLATED = ("malformed-frame", "oversize-frame", "unsupported-version", "eof-with-event-in-flight")
+
     def run(self) -> int:
-        self.main_session()
-        for name, check in (("malformed-frame", self.check_malformed),
-                            ("oversize-frame", self.check_oversize),
-                            ("unsupported-version", self.check_unsupported_version),
-                            ("eof-with-event-in-flight", self.check_eof_in_flight)):
-            self.isolated(name, check)
+        """Every check, one line each; 1 if any failed. A command that cannot run is one line, 2."""
+        problem = command_problem(self.command)
+        if problem:
+            self.report.line("FAIL", "start", problem)
+            return 2
+        if not self.main_session():
+            self.report.line("SKIP", ",".join(self.ISOLATED), "the handler never completed the handshake")
+            return 1
+        for name in self.ISOLATED:
+            self.isolated(name, getattr(self, "check_" + name.replace("-", "_")))
         return 1 if self.report.failed else 0
 
     def isolated(self, name: str, check) -> None:
@@ -418,13 +457,14 @@ class Kit:
         self.report.line(verdict, name, reason)
 
     # --- the main session: one process through its whole life -------------------------------------
-    def main_session(self) -> None:
+    def main_session(self) -> bool:
+        """The checks of one process's life; False when it never completed the handshake."""
         report = self.report
         try:
             handler = self.spawn()
         except OSError as exc:
             report.line("FAIL", "start", f"cannot start {self.command[0]!r}: {exc.strerror}")
-            return
+            return False
         steps = [("handshake", self.check_handshake)]
         steps += [(f"event:{name}", lambda h, n=name: self.check_event(h, n)) for name in SAMPLES]
         steps += [("api-error", self.check_api_error), ("unknown-method", self.check_unknown_method),
@@ -432,22 +472,28 @@ class Kit:
                   ("in-flight", self.check_in_flight), ("eof-exit", self.check_eof_exit)]
         broken = None
         try:
-            for name, step in steps:
-                if broken:
-                    report.line("SKIP", name, f"session ended: {broken}")
-                    continue
+            for index, (name, step) in enumerate(steps):
                 try:
                     verdict, reason = step(handler)
                 except Broken as exc:
                     broken = str(exc)
                     verdict, reason = "FAIL", broken
                 report.line(verdict, name, reason)
+                if broken:
+                    rest = [n for n, _ in steps[index + 1:]]
+                    if rest:
+                        report.line("SKIP", f"{rest[0]}..{rest[-1]}" if len(rest) > 1 else rest[0],
+                                    f"{len(rest)} check(s) skipped: the session ended")
+                    break
         finally:
             handler.kill()
         if handler.noise:
             report.line("FAIL", "stdout-clean", handler.noise)
+        elif broken and name == "handshake":
+            return False
         else:
             report.line("PASS", "stdout-clean", "every byte on stdout was part of a valid frame")
+        return True
 
     def check_handshake(self, handler: Handler):
         started = time.monotonic()
@@ -457,14 +503,14 @@ class Kit:
             raise Broken(f"refused protocol 1: {response.error!r:.120}")
         result = response.result
         if not isinstance(result, dict):
-            raise Broken(f"hello result must be a map, got {result!r:.80}")
+            raise Broken(f"hello result must be a map, got {_typed(result)}")
         window = result.get("max_in_flight")
         if result.get("protocol") != 1:
-            raise Broken(f"hello result `protocol` must be 1, got {result.get('protocol')!r}")
+            raise Broken(f"hello result `protocol` must be the integer 1, got {_typed(result.get('protocol'))}")
         if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-            raise Broken(f"hello result `max_in_flight` must be an integer >= 1, got {window!r}")
+            raise Broken(f"hello result `max_in_flight` must be an integer >= 1, got {_typed(window)}")
         if not isinstance(result.get("name"), str):
-            raise Broken(f"hello result `name` must be a string, got {result.get('name')!r}")
+            raise Broken(f"hello result `name` must be a string, got {_typed(result.get('name'))}")
         self.window = window
         return "PASS", f"name={result['name']!r} max_in_flight={window} in {took * 1000:.0f} ms"
 
@@ -478,6 +524,9 @@ class Kit:
         (answer,) = outcome.answers.values()
         methods = collections.Counter(call.method for call in outcome.calls)
         calls = ", ".join(f"{m}×{n}" for m, n in sorted(methods.items())) or "no API calls"
+        if sample in MUST_ACK and answer.error is not None:
+            return "FAIL", (f"{describe_answer(answer)}: a type the handler does not know MUST be acked "
+                            "(SPEC.md section 7; LINE adds types, a nack would only retry it)")
         return self._verdict(outcome, f"{describe_answer(answer)} ({calls})")
 
     def check_api_error(self, handler: Handler):
@@ -533,14 +582,15 @@ class Kit:
         return "PASS", f"exit 0 in {(time.monotonic() - started) * 1000:.0f} ms"
 
     # --- fresh processes --------------------------------------------------------------------------
-    def _expect_violation_exit(self, handler: Handler, what: str):
+    def _expect_exit(self, handler: Handler, what: str, expected: int):
+        """The handler must exit with status `expected` (SPEC.md section 12) after `what`."""
         code = handler.wait_exit(self.timeout)
         if code is None:
-            return "FAIL", f"still running {self.timeout:g}s after {what} (must exit non-zero)"
+            return "FAIL", f"still running {self.timeout:g}s after {what} (must exit {expected})"
         if handler.noise:
             return "FAIL", handler.noise
-        if code == 0:
-            return "FAIL", f"exit status 0 after {what} (must be non-zero, 2 by the SPEC)"
+        if code != expected:
+            return "FAIL", f"exit status {code} after {what} (must be {expected}){handler.last_words()}"
         return "PASS", f"exit status {code}{handler.last_words()}"
 
     def _ready(self, handler: Handler) -> None:
@@ -548,17 +598,16 @@ class Kit:
         if response.error is not None:
             raise Broken(f"refused protocol 1: {response.error!r:.120}")
 
-    def check_malformed(self, handler: Handler):
+    def check_malformed_frame(self, handler: Handler):
         self._ready(handler)
         handler.send_bytes(HEADER.pack(3) + b"\xc1\xc1\xc1")  # 0xc1 is never valid msgpack
-        return self._expect_violation_exit(handler, "a frame whose body is not msgpack")
+        return self._expect_exit(handler, "a frame whose body is not msgpack", 2)
 
-    def check_oversize(self, handler: Handler):
+    def check_oversize_frame(self, handler: Handler):
         self._ready(handler)
         # Only the header: a handler that waits for the body instead of checking the length hangs.
         handler.send_bytes(HEADER.pack(self.max_frame_bytes + 1))
-        return self._expect_violation_exit(handler, f"a frame header announcing "
-                                                    f"{self.max_frame_bytes + 1} bytes")
+        return self._expect_exit(handler, f"a frame header announcing {self.max_frame_bytes + 1} bytes", 2)
 
     def check_unsupported_version(self, handler: Handler):
         response = handler.handshake(self.start_timeout, versions=(999,))
@@ -566,9 +615,9 @@ class Kit:
             return "FAIL", f"accepted protocol 999 (result {response.result!r:.80}); must answer an error"
         if response_problem(response):
             return "FAIL", response_problem(response)
-        return self._expect_violation_exit(handler, "refusing the hello")
+        return self._expect_exit(handler, "refusing the hello", 1)
 
-    def check_eof_in_flight(self, handler: Handler):
+    def check_eof_with_event_in_flight(self, handler: Handler):
         self._ready(handler)
         handler.send(rpc.Request(1, "event", [self.events.document("text")]))
         message = handler.receive(self.timeout)
@@ -582,7 +631,25 @@ class Kit:
             return "FAIL", handler.noise
         if code != 0:
             return "FAIL", f"exit status {code} (must be 0){handler.last_words()}"
-        return "PASS", "finished the event and exited 0"
+        written = [message, *iter(handler.inbox.get, None)]
+        answers = [m for m in written if isinstance(m, rpc.Response) and m.msgid == 1]
+        if not answers:
+            return "FAIL", ("exited 0 without answering the event in flight: finish it (its API calls "
+                            "fail with `dispatcher gone`), answer it, then exit")
+        return "PASS", f"answered the event ({describe_answer(answers[0])}) and exited 0"
+
+
+def command_problem(command: list[str]) -> str | None:
+    """Why the command cannot be started at all (missing, not executable), or None."""
+    program = command[0]
+    if os.sep in program:
+        if not os.path.exists(program):
+            return f"cannot start {program!r}: no such file"
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            return f"cannot start {program!r}: not an executable file (try: python {program}, node {program})"
+    elif shutil.which(program) is None:
+        return f"cannot start {program!r}: not found on PATH"
+    return None
 
 
 def main(settings, args) -> int:

@@ -30,6 +30,7 @@ from frontdesk.protocol.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, Pro
 from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, error_value, parse_message
 
 EXIT_OK, EXIT_UNSUPPORTED, EXIT_PROTOCOL_ERROR = 0, 1, 2
+MAX_NACK_MESSAGE = 1000   # characters of a nack's message
 _STOP = object()
 
 log = logging.getLogger("frontdesk.sdk")
@@ -135,6 +136,9 @@ class Api:
             "notificationDisabled": notification_disabled}))
 
     def push(self, to: str, messages, notification_disabled: bool | None = None):
+        """LINE's answer, `{"sentMessages": [{"id", "quoteToken"?}], "sent_as": "push"}`. Also when
+        the push was repeated after a lost answer and LINE dropped the repeat (409): then the
+        accepted request's sentMessages, and its `request_id`."""
         return self.call_method("push", _drop_none({
             "to": to, "messages": _messages(messages), "notificationDisabled": notification_disabled}))
 
@@ -347,7 +351,8 @@ def _nack_value(exc: BaseException, request: Request) -> dict:
     if not isinstance(exc, (Nack, ApiError)):
         text = f"{type(exc).__name__}: {text}"
         log.error("handler raised %s", text, exc_info=exc)
-    return error_value(text, retry=retry if isinstance(retry, bool) else True)
+    # kept short, so the nack always fits in a frame (SPEC.md section 12)
+    return error_value(text[:MAX_NACK_MESSAGE], retry=retry if isinstance(retry, bool) else True)
 
 
 def _valid_document(params) -> bool:

@@ -12,6 +12,8 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from .line_endpoints import limits_text
+
 DEFAULT_CONFIG_FILE = "frontdesk.toml"
 CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"   # systemd's folder of LoadCredential= files
 
@@ -143,10 +145,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("api_read_timeout_s", float, 30.0, "LINE API read timeout.", minimum=0.1),
     Knob("api_max_retries", int, 5, "Retries of one API call after 429, 5xx or connection errors.",
          minimum=0),
-    Knob("rate_limits", _rates,
-         "reply=2000/s,push=2000/s,multicast=200/s,broadcast=60/h,narrowcast=60/h,"
-         "profile=2000/s,content=2000/s,default=2000/s",
-         "Per-endpoint limits ENDPOINT=COUNT/s|m|h; `default` covers the rest."),
+    Knob("rate_limits", _rates, limits_text(),
+         "Per-endpoint limits ENDPOINT=COUNT/s|m|h (LINE's published figures, docs/ratelimiter.md); "
+         "endpoints not named keep LINE's figure, `default` covers the rest."),
     Knob("shared_rate_budget", bool, True,
          "The rate limiters of every dispatcher on one store share rate_limits (each leases slices of "
          "an endpoint's budget as its load needs); false: each rate limiter uses all of rate_limits."),
@@ -165,10 +166,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("sandbox_fault_rate", float, 0.0, "Share of sandbox API calls answered 500.", minimum=0.0),
     Knob("sandbox_drop_rate", float, 0.0, "Share of sandbox API calls whose connection is dropped.",
          minimum=0.0),
-    Knob("sandbox_rate_limits", _rates,
-         "reply=2000/s,push=2000/s,multicast=200/s,broadcast=60/h,narrowcast=60/h,"
-         "profile=2000/s,content=2000/s,default=2000/s",
-         "Sandbox per-endpoint limits (429 beyond), like rate_limits; burst = one second's worth."),
+    Knob("sandbox_rate_limits", _rates, limits_text(),
+         "Sandbox per-endpoint limits (429 beyond), like rate_limits; burst = one period's worth."),
     Knob("sandbox_reply_token_ttl_s", float, 60.0,
          "Sandbox: a reply token is refused this long after its webhook event.", minimum=0.0),
     Knob("sandbox_threads", int, 32, "Sandbox waitress worker threads (injected latency holds one).",

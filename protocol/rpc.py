@@ -49,7 +49,7 @@ Message = Request | Response | Notification
 
 def _check_msgid(msgid) -> int:
     if not isinstance(msgid, int) or isinstance(msgid, bool) or not 0 <= msgid <= MAX_MSGID:
-        raise ProtocolError(f"msgid must be an unsigned 32-bit integer, got {msgid!r}")
+        raise ProtocolError(f"msgid must be an unsigned 32-bit integer, got {type(msgid).__name__} {msgid!r}")
     return msgid
 
 

@@ -7,6 +7,10 @@ together on their way to LINE, and a small burst keeps even a bunched second ins
 one-second budget. Waiting calls queue per endpoint in arrival order; when several endpoints
 have tokens the oldest waiting call goes first, so no endpoint starves another.
 
+Every endpoint with a row in LINE's rate-limit table has its own bucket at LINE's published figure
+(protocol/line_endpoints.py: rich menu create/delete 100/h, rich menu batch 3/h, webhook test 60/h,
+...); the `rate_limits` setting replaces figures endpoint by endpoint.
+
 Senders wait on the event loop until the next token or retry is due, never polling.
 """
 from __future__ import annotations
@@ -16,6 +20,8 @@ import heapq
 import itertools
 import time
 from collections import deque
+
+from frontdesk.protocol.line_endpoints import LIMITS as LINE_LIMITS
 
 BURST_SECONDS = 0.05
 
@@ -100,8 +106,7 @@ class Scheduler:
     """
 
     def __init__(self, rate_limits: dict[str, tuple[float, float]]):
-        limits = dict(rate_limits)
-        limits.setdefault("default", (2000.0, 1.0))
+        limits = {**LINE_LIMITS, **rate_limits}   # an endpoint the setting leaves out keeps LINE's figure
         self._queues = {name: EndpointQueue(name, count, period) for name, (count, period) in limits.items()}
         self._seq = itertools.count()
         self._waiters: deque[asyncio.Future] = deque()

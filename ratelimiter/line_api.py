@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
+from frontdesk.protocol.line_endpoints import MESSAGE_PATHS, endpoint_name
 from frontdesk.protocol.rpc import api_error
 
 from .http import HttpConnection
@@ -17,14 +18,6 @@ from .http import HttpConnection
 USER_AGENT = "frontdesk/0.1"
 RETRY_KEY_NAMESPACE = uuid.UUID("6f1e2d3c-7b5a-4c1e-9a8f-2b3c4d5e6f70")  # fixed: keys survive restarts
 RETRY_KEY_ENDPOINTS = frozenset({"push", "multicast", "broadcast", "narrowcast"})
-MESSAGE_PATHS = {
-    "reply": "/v2/bot/message/reply",
-    "push": "/v2/bot/message/push",
-    "multicast": "/v2/bot/message/multicast",
-    "broadcast": "/v2/bot/message/broadcast",
-    "narrowcast": "/v2/bot/message/narrowcast",
-}
-ENDPOINT_OF_PATH = {path: name for name, path in MESSAGE_PATHS.items()}
 MAX_MESSAGES = 5
 MAX_MULTICAST_TO = 500
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
@@ -47,11 +40,7 @@ class HttpRequest:
     @property
     def endpoint(self) -> str:
         """The rate-limit bucket this request counts against."""
-        if self.data_api and self.path.endswith("/content"):
-            return "content"
-        if self.path.startswith("/v2/bot/profile/"):
-            return "profile"
-        return ENDPOINT_OF_PATH.get(self.path, "default")
+        return endpoint_name(self.method, self.path)
 
     def to_journal(self) -> dict:
         return {"method": self.method, "path": self.path, "body": self.body, "query": self.query,

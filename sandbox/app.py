@@ -7,6 +7,11 @@ header rules (400), injected fault (500, nothing done), the endpoint (validation
 token 400, retry-key 409, then the delivery is recorded), injected drop (the connection closes
 with no answer, after the call took effect — the ambiguous failure retry keys exist for).
 Accepted deliveries are served at /sandbox/deliveries for tests and the bench.
+
+The endpoints live beside this module, one area each: messages.py (sending and validating
+messages), chats.py (profiles, followers, groups and rooms), content.py, richmenu.py,
+statistics.py, channel.py (bot info, webhook settings, link tokens, read receipts) and shop.py
+(coupons and membership). This module holds what they share: the state and the middleware.
 """
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ import json
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections import defaultdict
@@ -25,10 +29,13 @@ from http import HTTPStatus
 
 import falcon
 
-from frontdesk.protocol import config
 from frontdesk.protocol.config import Settings
+from frontdesk.protocol.line_endpoints import LIMITS
 
-from .webhooks import BOT_USER_ID, ReplyTokenError, message_content, read_reply_token
+from . import channel, chats, content, messages, richmenu, shop, statistics
+from .api import MESSAGES, UUID_PATTERN, LineError, send_json
+from .statistics import Statistics
+from .world import World
 
 log = logging.getLogger("frontdesk.sandbox")
 
@@ -37,47 +44,18 @@ DROP_CONNECTION = "frontdesk.sandbox.drop"
 
 RETRY_KEY_ENDPOINTS = frozenset({"push", "multicast", "narrowcast", "broadcast"})
 RETRY_KEY_LIFETIME_MS = 24 * 3600 * 1000
-MAX_MESSAGES = 5
-MAX_MULTICAST = 500
-MAX_TEXT = 5000
 MAX_WAIT_S = 30.0          # longest long-poll of /sandbox/deliveries
 MAX_PAGE = 10000           # most deliveries in one page
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
-ID_PATTERN = re.compile(r"[UCR][0-9a-f]{32}")
-USER_ID_PATTERN = re.compile(r"U[0-9a-f]{32}")
-UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
-MESSAGE_TYPES = ("text", "image", "video", "audio", "location", "sticker", "template", "imagemap", "flex",
-                 "textV2")
-
-MESSAGES = {
-    "no_auth": "Authorization header required. Must follow the scheme, 'Authorization: Bearer <ACCESS TOKEN>'",
-    "bad_auth": "Authentication failed. Confirm that the access token in the authorization header is valid.",
-    "rate_limited": "The API rate limit has been exceeded. Try again later.",
-    "bad_reply_token": "Invalid reply token",
-    "retry_key_accepted": "The retry key is already accepted",
-    "not_found": "Not found",
-}
-
-
-class LineError(Exception):
-    """An answer in LINE's error shape: {"message": ..., "details": [...]}."""
-
-    def __init__(self, status: int, message: str, details: list[dict] | None = None,
-                 headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.details, self.headers = status, message, details, headers or {}
-
-    def body(self) -> dict:
-        return {"message": self.message, **({"details": self.details} if self.details else {})}
-
 
 class TokenBucket:
-    """`count` calls per `period` seconds, bursts up to one second's worth (at least one call)."""
+    """`count` calls per `period` seconds, bursts up to one period's worth (at least one call):
+    60 per hour may come at once, then one a minute."""
 
     def __init__(self, count: float, period: float):
         self.rate = count / period
-        self.capacity = max(1.0, self.rate)
+        self.capacity = max(1.0, count)
         self.tokens = self.capacity
         self.updated = time.monotonic()
         self.lock = threading.Lock()
@@ -94,123 +72,14 @@ class TokenBucket:
 
 
 def rate_limits(settings: Settings) -> dict[str, tuple[float, float]]:
-    """LINE's defaults, with what sandbox_rate_limits names replacing them endpoint by endpoint."""
-    knob = config.KNOBS_BY_NAME["sandbox_rate_limits"]
-    return {**knob.type(knob.default), **settings.sandbox_rate_limits}
+    """LINE's figures, with what sandbox_rate_limits names replacing them endpoint by endpoint."""
+    return {**LIMITS, **settings.sandbox_rate_limits}
 
 
-def _utf16_length(text: str) -> int:
-    """LINE counts text length in UTF-16 code units (an emoji outside the BMP counts twice)."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-class Validator:
-    """Collects LINE-style error details for one request body."""
-
-    def __init__(self):
-        self.details: list[dict] = []
-
-    def fail(self, prop: str, message: str) -> None:
-        self.details.append({"message": message, "property": prop})
-
-    def raise_if_failed(self) -> None:
-        if self.details:
-            raise LineError(400, f"The request body has {len(self.details)} error(s)", self.details)
-
-    def string(self, obj: dict, key: str, prop: str, max_length: int | None = None,
-               allow_empty: bool = False) -> None:
-        value = obj.get(key)
-        if value is None:
-            self.fail(prop, "must be specified")
-        elif not isinstance(value, str):
-            self.fail(prop, "must be a string")
-        elif not value and not allow_empty:
-            self.fail(prop, "May not be empty")
-        elif max_length is not None and _utf16_length(value) > max_length:
-            self.fail(prop, f"Length must be between 0 and {max_length}")
-
-    def https_url(self, obj: dict, key: str, prop: str) -> None:
-        self.string(obj, key, prop, max_length=2000)
-        value = obj.get(key)
-        if isinstance(value, str) and value and not value.startswith("https://"):
-            self.fail(prop, "must be an HTTPS URL")
-
-    def number(self, obj: dict, key: str, prop: str) -> None:
-        value = obj.get(key)
-        if value is None:
-            self.fail(prop, "must be specified")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(prop, "must be a number")
-
-    def messages(self, body: dict) -> None:
-        messages = body.get("messages")
-        if messages is None:
-            self.fail("messages", "must be specified")
-            return
-        if not isinstance(messages, list):
-            self.fail("messages", "must be an array")
-            return
-        if not 1 <= len(messages) <= MAX_MESSAGES:
-            self.fail("messages", f"Size must be between 1 and {MAX_MESSAGES}")
-        for index, message in enumerate(messages[:MAX_MESSAGES]):
-            self.message(message, f"messages[{index}]")
-
-    def message(self, message, prop: str) -> None:
-        if not isinstance(message, dict):
-            self.fail(prop, "must be an object")
-            return
-        kind = message.get("type")
-        if kind is None:
-            self.fail(f"{prop}.type", "must be specified")
-            return
-        if kind not in MESSAGE_TYPES:
-            self.fail(f"{prop}.type", f"Must be one of the following values: [{', '.join(MESSAGE_TYPES)}]")
-            return
-        if kind in ("text", "textV2"):
-            self.string(message, "text", f"{prop}.text", MAX_TEXT)
-        elif kind == "sticker":
-            self.string(message, "packageId", f"{prop}.packageId")
-            self.string(message, "stickerId", f"{prop}.stickerId")
-        elif kind in ("image", "video"):
-            self.https_url(message, "originalContentUrl", f"{prop}.originalContentUrl")
-            self.https_url(message, "previewImageUrl", f"{prop}.previewImageUrl")
-        elif kind == "audio":
-            self.https_url(message, "originalContentUrl", f"{prop}.originalContentUrl")
-            self.number(message, "duration", f"{prop}.duration")
-        elif kind == "location":
-            self.string(message, "title", f"{prop}.title", 100)
-            self.string(message, "address", f"{prop}.address", 100)
-            self.number(message, "latitude", f"{prop}.latitude")
-            self.number(message, "longitude", f"{prop}.longitude")
-        else:  # template, imagemap, flex: the alternative text is what every client shows
-            self.string(message, "altText", f"{prop}.altText", 1500 if kind == "flex" else 400)
-            part = {"template": "template", "flex": "contents", "imagemap": "baseUrl"}[kind]
-            if message.get(part) is None:
-                self.fail(f"{prop}.{part}", "must be specified")
-
-    def recipient(self, body: dict, key: str = "to") -> None:
-        value = body.get(key)
-        if value is None:
-            self.fail(key, "must be specified")
-        elif not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-            self.fail(key, "must be a user, group or room ID (U, C or R followed by 32 hex digits)")
-
-    def user_ids(self, body: dict, key: str = "to") -> None:
-        value = body.get(key)
-        if value is None:
-            self.fail(key, "must be specified")
-        elif not isinstance(value, list):
-            self.fail(key, "must be an array")
-        elif not 1 <= len(value) <= MAX_MULTICAST:
-            self.fail(key, f"Size must be between 1 and {MAX_MULTICAST}")
-        else:
-            for index, item in enumerate(value):
-                if not isinstance(item, str) or not USER_ID_PATTERN.fullmatch(item):
-                    self.fail(f"{key}[{index}]", "must be a user ID (U followed by 32 hex digits)")
-
-    def boolean(self, body: dict, key: str) -> None:
-        if key in body and not isinstance(body[key], bool):
-            self.fail(key, "must be a boolean")
+def new_request_id() -> str:
+    """A random UUID (version 4) like LINE's x-line-request-id; 1 us, a third of uuid.uuid4()'s cost."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 class SandboxState:
@@ -219,7 +88,8 @@ class SandboxState:
     def __init__(self, settings: Settings, channel_secret: str):
         self.channel_secret = channel_secret
         self.reply_token_ttl_ms = settings.sandbox_reply_token_ttl_s * 1000.0
-        self.buckets = {name: TokenBucket(*limit) for name, limit in rate_limits(settings).items()}
+        self.limits = rate_limits(settings)
+        self.buckets = {name: TokenBucket(*limit) for name, limit in self.limits.items()}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)   # notified on every new delivery
         # The recorder: each delivery kept as its JSON (a dict per delivery held 2.8 KB; 54,000 of
@@ -230,16 +100,31 @@ class SandboxState:
         self.dropped_deliveries = 0
         self.next_delivery_id = 1
         self.used_reply_tokens: dict[str, float] = {}   # token -> when it expires (epoch ms)
-        self.retry_keys: dict[str, tuple[str, float]] = {}  # key -> (request id, accepted at ms)
+        # retry key -> (request id, accepted at ms, the answer's sentMessages or None)
+        self.retry_keys: dict[str, tuple[str, float, list | None]] = {}
         self.message_ids = itertools.count(int.from_bytes(os.urandom(4), "big") * 1000)
         self.stats_lock = threading.Lock()
         self.calls: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.dropped = 0
         self.faults = 0
-        self.messages_sent = 0
+        self.statistics = Statistics()
+        self.world = World()
+        self.narrowcasts: dict[str, tuple[float, int]] = {}  # request id -> (accepted at ms, target count)
+        self.richmenus = richmenu.RichMenus()
+        self.channel = channel.ChannelSettings(f"http://{settings.listen}/callback")
+        self.shop = shop.Shop(self.world)
 
-    def bucket(self, endpoint: str) -> TokenBucket | None:
-        return self.buckets.get(endpoint) or self.buckets.get("default")
+    @staticmethod
+    def now_ms() -> float:
+        return time.time() * 1000.0
+
+    def bucket(self, endpoint: str) -> TokenBucket:
+        """The endpoint's own bucket: LINE limits each endpoint separately, the ones without a row
+        of their own at the `default` figure."""
+        bucket = self.buckets.get(endpoint)
+        if bucket is None:
+            bucket = self.buckets.setdefault(endpoint, TokenBucket(*self.limits["default"]))
+        return bucket
 
     def sent_messages(self, messages: list[dict]) -> list[dict]:
         """LINE's `sentMessages`: an id per message, a quote token for quotable ones."""
@@ -249,8 +134,14 @@ class SandboxState:
 
     def deliver(self, endpoint: str, req: falcon.Request, to: list[str], messages: list[dict],
                 reply_token: str | None = None, reply_expires_ms: float = 0.0,
-                source_event: str | None = None, extra: dict | None = None) -> dict:
-        """Record an accepted delivery, enforcing single-use reply tokens and retry keys atomically."""
+                source_event: str | None = None, extra: dict | None = None,
+                sent: list[dict] | None = None, recipients: int | None = None) -> dict:
+        """Record an accepted delivery, enforcing single-use reply tokens and retry keys atomically.
+
+        `sent` is the answer's sentMessages (kept with the retry key: a repeat's 409 carries them,
+        as LINE's does); `recipients` counts for the statistics when `to` does not (broadcast).
+        Raises LineError 400 for a used reply token, 409 for a retry key accepted within 24 h.
+        """
         retry_key = req.get_header("X-Line-Retry-Key")
         now_ms = time.time() * 1000.0
         with self.lock:
@@ -263,12 +154,17 @@ class SandboxState:
             if retry_key is not None:
                 accepted = self.retry_keys.get(retry_key.lower())
                 if accepted is not None and now_ms - accepted[1] < RETRY_KEY_LIFETIME_MS:
-                    raise LineError(409, MESSAGES["retry_key_accepted"],
-                                    headers={"X-Line-Accepted-Request-Id": accepted[0]})
-                self.retry_keys[retry_key.lower()] = (req.context.request_id, now_ms)
+                    conflict = LineError(409, MESSAGES["retry_key_accepted"],
+                                         headers={"X-Line-Accepted-Request-Id": accepted[0]})
+                    if accepted[2] is not None:
+                        conflict.extra["sentMessages"] = accepted[2]
+                    raise conflict
+                self.retry_keys[retry_key.lower()] = (req.context.request_id, now_ms, sent)
             delivery = {"id": self.next_delivery_id, "endpoint": endpoint, "to": to, "messages": messages,
                         "time": now_ms, "retry_key": retry_key, "request_id": req.context.request_id,
                         "source_event": source_event, **(extra or {})}
+            if sent is not None:
+                delivery["sent_message_ids"] = [m["id"] for m in sent]
             self.next_delivery_id += 1
             self.deliveries.append(_JSON.encode(delivery).encode())
             self.delivery_ids.append(delivery["id"])
@@ -276,8 +172,8 @@ class SandboxState:
                 drop = max(1, self.recorder_size // 10)
                 del self.deliveries[:drop], self.delivery_ids[:drop]
                 self.dropped_deliveries += drop
-            if endpoint != "reply":
-                self.messages_sent += len(messages) * max(1, len(to))
+            self.statistics.record(endpoint, len(messages), len(to) if recipients is None else recipients,
+                                   now_ms, extra and extra.get("customAggregationUnits"))
             self.changed.notify_all()
         return delivery
 
@@ -303,7 +199,8 @@ class SandboxState:
             self.deliveries, self.delivery_ids, self.dropped_deliveries = [], [], 0
         with self.stats_lock:
             self.calls.clear()
-            self.dropped = self.faults = self.messages_sent = 0
+            self.dropped = self.faults = 0
+        self.statistics.reset()
         return dropped
 
     def count_call(self, endpoint: str, status: int, dropped: bool) -> None:
@@ -323,23 +220,6 @@ class SandboxState:
                 "deliveries": held, "last_delivery_id": last, "deliveries_dropped": forgotten}
 
 
-def _json(resp: falcon.Response, status: int, body) -> None:
-    resp.status = status
-    resp.content_type = falcon.MEDIA_JSON
-    resp.data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _read_json(req: falcon.Request) -> dict:
-    raw = req.bounded_stream.read()
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LineError(400, f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise LineError(400, "The request body must be a JSON object")
-    return body
-
-
 class ApiMiddleware:
     """What LINE does around every endpoint: latency, auth, limits, retry-key rules, faults, drops."""
 
@@ -352,23 +232,24 @@ class ApiMiddleware:
         self.random = random.Random()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.request_id = os.urandom(16).hex()
+        req.context.request_id = new_request_id()
         req.context.drop = False
-        if self.latency_s and req.path.startswith("/v2/"):
+        if self.latency_s and not req.path.startswith("/sandbox/"):
             time.sleep(self.latency_s)
 
     def process_resource(self, req, resp, resource, params) -> None:
-        endpoint = getattr(resource, "endpoint", None)
-        if endpoint is None:  # /sandbox/* control routes and unknown paths
+        endpoint_for = getattr(resource, "endpoint_for", None)
+        if endpoint_for is None:  # /sandbox/* control routes and unknown paths
+            req.context.endpoint = None
             return
+        req.context.endpoint = endpoint = endpoint_for(req.method)
         authorization = req.get_header("Authorization")
         if not authorization:
             raise LineError(401, MESSAGES["no_auth"])
         if not hmac.compare_digest(authorization.encode("latin-1", "replace"), self.expected_auth):
             log.warning("event=auth_failed endpoint=%s", endpoint)
             raise LineError(401, MESSAGES["bad_auth"])
-        bucket = self.state.bucket(endpoint)
-        if bucket is not None and not bucket.take():
+        if not self.state.bucket(endpoint).take():
             raise LineError(429, MESSAGES["rate_limited"])
         retry_key = req.get_header("X-Line-Retry-Key")
         if retry_key is not None:
@@ -387,7 +268,7 @@ class ApiMiddleware:
 
     def process_response(self, req, resp, resource, req_succeeded) -> None:
         resp.set_header("X-Line-Request-Id", req.context.request_id)
-        endpoint = getattr(resource, "endpoint", None)
+        endpoint = getattr(req.context, "endpoint", None)
         if endpoint is None:
             return
         status = int(str(resp.status).split()[0])
@@ -396,209 +277,6 @@ class ApiMiddleware:
             log.debug("event=connection_dropped endpoint=%s request_id=%s status=%d", endpoint,
                       req.context.request_id, status)
             req.env[DROP_CONNECTION] = True
-
-
-class Endpoint:
-    """An API resource: `endpoint` names its rate-limit bucket and stats row."""
-    endpoint = "default"
-
-    def __init__(self, state: SandboxState):
-        self.state = state
-
-
-class Reply(Endpoint):
-    endpoint = "reply"
-
-    def on_post(self, req, resp):
-        body = _read_json(req)
-        check = Validator()
-        check.string(body, "replyToken", "replyToken")
-        check.messages(body)
-        check.boolean(body, "notificationDisabled")
-        check.raise_if_failed()
-        try:
-            token = read_reply_token(self.state.channel_secret, body["replyToken"])
-        except ReplyTokenError:
-            raise LineError(400, MESSAGES["bad_reply_token"]) from None
-        expires_ms = token.issued_ms + self.state.reply_token_ttl_ms
-        if time.time() * 1000.0 > expires_ms:
-            raise LineError(400, MESSAGES["bad_reply_token"])
-        self.state.deliver("reply", req, [token.source_key], body["messages"], reply_token=body["replyToken"],
-                           reply_expires_ms=expires_ms, source_event=token.event_id or None)
-        _json(resp, 200, {"sentMessages": self.state.sent_messages(body["messages"])})
-
-
-class Push(Endpoint):
-    endpoint = "push"
-
-    def on_post(self, req, resp):
-        body = _read_json(req)
-        check = Validator()
-        check.recipient(body)
-        check.messages(body)
-        check.boolean(body, "notificationDisabled")
-        check.raise_if_failed()
-        self.state.deliver("push", req, [body["to"]], body["messages"])
-        _json(resp, 200, {"sentMessages": self.state.sent_messages(body["messages"])})
-
-
-class Multicast(Endpoint):
-    endpoint = "multicast"
-
-    def on_post(self, req, resp):
-        body = _read_json(req)
-        check = Validator()
-        check.user_ids(body)
-        check.messages(body)
-        check.boolean(body, "notificationDisabled")
-        check.raise_if_failed()
-        self.state.deliver("multicast", req, list(body["to"]), body["messages"])
-        _json(resp, 200, {})
-
-
-class Broadcast(Endpoint):
-    """To every friend of the bot: recorded with an empty `to`."""
-    endpoint = "broadcast"
-
-    def on_post(self, req, resp):
-        body = _read_json(req)
-        check = Validator()
-        check.messages(body)
-        check.boolean(body, "notificationDisabled")
-        check.raise_if_failed()
-        self.state.deliver("broadcast", req, [], body["messages"])
-        _json(resp, 200, {})
-
-
-class Narrowcast(Endpoint):
-    """Answered 202 like LINE; the audience (recipient, filter, limit) is recorded, not resolved."""
-    endpoint = "narrowcast"
-
-    def on_post(self, req, resp):
-        body = _read_json(req)
-        check = Validator()
-        check.messages(body)
-        for key in ("recipient", "filter", "limit"):
-            if key in body and not isinstance(body[key], dict):
-                check.fail(key, "must be an object")
-        check.boolean(body, "notificationDisabled")
-        check.raise_if_failed()
-        audience = {key: body[key] for key in ("recipient", "filter", "limit") if key in body}
-        self.state.deliver("narrowcast", req, [], body["messages"], extra={"audience": audience})
-        _json(resp, 202, {})
-
-
-class NarrowcastProgress(Endpoint):
-    def on_get(self, req, resp):
-        if not req.get_param("requestId"):
-            raise LineError(400, "The request has 1 error(s)", [{"message": "must be specified",
-                                                                   "property": "requestId"}])
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-        _json(resp, 200, {"phase": "succeeded", "successCount": 0, "failureCount": 0, "targetCount": 0,
-                          "acceptedTime": now, "completedTime": now})
-
-
-class ValidateMessages(Endpoint):
-    """POST /v2/bot/message/validate/{reply,push,multicast,narrowcast,broadcast}: messages only."""
-
-    def on_post(self, req, resp, kind):
-        if kind not in ("reply", "push", "multicast", "narrowcast", "broadcast"):
-            raise LineError(404, MESSAGES["not_found"])
-        check = Validator()
-        check.messages(_read_json(req))
-        check.raise_if_failed()
-        _json(resp, 200, {})
-
-
-def display_name(some_id: str) -> str:
-    """Deterministic profile names, so tests know what to expect: User-<last 4 chars>."""
-    return f"User-{some_id[-4:]}"
-
-
-def _profile(user_id: str) -> dict:
-    if not USER_ID_PATTERN.fullmatch(user_id):
-        raise LineError(404, MESSAGES["not_found"])
-    return {"userId": user_id, "displayName": display_name(user_id), "language": "ja",
-            "pictureUrl": f"https://profile.line-scdn.net/sandbox/{user_id}", "statusMessage": "Hello, LINE!"}
-
-
-class Profile(Endpoint):
-    endpoint = "profile"
-
-    def on_get(self, req, resp, user_id):
-        _json(resp, 200, _profile(user_id))
-
-
-class MemberProfile(Endpoint):
-    """GET /v2/bot/{group|room}/{id}/member/{userId}: the profile without status and language."""
-    endpoint = "profile"
-
-    def on_get(self, req, resp, user_id, group_id=None, room_id=None):
-        if not ID_PATTERN.fullmatch(group_id or room_id):
-            raise LineError(404, MESSAGES["not_found"])
-        profile = _profile(user_id)
-        _json(resp, 200, {k: profile[k] for k in ("userId", "displayName", "pictureUrl")})
-
-
-class GroupSummary(Endpoint):
-    def on_get(self, req, resp, group_id):
-        if not group_id.startswith("C") or not ID_PATTERN.fullmatch(group_id):
-            raise LineError(404, MESSAGES["not_found"])
-        _json(resp, 200, {"groupId": group_id, "groupName": f"Group-{group_id[-4:]}",
-                          "pictureUrl": f"https://profile.line-scdn.net/sandbox/{group_id}"})
-
-
-class Content(Endpoint):
-    """api-data.line.me's content download, served on the same port."""
-    endpoint = "content"
-
-    def on_get(self, req, resp, message_id):
-        content = message_content(message_id)
-        if content is None:
-            raise LineError(404, MESSAGES["not_found"])
-        resp.content_type, resp.data = content
-
-
-class ContentTranscoding(Endpoint):
-    endpoint = "content"
-
-    def on_get(self, req, resp, message_id):
-        if message_content(message_id) is None:
-            raise LineError(404, MESSAGES["not_found"])
-        _json(resp, 200, {"status": "succeeded"})
-
-
-class Quota(Endpoint):
-    def on_get(self, req, resp):
-        _json(resp, 200, {"type": "none"})
-
-
-class QuotaConsumption(Endpoint):
-    """Messages counted as LINE bills them: push, multicast, broadcast, narrowcast (not reply)."""
-
-    def on_get(self, req, resp):
-        with self.state.lock:
-            _json(resp, 200, {"totalUsage": self.state.messages_sent})
-
-
-class BotInfo(Endpoint):
-    def on_get(self, req, resp):
-        _json(resp, 200, {"userId": BOT_USER_ID, "basicId": "@frontdesk", "displayName": "frontdesk sandbox",
-                          "chatMode": "bot", "markAsReadMode": "auto"})
-
-
-class LoadingAnimation(Endpoint):
-    def on_post(self, req, resp):
-        body = _read_json(req)
-        check = Validator()
-        value = body.get("chatId")
-        if not isinstance(value, str) or not USER_ID_PATTERN.fullmatch(value):
-            check.fail("chatId", "must be a user ID (U followed by 32 hex digits)")
-        seconds = body.get("loadingSeconds", 20)
-        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 5 <= seconds <= 60 or seconds % 5:
-            check.fail("loadingSeconds", "must be a multiple of 5 between 5 and 60")
-        check.raise_if_failed()
-        _json(resp, 202, {})
 
 
 class Deliveries:
@@ -620,7 +298,7 @@ class Deliveries:
         resp.set_header("X-Sandbox-Oldest-Delivery", str(oldest))
 
     def on_delete(self, req, resp):
-        _json(resp, 200, {"deleted": self.state.reset()})
+        send_json(resp, 200, {"deleted": self.state.reset()})
 
 
 class Stats:
@@ -628,11 +306,11 @@ class Stats:
         self.state = state
 
     def on_get(self, req, resp):
-        _json(resp, 200, self.state.stats())
+        send_json(resp, 200, self.state.stats())
 
 
 def _line_error(req, resp, ex: LineError, params) -> None:
-    _json(resp, ex.status, ex.body())
+    send_json(resp, ex.status, ex.body())
     for name, value in ex.headers.items():
         resp.set_header(name, value)
     if ex.status >= 400 and ex.status != 429:
@@ -643,7 +321,19 @@ def _http_error(req, resp, ex: falcon.HTTPError, params) -> None:
     """Falcon's own errors (unknown path, wrong method) in LINE's shape."""
     status = int(str(ex.status).split()[0])
     message = MESSAGES["not_found"] if status == 404 else ex.description or HTTPStatus(status).phrase
-    _json(resp, status, {"message": message})
+    send_json(resp, status, {"message": message})
+
+
+API_ROUTES = {**messages.ROUTES, **chats.ROUTES, **content.ROUTES, **richmenu.ROUTES, **statistics.ROUTES,
+              **channel.ROUTES, **shop.ROUTES}
+"""Every LINE API path the sandbox serves -> its resource (one area module each)."""
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
+
+
+def served_operations() -> set[tuple[str, str]]:
+    """(method, path template) of every API operation served, as create_app registers them."""
+    return {(method, path) for path, resource in API_ROUTES.items() for method in HTTP_METHODS
+            if hasattr(resource, "on_" + method.lower())}
 
 
 def create_app(settings: Settings, channel_secret: str, access_token: str) -> falcon.App:
@@ -651,27 +341,7 @@ def create_app(settings: Settings, channel_secret: str, access_token: str) -> fa
     state = SandboxState(settings, channel_secret)
     app = falcon.App(middleware=[ApiMiddleware(settings, state, access_token)])
     app.req_options.strip_url_path_trailing_slash = True
-    routes = {
-        "/v2/bot/message/reply": Reply,
-        "/v2/bot/message/push": Push,
-        "/v2/bot/message/multicast": Multicast,
-        "/v2/bot/message/broadcast": Broadcast,
-        "/v2/bot/message/narrowcast": Narrowcast,
-        "/v2/bot/message/progress/narrowcast": NarrowcastProgress,
-        "/v2/bot/message/validate/{kind}": ValidateMessages,
-        "/v2/bot/message/quota": Quota,
-        "/v2/bot/message/quota/consumption": QuotaConsumption,
-        "/v2/bot/message/{message_id}/content": Content,
-        "/v2/bot/message/{message_id}/content/transcoding": ContentTranscoding,
-        "/v2/bot/profile/{user_id}": Profile,
-        "/v2/bot/group/{group_id}/member/{user_id}": MemberProfile,
-        "/v2/bot/room/{room_id}/member/{user_id}": MemberProfile,
-        "/v2/bot/group/{group_id}/summary": GroupSummary,
-        "/v2/bot/info": BotInfo,
-        "/v2/bot/chat/loading/start": LoadingAnimation,
-        "/sandbox/deliveries": Deliveries,
-        "/sandbox/stats": Stats,
-    }
+    routes = {**API_ROUTES, "/sandbox/deliveries": Deliveries, "/sandbox/stats": Stats}
     for path, resource in routes.items():
         app.add_route(path, resource(state))
     app.add_error_handler(falcon.HTTPError, _http_error)

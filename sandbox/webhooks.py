@@ -24,14 +24,19 @@ from frontdesk.protocol.events import webhook_signature
 # The bot's own user id: the `destination` of every webhook body the generator builds.
 BOT_USER_ID = "U" + hashlib.sha256(b"frontdesk sandbox bot").hexdigest()[:32]
 
-# Every event type the generator builds. Message kinds are the message's type.
+# Every event type of LINE's webhook.yml (and messageEdited, added since), grouped by the sources
+# LINE sends them from. Message kinds are the message's type.
 MESSAGE_KINDS = ("text", "image", "video", "audio", "file", "location", "sticker")
-USER_EVENT_KINDS = MESSAGE_KINDS + ("follow", "unfollow", "postback", "unsend", "beacon",
-                                    "accountLink", "videoPlayComplete")
+ANY_SOURCE_KINDS = MESSAGE_KINDS + ("postback", "unsend", "videoPlayComplete")
+ONE_TO_ONE_KINDS = ("follow", "unfollow", "beacon", "accountLink", "membership")   # user sources only
+USER_EVENT_KINDS = ANY_SOURCE_KINDS + ONE_TO_ONE_KINDS   # the kinds a user sends in a one-to-one chat
+# From a group or room, the source without userId (memberJoined/memberLeft name the users inside).
 GROUP_ONLY_KINDS = ("join", "leave", "memberJoined", "memberLeft")
-EVENT_KINDS = USER_EVENT_KINDS + GROUP_ONLY_KINDS
+GROUP_CHAT_KINDS = ("messageEdited",)   # only group chats can edit messages (source with userId)
+NO_SOURCE_KINDS = ("botSuspended", "botResumed", "module", "activated", "deactivated", "delivery")
+EVENT_KINDS = USER_EVENT_KINDS + GROUP_ONLY_KINDS + GROUP_CHAT_KINDS + NO_SOURCE_KINDS
 # Events LINE sends without a reply token (nothing can be answered to them).
-NO_REPLY_KINDS = frozenset({"unfollow", "unsend", "leave", "memberLeft"})
+NO_REPLY_KINDS = frozenset({"unfollow", "unsend", "leave", "memberLeft"}) | frozenset(NO_SOURCE_KINDS)
 
 # Message ids end in a digit telling the sandbox which content the message has (see
 # message_content): LINE's ids are opaque numbers, and this keeps the sandbox stateless.
@@ -121,6 +126,26 @@ def source_key(source: dict) -> str:
     return source.get("groupId") or source.get("roomId") or source["userId"]
 
 
+def describe_source(source: dict | None) -> str:
+    """`user U…`, `group C… (user U…)`, `room R…`, or `no source`: for people reading output."""
+    if source is None:
+        return "no source"
+    where = source.get("groupId") or source.get("roomId")
+    if where is None:
+        return f"user {source.get('userId')}"
+    return f"{source['type']} {where}" + (f" (user {source['userId']})" if source.get("userId") else "")
+
+
+def source_for(kind: str, uid: str, chat: int = 0) -> dict | None:
+    """The source LINE sends a `kind` event from, for user `uid`: a one-to-one chat where the kind
+    can come from one, else group number `chat`; None for the kinds without a source."""
+    if kind in NO_SOURCE_KINDS:
+        return None
+    if kind in GROUP_ONLY_KINDS or kind in GROUP_CHAT_KINDS:
+        return group_source(group_id(chat), uid)
+    return user_source(uid)
+
+
 def new_webhook_event_id(now_ms: int | None = None) -> str:
     """A ULID like LINE's webhookEventId: 48-bit milliseconds then 80 random bits, Crockford base32."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -156,18 +181,26 @@ class EventFactory:
     def message_id(self, kind: str = "text") -> str:
         return str(next(self._message_ids) * 10 + _CONTENT_CODES.get(kind, 0))
 
-    def event(self, kind: str, source: dict, *, text: str | None = None, timestamp_ms: int | None = None,
+    def event(self, kind: str, source: dict | None, *, text: str | None = None, timestamp_ms: int | None = None,
               redelivery: bool = False) -> dict:
-        """One event of `kind` (see EVENT_KINDS) from `source`; `text` for text messages."""
+        """One event of `kind` (see EVENT_KINDS) from `source` (None for NO_SOURCE_KINDS; source_for
+        gives the right one); `text` for text messages and postback data.
+
+        join, leave, memberJoined and memberLeft come from a group or room source without userId,
+        as LINE sends them (a given userId is the member who joined or left). Raises ValueError
+        for a kind LINE never sends from this source.
+        """
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; kinds: {', '.join(EVENT_KINDS)}")
-        if kind in GROUP_ONLY_KINDS and source.get("type") not in ("group", "room"):
-            raise ValueError(f"a {kind} event comes from a group or room source, not {source.get('type')!r}")
+        _check_source(kind, source)
         now_ms = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         event_id = new_webhook_event_id(now_ms)
         kind_type = "message" if kind in MESSAGE_KINDS else kind
-        event = {"type": kind_type, "mode": "active", "timestamp": now_ms, "source": source,
-                 "webhookEventId": event_id, "deliveryContext": {"isRedelivery": redelivery}}
+        event = {"type": kind_type, "mode": "active", "timestamp": now_ms}
+        if source is not None:
+            event["source"] = ({k: v for k, v in source.items() if k != "userId"} if kind in GROUP_ONLY_KINDS
+                               else source)
+        event.update(webhookEventId=event_id, deliveryContext={"isRedelivery": redelivery})
         if kind not in NO_REPLY_KINDS:
             event["replyToken"] = mint_reply_token(self.secret, source_key(source), event_id, now_ms)
         event.update(getattr(self, "_" + kind)(source, text))
@@ -211,7 +244,11 @@ class EventFactory:
         return {}
 
     def _postback(self, source, text):
-        return {"postback": {"data": text or "action=buy&itemid=111", "params": {}}}
+        """`params` only where LINE sets it: a datetime picker's choice (postback data `datetime...`)."""
+        data = text or "action=buy&itemid=111"
+        if data.startswith("datetime"):
+            return {"postback": {"data": data, "params": {"datetime": "2026-01-01T09:00"}}}
+        return {"postback": {"data": data}}
 
     def _unsend(self, source, text):
         return {"unsend": {"messageId": self.message_id()}}
@@ -232,15 +269,57 @@ class EventFactory:
         return {}
 
     def _memberJoined(self, source, text):
-        return {"joined": {"members": [{"type": "user", "userId": source["userId"]}]}}
+        return {"joined": {"members": [{"type": "user", "userId": source.get("userId") or user_id(0)}]}}
 
     def _memberLeft(self, source, text):
-        return {"left": {"members": [{"type": "user", "userId": source["userId"]}]}}
+        return {"left": {"members": [{"type": "user", "userId": source.get("userId") or user_id(0)}]}}
+
+    def _messageEdited(self, source, text):
+        """The edited text message: same id as the original would have, new text."""
+        return {"message": {"type": "text", "id": self.message_id(), "quoteToken": _b64(os.urandom(12)),
+                            "text": "（編集済み）" if text is None else text}}
+
+    def _membership(self, source, text):
+        return {"membership": {"type": "joined", "membershipId": 1}}
+
+    def _module(self, source, text):
+        return {"module": {"type": "attached", "botId": BOT_USER_ID, "scopes": ["message:send"]}}
+
+    def _activated(self, source, text):
+        return {"chatControl": {"expireAt": int(time.time() * 1000) + 3600_000}}
+
+    def _deactivated(self, source, text):
+        return {}
+
+    def _botSuspended(self, source, text):
+        return {}
+
+    def _botResumed(self, source, text):
+        return {}
+
+    def _delivery(self, source, text):
+        return {"delivery": {"data": hashlib.sha256(b"+818000001234").hexdigest()}}
 
     def body(self, events: list[dict]) -> bytes:
         """The webhook body for these events, as compact JSON bytes."""
         return json.dumps({"destination": self.destination, "events": events},
                           ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _check_source(kind: str, source: dict | None) -> None:
+    """ValueError for a source LINE never sends `kind` from."""
+    source_type = None if source is None else source.get("type")
+    if kind in NO_SOURCE_KINDS:
+        if source is not None:
+            raise ValueError(f"a {kind} event has no source (give None, not a {source_type} source)")
+    elif source is None:
+        raise ValueError(f"a {kind} event needs a source")
+    elif kind in GROUP_ONLY_KINDS and source_type not in ("group", "room"):
+        raise ValueError(f"a {kind} event comes from a group or room source, not {source_type!r}")
+    elif kind in GROUP_CHAT_KINDS and source_type != "group":
+        raise ValueError(f"a {kind} event comes from a group source, not {source_type!r}")
+    elif kind in ONE_TO_ONE_KINDS and source_type != "user":
+        raise ValueError(f"a {kind} event comes from a one-to-one chat (user source), not {source_type!r}")
 
 
 def signature(body: bytes, secret: str) -> str:

@@ -60,6 +60,11 @@ def test_node_echo_passes():
     ("silent", {"event:text", "eof-with-event-in-flight"}, {"handshake", "stdout-clean"}),
     ("ignore-eof", {"eof-exit", "eof-with-event-in-flight"}, {"event:text", "in-flight", "stdout-clean"}),
     ("lax", {"malformed-frame", "oversize-frame"}, {"event:text", "eof-exit", "unsupported-version"}),
+    ("nack-unknown", {"event:future-type", "event:future-message-type"},
+     {"event:text", "event:botSuspended", "event:messageEdited", "eof-exit"}),
+    ("drop-on-eof", {"eof-with-event-in-flight"}, {"event:text", "in-flight", "eof-exit"}),
+    ("wrong-exit", {"malformed-frame", "oversize-frame", "unsupported-version"},
+     {"event:text", "eof-with-event-in-flight"}),
 ])
 def test_broken_handler_fails_the_right_checks(mode, failing, passing):
     out = io.StringIO()
@@ -70,14 +75,40 @@ def test_broken_handler_fails_the_right_checks(mode, failing, passing):
     assert all(found[name] == "PASS" for name in passing), out.getvalue()
 
 
+def test_a_msgid_of_the_wrong_type_is_named_with_its_type():
+    out = io.StringIO()
+    assert Kit([*BROKEN, "string-msgid"], config.load(environ={}), timeout=1.0, out=out).run() == 1
+    assert "msgid must be an unsigned 32-bit integer, got str '1'" in out.getvalue()
+    assert "FAIL stdout-clean" in out.getvalue()
+    out = io.StringIO()
+    assert Kit([*BROKEN, "string-protocol"], config.load(environ={}), timeout=1.0, out=out).run() == 1
+    assert "hello result `protocol` must be the integer 1, got str '1'" in out.getvalue()
+
+
+def test_a_handler_that_never_shakes_hands_is_one_failure_not_a_page_of_skips():
+    done = check_handler(sys.executable, "-c", "import sys; sys.exit(3)")
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("FAIL handshake — ") and "exit status 3" in lines[0]
+    assert len(lines) <= 3 and not any(line.startswith("PASS") for line in lines), done.stdout
+
+
+@pytest.mark.parametrize("program, problem", [
+    ("/nonexistent/handler-binary", "no such file"),
+    ("tests/handlers/broken.py", "not an executable file (try: python tests/handlers/broken.py"),
+    ("no-such-handler-command-xyz", "not found on PATH"),
+])
+def test_a_command_that_cannot_run_is_reported_once(program, problem):
+    done = check_handler(program)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stdout.splitlines() == [f"FAIL start — cannot start {program!r}: {problem}"] or \
+        done.stdout.splitlines()[0].startswith(f"FAIL start — cannot start {program!r}: {problem}")
+    assert len(done.stdout.splitlines()) == 1
+
+
 def test_missing_command_is_a_clear_error():
     done = check_handler()
     assert done.returncode == 2
     assert "give the handler command after --" in done.stderr
 
 
-def test_command_that_does_not_exist_fails_cleanly():
-    done = check_handler("/nonexistent/handler-binary")
-    assert done.returncode == 1
-    assert "FAIL start — cannot start '/nonexistent/handler-binary'" in done.stdout
-    assert "Traceback" not in done.stderr

@@ -271,9 +271,17 @@ def test_dropped_connection_after_delivery_push_resent_409_reply_resent_refused(
     sandbox, limiter = system({"sandbox_drop_rate": 0.3}, batching="false", api_max_retries=12)
     pushes = [(event_id(), user_id(200 + n)) for n in range(20)]
     ids = [limiter.call("push", {"to": to, "messages": TEXT}, ev, 1) for ev, to in pushes]
-    assert all(error is None for error, _ in limiter.results(ids, timeout=60))
+    results = limiter.results(ids, timeout=60)
+    assert all(error is None for error, _ in results)
     assert sorted(d["to"][0] for d in sandbox.deliveries()) == sorted(to for _, to in pushes)
     assert sandbox.stats()["calls"]["push"].get("409", 0) > 0  # re-sent after a drop: LINE dropped the repeat
+    # The handler gets the accepted request's sentMessages even when its answer was lost: LINE's 409
+    # repeats them, and the rate limiter passes them on with the accepted request's id.
+    sent_ids = {d["to"][0]: d["sent_message_ids"] for d in sandbox.deliveries()}
+    assert all([m["id"] for m in result["sentMessages"]] == sent_ids[to]
+               for (_, to), (_, result) in zip(pushes, results))
+    repeats = [result for _, result in results if "request_id" in result]
+    assert repeats and all(result["sentMessages"][0]["quoteToken"] for result in repeats)
     replies = [(event_id(), user_id(300 + n)) for n in range(20)]
     ids = [limiter.call("reply", {"replyToken": mint_reply_token(SECRET, to, ev), "messages": TEXT}, ev, 1,
                         {"received_at": now_ms(), "source": {"userId": to}}) for ev, to in replies]

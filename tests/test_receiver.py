@@ -255,6 +255,15 @@ def test_redelivery_is_acknowledged_and_stored_once(receiver, store):
     wait_until(lambda: "new=0 dup=1" in receiver.log(), timeout=5, message="duplicate logged")
 
 
+def test_an_event_repeated_inside_one_body_is_stored_once(receiver, store):
+    event, other = make_event(), make_event()
+    before = stored_total(store)
+    assert receiver.post(make_body(event, other, dict(event, deliveryContext={"isRedelivery": True}))).status_code == 200
+    assert stored_total(store) == before + 2
+    assert claim_all(store)[event["webhookEventId"]]["o"]["event"] == event   # the first one is kept
+    wait_until(lambda: "new=2 dup=1" in receiver.log(), timeout=5, message="the repeat counted as a duplicate")
+
+
 def test_100_concurrent_clients_each_event_stored_exactly_once(receiver, store):
     events = [make_event() for _ in range(100)]
     before = stored_total(store)

@@ -87,6 +87,28 @@ def test_exception_becomes_a_nack_with_its_text_and_retry_flag(start):
     assert handler.wait_exit(TIMEOUT) == 0
 
 
+def test_a_huge_exception_text_is_cut_so_the_nack_always_fits_a_frame(start):
+    handler = start("""
+        @bot.on_message("text")
+        def on_text(event, api):
+            raise Nack("x" * 5_000_000)
+    """)
+    error = answer_of(handler.exchange([EventMaker().document("text")], TIMEOUT)).error
+    assert error == {"message": "x" * 1000, "retry": True}
+
+
+def test_a_malformed_event_document_is_nacked_for_good(start):
+    handler = start("""
+        @bot.on_message("text")
+        def on_text(event, api):
+            pass
+    """)
+    handler.send(rpc.Request(1, "event", [{"ts": 1, "o": {"_id": "E1"}}]))   # no o.event
+    response = handler.receive(TIMEOUT)
+    assert response.msgid == 1 and response.error["retry"] is False
+    assert response.error["message"].startswith("malformed event document")
+
+
 def test_unhandled_event_types_are_acked(start):
     handler = start("""
         @bot.on("follow")

@@ -25,20 +25,28 @@ from frontdesk.bench.load import WebhookSender
 from frontdesk.demo import accepting
 from frontdesk.protocol.config import ConfigError
 from frontdesk.protocol.events import conversation_key, parse_webhook_body, signature_ok
-from frontdesk.sandbox.webhooks import (EVENT_KINDS, GROUP_ONLY_KINDS, NO_REPLY_KINDS, USER_EVENT_KINDS,
+from frontdesk.sandbox.webhooks import (ANY_SOURCE_KINDS, EVENT_KINDS, GROUP_CHAT_KINDS, GROUP_ONLY_KINDS,
+                                        NO_REPLY_KINDS, NO_SOURCE_KINDS, ONE_TO_ONE_KINDS, USER_EVENT_KINDS,
                                         EventFactory, ReplyToken, ReplyTokenError, group_id, group_source,
                                         mint_reply_token, post_webhook, read_reply_token, room_id,
-                                        room_source, signature, user_id, user_source)
+                                        room_source, signature, source_for, user_id, user_source)
 from tests.helpers import free_port, wait_until
 from tests.sandbox_harness import AUTH, SECRET, running_sandbox
 
 CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
-def sources_for(kind: str) -> list[dict]:
+def sources_for(kind: str) -> list[dict | None]:
+    """Every source LINE sends `kind` from."""
+    if kind in NO_SOURCE_KINDS:
+        return [None]
     if kind in GROUP_ONLY_KINDS:
         return [group_source(group_id(1), user_id(1)), room_source(room_id(1), user_id(2))]
-    return [user_source(user_id(1)), group_source(group_id(2), user_id(3))]
+    if kind in GROUP_CHAT_KINDS:
+        return [group_source(group_id(1), user_id(1))]
+    if kind in ONE_TO_ONE_KINDS:
+        return [user_source(user_id(1))]
+    return [user_source(user_id(1)), group_source(group_id(2), user_id(3)), room_source(room_id(2), user_id(4))]
 
 
 @pytest.mark.parametrize("kind", EVENT_KINDS)
@@ -50,7 +58,7 @@ def test_every_event_kind_is_a_valid_signed_webhook(kind):
     destination, parsed = parse_webhook_body(body)
     assert destination == factory.destination and parsed == events
     for event in parsed:
-        assert event["type"] == ("message" if "message" in event else kind)
+        assert event["type"] == ("message" if kind not in GROUP_CHAT_KINDS and "message" in event else kind)
         assert event["deliveryContext"] == {"isRedelivery": False} and event["mode"] == "active"
         assert len(event["webhookEventId"]) == 26 and set(event["webhookEventId"]) <= CROCKFORD
         assert abs(event["timestamp"] - time.time() * 1000) < 5000
@@ -83,6 +91,68 @@ def test_ids_are_unique_and_bad_kinds_are_refused():
         factory.event("join", user_source(user_id(1)))
     with pytest.raises(ValueError, match="unknown event kind"):
         factory.event("body", user_source(user_id(1)))
+    with pytest.raises(ValueError, match="one-to-one chat"):
+        factory.event("follow", group_source(group_id(1), user_id(1)))
+    with pytest.raises(ValueError, match="has no source"):
+        factory.event("botSuspended", user_source(user_id(1)))
+    with pytest.raises(ValueError, match="needs a source"):
+        factory.event("text", None)
+    with pytest.raises(ValueError, match="group source"):
+        factory.event("messageEdited", room_source(room_id(1), user_id(1)))
+
+
+def test_every_kind_of_lines_webhook_yml_is_generated():
+    """The event types of webhook.yml (line/line-openapi), and messageEdited added since."""
+    types = {"message", "unsend", "follow", "unfollow", "join", "leave", "memberJoined", "memberLeft", "postback",
+             "videoPlayComplete", "beacon", "accountLink", "membership", "module", "activated", "deactivated",
+             "botSuspended", "botResumed", "delivery", "messageEdited"}
+    factory = EventFactory(SECRET)
+    made = {factory.event(kind, source_for(kind, user_id(1)))["type"] for kind in EVENT_KINDS}
+    assert made == types
+    assert set(ANY_SOURCE_KINDS + ONE_TO_ONE_KINDS) == set(USER_EVENT_KINDS)
+
+
+def test_sources_are_shaped_as_line_sends_them():
+    factory = EventFactory(SECRET)
+    for kind in GROUP_ONLY_KINDS:    # from the group or room itself: no userId in the source
+        event = factory.event(kind, room_source(room_id(3), user_id(5)))
+        assert event["source"] == {"type": "room", "roomId": room_id(3)}
+    joined = factory.event("memberJoined", group_source(group_id(3), user_id(5)))
+    assert joined["joined"]["members"] == [{"type": "user", "userId": user_id(5)}]
+    for kind in NO_SOURCE_KINDS:
+        event = factory.event(kind, None)
+        assert "source" not in event and "replyToken" not in event
+    assert source_for("follow", user_id(1)) == user_source(user_id(1))
+    assert source_for("join", user_id(1))["type"] == "group" and source_for("delivery", user_id(1)) is None
+    # postback.params only when LINE sets it (a datetime picker)
+    assert "params" not in factory.event("postback", user_source(user_id(1)), text="a=1")["postback"]
+    picked = factory.event("postback", user_source(user_id(1)), text="datetime=pick")["postback"]
+    assert picked["params"] == {"datetime": "2026-01-01T09:00"}
+
+
+def test_the_official_sdk_parses_every_generated_event_as_its_type():
+    webhook = pytest.importorskip("linebot.v3.webhook")
+    models = pytest.importorskip("linebot.v3.webhooks")
+    factory = EventFactory(SECRET)
+    events = [factory.event(kind, source) for kind in EVENT_KINDS for source in sources_for(kind)]
+    body = factory.body(events).decode()
+    parsed = webhook.WebhookParser(SECRET).parse(body, signature(body.encode(), SECRET))
+    expected = {"message": "MessageEvent", "delivery": "PnpDeliveryCompletionEvent"}
+    for event, model in zip(events, parsed):
+        name = expected.get(event["type"], event["type"][0].upper() + event["type"][1:] + "Event")
+        assert type(model).__name__ == name
+        assert isinstance(model, getattr(models, name))
+        assert (model.source is None) == ("source" not in event)
+
+
+def test_events_without_a_source_get_keys_that_keep_their_order_apart():
+    factory = EventFactory(SECRET)
+    keys = {kind: conversation_key(factory.event(kind, None)) for kind in NO_SOURCE_KINDS}
+    assert keys["botSuspended"] == keys["botResumed"] == "-bot"
+    assert keys["activated"] == keys["deactivated"] == "-chatControl"
+    assert keys["module"].startswith("-module:") and keys["delivery"].startswith("-delivery:")
+    assert len(set(keys.values())) == 4    # four streams, none blocking the others
+    assert conversation_key({"type": "somethingNew", "timestamp": 1}) == "-somethingNew"
 
 
 @hsettings(max_examples=200, deadline=None)
@@ -324,6 +394,53 @@ def test_a_burst_through_frontdesk_run_sandbox_is_delivered_exactly_once(system)
     assert report["cpu_processes"]["handlers"] == 2 and report["cpu_processes"]["receiver"] == 1
     assert report["frontdesk_cpu_ms_per_event"] == pytest.approx(
         sum(cpu[role] for role in ("receiver", "dispatcher", "handlers", "ratelimiter")), abs=0.01)
+
+
+def test_every_webhook_event_type_goes_through_the_system(system):
+    """`--mix` takes every event type, each from its source (no source for botSuspended & co.)."""
+    count = 3 * len(EVENT_KINDS)
+    report = bench_system(system, "--count", str(count), "--rate", "200", "--users", "5",
+                          "--mix", ",".join(EVENT_KINDS))
+    assert report["sent"] == report["acked"] == count, report
+    assert report["expected"] == report["delivered"] > 0 and report["lost"] == report["duplicates"] == 0
+
+
+def test_bench_show_prints_what_each_user_received(system):
+    report = bench_system(system, "--count", "4", "--rate", "50", "--users", "2", "--mix", "text=1,botSuspended=1",
+                          "--show")
+    received = report["received"]
+    assert [item["n"] for item in received] == [0, 1, 2, 3]
+    for item in received:
+        if item["kind"] == "text":
+            [delivery] = item["deliveries"]
+            assert delivery["endpoint"] == "reply" and "、ですね。" in delivery["messages"][0]["text"]
+        else:
+            assert item["from"] == "no source" and item["deliveries"] == []
+
+
+def say(system, *args: str) -> subprocess.CompletedProcess:
+    url, sandbox_url, env = system
+    return subprocess.run([sys.executable, "-m", "frontdesk", "say", "--url", url, "--sandbox-url", sandbox_url,
+                           *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_say_sends_one_event_as_a_user_and_prints_what_they_received(system):
+    done = say(system, "fail", "--user", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f'say: text "fail" from user {user_id(4)} -> ') and lines[0].endswith(": 200")
+    assert lines[1] == f"say: {user_id(4)} received (reply):"
+    assert json.loads(lines[2]) == {"type": "text", "text": f"User-{user_id(4)[-4:]}さん、はい、fail、ですね。"}
+    sticker = say(system, "--kind", "sticker", "--user", user_id(5))
+    assert "スタンプですね" in sticker.stdout
+    silent = say(system, "--kind", "botSuspended", "--timeout", "1")
+    assert silent.returncode == 1 and "from no source" in silent.stdout and "nothing received within 1 s" in silent.stdout
+    url, _, env = system
+    nowhere = subprocess.run([sys.executable, "-m", "frontdesk", "say", "hi", "--url", url, "--sandbox-url",
+                              f"http://127.0.0.1:{free_port()}"], env=env, capture_output=True, text=True, timeout=60)
+    assert nowhere.returncode == 2 and "cannot reach the sandbox" in nowhere.stderr
+    bad = say(system, "--kind", "fax")
+    assert bad.returncode == 2 and "unknown event kind 'fax'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_bench_counts_replies_that_went_out_as_pushes(tmp_path):

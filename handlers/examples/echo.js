@@ -90,13 +90,26 @@ async function onEvent(id, event) {
   // Other event types: nothing to do; returning acks them.
 }
 
+const MAX_NACK_MESSAGE = 1000; // characters: a nack must always fit in a frame (SPEC section 12)
+
+function malformed(doc) {
+  return !doc || typeof doc !== 'object' || !doc.o || typeof doc.o !== 'object'
+    || typeof doc.o._id !== 'string' || !doc.o.event || typeof doc.o.event !== 'object' || Array.isArray(doc.o.event);
+}
+
 async function handleEvent(msgid, doc) {
   let error = null;
+  if (malformed(doc)) {
+    error = { message: `malformed event document: ${JSON.stringify(doc).slice(0, 200)}`, retry: false };
+    console.error(error.message);
+    return send([1, msgid, error, null]);
+  }
   try {
     await onEvent(doc.o._id, doc.o.event);
   } catch (err) {
-    error = { message: String((err && err.message) || err), retry: err && err.retry !== undefined ? Boolean(err.retry) : true };
-    console.error(`event=${doc && doc.o && doc.o._id} nack: ${error.message}`);
+    error = { message: String((err && err.message) || err).slice(0, MAX_NACK_MESSAGE),
+              retry: err && err.retry !== undefined ? Boolean(err.retry) : true };
+    console.error(`event=${doc.o._id} nack: ${error.message}`);
   }
   send([1, msgid, error, null]); // ack (error nil) or nack
 }
