@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from frontdesk.protocol import rpc
+from frontdesk.protocol.frames import EncodeError, encode_frame
 
 from .supervise import RestartPolicy
 from .workers import FramedChild, describe_exit
@@ -27,7 +28,7 @@ RATE_LIMITER_ARGV = [sys.executable, "-m", "frontdesk.ratelimiter"]
 class PendingCall:
     handler: object          # the HandlerProcess that asked
     handler_msgid: int       # the msgid of its request, for the answer
-    params: dict             # the "call" request's params[0]
+    params: list             # the "call" request's params: [call map, args]
 
 
 class RateLimiterProcess(FramedChild):
@@ -69,7 +70,7 @@ class ApiLink:
         log.info("ratelimiter_started pid=%d resending=%d", self.process.pid, len(self.pending))
         for msgid, call in list(self.pending.items()):
             if call.handler.returncode is None:
-                self.process.send(rpc.Request(msgid, "call", [call.params]))
+                self.process.send(rpc.Request(msgid, "call", call.params))
             else:
                 del self.pending[msgid]
 
@@ -77,11 +78,18 @@ class ApiLink:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
-    def call(self, handler, handler_msgid: int, params: dict) -> None:
+    def call(self, handler, handler_msgid: int, params: list) -> None:
+        """Relay one call ([call map, args], SPEC.md section 15); a call msgpack cannot carry is
+        answered with an error at once (it never reaches the pending table: nothing else notices)."""
         msgid = self._msgids.next()
+        try:
+            frame = encode_frame(rpc.Request(msgid, "call", params).to_wire())
+        except EncodeError as exc:
+            handler.respond(handler_msgid, rpc.api_error(f"{params[0]['method']}: the call {exc}"), None)
+            return
         self.pending[msgid] = PendingCall(handler, handler_msgid, params)
         if self.running:
-            self.process.send(rpc.Request(msgid, "call", [params]))
+            self.process.send_frame(frame)
 
     def on_message(self, message) -> None:
         if isinstance(message, rpc.Response):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from frontdesk.protocol import rpc
 from frontdesk.protocol.config import handler_command
+from frontdesk.protocol.frames import EncodeError
 from frontdesk.protocol.roles import status_name
 from frontdesk.store import StoreError, run_with_store
 
@@ -212,7 +213,12 @@ class Arbiter:
         slots = sorted(((p.free_slots, index) for index, p in enumerate(ready)), reverse=True)
         for doc in docs:
             count, index = slots[0]
-            ready[index].deliver(doc)
+            try:
+                ready[index].deliver(doc)
+            except EncodeError as exc:   # no handler can be given it: a dead letter, the rest flow on
+                o = doc["o"]
+                self.router.nack(o["_id"], o["key"], f"event {exc}", False)
+                continue
             slots[0] = (count - 1, index)
             if len(slots) > 1 and slots[1][0] > count - 1:
                 slots.sort(reverse=True)
@@ -256,9 +262,9 @@ class Arbiter:
             o = delivery.doc["o"]
             context = {"received_at": o["received_at"], "source": o["event"].get("source"),
                        "reply_token": o["event"].get("replyToken")}
-        self.apilink.call(process, request.msgid, {"event_id": event_id, "call_no": call_no,
-                                                   "method": request.method, "args": params[1],
-                                                   "context": context})
+        self.apilink.call(process, request.msgid, [{"event_id": event_id, "call_no": call_no,
+                                                    "method": request.method, "context": context},
+                                                   params[1]])
 
     # --- supervision ------------------------------------------------------------------------------
     def _converge(self) -> None:

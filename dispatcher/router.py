@@ -39,7 +39,8 @@ class Router:
         limit = min(free, MAX_CLAIM)
         acks, self._acks = self._acks, []
         try:
-            docs = self.store.ack_and_claim(self.owner, acks, limit, self.settings.lease_s)
+            docs = self.store.ack_and_claim(self.owner, acks, limit, self.settings.lease_s,
+                                            self.settings.max_attempts)
         except StoreError as exc:
             self._acks[:0] = acks
             self._store_failed("claim", exc)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from frontdesk.protocol import PROTOCOL_VERSION, VERSION, rpc
-from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.frames import EncodeError, FrameDecoder, ProtocolError, encode_frame
 
 from .lifeline import spawn
 
@@ -59,10 +59,14 @@ class FramedChild:
         self.send_wire(message.to_wire())
 
     def send_wire(self, value) -> None:
-        """Queue one frame; the loop writes everything queued for this child in one go."""
+        """Queue one frame; the loop writes everything queued for this child in one go. Raises
+        EncodeError (and queues nothing) for a value msgpack cannot carry."""
+        self.send_frame(encode_frame(value))
+
+    def send_frame(self, frame: bytes) -> None:
         if self._stdin is None or self._close_after_flush:
             return
-        self._out += encode_frame(value)
+        self._out += frame
         self.loop.mark_dirty(self)
 
     def flush(self) -> None:
@@ -256,13 +260,15 @@ class HandlerProcess(FramedChild):
         return self.max_in_flight - len(self.in_flight) if self.state == READY else 0
 
     def deliver(self, doc: dict) -> Delivery:
+        """Send one event; raises EncodeError (and sends nothing) if it cannot be framed."""
         msgid = self._msgids.next()
+        frame = encode_frame([rpc.REQUEST, msgid, "event", [doc]])
         o = doc["o"]
         delivery = Delivery(msgid, doc, o["_id"], o["key"],
                             time.monotonic() + self.settings.event_deadline_s)
         self.in_flight[msgid] = delivery
         self._by_event[delivery.event_id] = delivery
-        self.send_wire([rpc.REQUEST, msgid, "event", [doc]])
+        self.send_frame(frame)
         return delivery
 
     def delivery_for(self, event_id) -> Delivery | None:
@@ -279,8 +285,12 @@ class HandlerProcess(FramedChild):
         return deliveries
 
     def respond(self, msgid: int, error, result) -> None:
-        """Answer one of the handler's requests (an API call)."""
-        self.send(rpc.Response(msgid, error, result))
+        """Answer one of the handler's requests (an API call); an answer msgpack cannot carry
+        becomes an error answer naming why."""
+        try:
+            self.send(rpc.Response(msgid, error, result))
+        except EncodeError as exc:
+            self.send(rpc.Response(msgid, rpc.api_error(f"the answer {exc}"), None))
 
     # --- life cycle ------------------------------------------------------------------------------------
     def drain(self) -> None:

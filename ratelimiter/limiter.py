@@ -96,12 +96,14 @@ def _line_drops_a_repeat(send: Send) -> bool:
 
 
 def parse_call(params) -> Call:
-    """The call map of a `call` request, checked; raises ValueError naming what is wrong."""
-    if not isinstance(params, list) or len(params) != 1 or not isinstance(params[0], dict):
-        raise ValueError("call params must be [ {event_id, call_no, method, args, context} ]")
-    call = params[0]
+    """The params of a `call` request, checked; raises ValueError naming what is wrong. The args
+    stand beside the call map, not in it, so the relayed frame nests no deeper than the handler's
+    own request: whatever the dispatcher could decode, the rate limiter can decode too."""
+    if not isinstance(params, list) or len(params) != 2 or not isinstance(params[0], dict):
+        raise ValueError("call params must be [ {event_id, call_no, method, context}, args ]")
+    call, args = params
     event_id, call_no, method = call.get("event_id"), call.get("call_no"), call.get("method")
-    args, context = call.get("args"), call.get("context") or {}
+    context = call.get("context") or {}
     if event_id is not None and (not isinstance(event_id, str) or not event_id):
         raise ValueError("`event_id` must be a non-empty string or nil")
     if event_id is not None and (type(call_no) is not int or call_no < 1):

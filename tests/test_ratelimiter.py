@@ -195,7 +195,7 @@ def test_bad_requests_on_the_pipe_are_answered_and_garbage_ends_the_process_clea
     sandbox, limiter = system()
     unknown = limiter.request("frobnicate", [])
     no_map = limiter.request("call", ["not a map"])
-    bad_no = limiter.request("call", [{"event_id": "e", "call_no": 0, "method": "push", "args": {}}])
+    bad_no = limiter.request("call", [{"event_id": "e", "call_no": 0, "method": "push"}, {}])
     assert "unknown method frobnicate" in limiter.result(unknown)[0]["message"]
     assert "call params must be" in limiter.result(no_map)[0]["message"]
     assert "`call_no` must be an integer >= 1" in limiter.result(bad_no)[0]["message"]

@@ -5,7 +5,9 @@ Start-up behaviour by argument: `ok` (default), `refuse` (handshake answered wit
 exists). Per-event behaviour by the LINE message text, on the first attempt only, so the retry
 succeeds: `crash` exits mid-event, `hang` never answers, `garbage` writes noise to stdout,
 `nack` answers a retryable nack, `poison` answers a non-retryable nack; `slow` sleeps 0.3 s;
-any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call (reply) first.
+any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call (reply) first;
+`deepcall` makes one whose arguments nest as deep as its own encoder allows, and acks only when
+the dispatcher answers it with an error (else a non-retryable nack).
 Every event start and ack is appended as one line to $FD_TEST_RECORD:
 `start|end <event id> <key> <pid> <attempt>`.
 """
@@ -17,7 +19,7 @@ import sys
 import threading
 import time
 
-from frontdesk.protocol.frames import encode_frame, read_frame
+from frontdesk.protocol.frames import ProtocolError, encode_frame, read_frame, unpack
 
 WINDOW = int(os.environ.get("FD_TEST_WINDOW", "4"))
 DELAY_MS = float(os.environ.get("FD_TEST_DELAY_MS", "0"))
@@ -27,6 +29,32 @@ out = sys.stdout.buffer
 write_lock = threading.RLock()  # also makes "end" recorded <=> ack written
 record_fd = os.open(RECORD, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if RECORD else None
 api_answers: dict[int, threading.Event] = {}
+api_errors: dict[int, object] = {}
+
+
+def deepest_call(msgid: int, event_id: str) -> list:
+    """A reply call nested as deep as a frame can be and still be decoded (a level deeper than
+    the dispatcher could pass on if it nested it inside another map)."""
+    for depth in range(1100, 0, -1):
+        nested: list = []
+        for _ in range(depth):
+            nested = [nested]
+        call = [0, msgid, "reply", [event_id, {"replyToken": "t", "messages": nested}]]
+        try:
+            unpack(encode_frame(call)[4:])
+            return call
+        except (ValueError, ProtocolError):
+            continue
+    raise AssertionError("nothing encodes")
+
+
+def call_api(msgid: int, call: list):
+    """Send an API call and wait for its answer; returns the answer's error."""
+    answered = threading.Event()
+    api_answers[msgid] = answered
+    send(call)
+    answered.wait()
+    return api_errors.pop(msgid, None)
 
 
 def send(value) -> None:
@@ -56,10 +84,11 @@ def handle(msgid: int, doc: dict) -> None:
             out.flush()
         return
     if text == "api":
-        answered = threading.Event()
-        api_answers[msgid] = answered
-        send([0, msgid, "reply", [o["_id"], {"replyToken": "t", "messages": [{"type": "text", "text": "hi"}]}]])
-        answered.wait()
+        call_api(msgid, [0, msgid, "reply", [o["_id"], {"replyToken": "t",
+                                                       "messages": [{"type": "text", "text": "hi"}]}]])
+    if text == "deepcall" and call_api(msgid, deepest_call(msgid, o["_id"])) is None:
+        send([1, msgid, {"message": "the deep call was not refused", "retry": False}, None])
+        return
     if text == "slow":
         time.sleep(0.3)
     if DELAY_MS:
@@ -102,6 +131,7 @@ def main() -> int:
         if message[0] == 0 and message[2] == "event":
             threading.Thread(target=handle, args=(message[1], message[3][0]), daemon=True).start()
         elif message[0] == 1 and message[1] in api_answers:
+            api_errors[message[1]] = message[2]
             api_answers.pop(message[1]).set()
 
 

@@ -1,0 +1,55 @@
+"""One bad event or one bad API call never stops the dispatcher (real processes): an event msgpack
+cannot carry is dead-lettered with the reason while the rest flow on; so is an event whose every
+attempt ran out without an answer; a call the dispatcher cannot relay is answered with an error."""
+from __future__ import annotations
+
+import time
+
+from tests.dispatcher_harness import ready_pids
+
+
+def _poison(event_id: str, key: str) -> dict:
+    """A webhook event whose timestamp no msgpack integer can hold (stored straight into the store:
+    the receiver refuses such bodies)."""
+    return {"type": "message", "timestamp": 10**30, "webhookEventId": event_id, "replyToken": "r",
+            "source": {"type": "user", "userId": key}, "message": {"type": "text", "id": "m", "text": "hi"}}
+
+
+def test_an_event_that_cannot_be_framed_is_dead_lettered_and_the_rest_flow_on(harness):
+    harness.store.append("Udest", [_poison("poison1", "Upoison")], int(time.time() * 1000))
+    appended = harness.append(keys=10, per_key=2)
+    dispatcher = harness.start(handlers=2)
+    harness.wait_done(len(appended))
+    harness.check_history(appended)
+    assert all(r[4] == 1 for r in harness.records())          # no innocent event was charged an attempt
+    (dead,) = harness.store.dead_letters()
+    assert dead["id"] == "poison1" and dead["attempts"] == 1
+    assert "cannot be encoded as msgpack: Integer value out of range" in dead["error"]
+    doc = harness.wait_status(dispatcher, lambda d: len(ready_pids(d)) == 2, message="2 ready")
+    assert dispatcher.poll() is None and doc["pid"] == dispatcher.pid
+    assert all(h["restarts"] == 0 for h in doc["handlers"]) and doc["degraded"] is None
+
+
+def test_an_api_call_the_dispatcher_cannot_relay_gets_an_error_answer_and_nothing_else_notices(harness):
+    appended = harness.append({"Udeep": ["deepcall", "hi"], "Uother": ["hi"] * 3})
+    dispatcher = harness.start(handlers=1)
+    harness.wait_done(len(appended))          # "deepcall" acks only once its call was refused
+    harness.check_history(appended)
+    assert harness.store.dead_letters() == []
+    doc = harness.wait_status(dispatcher, lambda d: d["handled"] == len(appended), message="all handled")
+    assert dispatcher.poll() is None and doc["ratelimiter"]["restarts"] == 0
+    assert all(h["restarts"] == 0 for h in doc["handlers"])
+
+
+def test_an_event_whose_attempts_ran_out_in_dead_dispatchers_is_dead_lettered_not_delivered(harness):
+    """Two dispatchers died holding it (their leases ran out): with max_attempts=2 the third claim
+    buries it with the reason, and the next event of its conversation goes out."""
+    appended = harness.append({"Ulost": ["hi", "hi"], "Uok": ["hi"]})
+    for owner in ("dead-1", "dead-2"):   # each lease runs out at once (lease_s=0)
+        assert [d["o"]["_id"] for d in harness.store.claim(owner, 1, 0)] == [appended[0]]
+    harness.start(handlers=1, max_attempts=2)
+    harness.wait_done(2)
+    (dead,) = harness.store.dead_letters()
+    assert dead["id"] == appended[0] and dead["attempts"] == 2
+    assert "max_attempts=2 deliveries made, none answered" in dead["error"]
+    assert appended[0] not in {r[1] for r in harness.records()}    # never handed to a handler
