@@ -52,13 +52,15 @@ FRAME_OVERHEAD = 1024       # room in a frame around a content download's bytes
 
 class Call:
     """One handler call (or a journal entry of one, recovered after a restart), and who waits for it."""
-    __slots__ = ("event_id", "call_no", "method", "args", "context", "fingerprint", "msgids", "answer")
+    __slots__ = ("event_id", "call_no", "method", "args", "context", "fingerprint", "msgids", "answer",
+                 "repeat")
 
     def __init__(self, event_id, call_no, method, args, context, fp):
         self.event_id, self.call_no, self.method = event_id, call_no, method
         self.args, self.context, self.fingerprint = args, context, fp
         self.msgids: list[int] = []
         self.answer: tuple | None = None    # (error, result) once known
+        self.repeat = False   # an earlier attempt may have reached LINE (a reply's token may be used)
 
     @property
     def key(self) -> tuple[str, int] | None:
@@ -297,7 +299,9 @@ class RateLimiter:
                 self.counters.add("replies_as_push")
                 self._submit(Send(self._reply_as_push(call), [call], "push"))
                 return
-            self._submit(Send(build_request("reply", call.args, None), [call], "reply"))
+            send = Send(build_request("reply", call.args, None), [call], "reply")
+            send.repeat = call.repeat
+            self._submit(send)
             return
         request = build_request(call.method, call.args, retry_key(*call.key) if call.key else None)
         if call.method == "push" and self.batcher is not None and call.key is not None:
@@ -326,8 +330,9 @@ class RateLimiter:
 
     # --- the journal ----------------------------------------------------------------------------------
     def _answer_from_journal(self, call: Call) -> bool:
-        """Answer a repeated call, or join it to the same call still in flight. False: a new call
-        (now registered in flight)."""
+        """Answer a repeated call from its final outcome, or join it to the same call still in
+        flight. False: the call is to be made (anew, or again after a retryable failure), and is
+        now registered in flight."""
         current = self._in_flight.get(call.key)
         if current is not None and current.fingerprint == call.fingerprint:
             if current.answer is None:
@@ -357,10 +362,18 @@ class RateLimiter:
         resendable = request is not None and (request.retry_key is not None
                                               or (sent_as == "reply" and entry.state == "started"))
         error = response.get("error")
-        if entry.state == "failed" and not (resendable and error and error.get("retryable")):
-            self.counters.add("journal_answers")
+        if entry.state == "failed" and not (error and error.get("retryable")):
+            self.counters.add("journal_answers")   # a final refusal: the same call would fail again
             self._answer(call, error, None)
             return True
+        if entry.state == "failed" and (request is None or request.retry_key is None):
+            # A retryable failure (429, 5xx, no answer) of a call LINE cannot recognise a repeat of
+            # by key: made again as if new, so a reply whose token is now too old goes as a push.
+            # After a 5xx LINE may have used the token: a refusal of it then means "delivered".
+            self.counters.add("retried_from_journal")
+            call.repeat = error.get("status", 0) >= 500
+            self._in_flight[call.key] = call
+            return False
         if not resendable:  # "started", and LINE could not tell a repeat: it may have been delivered
             error = api_error(f"outcome unknown: call {call.call_no} of event {call.event_id} ({call.method}) "
                               "was sent by a rate limiter that stopped before the answer; not sent again "
