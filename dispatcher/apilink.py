@@ -29,6 +29,7 @@ class PendingCall:
     handler: object          # the HandlerProcess that asked
     handler_msgid: int       # the msgid of its request, for the answer
     params: list             # the "call" request's params: [call map, args]
+    delivery: object         # the event delivery it was made for (its deadline waits), or None
 
 
 class RateLimiterProcess(FramedChild):
@@ -78,7 +79,7 @@ class ApiLink:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
-    def call(self, handler, handler_msgid: int, params: list) -> None:
+    def call(self, handler, handler_msgid: int, params: list, delivery=None) -> None:
         """Relay one call ([call map, args], SPEC.md section 15); a call msgpack cannot carry is
         answered with an error at once (it never reaches the pending table: nothing else notices)."""
         msgid = self._msgids.next()
@@ -87,7 +88,9 @@ class ApiLink:
         except EncodeError as exc:
             handler.respond(handler_msgid, rpc.api_error(f"{params[0]['method']}: the call {exc}"), None)
             return
-        self.pending[msgid] = PendingCall(handler, handler_msgid, params)
+        self.pending[msgid] = PendingCall(handler, handler_msgid, params, delivery)
+        if delivery is not None:
+            handler.call_waiting(delivery)
         if self.running:
             self.process.send_frame(frame)
 
@@ -98,6 +101,8 @@ class ApiLink:
                 log.warning("ratelimiter_unexpected_response msgid=%d", message.msgid)
             elif call.handler.returncode is None:
                 call.handler.respond(call.handler_msgid, message.error, message.result)
+                if call.delivery is not None:
+                    call.handler.call_answered(call.delivery)
         elif isinstance(message, rpc.Notification):
             if message.method == "stats" and message.params and isinstance(message.params[0], dict):
                 self.stats = message.params[0]

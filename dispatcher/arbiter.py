@@ -249,7 +249,7 @@ class Arbiter:
             process.respond(request.msgid, rpc.api_error(
                 f"{request.method}: params must be [event id or nil, args map]"), None)
             return
-        event_id, call_no, context = params[0], None, {}
+        event_id, call_no, context, delivery = params[0], None, {}, None
         if event_id is not None:
             delivery = process.delivery_for(event_id)
             if delivery is None:
@@ -258,13 +258,12 @@ class Arbiter:
                 return
             delivery.calls += 1
             call_no = delivery.calls
-            process.touch(delivery)
             o = delivery.doc["o"]
             context = {"received_at": o["received_at"], "source": o["event"].get("source"),
                        "reply_token": o["event"].get("replyToken")}
         self.apilink.call(process, request.msgid, [{"event_id": event_id, "call_no": call_no,
                                                     "method": request.method, "context": context},
-                                                   params[1]])
+                                                   params[1]], delivery)
 
     # --- supervision ------------------------------------------------------------------------------
     def _converge(self) -> None:

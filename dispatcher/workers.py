@@ -9,6 +9,7 @@ handler fails, where events go) belong to the arbiter, which these objects call 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -221,6 +222,7 @@ class Delivery:
     key: str
     deadline: float
     calls: int = 0
+    waiting: int = 0     # its API calls not answered yet: the deadline is paused meanwhile
     started: float = field(default_factory=time.monotonic)
 
 
@@ -275,7 +277,18 @@ class HandlerProcess(FramedChild):
         return self._by_event.get(event_id) if isinstance(event_id, str) else None
 
     def touch(self, delivery: Delivery) -> None:
-        delivery.deadline = time.monotonic() + self.settings.event_deadline_s
+        """A sign of progress: the deadline starts over, or stays paused while a call is out."""
+        delivery.deadline = (time.monotonic() + self.settings.event_deadline_s if not delivery.waiting
+                             else math.inf)
+
+    def call_waiting(self, delivery: Delivery) -> None:
+        """An API call of this event went to the rate limiter: the handler now waits on frontdesk."""
+        delivery.waiting += 1
+        delivery.deadline = math.inf
+
+    def call_answered(self, delivery: Delivery) -> None:
+        delivery.waiting -= 1
+        self.touch(delivery)
 
     def take_in_flight(self) -> list[Delivery]:
         """Every unanswered delivery, removed (the arbiter gives them back to the store)."""

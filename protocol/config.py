@@ -102,7 +102,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("handlers", int, 2, "Number of handler processes.", minimum=0),
     Knob("max_frame_bytes", int, 16 * 1024 * 1024, "Largest frame accepted on any pipe.", minimum=64),
     Knob("event_deadline_s", float, 30.0,
-         "A handler that holds an event longer than this is killed and the event retried.",
+         "A handler that holds an event longer than this (time its API calls wait on frontdesk not "
+         "counted) is killed and the event retried.",
          minimum=0.1),
     Knob("kill_grace_s", float, 5.0, "Time between TERM and KILL for a handler being stopped.",
          minimum=0.0),

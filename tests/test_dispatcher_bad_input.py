@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from tests.dispatcher_harness import ready_pids
+from tests.sandbox_harness import TOKEN, running_sandbox
 
 
 def _poison(event_id: str, key: str) -> dict:
@@ -53,3 +54,18 @@ def test_an_event_whose_attempts_ran_out_in_dead_dispatchers_is_dead_lettered_no
     assert dead["id"] == appended[0] and dead["attempts"] == 2
     assert "max_attempts=2 deliveries made, none answered" in dead["error"]
     assert appended[0] not in {r[1] for r in harness.records()}    # never handed to a handler
+
+
+def test_time_a_call_waits_in_frontdesks_rate_limiter_does_not_count_against_the_event_deadline(harness, tmp_path):
+    """LINE's bucket here allows one call per 3 s: the handler's second call waits ~3 s in the rate
+    limiter's queue, twice event_deadline_s=1.5. The handler is waiting on frontdesk, not stuck."""
+    with running_sandbox(tmp_path) as sandbox:
+        appended = harness.append({"Uwait": ["wait2"]})
+        dispatcher = harness.start(handlers=1, rate_limits="default=20/m",
+                                   env={"FRONTDESK_API_BASE": sandbox.url, "LINE_CHANNEL_ACCESS_TOKEN": TOKEN})
+        harness.wait_done(len(appended), timeout=30)
+        ended = [r for r in harness.records() if r[0] == "end"]
+        assert [r[4] for r in ended] == [1]                 # first attempt, never killed and retried
+        assert sandbox.stats()["calls"]["default"] == {"200": 2}
+        doc = harness.wait_status(dispatcher, lambda d: d["handled"] == 1, message="handled")
+        assert all(h["restarts"] == 0 for h in doc["handlers"])

@@ -7,7 +7,8 @@ succeeds: `crash` exits mid-event, `hang` never answers, `garbage` writes noise 
 `nack` answers a retryable nack, `poison` answers a non-retryable nack; `slow` sleeps 0.3 s;
 any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call (reply) first;
 `deepcall` makes one whose arguments nest as deep as its own encoder allows, and acks only when
-the dispatcher answers it with an error (else a non-retryable nack).
+the dispatcher answers it with an error (else a non-retryable nack); `wait2` makes two API calls
+(GET /v2/bot/info) one after the other and acks only if both were answered without error.
 Every event start and ack is appended as one line to $FD_TEST_RECORD:
 `start|end <event id> <key> <pid> <attempt>`.
 """
@@ -86,6 +87,12 @@ def handle(msgid: int, doc: dict) -> None:
     if text == "api":
         call_api(msgid, [0, msgid, "reply", [o["_id"], {"replyToken": "t",
                                                        "messages": [{"type": "text", "text": "hi"}]}]])
+    if text == "wait2":
+        for _ in range(2):
+            error = call_api(msgid, [0, msgid, "call", [o["_id"], {"method": "GET", "path": "/v2/bot/info"}]])
+            if error is not None:
+                send([1, msgid, {"message": f"call failed: {error}", "retry": False}, None])
+                return
     if text == "deepcall" and call_api(msgid, deepest_call(msgid, o["_id"])) is None:
         send([1, msgid, {"message": "the deep call was not refused", "retry": False}, None])
         return
