@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from frontdesk.protocol import rpc
 from frontdesk.protocol.config import handler_command
 from frontdesk.protocol.frames import EncodeError
-from frontdesk.protocol.roles import status_name
+from frontdesk.protocol.roles import status_name, status_role
 from frontdesk.store import StoreError, run_with_store
 
 from .apilink import ApiLink
@@ -99,6 +99,7 @@ class Arbiter:
             self._last_control = self._read_control()
             log.info("dispatcher_started pid=%d owner=%s handlers=%d handler_command=%s", self.pid,
                      self.owner, self.target, self.handler_argv[0])
+            self._reclaim_from_dead_predecessors()
             self.apilink.start()
             self.purger.start()
             while self.state != STOPPED:
@@ -184,6 +185,22 @@ class Arbiter:
             self._publish_status()
         if self.state == DRAINING and now >= self._drain_until:
             self._release_and_stop_handlers(f"drain_grace_s={self.settings.drain_grace_s:g} passed")
+
+    def _reclaim_from_dead_predecessors(self) -> None:
+        """A dispatcher of this host whose process is gone (kill -9, a crash of the whole tree, a
+        reboot) left leases nobody will answer: end them now instead of after lease_s, so that a
+        reply interrupted by the crash is retried within seconds, inside its token's life. Every
+        dispatcher publishes its lease owner in its status before its first claim."""
+        try:
+            for name, doc in self.store.get_statuses().items():
+                pid, owner = doc.get("pid"), doc.get("owner")
+                if (status_role(name) == "dispatcher" and doc.get("host") == self.host and owner
+                        and isinstance(pid, int) and pid != self.pid and not _process_alive(pid)):
+                    count = self.store.expire_leases(owner)
+                    if count:
+                        log.warning("predecessor_leases_expired pid=%d owner=%s events=%d", pid, owner, count)
+        except StoreError as exc:
+            log.error("store_call_failed op=expire_leases error=%s", exc)
 
     def _schedule_store_wakeup(self) -> None:
         """Wake when the store's next retry backoff or foreign lease runs out."""
@@ -444,6 +461,23 @@ class Arbiter:
             self.store.put_status(self.status_name, self.status())
         except StoreError as exc:
             log.error("store_call_failed op=put_status error=%s", exc)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this pid exists (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:   # no /proc: ask the kernel (a zombie then counts as alive)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
 
 def main(settings) -> int:

@@ -165,6 +165,24 @@ def test_kill_9_of_the_dispatcher_loses_nothing_and_leaves_no_orphans(harness):
     assert set(ends) == set(appended)
 
 
+def test_a_dispatcher_restarted_on_the_same_host_reclaims_a_dead_predecessors_leases_at_once(harness):
+    """The whole tree died (nobody saw the dispatcher go): its leases would hold its events for
+    lease_s=120; its successor on this host sees the owner's pid is gone and ends them at once."""
+    appended = harness.append(keys=4, per_key=3, text="slow")
+    first = harness.start(handlers=2, lease_s=120)
+    wait_until(lambda: harness.store.stats()["in_flight"] >= 2 and harness.status(first), 10,
+               message="events leased")
+    handler_pids = {r[3] for r in harness.records()}
+    first.kill()
+    first.wait(timeout=5)
+    wait_until(lambda: not any(alive(pid) for pid in handler_pids), 5, message="handlers died with it")
+    assert harness.store.stats()["in_flight"] >= 2
+    harness.start(handlers=2, lease_s=120)
+    harness.wait_done(len(appended), timeout=30)   # far less than the 120 s lease
+    assert {r[1] for r in harness.records() if r[0] == "end"} == set(appended)
+    assert f"predecessor_leases_expired pid={first.pid}" in harness.log_text(1)
+
+
 def _run_services(harness, process, previous_dispatcher: int | None = None) -> dict[str, int]:
     """Pids of `frontdesk run`'s receiver and dispatcher, once its dispatcher has 2 ready handlers."""
     def up(doc):
