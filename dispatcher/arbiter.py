@@ -273,6 +273,11 @@ class Arbiter:
                 process.respond(request.msgid, rpc.api_error(
                     f"{request.method}: event {str(event_id)[:130]!r} is not in flight on this handler"), None)
                 return
+            if delivery.calls >= self.settings.max_calls_per_event:
+                process.respond(request.msgid, rpc.api_error(
+                    f"{request.method}: event {event_id} already made max_calls_per_event="
+                    f"{self.settings.max_calls_per_event} API calls; this one was not made"), None)
+                return
             delivery.calls += 1
             call_no = delivery.calls
             o = delivery.doc["o"]

@@ -86,6 +86,11 @@ class FramedChild:
         elif self._close_after_flush:
             self._close_stdin_now()
 
+    def discard_output(self) -> None:
+        """Drop everything queued and close the child's stdin: it will be sent nothing more."""
+        self._out.clear()
+        self._close_stdin_now()
+
     def _on_writable(self) -> None:
         self.loop.remove(self._stdin)
         self.flush()
@@ -296,6 +301,16 @@ class HandlerProcess(FramedChild):
         self.in_flight.clear()
         self._by_event.clear()
         return deliveries
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue a frame; a handler that lets more than handler_outbound_max_bytes pile up (it
+        stopped reading its stdin) is stuck: killed, its queue dropped, its events retried."""
+        super().send_frame(frame)
+        if len(self._out) > self.settings.handler_outbound_max_bytes:
+            queued = len(self._out)
+            self.discard_output()
+            self.fail(f"stuck: stopped reading its stdin with {queued} bytes queued "
+                      f"(handler_outbound_max_bytes={self.settings.handler_outbound_max_bytes})")
 
     def respond(self, msgid: int, error, result) -> None:
         """Answer one of the handler's requests (an API call); an answer msgpack cannot carry

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.dispatcher_harness import ready_pids
 from tests.sandbox_harness import TOKEN, running_sandbox
 
@@ -69,3 +71,33 @@ def test_time_a_call_waits_in_frontdesks_rate_limiter_does_not_count_against_the
         assert sandbox.stats()["calls"]["default"] == {"200": 2}
         doc = harness.wait_status(dispatcher, lambda d: d["handled"] == 1, message="handled")
         assert all(h["restarts"] == 0 for h in doc["handlers"])
+
+
+def test_a_handler_that_stops_reading_is_declared_stuck_at_the_outbound_bound_and_its_event_retried(harness):
+    """40 answers of 60 KB each pile up for a handler that no longer reads: at 1 MB queued the
+    dispatcher kills it (the issue saw 33 MB -> 1.23 GB) and the event goes to the next attempt."""
+    harness.store.user_set_data("Ubig", {"blob": "x" * 60_000})
+    appended = harness.append({"Udeaf": ["deaf"], "Uother": ["hi"] * 3})
+    dispatcher = harness.start(handlers=1, handler_outbound_max_bytes=1 << 20, max_frame_bytes=1 << 17,
+                               env={"FD_TEST_DEAF_CALLS": "40"})
+    harness.wait_done(len(appended))
+    harness.check_history(appended, exactly_once=False)
+    assert [r[4] for r in harness.records() if r[0] == "start" and r[1] == appended[0]] == [1, 2]
+    assert "stuck: stopped reading its stdin" in harness.log_text()
+    assert "handler_outbound_max_bytes=1048576" in harness.log_text()
+    assert dispatcher.poll() is None
+
+
+def test_api_calls_past_max_calls_per_event_get_an_error_naming_the_cap(harness):
+    appended = harness.append({"Uflood": ["flood"], "Uother": ["hi"]})
+    harness.start(handlers=1, max_calls_per_event=10, env={"FD_TEST_CALL_CAP": "10", "FD_TEST_FLOOD_CALLS": "14"})
+    harness.wait_done(len(appended))                 # "flood" acks only if calls 11-14 were refused
+    harness.check_history(appended)
+    assert harness.store.dead_letters() == []
+
+
+def test_outbound_bound_below_one_frame_is_a_configuration_error():
+    from frontdesk.protocol.config import ConfigError, load
+
+    with pytest.raises(ConfigError, match="handler_outbound_max_bytes=100 .* is below max_frame_bytes=1000"):
+        load({"handler_outbound_max_bytes": 100, "max_frame_bytes": 1000}, environ={})

@@ -8,7 +8,11 @@ succeeds: `crash` exits mid-event, `hang` never answers, `garbage` writes noise 
 any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call (reply) first;
 `deepcall` makes one whose arguments nest as deep as its own encoder allows, and acks only when
 the dispatcher answers it with an error (else a non-retryable nack); `wait2` makes two API calls
-(GET /v2/bot/info) one after the other and acks only if both were answered without error.
+(GET /v2/bot/info) one after the other and acks only if both were answered without error;
+`deaf` (first attempt) stops reading stdin and asks $FD_TEST_DEAF_CALLS user_get calls for
+user "Ubig" without waiting for their answers; `flood` makes $FD_TEST_FLOOD_CALLS user_get calls
+one after the other and acks only if exactly those past $FD_TEST_CALL_CAP were refused, naming
+the cap.
 Every event start and ack is appended as one line to $FD_TEST_RECORD:
 `start|end <event id> <key> <pid> <attempt>`.
 """
@@ -31,6 +35,7 @@ write_lock = threading.RLock()  # also makes "end" recorded <=> ack written
 record_fd = os.open(RECORD, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if RECORD else None
 api_answers: dict[int, threading.Event] = {}
 api_errors: dict[int, object] = {}
+deaf = threading.Event()   # set: the main loop stops reading stdin
 
 
 def deepest_call(msgid: int, event_id: str) -> list:
@@ -87,6 +92,20 @@ def handle(msgid: int, doc: dict) -> None:
     if text == "api":
         call_api(msgid, [0, msgid, "reply", [o["_id"], {"replyToken": "t",
                                                        "messages": [{"type": "text", "text": "hi"}]}]])
+    if first and text == "deaf":
+        deaf.set()
+        for n in range(int(os.environ.get("FD_TEST_DEAF_CALLS", "0"))):
+            send([0, 1_000_000 + n, "user_get", [None, {"userId": "Ubig"}]])
+        return
+    if text == "flood":
+        cap, refused = int(os.environ["FD_TEST_CALL_CAP"]), []
+        for n in range(int(os.environ["FD_TEST_FLOOD_CALLS"])):
+            error = call_api(msgid, [0, msgid, "user_get", [o["_id"], {"userId": o["key"]}]])
+            if error is not None:
+                refused.append(n if f"max_calls_per_event={cap}" in error["message"] else error)
+        if refused != list(range(cap, int(os.environ["FD_TEST_FLOOD_CALLS"]))):
+            send([1, msgid, {"message": f"unexpected refusals: {refused}", "retry": False}, None])
+            return
     if text == "wait2":
         for _ in range(2):
             error = call_api(msgid, [0, msgid, "call", [o["_id"], {"method": "GET", "path": "/v2/bot/info"}]])
@@ -131,6 +150,8 @@ def main() -> int:
         with open(os.environ["FD_TEST_ENV_FILE"], "w") as f:
             f.write("\n".join(sorted(os.environ)))
     while True:
+        if deaf.is_set():
+            threading.Event().wait()   # never reads again, until killed
         try:
             message = read_frame(stdin)
         except EOFError:
