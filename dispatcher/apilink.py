@@ -64,9 +64,10 @@ class ApiLink:
         try:
             self.process = RateLimiterProcess(self, self.env, self.loop, self.settings)
         except OSError as exc:
-            self._timer = time.monotonic() + self.policy.crashed(f"cannot start: {exc}")
+            self._timer = time.monotonic() + self.policy.crashed(f"cannot start: {exc}", "ratelimiter")
             log.error("ratelimiter_start_failed error=%s", exc)
             return
+        self.policy.started("ratelimiter")
         self._timer = None
         log.info("ratelimiter_started pid=%d resending=%d", self.process.pid, len(self.pending))
         for msgid, call in list(self.pending.items()):
@@ -118,7 +119,7 @@ class ApiLink:
             return
         how = describe_exit(returncode)
         if self.wanted:
-            delay = self.policy.crashed(how)
+            delay = self.policy.crashed(how, "ratelimiter")
             self._timer = time.monotonic() + delay
             log.warning("ratelimiter_exited pid=%d how=%s pending_calls=%d restart_in_s=%.2f",
                         self.process.pid, how, len(self.pending), delay)

@@ -13,6 +13,7 @@ dispatcher sleeps about a second at a time. Retention runs on a thread of its ow
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import signal
@@ -32,7 +33,7 @@ from .housekeeping import Purger
 from .loop import EventLoop, SignalQueue
 from .router import Router
 from .supervise import RestartPolicy
-from .workers import CLOSING, EXITED, READY, HandlerProcess, describe_exit
+from .workers import CLOSING, EXITED, READY, Delivery, HandlerProcess, describe_exit
 
 log = logging.getLogger("frontdesk.dispatcher")
 
@@ -77,6 +78,8 @@ class Arbiter:
         self.state = RUNNING
         self.started_at = time.time()
         self.handled_by_gone = 0   # events answered by processes that have exited
+        self.suspects: set[str] = set()   # ids in flight beside a crash, to be retried alone
+        self.held: deque[Delivery] = deque()   # claimed suspects waiting for a handler to run alone on
         self._rolling: deque[Slot] = deque()
         self._slot_numbers = 0
         self._drain_until = 0.0
@@ -149,7 +152,7 @@ class Arbiter:
     def _timeout(self) -> float:
         now = time.monotonic()
         times = [self._status_at, self._rescan_at, self._extend_at]
-        if self.router.pending_acks or self.router.more:
+        if self.router.pending_acks or self.router.more or self.held:
             times.append(self._store_turn_at)
         if self._store_wakeup_at is not None:
             times.append(self._store_wakeup_at)
@@ -177,7 +180,9 @@ class Arbiter:
             self._schedule_store_wakeup()
         if now >= self._extend_at:
             self._extend_at = now + self.settings.lease_s / 3
-            self.router.extend([d.event_id for p in self._processes() for d in p.in_flight.values()])
+            held = [*self.held, *(p.reserved for p in self._processes() if p.reserved is not None)]
+            self.router.extend([d.event_id for p in self._processes() for d in p.in_flight.values()]
+                               + [d.event_id for d in held])
         if now >= self._status_at:
             self._status_at = now + STATUS_INTERVAL_S
             self.policy.refresh()
@@ -222,8 +227,12 @@ class Arbiter:
             return
         ready = [slot.process for slot in self.slots
                  if slot.process is not None and slot.process.state == READY]
+        if self.held:
+            self._place_held(ready)
         free = sum(p.free_slots for p in ready)
         docs = self.router.claim(free)
+        if self.suspects and docs:
+            docs = self._hold_suspects(docs)
         if not docs:
             return
         # spread evenly: each event to the handler with the most free slots at that moment
@@ -240,7 +249,30 @@ class Arbiter:
             if len(slots) > 1 and slots[1][0] > count - 1:
                 slots.sort(reverse=True)
 
+    def _hold_suspects(self, docs: list[dict]) -> list[dict]:
+        """Suspects among claimed events wait (leased, their keys held) for a handler of their
+        own, placed at the start of the next store turn; the other events go on now."""
+        rest = []
+        for doc in docs:
+            o = doc["o"]
+            if o["_id"] in self.suspects:
+                self.held.append(Delivery(0, doc, o["_id"], o["key"], math.inf))
+            else:
+                rest.append(doc)
+        return rest
+
+    def _place_held(self, ready: list[HandlerProcess]) -> None:
+        """Each held suspect reserves the least busy handler that has none (section "Crashes"
+        in docs/dispatcher.md)."""
+        while self.held:
+            free = [p for p in ready if p.reserved is None and not p.solo]
+            if not free:
+                return
+            min(free, key=lambda p: len(p.in_flight)).reserve(self.held.popleft().doc)
+
     def event_answered(self, process: HandlerProcess, delivery, error) -> None:
+        if self.suspects:
+            self.suspects.discard(delivery.event_id)   # it ran and answered: it did not crash anyone
         if error is None:
             self.router.ack(delivery.event_id, delivery.key)
             return
@@ -251,10 +283,26 @@ class Arbiter:
                          retry is not False)
         self._schedule_store_wakeup()
 
-    def handler_lost_events(self, process: HandlerProcess, reason: str) -> None:
-        for delivery in process.take_in_flight():
-            self.router.nack(delivery.event_id, delivery.key,
-                             f"handler {process.name} pid {process.pid} failed: {reason}", True)
+    def handler_lost_events(self, process: HandlerProcess, reason: str, blamed: set[int] | None = None) -> None:
+        """A handler failed holding events. An attempt is charged only to the events the failure
+        is tied to: those `blamed` (late for their deadline), or the one event it held alone.
+        When it held several and nothing says which one killed it, none is charged: each is given
+        back and retried alone (a suspect), so a crash of its own is charged to it next time."""
+        deliveries = process.take_in_flight()
+        process.died_holding += len(deliveries)
+        untouched = process.take_reserved()
+        if blamed is None and len(deliveries) > 1:
+            self.suspects.update(d.event_id for d in deliveries)
+            untouched += deliveries
+            log.info("events_isolated handler=%s pid=%d count=%d", process.name, process.pid, len(deliveries))
+        else:
+            for delivery in deliveries:
+                if blamed is not None and delivery.msgid not in blamed:
+                    untouched.append(delivery)
+                elif self.router.nack(delivery.event_id, delivery.key,
+                                      f"handler {process.name} pid {process.pid} failed: {reason}", True) == "dead":
+                    self.suspects.discard(delivery.event_id)
+        self.router.release(untouched)
         self._schedule_store_wakeup()
 
     def api_call(self, process: HandlerProcess, request: rpc.Request) -> None:
@@ -315,11 +363,13 @@ class Arbiter:
 
     def _start_handler(self, slot: Slot) -> HandlerProcess | None:
         try:
-            return HandlerProcess(slot.name, self.handler_argv, self.handler_env, self.loop, self.settings, self)
+            process = HandlerProcess(slot.name, self.handler_argv, self.handler_env, self.loop, self.settings, self)
+            self.policy.started(slot.name)
+            return process
         except OSError as exc:
             reason = f"cannot start {self.handler_argv[0]!r}: {exc.strerror or exc}"
             slot.restarts += 1
-            slot.restart_at = time.monotonic() + self.policy.crashed(reason)
+            slot.restart_at = time.monotonic() + self.policy.crashed(reason, slot.name)
             log.error("handler_start_failed name=%s reason=%s", slot.name, reason)
             return None
 
@@ -345,14 +395,17 @@ class Arbiter:
     def _handler_exited(self, process: HandlerProcess) -> None:
         clean = process.state == CLOSING and process.returncode == 0 and process.failure is None
         reason = process.failure or describe_exit(process.returncode)
-        if process.in_flight:   # it exited before we read its EOF: its events are retried
+        if process.in_flight or process.reserved:   # it exited before we read its EOF: retried
             self.handler_lost_events(process, reason)
         process.exited()
         self.handled_by_gone += process.handled
         slot = next((s for s in self.slots if process in (s.process, s.replacement)), None)
         delay = None
         if not clean and self.state == RUNNING:
-            delay = self.policy.crashed(f"{process.name}: {reason}")
+            # a death tied to events is charged to them (dead letters after max_attempts), not to
+            # the pool: it restarts at once and does not count towards degraded
+            delay = self.policy.crashed(f"{process.name}: {reason}", process.name,
+                                        served=process.handled > 0 or process.died_holding > 0)
         if slot is not None and slot.process is process:
             slot.process = None
             if delay is not None:
@@ -401,6 +454,7 @@ class Arbiter:
         self._rolling.clear()
         in_flight = sum(len(p.in_flight) for p in self._processes())
         log.info("drain_started in_flight=%d grace_s=%g", in_flight, self.settings.drain_grace_s)
+        self._release_waiting()
         for process in list(self._processes()):
             process.drain()
 
@@ -411,7 +465,15 @@ class Arbiter:
         self._release_and_stop_handlers("fast stop", kill=True)
         self.apilink.stop(fast=True)
 
+    def _release_waiting(self) -> None:
+        """Give back the suspects not sent to any handler yet (held or reserved), untouched."""
+        waiting, self.held = list(self.held), deque()
+        for process in self._processes():
+            waiting += process.take_reserved()
+        self.router.release(waiting)
+
     def _release_and_stop_handlers(self, reason: str, kill: bool = False) -> None:
+        self._release_waiting()
         for process in list(self._processes()):
             self.router.release(process.take_in_flight())
             if process.state != EXITED:

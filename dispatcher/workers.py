@@ -252,8 +252,11 @@ class HandlerProcess(FramedChild):
         self.handler_name = ""
         self.max_in_flight = 0
         self.handled = 0
+        self.died_holding = 0   # events it held when it failed
         self.in_flight: dict[int, Delivery] = {}
         self._by_event: dict[str, Delivery] = {}
+        self.reserved: Delivery | None = None   # a suspect event waiting to run here alone
+        self.solo = False                       # the one event in flight must run alone
         self._msgids = rpc.MsgIds(start=1)
         self._timer = time.monotonic() + settings.handler_start_timeout_s
         self.send(rpc.Request(0, "hello", [{"protocol": PROTOCOL_VERSIONS,
@@ -264,7 +267,28 @@ class HandlerProcess(FramedChild):
     # --- capacity and events -------------------------------------------------------------------------
     @property
     def free_slots(self) -> int:
-        return self.max_in_flight - len(self.in_flight) if self.state == READY else 0
+        if self.state != READY or self.solo or self.reserved is not None:
+            return 0
+        return self.max_in_flight - len(self.in_flight)
+
+    def reserve(self, doc: dict) -> None:
+        """Take a suspect event (one that was in flight beside a crash): no new events come here
+        until the ones in flight are answered, then this one runs alone, so that if it crashes
+        the handler the crash is its own."""
+        o = doc["o"]
+        self.reserved = Delivery(0, doc, o["_id"], o["key"], math.inf)
+        self._deliver_reserved_if_idle()
+
+    def _deliver_reserved_if_idle(self) -> None:
+        if self.reserved is not None and not self.in_flight and self.state == READY:
+            doc, self.reserved = self.reserved.doc, None
+            self.solo = True
+            self.deliver(doc)
+
+    def take_reserved(self) -> list[Delivery]:
+        """The reserved event, if any, removed (never sent: the arbiter gives it back untouched)."""
+        reserved, self.reserved = self.reserved, None
+        return [reserved] if reserved is not None else []
 
     def deliver(self, doc: dict) -> Delivery:
         """Send one event; raises EncodeError (and sends nothing) if it cannot be framed."""
@@ -335,14 +359,15 @@ class HandlerProcess(FramedChild):
             self._timer = time.monotonic() + self.settings.kill_grace_s
             self.close_stdin()
 
-    def fail(self, reason: str) -> None:
-        """Give up on this process: TERM now, KILL after kill_grace_s; the arbiter retries its events."""
+    def fail(self, reason: str, blamed: set[int] | None = None) -> None:
+        """Give up on this process: TERM now, KILL after kill_grace_s; the arbiter retries its
+        events (`blamed`: the msgids of the events the failure is known to be about)."""
         if self.state in (STOPPING, EXITED):
             return
         self.failure = reason
         log.warning("handler_failed name=%s pid=%d reason=%s", self.name, self.pid, reason)
         self.terminate()
-        self.arbiter.handler_lost_events(self, reason)
+        self.arbiter.handler_lost_events(self, reason, blamed)
 
     def terminate(self) -> None:
         """TERM now, KILL after kill_grace_s; its output is ignored from now on."""
@@ -373,7 +398,7 @@ class HandlerProcess(FramedChild):
             late = [d for d in self.in_flight.values() if now >= d.deadline]
             if late:
                 self.fail(f"event {late[0].event_id} got no answer or progress within "
-                          f"event_deadline_s={self.settings.event_deadline_s:g}")
+                          f"event_deadline_s={self.settings.event_deadline_s:g}", {d.msgid for d in late})
 
     def exited(self) -> None:
         self.state = EXITED
@@ -403,7 +428,9 @@ class HandlerProcess(FramedChild):
                 return
             del self._by_event[delivery.event_id]
             self.handled += 1
+            self.solo = False
             self.arbiter.event_answered(self, delivery, message.error)
+            self._deliver_reserved_if_idle()
             self._close_when_idle()
         elif isinstance(message, rpc.Request):
             self.arbiter.api_call(self, message)

@@ -119,7 +119,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("restart_backoff_max_s", float, 30.0, "Longest delay before restarting a crashed process.",
          minimum=0.0),
     Knob("restart_intensity", int, 5,
-         "More than this many restarts of a pool within restart_period_s marks it degraded.",
+         "More than this many early deaths (before serving) of a pool's processes within "
+         "restart_period_s mark it degraded.",
          minimum=1),
     Knob("restart_period_s", float, 60.0, "Window for restart_intensity.", minimum=1.0),
     Knob("store_turn_ms", float, 2.0,

@@ -82,7 +82,8 @@ def test_a_handler_that_stops_reading_is_declared_stuck_at_the_outbound_bound_an
                                env={"FD_TEST_DEAF_CALLS": "40"})
     harness.wait_done(len(appended))
     harness.check_history(appended, exactly_once=False)
-    assert [r[4] for r in harness.records() if r[0] == "start" and r[1] == appended[0]] == [1, 2]
+    # (retried alone first, uncharged, when other events were in flight beside it)
+    assert [r[4] for r in harness.records() if r[0] == "start" and r[1] == appended[0]] in ([1, 2], [1, 1, 2])
     assert "stuck: stopped reading its stdin" in harness.log_text()
     assert "handler_outbound_max_bytes=1048576" in harness.log_text()
     assert dispatcher.poll() is None

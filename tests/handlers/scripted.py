@@ -9,10 +9,11 @@ any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call (rep
 `deepcall` makes one whose arguments nest as deep as its own encoder allows, and acks only when
 the dispatcher answers it with an error (else a non-retryable nack); `wait2` makes two API calls
 (GET /v2/bot/info) one after the other and acks only if both were answered without error;
-`deaf` (first attempt) stops reading stdin and asks $FD_TEST_DEAF_CALLS user_get calls for
-user "Ubig" without waiting for their answers; `flood` makes $FD_TEST_FLOOD_CALLS user_get calls
+`deaf` (first attempt) stops reading stdin and makes $FD_TEST_DEAF_CALLS user_get calls for
+user "Ubig" without waiting for their answers (the event's deadline waits for them); `flood` makes $FD_TEST_FLOOD_CALLS user_get calls
 one after the other and acks only if exactly those past $FD_TEST_CALL_CAP were refused, naming
-the cap.
+the cap. `crashalways` exits mid-event on every attempt; with $FD_TEST_CRASH_PERCENT=p, any
+delivery whose (event id, attempt) hashes into the first p percent exits mid-event.
 Every event start and ack is appended as one line to $FD_TEST_RECORD:
 `start|end <event id> <key> <pid> <attempt>`.
 """
@@ -23,12 +24,14 @@ import random
 import sys
 import threading
 import time
+import zlib
 
 from frontdesk.protocol.frames import ProtocolError, encode_frame, read_frame, unpack
 
 WINDOW = int(os.environ.get("FD_TEST_WINDOW", "4"))
 DELAY_MS = float(os.environ.get("FD_TEST_DELAY_MS", "0"))
 RECORD = os.environ.get("FD_TEST_RECORD")
+CRASH_PERCENT = int(os.environ.get("FD_TEST_CRASH_PERCENT", "0"))
 
 out = sys.stdout.buffer
 write_lock = threading.RLock()  # also makes "end" recorded <=> ack written
@@ -79,6 +82,10 @@ def handle(msgid: int, doc: dict) -> None:
     text = (o["event"].get("message") or {}).get("text", "")
     first = o["attempt"] == 1
     record("start", o)
+    if text == "crashalways" or (CRASH_PERCENT and
+                                 zlib.crc32(f"{o['_id']}/{o['attempt']}".encode()) % 100 < CRASH_PERCENT):
+        with write_lock:
+            os._exit(1)
     if first and text == "crash":
         with write_lock:
             os._exit(1)
@@ -95,7 +102,7 @@ def handle(msgid: int, doc: dict) -> None:
     if first and text == "deaf":
         deaf.set()
         for n in range(int(os.environ.get("FD_TEST_DEAF_CALLS", "0"))):
-            send([0, 1_000_000 + n, "user_get", [None, {"userId": "Ubig"}]])
+            send([0, 1_000_000 + n, "user_get", [o["_id"], {"userId": "Ubig"}]])
         return
     if text == "flood":
         cap, refused = int(os.environ["FD_TEST_CALL_CAP"]), []
