@@ -26,7 +26,7 @@ import sys
 import time
 from collections import defaultdict
 
-from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.frames import EncodeError, FrameDecoder, ProtocolError, encode_frame
 from frontdesk.protocol.rpc import Notification, Request, Response, api_error, error_value, parse_message
 from frontdesk.store import StoreError, run_with_store
 from frontdesk.store.base import JournalEntry
@@ -216,7 +216,10 @@ class RateLimiter:
         call.answer = (error, result)
         msgids, call.msgids = call.msgids, []
         for msgid in msgids:
-            self._write(Response(msgid, error, result))
+            try:
+                self._write(Response(msgid, error, result))
+            except EncodeError as exc:   # e.g. an integer in LINE's JSON that msgpack cannot carry
+                self._write(Response(msgid, api_error(f"the answer {exc}"), None))
 
     # --- the process ------------------------------------------------------------------------------
     def run(self, stdin_fd: int) -> int:
