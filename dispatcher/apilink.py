@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 from frontdesk.protocol import rpc
-from frontdesk.protocol.frames import EncodeError, encode_frame
 
 from .supervise import RestartPolicy
 from .workers import FramedChild, describe_exit
@@ -81,19 +80,14 @@ class ApiLink:
         return self.process is not None and self.process.returncode is None
 
     def call(self, handler, handler_msgid: int, params: list, delivery=None) -> None:
-        """Relay one call ([call map, args], SPEC.md section 15); a call msgpack cannot carry is
-        answered with an error at once (it never reaches the pending table: nothing else notices)."""
+        """Relay one call: params are [call map, args] (SPEC.md section 15), so the frame nests no
+        deeper than the handler's own request and encodes whenever that one decoded."""
         msgid = self._msgids.next()
-        try:
-            frame = encode_frame(rpc.Request(msgid, "call", params).to_wire())
-        except EncodeError as exc:
-            handler.respond(handler_msgid, rpc.api_error(f"{params[0]['method']}: the call {exc}"), None)
-            return
         self.pending[msgid] = PendingCall(handler, handler_msgid, params, delivery)
         if delivery is not None:
             handler.call_waiting(delivery)
         if self.running:
-            self.process.send_frame(frame)
+            self.process.send(rpc.Request(msgid, "call", params))
 
     def on_message(self, message) -> None:
         if isinstance(message, rpc.Response):

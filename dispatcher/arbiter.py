@@ -262,8 +262,8 @@ class Arbiter:
         return rest
 
     def _place_held(self, ready: list[HandlerProcess]) -> None:
-        """Each held suspect reserves the least busy handler that has none (section "Crashes"
-        in docs/dispatcher.md)."""
+        """Each held suspect reserves the least busy handler that has none (docs/dispatcher.md,
+        "Supervision")."""
         while self.held:
             free = [p for p in ready if p.reserved is None and not p.solo]
             if not free:
@@ -374,6 +374,7 @@ class Arbiter:
             return None
 
     def _retire(self, process: HandlerProcess) -> None:
+        self.router.release(process.take_reserved())   # a retiring process takes no event any more
         self.retiring.append(process)
         process.drain()
 

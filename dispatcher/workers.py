@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from frontdesk.protocol import PROTOCOL_VERSION, VERSION, rpc
-from frontdesk.protocol.frames import EncodeError, FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
 
 from .lifeline import spawn
 
@@ -337,12 +337,8 @@ class HandlerProcess(FramedChild):
                       f"(handler_outbound_max_bytes={self.settings.handler_outbound_max_bytes})")
 
     def respond(self, msgid: int, error, result) -> None:
-        """Answer one of the handler's requests (an API call); an answer msgpack cannot carry
-        becomes an error answer naming why."""
-        try:
-            self.send(rpc.Response(msgid, error, result))
-        except EncodeError as exc:
-            self.send(rpc.Response(msgid, rpc.api_error(f"the answer {exc}"), None))
+        """Answer one of the handler's requests (an API call)."""
+        self.send(rpc.Response(msgid, error, result))
 
     # --- life cycle ------------------------------------------------------------------------------------
     def drain(self) -> None:

@@ -78,8 +78,10 @@ def test_a_handler_that_stops_reading_is_declared_stuck_at_the_outbound_bound_an
     dispatcher kills it (the issue saw 33 MB -> 1.23 GB) and the event goes to the next attempt."""
     harness.store.user_set_data("Ubig", {"blob": "x" * 60_000})
     appended = harness.append({"Udeaf": ["deaf"], "Uother": ["hi"] * 3})
+    # (a long deadline: the other events in flight on the deaf handler are never read, and must
+    # not run out of time first)
     dispatcher = harness.start(handlers=1, handler_outbound_max_bytes=1 << 20, max_frame_bytes=1 << 17,
-                               env={"FD_TEST_DEAF_CALLS": "40"})
+                               event_deadline_s=30, env={"FD_TEST_DEAF_CALLS": "40"})
     harness.wait_done(len(appended))
     harness.check_history(appended, exactly_once=False)
     # (retried alone first, uncharged, when other events were in flight beside it)
