@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.dispatcher_harness import ready_pids
+from tests.helpers import wait_until
 from tests.sandbox_harness import TOKEN, running_sandbox
 
 
@@ -104,3 +106,48 @@ def test_outbound_bound_below_one_frame_is_a_configuration_error():
 
     with pytest.raises(ConfigError, match="handler_outbound_max_bytes=100 .* is below max_frame_bytes=1000"):
         load({"handler_outbound_max_bytes": 100, "max_frame_bytes": 1000}, environ={})
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=20)
+    | st.integers(min_value=-(2**80), max_value=2**80),   # beyond 64 bits now and then
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(extras=st.lists(JSON_VALUES, min_size=15, max_size=15))
+def test_any_stored_event_is_delivered_or_dead_lettered_with_a_reason_and_the_dispatcher_lives(harness, extras):
+    """Events carrying arbitrary JSON (as the store may hold it) against one long-lived dispatcher:
+    each is acked by the handler or becomes a dead letter naming why; the dispatcher never dies."""
+    if not harness.processes:
+        harness.start(handlers=2)
+    dispatcher = harness.processes[0]
+    before = harness.store.stats()
+    now = int(time.time() * 1000)
+    batch = time.monotonic_ns()   # each example's events are new ones
+    events = [{"type": "message", "timestamp": now, "webhookEventId": f"prop-{batch}-{n}",
+               "replyToken": "r", "source": {"type": "user", "userId": f"U{n % 5}"}, "extra": value,
+               "message": {"type": "text", "id": str(n), "text": "hi"}} for n, value in enumerate(extras)]
+    harness.store.append("Udest", events, now)
+    wait_until(lambda: sum(harness.store.stats()[s] for s in ("done", "dead")) ==
+               before["done"] + before["dead"] + len(events), 20, message="every event done or dead")
+    unframeable = {e["webhookEventId"] for e in events if _too_big(e["extra"])}
+    dead = {d["id"]: d["error"] for d in harness.store.dead_letters(limit=10_000)}
+    assert unframeable <= set(dead)
+    assert all("cannot be encoded as msgpack" in dead[i] for i in unframeable)
+    acked = {r[1] for r in harness.records() if r[0] == "end"}
+    assert all(e["webhookEventId"] in acked for e in events if e["webhookEventId"] not in unframeable)
+    assert dispatcher.poll() is None
+
+
+def _too_big(value) -> bool:
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, int):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, list):
+        return any(_too_big(v) for v in value)
+    if isinstance(value, dict):
+        return any(_too_big(v) for v in value.values())
+    return False
