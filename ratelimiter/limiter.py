@@ -656,7 +656,7 @@ class RateLimiter:
 
         def written(future: asyncio.Future) -> None:
             error = future.exception()
-            if isinstance(error, (TypeError, ValueError)):
+            if isinstance(error, (TypeError, ValueError, RecursionError)):   # not JSON, or too deep
                 self._answer(call, api_error(f"user_set_data: `data` cannot be stored: {error}"), None)
             elif error is not None:
                 self._answer(call, api_error(f"store unavailable: {error}", retryable=True), None)

@@ -232,6 +232,12 @@ def test_user_data_round_trip(system):
     error, user = limiter.result(limiter.call("user_get", {"userId": "U42"}))
     assert error is None and user["data"] == {"visits": 3}
     assert limiter.result(limiter.call("user_get", {"userId": "Unobody"})) == (None, None)
+    nested: list = []
+    for _ in range(1000):     # decodable, but deeper than JSON (the store's format) goes
+        nested = [nested]
+    error, _ = limiter.result(limiter.call("user_set_data", {"userId": "U42", "data": {"deep": nested}}))
+    assert "`data` cannot be stored" in error["message"] and error["retryable"] is False
+    assert limiter.result(limiter.call("user_get", {"userId": "U42"}))[1]["data"] == {"visits": 3}
 
 
 def test_content_download_and_size_limit(system):
