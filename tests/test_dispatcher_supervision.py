@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import pytest
 
+from frontdesk.ratelimiter.journal import fingerprint
+from frontdesk.sandbox.webhooks import mint_reply_token, user_id
+from frontdesk.store.base import JournalEntry
 from tests.dispatcher_harness import alive, ready_pids
 from tests.helpers import free_port, wait_until
+from tests.sandbox_harness import SECRET, TOKEN, running_sandbox
 
 
 @pytest.mark.parametrize("misbehaviour,reason", [
@@ -183,6 +191,34 @@ def test_a_dispatcher_restarted_on_the_same_host_reclaims_a_dead_predecessors_le
     harness.wait_done(len(appended), timeout=30)   # far less than the 120 s lease
     assert {r[1] for r in harness.records() if r[0] == "end"} == set(appended)
     assert f"predecessor_leases_expired pid={first.pid}" in harness.log_text(1)
+
+
+def test_a_reply_interrupted_by_a_whole_tree_crash_is_sent_within_seconds_inside_its_tokens_life(harness, tmp_path):
+    """What a kill -9 of everything leaves: the event leased (lease_s=120) to a dispatcher whose
+    pid is gone, its reply journaled "started" by a rate limiter that never saw LINE's answer (it
+    never got through). The next dispatcher on this host takes the event at once and the reply
+    goes out as a reply — with the token still valid — instead of ~2 minutes later, refused."""
+    with running_sandbox(tmp_path) as sandbox:
+        ev, to, now = "evcrash1", user_id(9), int(time.time() * 1000)
+        token = mint_reply_token(SECRET, to, ev)
+        harness.store.append("Udest", [{"type": "message", "timestamp": now, "webhookEventId": ev,
+                                        "replyToken": token, "source": {"type": "user", "userId": to},
+                                        "message": {"type": "text", "id": "m1", "text": "api"}}], now)
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+        dead_pid, host = int(gone.stdout), socket.gethostname()
+        owner = f"{host}:{dead_pid}:0dead"
+        harness.store.put_status(f"dispatcher:{host}:{dead_pid}", {"pid": dead_pid, "host": host, "owner": owner})
+        assert [d["o"]["_id"] for d in harness.store.claim(owner, 10, 120)] == [ev]
+        args = {"replyToken": token, "messages": [{"type": "text", "text": "hi"}]}
+        harness.store.journal_put(JournalEntry(ev, 1, fingerprint("reply", args), "started",
+                                               {"method": "POST", "path": "/v2/bot/message/reply", "body": args,
+                                                "retry_key": None, "sent_as": "reply"}))
+        harness.start(handlers=1, lease_s=120,
+                      env={"FRONTDESK_API_BASE": sandbox.url, "LINE_CHANNEL_ACCESS_TOKEN": TOKEN})
+        harness.wait_done(1, timeout=30)                 # far less than the 120 s lease
+        assert [(d["endpoint"], d["to"]) for d in sandbox.deliveries()] == [("reply", [to])]
+        assert f"predecessor_leases_expired pid={dead_pid}" in harness.log_text()
 
 
 def _run_services(harness, process, previous_dispatcher: int | None = None) -> dict[str, int]:

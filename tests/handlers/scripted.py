@@ -5,7 +5,8 @@ Start-up behaviour by argument: `ok` (default), `refuse` (handshake answered wit
 exists). Per-event behaviour by the LINE message text, on the first attempt only, so the retry
 succeeds: `crash` exits mid-event, `hang` never answers, `garbage` writes noise to stdout,
 `nack` answers a retryable nack, `poison` answers a non-retryable nack; `slow` sleeps 0.3 s;
-any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call (reply) first;
+any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call first (a reply with
+the event's reply token);
 `deepcall` makes one whose arguments nest as deep as its own encoder allows, and acks only when
 the dispatcher answers it with an error (else a non-retryable nack); `wait2` makes two API calls
 (GET /v2/bot/info) one after the other and acks only if both were answered without error;
@@ -97,7 +98,7 @@ def handle(msgid: int, doc: dict) -> None:
             out.flush()
         return
     if text == "api":
-        call_api(msgid, [0, msgid, "reply", [o["_id"], {"replyToken": "t",
+        call_api(msgid, [0, msgid, "reply", [o["_id"], {"replyToken": o["event"].get("replyToken", "t"),
                                                        "messages": [{"type": "text", "text": "hi"}]}]])
     if first and text == "deaf":
         deaf.set()
