@@ -140,7 +140,9 @@ def limiter_run(url: str, folder: str, calls: list[dict], **knobs) -> float:
     reader = threading.Thread(target=read_answers, daemon=True)
     reader.start()
     try:
-        frames = b"".join(encode_frame(Request(n, "call", [call]).to_wire()) for n, call in enumerate(calls))
+        frames = b"".join(encode_frame(Request(n, "call", [{k: v for k, v in call.items() if k != "args"},
+                                                           call["args"]]).to_wire())
+                          for n, call in enumerate(calls))
         started = time.perf_counter()
         process.stdin.write(frames)
         process.stdin.flush()

@@ -49,9 +49,10 @@ class Service:
             self.proc = spawn(self.argv, self.env, stdout=None, stderr=None)
         except OSError as exc:
             self.proc = None
-            self._timer = time.monotonic() + self.policy.crashed(f"cannot start: {exc}")
+            self._timer = time.monotonic() + self.policy.crashed(f"cannot start: {exc}", self.name)
             log.error("service_start_failed name=%s error=%s", self.name, exc)
             return
+        self.policy.started(self.name)
         self._timer = None
         log.info("service_started name=%s pid=%d", self.name, self.proc.pid)
 
@@ -62,7 +63,7 @@ class Service:
         how = describe_exit(self.proc.returncode)
         self.proc.stdin.close()
         if self.wanted:
-            delay = self.policy.crashed(how)
+            delay = self.policy.crashed(how, self.name)
             self._timer = time.monotonic() + delay
             log.warning("service_exited name=%s pid=%d how=%s restart_in_s=%.2f", self.name,
                         self.proc.pid, how, delay)

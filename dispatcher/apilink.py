@@ -27,7 +27,8 @@ RATE_LIMITER_ARGV = [sys.executable, "-m", "frontdesk.ratelimiter"]
 class PendingCall:
     handler: object          # the HandlerProcess that asked
     handler_msgid: int       # the msgid of its request, for the answer
-    params: dict             # the "call" request's params[0]
+    params: list             # the "call" request's params: [call map, args]
+    delivery: object         # the event delivery it was made for (its deadline waits), or None
 
 
 class RateLimiterProcess(FramedChild):
@@ -62,14 +63,15 @@ class ApiLink:
         try:
             self.process = RateLimiterProcess(self, self.env, self.loop, self.settings)
         except OSError as exc:
-            self._timer = time.monotonic() + self.policy.crashed(f"cannot start: {exc}")
+            self._timer = time.monotonic() + self.policy.crashed(f"cannot start: {exc}", "ratelimiter")
             log.error("ratelimiter_start_failed error=%s", exc)
             return
+        self.policy.started("ratelimiter")
         self._timer = None
         log.info("ratelimiter_started pid=%d resending=%d", self.process.pid, len(self.pending))
         for msgid, call in list(self.pending.items()):
             if call.handler.returncode is None:
-                self.process.send(rpc.Request(msgid, "call", [call.params]))
+                self.process.send(rpc.Request(msgid, "call", call.params))
             else:
                 del self.pending[msgid]
 
@@ -77,11 +79,15 @@ class ApiLink:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
-    def call(self, handler, handler_msgid: int, params: dict) -> None:
+    def call(self, handler, handler_msgid: int, params: list, delivery=None) -> None:
+        """Relay one call: params are [call map, args] (SPEC.md section 15), so the frame nests no
+        deeper than the handler's own request and encodes whenever that one decoded."""
         msgid = self._msgids.next()
-        self.pending[msgid] = PendingCall(handler, handler_msgid, params)
+        self.pending[msgid] = PendingCall(handler, handler_msgid, params, delivery)
+        if delivery is not None:
+            handler.call_waiting(delivery)
         if self.running:
-            self.process.send(rpc.Request(msgid, "call", [params]))
+            self.process.send(rpc.Request(msgid, "call", params))
 
     def on_message(self, message) -> None:
         if isinstance(message, rpc.Response):
@@ -90,6 +96,8 @@ class ApiLink:
                 log.warning("ratelimiter_unexpected_response msgid=%d", message.msgid)
             elif call.handler.returncode is None:
                 call.handler.respond(call.handler_msgid, message.error, message.result)
+                if call.delivery is not None:
+                    call.handler.call_answered(call.delivery)
         elif isinstance(message, rpc.Notification):
             if message.method == "stats" and message.params and isinstance(message.params[0], dict):
                 self.stats = message.params[0]
@@ -105,7 +113,7 @@ class ApiLink:
             return
         how = describe_exit(returncode)
         if self.wanted:
-            delay = self.policy.crashed(how)
+            delay = self.policy.crashed(how, "ratelimiter")
             self._timer = time.monotonic() + delay
             log.warning("ratelimiter_exited pid=%d how=%s pending_calls=%d restart_in_s=%.2f",
                         self.process.pid, how, len(self.pending), delay)

@@ -13,6 +13,7 @@ dispatcher sleeps about a second at a time. Retention runs on a thread of its ow
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import signal
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 
 from frontdesk.protocol import rpc
 from frontdesk.protocol.config import handler_command
-from frontdesk.protocol.roles import status_name
+from frontdesk.protocol.frames import EncodeError
+from frontdesk.protocol.roles import status_name, status_role
 from frontdesk.store import StoreError, StoreGone, run_with_store
 
 from .apilink import ApiLink
@@ -32,7 +34,7 @@ from .lifeline import identity_of
 from .loop import EventLoop, SignalQueue
 from .router import Router
 from .supervise import RestartPolicy
-from .workers import CLOSING, EXITED, READY, HandlerProcess, describe_exit
+from .workers import CLOSING, EXITED, READY, Delivery, HandlerProcess, describe_exit
 
 log = logging.getLogger("frontdesk.dispatcher")
 
@@ -79,6 +81,8 @@ class Arbiter:
         self.state = RUNNING
         self.started_at = time.time()
         self.handled_by_gone = 0   # events answered by processes that have exited
+        self.suspects: set[str] = set()   # ids in flight beside a crash, to be retried alone
+        self.held: deque[Delivery] = deque()   # claimed suspects waiting for a handler to run alone on
         self._rolling: deque[Slot] = deque()
         self._slot_numbers = 0
         self._drain_until = 0.0
@@ -101,6 +105,7 @@ class Arbiter:
             self._last_control = self._read_control()
             log.info("dispatcher_started pid=%d owner=%s handlers=%d handler_command=%s", self.pid,
                      self.owner, self.target, self.handler_argv[0])
+            self._reclaim_from_dead_predecessors()
             self.apilink.start()
             self.purger.start()
             while self.state != STOPPED:
@@ -150,7 +155,7 @@ class Arbiter:
     def _timeout(self) -> float:
         now = time.monotonic()
         times = [self._status_at, self._rescan_at, self._extend_at]
-        if self.router.pending_acks or self.router.more:
+        if self.router.pending_acks or self.router.more or self.held:
             times.append(self._store_turn_at)
         if self._store_wakeup_at is not None:
             times.append(self._store_wakeup_at)
@@ -178,7 +183,9 @@ class Arbiter:
             self._schedule_store_wakeup()
         if now >= self._extend_at:
             self._extend_at = now + self.settings.lease_s / 3
-            self.router.extend([d.event_id for p in self._processes() for d in p.in_flight.values()])
+            held = [*self.held, *(p.reserved for p in self._processes() if p.reserved is not None)]
+            self.router.extend([d.event_id for p in self._processes() for d in p.in_flight.values()]
+                               + [d.event_id for d in held])
         if now >= self._status_at:
             self._status_at = now + STATUS_INTERVAL_S
             self.policy.refresh()
@@ -186,6 +193,22 @@ class Arbiter:
             self._publish_status()
         if self.state == DRAINING and now >= self._drain_until:
             self._release_and_stop_handlers(f"drain_grace_s={self.settings.drain_grace_s:g} passed")
+
+    def _reclaim_from_dead_predecessors(self) -> None:
+        """A dispatcher of this host whose process is gone (kill -9, a crash of the whole tree, a
+        reboot) left leases nobody will answer: end them now instead of after lease_s, so that a
+        reply interrupted by the crash is retried within seconds, inside its token's life. Every
+        dispatcher publishes its lease owner in its status before its first claim."""
+        try:
+            for name, doc in self.store.get_statuses().items():
+                pid, owner = doc.get("pid"), doc.get("owner")
+                if (status_role(name) == "dispatcher" and doc.get("host") == self.host and owner
+                        and isinstance(pid, int) and pid != self.pid and not _process_alive(pid)):
+                    count = self.store.expire_leases(owner)
+                    if count:
+                        log.warning("predecessor_leases_expired pid=%d owner=%s events=%d", pid, owner, count)
+        except StoreError as exc:
+            log.error("store_call_failed op=expire_leases error=%s", exc)
 
     def _schedule_store_wakeup(self) -> None:
         """Wake when the store's next retry backoff or foreign lease runs out."""
@@ -207,20 +230,52 @@ class Arbiter:
             return
         ready = [slot.process for slot in self.slots
                  if slot.process is not None and slot.process.state == READY]
+        if self.held:
+            self._place_held(ready)
         free = sum(p.free_slots for p in ready)
         docs = self.router.claim(free)
+        if self.suspects and docs:
+            docs = self._hold_suspects(docs)
         if not docs:
             return
         # spread evenly: each event to the handler with the most free slots at that moment
         slots = sorted(((p.free_slots, index) for index, p in enumerate(ready)), reverse=True)
         for doc in docs:
             count, index = slots[0]
-            ready[index].deliver(doc)
+            try:
+                ready[index].deliver(doc)
+            except EncodeError as exc:   # no handler can be given it: a dead letter, the rest flow on
+                o = doc["o"]
+                self.router.nack(o["_id"], o["key"], f"event {exc}", False)
+                continue
             slots[0] = (count - 1, index)
             if len(slots) > 1 and slots[1][0] > count - 1:
                 slots.sort(reverse=True)
 
+    def _hold_suspects(self, docs: list[dict]) -> list[dict]:
+        """Suspects among claimed events wait (leased, their keys held) for a handler of their
+        own, placed at the start of the next store turn; the other events go on now."""
+        rest = []
+        for doc in docs:
+            o = doc["o"]
+            if o["_id"] in self.suspects:
+                self.held.append(Delivery(0, doc, o["_id"], o["key"], math.inf))
+            else:
+                rest.append(doc)
+        return rest
+
+    def _place_held(self, ready: list[HandlerProcess]) -> None:
+        """Each held suspect reserves the least busy handler that has none (docs/dispatcher.md,
+        "Supervision")."""
+        while self.held:
+            free = [p for p in ready if p.reserved is None and not p.solo]
+            if not free:
+                return
+            min(free, key=lambda p: len(p.in_flight)).reserve(self.held.popleft().doc)
+
     def event_answered(self, process: HandlerProcess, delivery, error) -> None:
+        if self.suspects:
+            self.suspects.discard(delivery.event_id)   # it ran and answered: it did not crash anyone
         if error is None:
             self.router.ack(delivery.event_id, delivery.key)
             return
@@ -231,10 +286,26 @@ class Arbiter:
                          retry is not False)
         self._schedule_store_wakeup()
 
-    def handler_lost_events(self, process: HandlerProcess, reason: str) -> None:
-        for delivery in process.take_in_flight():
-            self.router.nack(delivery.event_id, delivery.key,
-                             f"handler {process.name} pid {process.pid} failed: {reason}", True)
+    def handler_lost_events(self, process: HandlerProcess, reason: str, blamed: set[int] | None = None) -> None:
+        """A handler failed holding events. An attempt is charged only to the events the failure
+        is tied to: those `blamed` (late for their deadline), or the one event it held alone.
+        When it held several and nothing says which one killed it, none is charged: each is given
+        back and retried alone (a suspect), so a crash of its own is charged to it next time."""
+        deliveries = process.take_in_flight()
+        process.died_holding += len(deliveries)
+        untouched = process.take_reserved()
+        if blamed is None and len(deliveries) > 1:
+            self.suspects.update(d.event_id for d in deliveries)
+            untouched += deliveries
+            log.info("events_isolated handler=%s pid=%d count=%d", process.name, process.pid, len(deliveries))
+        else:
+            for delivery in deliveries:
+                if blamed is not None and delivery.msgid not in blamed:
+                    untouched.append(delivery)
+                elif self.router.nack(delivery.event_id, delivery.key,
+                                      f"handler {process.name} pid {process.pid} failed: {reason}", True) == "dead":
+                    self.suspects.discard(delivery.event_id)
+        self.router.release(untouched)
         self._schedule_store_wakeup()
 
     def api_call(self, process: HandlerProcess, request: rpc.Request) -> None:
@@ -246,22 +317,26 @@ class Arbiter:
             process.respond(request.msgid, rpc.api_error(
                 f"{request.method}: params must be [event id or nil, args map]"), None)
             return
-        event_id, call_no, context = params[0], None, {}
+        event_id, call_no, context, delivery = params[0], None, {}, None
         if event_id is not None:
             delivery = process.delivery_for(event_id)
             if delivery is None:
                 process.respond(request.msgid, rpc.api_error(
                     f"{request.method}: event {str(event_id)[:130]!r} is not in flight on this handler"), None)
                 return
+            if delivery.calls >= self.settings.max_calls_per_event:
+                process.respond(request.msgid, rpc.api_error(
+                    f"{request.method}: event {event_id} already made max_calls_per_event="
+                    f"{self.settings.max_calls_per_event} API calls; this one was not made"), None)
+                return
             delivery.calls += 1
             call_no = delivery.calls
-            process.touch(delivery)
             o = delivery.doc["o"]
             context = {"received_at": o["received_at"], "source": o["event"].get("source"),
                        "reply_token": o["event"].get("replyToken")}
-        self.apilink.call(process, request.msgid, {"event_id": event_id, "call_no": call_no,
-                                                   "method": request.method, "args": params[1],
-                                                   "context": context})
+        self.apilink.call(process, request.msgid, [{"event_id": event_id, "call_no": call_no,
+                                                    "method": request.method, "context": context},
+                                                   params[1]], delivery)
 
     # --- supervision ------------------------------------------------------------------------------
     def _converge(self) -> None:
@@ -291,15 +366,18 @@ class Arbiter:
 
     def _start_handler(self, slot: Slot) -> HandlerProcess | None:
         try:
-            return HandlerProcess(slot.name, self.handler_argv, self.handler_env, self.loop, self.settings, self)
+            process = HandlerProcess(slot.name, self.handler_argv, self.handler_env, self.loop, self.settings, self)
+            self.policy.started(slot.name)
+            return process
         except OSError as exc:
             reason = f"cannot start {self.handler_argv[0]!r}: {exc.strerror or exc}"
             slot.restarts += 1
-            slot.restart_at = time.monotonic() + self.policy.crashed(reason)
+            slot.restart_at = time.monotonic() + self.policy.crashed(reason, slot.name)
             log.error("handler_start_failed name=%s reason=%s", slot.name, reason)
             return None
 
     def _retire(self, process: HandlerProcess) -> None:
+        self.router.release(process.take_reserved())   # a retiring process takes no event any more
         self.retiring.append(process)
         process.drain()
 
@@ -321,14 +399,17 @@ class Arbiter:
     def _handler_exited(self, process: HandlerProcess) -> None:
         clean = process.state == CLOSING and process.returncode == 0 and process.failure is None
         reason = process.failure or describe_exit(process.returncode)
-        if process.in_flight:   # it exited before we read its EOF: its events are retried
+        if process.in_flight or process.reserved:   # it exited before we read its EOF: retried
             self.handler_lost_events(process, reason)
         process.exited()
         self.handled_by_gone += process.handled
         slot = next((s for s in self.slots if process in (s.process, s.replacement)), None)
         delay = None
         if not clean and self.state == RUNNING:
-            delay = self.policy.crashed(f"{process.name}: {reason}")
+            # a death tied to events is charged to them (dead letters after max_attempts), not to
+            # the pool: it restarts at once and does not count towards degraded
+            delay = self.policy.crashed(f"{process.name}: {reason}", process.name,
+                                        served=process.handled > 0 or process.died_holding > 0)
         if slot is not None and slot.process is process:
             slot.process = None
             if delay is not None:
@@ -377,6 +458,7 @@ class Arbiter:
         self._rolling.clear()
         in_flight = sum(len(p.in_flight) for p in self._processes())
         log.info("drain_started in_flight=%d grace_s=%g", in_flight, self.settings.drain_grace_s)
+        self._release_waiting()
         for process in list(self._processes()):
             process.drain()
 
@@ -387,7 +469,15 @@ class Arbiter:
         self._release_and_stop_handlers("fast stop", kill=True)
         self.apilink.stop(fast=True)
 
+    def _release_waiting(self) -> None:
+        """Give back the suspects not sent to any handler yet (held or reserved), untouched."""
+        waiting, self.held = list(self.held), deque()
+        for process in self._processes():
+            waiting += process.take_reserved()
+        self.router.release(waiting)
+
     def _release_and_stop_handlers(self, reason: str, kill: bool = False) -> None:
+        self._release_waiting()
         for process in list(self._processes()):
             self.router.release(process.take_in_flight())
             if process.state != EXITED:
@@ -447,6 +537,23 @@ class Arbiter:
                 self.quit()
         except StoreError as exc:
             log.error("store_call_failed op=put_status error=%s", exc)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this pid exists (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:   # no /proc: ask the kernel (a zombie then counts as alive)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
 
 def main(settings) -> int:

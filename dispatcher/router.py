@@ -39,7 +39,8 @@ class Router:
         limit = min(free, MAX_CLAIM)
         acks, self._acks = self._acks, []
         try:
-            docs = self.store.ack_and_claim(self.owner, acks, limit, self.settings.lease_s)
+            docs = self.store.ack_and_claim(self.owner, acks, limit, self.settings.lease_s,
+                                            self.settings.max_attempts)
         except StoreError as exc:
             self._acks[:0] = acks
             self._store_failed("claim", exc)
@@ -68,7 +69,9 @@ class Router:
         self._forget(event_id, key)
         self._acks.append(event_id)
 
-    def nack(self, event_id: str, key: str, error: str, retry: bool) -> None:
+    def nack(self, event_id: str, key: str, error: str, retry: bool) -> str | bool:
+        """Record a failure; returns the store's new state ("pending", "dead", "lost"), or False
+        when the store could not be reached (the lease then runs out and the event comes back)."""
         self._forget(event_id, key)
         self.flush()   # keep the store's view in step: earlier acks first
         state = self._call("nack", self.store.nack, self.owner, event_id, error[:500], retry,
@@ -76,6 +79,7 @@ class Router:
                            self.settings.retry_backoff_max_s)
         log.info("event_nacked id=%s retry=%s state=%s", event_id, retry, state)
         self.more = True
+        return state
 
     def release(self, deliveries) -> None:
         """Give events back untouched (drain, fast stop): claimable again at once, attempt not counted."""

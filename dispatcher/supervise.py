@@ -1,21 +1,28 @@
-"""Restart policy: growing backoff and Erlang-style restart intensity, for every supervised group
-(the handler pool, the rate limiter, and `frontdesk run`'s services)."""
+"""Restart policy for every supervised group (the handler pool, the rate limiter, and `frontdesk
+run`'s services): per-member backoff that grows only while a member dies young, gunicorn- and
+supervisord-style, and the group's degraded mark."""
 from __future__ import annotations
 
 import logging
 import time
 from collections import deque
 
-FIRST_RESTART_DELAY_S = 0.1
+FIRST_RESTART_DELAY_S = 0.1   # after a death before serving; doubles with each one in a row
+SERVED_AFTER_S = 10.0   # a member that lived this long has served, whatever it did
 
 
 class RestartPolicy:
     """Delays before restarting crashed members of one group, and the group's degraded state.
 
-    The delay doubles with every crash still inside the last restart_period_s, up to
-    restart_backoff_max_s. More than restart_intensity crashes inside that window marks the
-    group degraded (with the reason) and every restart waits the maximum; the mark clears when
-    a whole window passes without a crash. Nothing is ever given up: restarts go on.
+    Each member (a handler slot, the rate limiter, a service) has its own delay: 0.1 s, doubling
+    with each consecutive death before it served, up to restart_backoff_max_s; a member that has
+    served (lived SERVED_AFTER_S, or — the caller says — did its work, e.g. a handler that
+    answered an event, or died holding events: that crash is theirs) restarts at once, like a
+    gunicorn worker, and its next early death starts the backoff over from 0.1 s. So a handler that crashes on one event in ten restarts at once every time, while
+    one that cannot start backs off. Deaths before serving are the ones that count towards the
+    degraded mark: more than restart_intensity of them
+    inside restart_period_s marks the group degraded (with the reason, for `frontdesk status`);
+    the mark clears when a whole window passes without one. Nothing is ever given up.
     """
 
     def __init__(self, settings, group: str, log: logging.Logger):
@@ -24,28 +31,37 @@ class RestartPolicy:
         self.log = log          # the supervising process's logger
         self.degraded: str | None = None
         self.crashes = 0
-        self._recent: deque[float] = deque()
+        self._recent: deque[float] = deque()       # young deaths inside the window
+        self._started: dict[str, float] = {}
+        self._young: dict[str, int] = {}           # member -> consecutive deaths before serving
 
-    def crashed(self, reason: str) -> float:
-        """Record a crash; returns the delay before the restart."""
-        now = time.monotonic()
+    def started(self, member: str, now: float | None = None) -> None:
+        """A member's process was started (its age decides whether it served)."""
+        self._started[member] = time.monotonic() if now is None else now
+
+    def crashed(self, reason: str, member: str = "", served: bool = False, now: float | None = None) -> float:
+        """Record a crash (or a failed start) of one member; returns the delay before its restart."""
+        now = time.monotonic() if now is None else now
         self.crashes += 1
+        started = self._started.pop(member, None)
+        if served or (started is not None and now - started >= SERVED_AFTER_S):
+            self._young[member] = 0
+            return 0.0
+        young = self._young[member] = self._young.get(member, 0) + 1
         self._recent.append(now)
         self._forget_old(now)
         count = len(self._recent)
-        if count > self.settings.restart_intensity:
-            if self.degraded is None:
-                self.degraded = (f"{self.group}: {count} crashes within restart_period_s="
-                                 f"{self.settings.restart_period_s:g} (restart_intensity="
-                                 f"{self.settings.restart_intensity}); last: {reason}")
-                self.log.error("pool_degraded group=%s crashes=%d period_s=%g last_reason=%s", self.group,
-                          count, self.settings.restart_period_s, reason)
-            return self.settings.restart_backoff_max_s
-        return min(FIRST_RESTART_DELAY_S * 2 ** (count - 1), self.settings.restart_backoff_max_s)
+        if count > self.settings.restart_intensity and self.degraded is None:
+            self.degraded = (f"{self.group}: {count} crashes within restart_period_s="
+                             f"{self.settings.restart_period_s:g} (restart_intensity="
+                             f"{self.settings.restart_intensity}); last: {reason}")
+            self.log.error("pool_degraded group=%s crashes=%d period_s=%g last_reason=%s", self.group,
+                           count, self.settings.restart_period_s, reason)
+        return min(FIRST_RESTART_DELAY_S * 2 ** (young - 1), self.settings.restart_backoff_max_s)
 
-    def refresh(self) -> None:
-        """Clear the degraded mark once a whole window has passed without a crash."""
-        self._forget_old(time.monotonic())
+    def refresh(self, now: float | None = None) -> None:
+        """Clear the degraded mark once a whole window has passed without a young death."""
+        self._forget_old(time.monotonic() if now is None else now)
         if self.degraded is not None and not self._recent:
             self.log.info("pool_recovered group=%s", self.group)
             self.degraded = None

@@ -9,6 +9,7 @@ handler fails, where events go) belong to the arbiter, which these objects call 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -59,10 +60,14 @@ class FramedChild:
         self.send_wire(message.to_wire())
 
     def send_wire(self, value) -> None:
-        """Queue one frame; the loop writes everything queued for this child in one go."""
+        """Queue one frame; the loop writes everything queued for this child in one go. Raises
+        EncodeError (and queues nothing) for a value msgpack cannot carry."""
+        self.send_frame(encode_frame(value))
+
+    def send_frame(self, frame: bytes) -> None:
         if self._stdin is None or self._close_after_flush:
             return
-        self._out += encode_frame(value)
+        self._out += frame
         self.loop.mark_dirty(self)
 
     def flush(self) -> None:
@@ -80,6 +85,11 @@ class FramedChild:
             self.loop.watch_writable(self._stdin, self._on_writable)
         elif self._close_after_flush:
             self._close_stdin_now()
+
+    def discard_output(self) -> None:
+        """Drop everything queued and close the child's stdin: it will be sent nothing more."""
+        self._out.clear()
+        self._close_stdin_now()
 
     def _on_writable(self) -> None:
         self.loop.remove(self._stdin)
@@ -217,6 +227,7 @@ class Delivery:
     key: str
     deadline: float
     calls: int = 0
+    waiting: int = 0     # its API calls not answered yet: the deadline is paused meanwhile
     started: float = field(default_factory=time.monotonic)
 
 
@@ -241,8 +252,11 @@ class HandlerProcess(FramedChild):
         self.handler_name = ""
         self.max_in_flight = 0
         self.handled = 0
+        self.died_holding = 0   # events it held when it failed
         self.in_flight: dict[int, Delivery] = {}
         self._by_event: dict[str, Delivery] = {}
+        self.reserved: Delivery | None = None   # a suspect event waiting to run here alone
+        self.solo = False                       # the one event in flight must run alone
         self._msgids = rpc.MsgIds(start=1)
         self._timer = time.monotonic() + settings.handler_start_timeout_s
         self.send(rpc.Request(0, "hello", [{"protocol": PROTOCOL_VERSIONS,
@@ -253,23 +267,57 @@ class HandlerProcess(FramedChild):
     # --- capacity and events -------------------------------------------------------------------------
     @property
     def free_slots(self) -> int:
-        return self.max_in_flight - len(self.in_flight) if self.state == READY else 0
+        if self.state != READY or self.solo or self.reserved is not None:
+            return 0
+        return self.max_in_flight - len(self.in_flight)
+
+    def reserve(self, doc: dict) -> None:
+        """Take a suspect event (one that was in flight beside a crash): no new events come here
+        until the ones in flight are answered, then this one runs alone, so that if it crashes
+        the handler the crash is its own."""
+        o = doc["o"]
+        self.reserved = Delivery(0, doc, o["_id"], o["key"], math.inf)
+        self._deliver_reserved_if_idle()
+
+    def _deliver_reserved_if_idle(self) -> None:
+        if self.reserved is not None and not self.in_flight and self.state == READY:
+            doc, self.reserved = self.reserved.doc, None
+            self.solo = True
+            self.deliver(doc)
+
+    def take_reserved(self) -> list[Delivery]:
+        """The reserved event, if any, removed (never sent: the arbiter gives it back untouched)."""
+        reserved, self.reserved = self.reserved, None
+        return [reserved] if reserved is not None else []
 
     def deliver(self, doc: dict) -> Delivery:
+        """Send one event; raises EncodeError (and sends nothing) if it cannot be framed."""
         msgid = self._msgids.next()
+        frame = encode_frame([rpc.REQUEST, msgid, "event", [doc]])
         o = doc["o"]
         delivery = Delivery(msgid, doc, o["_id"], o["key"],
                             time.monotonic() + self.settings.event_deadline_s)
         self.in_flight[msgid] = delivery
         self._by_event[delivery.event_id] = delivery
-        self.send_wire([rpc.REQUEST, msgid, "event", [doc]])
+        self.send_frame(frame)
         return delivery
 
     def delivery_for(self, event_id) -> Delivery | None:
         return self._by_event.get(event_id) if isinstance(event_id, str) else None
 
     def touch(self, delivery: Delivery) -> None:
-        delivery.deadline = time.monotonic() + self.settings.event_deadline_s
+        """A sign of progress: the deadline starts over, or stays paused while a call is out."""
+        delivery.deadline = (time.monotonic() + self.settings.event_deadline_s if not delivery.waiting
+                             else math.inf)
+
+    def call_waiting(self, delivery: Delivery) -> None:
+        """An API call of this event went to the rate limiter: the handler now waits on frontdesk."""
+        delivery.waiting += 1
+        delivery.deadline = math.inf
+
+    def call_answered(self, delivery: Delivery) -> None:
+        delivery.waiting -= 1
+        self.touch(delivery)
 
     def take_in_flight(self) -> list[Delivery]:
         """Every unanswered delivery, removed (the arbiter gives them back to the store)."""
@@ -277,6 +325,16 @@ class HandlerProcess(FramedChild):
         self.in_flight.clear()
         self._by_event.clear()
         return deliveries
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue a frame; a handler that lets more than handler_outbound_max_bytes pile up (it
+        stopped reading its stdin) is stuck: killed, its queue dropped, its events retried."""
+        super().send_frame(frame)
+        if len(self._out) > self.settings.handler_outbound_max_bytes:
+            queued = len(self._out)
+            self.discard_output()
+            self.fail(f"stuck: stopped reading its stdin with {queued} bytes queued "
+                      f"(handler_outbound_max_bytes={self.settings.handler_outbound_max_bytes})")
 
     def respond(self, msgid: int, error, result) -> None:
         """Answer one of the handler's requests (an API call)."""
@@ -297,14 +355,15 @@ class HandlerProcess(FramedChild):
             self._timer = time.monotonic() + self.settings.kill_grace_s
             self.close_stdin()
 
-    def fail(self, reason: str) -> None:
-        """Give up on this process: TERM now, KILL after kill_grace_s; the arbiter retries its events."""
+    def fail(self, reason: str, blamed: set[int] | None = None) -> None:
+        """Give up on this process: TERM now, KILL after kill_grace_s; the arbiter retries its
+        events (`blamed`: the msgids of the events the failure is known to be about)."""
         if self.state in (STOPPING, EXITED):
             return
         self.failure = reason
         log.warning("handler_failed name=%s pid=%d reason=%s", self.name, self.pid, reason)
         self.terminate()
-        self.arbiter.handler_lost_events(self, reason)
+        self.arbiter.handler_lost_events(self, reason, blamed)
 
     def terminate(self) -> None:
         """TERM now, KILL after kill_grace_s; its output is ignored from now on."""
@@ -335,7 +394,7 @@ class HandlerProcess(FramedChild):
             late = [d for d in self.in_flight.values() if now >= d.deadline]
             if late:
                 self.fail(f"event {late[0].event_id} got no answer or progress within "
-                          f"event_deadline_s={self.settings.event_deadline_s:g}")
+                          f"event_deadline_s={self.settings.event_deadline_s:g}", {d.msgid for d in late})
 
     def exited(self) -> None:
         self.state = EXITED
@@ -365,7 +424,9 @@ class HandlerProcess(FramedChild):
                 return
             del self._by_event[delivery.event_id]
             self.handled += 1
+            self.solo = False
             self.arbiter.event_answered(self, delivery, message.error)
+            self._deliver_reserved_if_idle()
             self._close_when_idle()
         elif isinstance(message, rpc.Request):
             self.arbiter.api_call(self, message)

@@ -119,8 +119,16 @@ KNOBS: tuple[Knob, ...] = (
          "secrets. Empty: as frontdesk's own user."),
     Knob("max_frame_bytes", int, 16 * 1024 * 1024, "Largest frame accepted on any pipe.", minimum=64),
     Knob("event_deadline_s", float, 30.0,
-         "A handler that holds an event longer than this is killed and the event retried.",
+         "A handler that holds an event longer than this (time its API calls wait on frontdesk not "
+         "counted) is killed and the event retried.",
          minimum=0.1),
+    Knob("handler_outbound_max_bytes", int, 64 * 1024 * 1024,
+         "Bytes the dispatcher may hold for one handler that has not read them yet (events, API "
+         "answers); past this the handler is declared stuck, killed and its events retried. At "
+         "least max_frame_bytes.", minimum=64),
+    Knob("max_calls_per_event", int, 100,
+         "API calls one delivery of an event may make; calls past it get an error naming this limit.",
+         minimum=1),
     Knob("kill_grace_s", float, 5.0, "Time between TERM and KILL for a handler being stopped.",
          minimum=0.0),
     Knob("handler_start_timeout_s", float, 10.0, "Time a new handler has to complete the handshake.",
@@ -128,7 +136,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("restart_backoff_max_s", float, 30.0, "Longest delay before restarting a crashed process.",
          minimum=0.0),
     Knob("restart_intensity", int, 5,
-         "More than this many restarts of a pool within restart_period_s marks it degraded.",
+         "More than this many early deaths (before serving) of a pool's processes within "
+         "restart_period_s mark it degraded.",
          minimum=1),
     Knob("restart_period_s", float, 60.0, "Window for restart_intensity.", minimum=1.0),
     Knob("store_turn_ms", float, 2.0,
@@ -309,6 +318,10 @@ def load(
             values[knob.name], sources[knob.name] = _convert(knob, knob.default, "default"), "default"
             continue
         values[knob.name], sources[knob.name] = _convert(knob, raw, source), source
+    if values["handler_outbound_max_bytes"] < values["max_frame_bytes"]:
+        raise ConfigError(f"handler_outbound_max_bytes={values['handler_outbound_max_bytes']} "
+                          f"({sources['handler_outbound_max_bytes']}) is below max_frame_bytes="
+                          f"{values['max_frame_bytes']} ({sources['max_frame_bytes']}): one frame must fit")
     return Settings(values, sources, secret_files)
 
 

@@ -23,9 +23,18 @@ def _refuse_ext(code, data):
     raise ProtocolError(f"msgpack ext type {code} is not allowed in frontdesk frames")
 
 
+class EncodeError(ValueError):
+    """A value msgpack cannot carry (an integer outside int64/uint64, nesting deeper than msgpack's
+    limit, a lone surrogate, a type it does not know); the message says which."""
+
+
 def pack(value) -> bytes:
-    """One msgpack value with the pinned options (str as str, bytes as bin)."""
-    return msgpack.packb(value, use_bin_type=True)
+    """One msgpack value with the pinned options (str as str, bytes as bin); EncodeError when
+    msgpack refuses it (msgpack's own C encoder checks, so this costs nothing per frame)."""
+    try:
+        return msgpack.packb(value, use_bin_type=True)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise EncodeError(f"cannot be encoded as msgpack: {exc}") from None
 
 
 def unpack(payload: bytes):

@@ -28,9 +28,13 @@ _STOP = object()
 
 
 def fingerprint(method: str, args) -> str:
-    """Identifies a call's content, so a journal entry is never used to answer a different call."""
-    text = json.dumps([method, args], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=lambda value: value.hex() if isinstance(value, bytes) else repr(value))
+    """Identifies a call's content, so a journal entry is never used to answer a different call.
+    Raises ValueError for args nested too deep for JSON (LINE takes JSON bodies)."""
+    try:
+        text = json.dumps([method, args], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          default=lambda value: value.hex() if isinstance(value, bytes) else repr(value))
+    except RecursionError:
+        raise ValueError(f"{method}: args nest too deeply to be sent as JSON") from None
     return hashlib.sha256(text.encode()).hexdigest()
 
 

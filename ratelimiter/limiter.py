@@ -26,7 +26,7 @@ import sys
 import time
 from collections import defaultdict
 
-from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.frames import EncodeError, FrameDecoder, ProtocolError, encode_frame
 from frontdesk.protocol.rpc import Notification, Request, Response, api_error, error_value, parse_message
 from frontdesk.store import StoreError, run_with_store
 from frontdesk.store.base import JournalEntry
@@ -53,13 +53,15 @@ FRAME_OVERHEAD = 1024       # room in a frame around a content download's bytes
 
 class Call:
     """One handler call (or a journal entry of one, recovered after a restart), and who waits for it."""
-    __slots__ = ("event_id", "call_no", "method", "args", "context", "fingerprint", "msgids", "answer")
+    __slots__ = ("event_id", "call_no", "method", "args", "context", "fingerprint", "msgids", "answer",
+                 "repeat")
 
     def __init__(self, event_id, call_no, method, args, context, fp):
         self.event_id, self.call_no, self.method = event_id, call_no, method
         self.args, self.context, self.fingerprint = args, context, fp
         self.msgids: list[int] = []
         self.answer: tuple | None = None    # (error, result) once known
+        self.repeat = False   # an earlier attempt may have reached LINE (a reply's token may be used)
 
     @property
     def key(self) -> tuple[str, int] | None:
@@ -97,12 +99,14 @@ def _line_drops_a_repeat(send: Send) -> bool:
 
 
 def parse_call(params) -> Call:
-    """The call map of a `call` request, checked; raises ValueError naming what is wrong."""
-    if not isinstance(params, list) or len(params) != 1 or not isinstance(params[0], dict):
-        raise ValueError("call params must be [ {event_id, call_no, method, args, context} ]")
-    call = params[0]
+    """The params of a `call` request, checked; raises ValueError naming what is wrong. The args
+    stand beside the call map, not in it, so the relayed frame nests no deeper than the handler's
+    own request: whatever the dispatcher could decode, the rate limiter can decode too."""
+    if not isinstance(params, list) or len(params) != 2 or not isinstance(params[0], dict):
+        raise ValueError("call params must be [ {event_id, call_no, method, context}, args ]")
+    call, args = params
     event_id, call_no, method = call.get("event_id"), call.get("call_no"), call.get("method")
-    args, context = call.get("args"), call.get("context") or {}
+    context = call.get("context") or {}
     if event_id is not None and (not isinstance(event_id, str) or not event_id):
         raise ValueError("`event_id` must be a non-empty string or nil")
     if event_id is not None and (type(call_no) is not int or call_no < 1):
@@ -215,7 +219,10 @@ class RateLimiter:
         call.answer = (error, result)
         msgids, call.msgids = call.msgids, []
         for msgid in msgids:
-            self._write(Response(msgid, error, result))
+            try:
+                self._write(Response(msgid, error, result))
+            except EncodeError as exc:   # e.g. an integer in LINE's JSON that msgpack cannot carry
+                self._write(Response(msgid, api_error(f"the answer {exc}"), None))
 
     # --- the process ------------------------------------------------------------------------------
     def run(self, stdin_fd: int) -> int:
@@ -300,7 +307,9 @@ class RateLimiter:
                 self.counters.add("replies_as_push")
                 self._submit(Send(self._reply_as_push(call), [call], "push"))
                 return
-            self._submit(Send(build_request("reply", call.args, None), [call], "reply"))
+            send = Send(build_request("reply", call.args, None), [call], "reply")
+            send.repeat = call.repeat
+            self._submit(send)
             return
         request = build_request(call.method, call.args, retry_key(*call.key) if call.key else None)
         if call.method == "push" and self.batcher is not None and call.key is not None:
@@ -329,8 +338,9 @@ class RateLimiter:
 
     # --- the journal ----------------------------------------------------------------------------------
     def _answer_from_journal(self, call: Call) -> bool:
-        """Answer a repeated call, or join it to the same call still in flight. False: a new call
-        (now registered in flight)."""
+        """Answer a repeated call from its final outcome, or join it to the same call still in
+        flight. False: the call is to be made (anew, or again after a retryable failure), and is
+        now registered in flight."""
         current = self._in_flight.get(call.key)
         if current is not None and current.fingerprint == call.fingerprint:
             if current.answer is None:
@@ -360,10 +370,18 @@ class RateLimiter:
         resendable = request is not None and (request.retry_key is not None
                                               or (sent_as == "reply" and entry.state == "started"))
         error = response.get("error")
-        if entry.state == "failed" and not (resendable and error and error.get("retryable")):
-            self.counters.add("journal_answers")
+        if entry.state == "failed" and not (error and error.get("retryable")):
+            self.counters.add("journal_answers")   # a final refusal: the same call would fail again
             self._answer(call, error, None)
             return True
+        if entry.state == "failed" and (request is None or request.retry_key is None):
+            # A retryable failure (429, 5xx, no answer) of a call LINE cannot recognise a repeat of
+            # by key: made again as if new, so a reply whose token is now too old goes as a push.
+            # After a 5xx LINE may have used the token: a refusal of it then means "delivered".
+            self.counters.add("retried_from_journal")
+            call.repeat = error.get("status", 0) >= 500
+            self._in_flight[call.key] = call
+            return False
         if not resendable:  # "started", and LINE could not tell a repeat: it may have been delivered
             error = api_error(f"outcome unknown: call {call.call_no} of event {call.event_id} ({call.method}) "
                               "was sent by a rate limiter that stopped before the answer; not sent again "
@@ -643,7 +661,7 @@ class RateLimiter:
 
         def written(future: asyncio.Future) -> None:
             error = future.exception()
-            if isinstance(error, (TypeError, ValueError)):
+            if isinstance(error, (TypeError, ValueError, RecursionError)):   # not JSON, or too deep
                 self._answer(call, api_error(f"user_set_data: `data` cannot be stored: {error}"), None)
             elif error is not None:
                 self._answer(call, api_error(f"store unavailable: {error}", retryable=True), None)

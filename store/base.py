@@ -57,6 +57,12 @@ class JournalEntry:
     updated_at: float = 0.0
 
 
+def spent_error(max_attempts: int, last_error: str | None) -> str:
+    """The dead letter's reason for an event whose every attempt ended without an answer."""
+    return (f"max_attempts={max_attempts} deliveries made, none answered; last: "
+            f"{last_error or 'its lease ran out (the dispatcher or handler holding it stopped)'}")[:500]
+
+
 class ChangeFeed(abc.ABC):
     """A wake-up source for a dispatcher: readable when events may have been appended.
 
@@ -121,23 +127,26 @@ class Store(abc.ABC):
 
     # --- queue: handing out --------------------------------------------------------------
     @abc.abstractmethod
-    def claim(self, owner: str, limit: int, lease_s: float) -> list[dict]:
+    def claim(self, owner: str, limit: int, lease_s: float, max_attempts: int | None = None) -> list[dict]:
         """Lease up to `limit` deliverable events to `owner`, oldest first, one per key.
 
         Returns event documents (see protocol.events.make_document) with `attempt` already
         counting this delivery. An event is deliverable when it is pending (or its lease
         expired), its not_before has passed, and no older event of its key is pending or leased.
+        An event that already had `max_attempts` deliveries (its last lease ran out: the process
+        holding it died) is dead-lettered instead of handed out, with `spent_error`'s reason.
         """
 
     @abc.abstractmethod
     def ack(self, owner: str, event_ids: list[str]) -> None:
         """Mark events done. Ids not leased to `owner` any more are ignored (lease lost)."""
 
-    def ack_and_claim(self, owner: str, event_ids: list[str], limit: int, lease_s: float) -> list[dict]:
+    def ack_and_claim(self, owner: str, event_ids: list[str], limit: int, lease_s: float,
+                      max_attempts: int | None = None) -> list[dict]:
         """`ack` then `claim` in one call. A backend may do both in one transaction: one write
         instead of two per dispatcher turn, and the next event of an acked key goes out at once."""
         self.ack(owner, event_ids)
-        return self.claim(owner, limit, lease_s)
+        return self.claim(owner, limit, lease_s, max_attempts)
 
     @abc.abstractmethod
     def nack(self, owner: str, event_id: str, error: str, retry: bool, max_attempts: int,

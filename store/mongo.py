@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from frontdesk.protocol.events import conversation_key, make_document
 
-from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable
+from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable, spent_error
 from .groupcommit import GroupCommitter, follow_change
 
 log = logging.getLogger("frontdesk.store.mongo")
@@ -213,7 +213,7 @@ class MongoStore(Store):
         return make_document(doc["seq"], self.db_name, doc["_id"], doc["destination"], doc["event"],
                              doc["key"], doc["received_at"], attempt)
 
-    def claim(self, owner: str, limit: int, lease_s: float) -> list[dict]:
+    def claim(self, owner: str, limit: int, lease_s: float, max_attempts: int | None = None) -> list[dict]:
         if limit <= 0:
             return []
 
@@ -221,6 +221,9 @@ class MongoStore(Store):
             now = time.time()
             docs = list(self._events.find({"head": True, "due": {"$lte": now}}, session=session)
                         .sort("seq", 1).limit(limit))
+            if max_attempts is not None and any(doc["attempt"] >= max_attempts for doc in docs):
+                self._bury_spent(session, owner, [d for d in docs if d["attempt"] >= max_attempts], max_attempts)
+                docs = [doc for doc in docs if doc["attempt"] < max_attempts]
             if docs:
                 self._events.update_many({"_id": {"$in": [doc["_id"] for doc in docs]}},
                                          {"$set": {"state": LEASED, "owner": owner, "due": now + lease_s},
@@ -228,6 +231,14 @@ class MongoStore(Store):
             return docs
 
         return [self._document(doc, doc["attempt"] + 1) for doc in self._transaction(work)]
+
+    def _bury_spent(self, session, owner: str, docs: list[dict], max_attempts: int) -> None:
+        """Dead-letter events whose every attempt ended without an answer, instead of handing them out."""
+        for doc in docs:
+            self._events.update_one({"_id": doc["_id"]}, {"$set": {"state": LEASED, "owner": owner}},
+                                    session=session)
+            self._finish(session, owner, doc["_id"], DEAD, spent_error(max_attempts, doc.get("error")))
+            log.warning("event_dead_lettered id=%s attempts=%d reason=attempts_spent", doc["_id"], max_attempts)
 
     def _finish(self, session, owner: str, event_id: str, state: int, error: str | None) -> bool:
         """Move one event leased to owner to done/dead and hand its key's head on."""

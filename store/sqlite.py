@@ -25,7 +25,8 @@ import time
 
 from frontdesk.protocol.events import conversation_key, make_document
 
-from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreGone, StoreUnavailable
+from .base import (AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreGone, StoreUnavailable,
+                   spent_error)
 from .feed import FeedNotifier, SocketFeed, feed_folder
 from .groupcommit import AppendRequest, GroupCommitter, follow_change
 
@@ -479,10 +480,11 @@ class SQLiteStore(Store):
             raise StoreUnavailable(self._writer.last_error)
 
     # --- handing out -----------------------------------------------------------------------------
-    def claim(self, owner: str, limit: int, lease_s: float) -> list[dict]:
-        return self.ack_and_claim(owner, [], limit, lease_s)
+    def claim(self, owner: str, limit: int, lease_s: float, max_attempts: int | None = None) -> list[dict]:
+        return self.ack_and_claim(owner, [], limit, lease_s, max_attempts)
 
-    def ack_and_claim(self, owner: str, event_ids: list[str], limit: int, lease_s: float) -> list[dict]:
+    def ack_and_claim(self, owner: str, event_ids: list[str], limit: int, lease_s: float,
+                      max_attempts: int | None = None) -> list[dict]:
         now = time.time()
         # a wake-up often finds nothing new (another dispatcher took it): read before locking
         if not event_ids and (limit <= 0 or not self._read(
@@ -496,6 +498,10 @@ class SQLiteStore(Store):
                 " (SELECT seq FROM events WHERE head = 1 AND due <= ? ORDER BY seq LIMIT ?)"
                 " RETURNING seq, id, key, destination, event, received_at, attempt",
                 (owner, now + lease_s, now, max(limit, 0))).fetchall()
+            if max_attempts is not None and any(row[6] > max_attempts for row in rows):
+                spent = [row[1] for row in rows if row[6] > max_attempts]
+                rows = [row for row in rows if row[6] <= max_attempts]
+                acked += self._bury_spent(conn, owner, spent, max_attempts)
             return acked, rows
 
         acked, rows = self._transaction(work)
@@ -516,6 +522,15 @@ class SQLiteStore(Store):
                 " RETURNING key", (state, time.time(), error, owner, *chunk)))
         conn.executemany(_PROMOTE_HEAD, [(key,) for key in keys])
         return len(keys)
+
+    def _bury_spent(self, conn, owner: str, event_ids: list[str], max_attempts: int) -> int:
+        """Dead-letter events just claimed past max_attempts (this claim's delivery not counted)."""
+        for event_id in event_ids:
+            (error,) = conn.execute("SELECT error FROM events WHERE id = ?", (event_id,)).fetchone()
+            conn.execute("UPDATE events SET attempt = attempt - 1, error = ? WHERE id = ?",
+                         (spent_error(max_attempts, error), event_id))
+            log.warning("event_dead_lettered id=%s attempts=%d reason=attempts_spent", event_id, max_attempts)
+        return self._finish(conn, owner, event_ids, DEAD, None)
 
     def ack(self, owner: str, event_ids: list[str]) -> None:
         if not event_ids:

@@ -73,7 +73,7 @@ class RateLimiterProcess:
              context: dict | None = None) -> int:
         context = context or {"received_at": int(time.time() * 1000), "source": {}}
         return self.request("call", [{"event_id": event_id, "call_no": call_no, "method": method,
-                                      "args": args, "context": context}])
+                                      "context": context}, args])
 
     def calls(self, items: list[dict]) -> list[int]:
         """Many calls written at once (one write): items are call() keyword maps."""
@@ -84,7 +84,7 @@ class RateLimiterProcess:
             context = item.get("context") or {"received_at": int(time.time() * 1000), "source": {}}
             frames.append(encode_frame(Request(msgid, "call", [{
                 "event_id": item.get("event_id"), "call_no": item.get("call_no"), "method": item["method"],
-                "args": item["args"], "context": context}]).to_wire()))
+                "context": context}, item["args"]]).to_wire()))
         self.send_raw(b"".join(frames))
         return ids
 

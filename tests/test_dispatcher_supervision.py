@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import pytest
 
+from frontdesk.ratelimiter.journal import fingerprint
+from frontdesk.sandbox.webhooks import mint_reply_token, user_id
+from frontdesk.store.base import JournalEntry
 from tests.dispatcher_harness import alive, ready_pids
 from tests.helpers import free_port, wait_until
+from tests.sandbox_harness import SECRET, TOKEN, running_sandbox
 
 
 @pytest.mark.parametrize("misbehaviour,reason", [
@@ -19,7 +27,9 @@ from tests.helpers import free_port, wait_until
 ])
 def test_misbehaving_handler_is_replaced_and_its_events_retried(harness, misbehaviour, reason):
     appended = harness.append({"Ua": ["hi", misbehaviour, "hi"], "Ub": ["hi"] * 4, "Uc": ["hi", "hi"]})
-    dispatcher = harness.start(handlers=2)
+    # one event at a time per handler: the failure is the bad event's own, charged at once
+    # (beside other events it is first retried alone: test_dispatcher_crashes.py)
+    dispatcher = harness.start(handlers=2, env={"FD_TEST_WINDOW": "1"})
     harness.wait_done(len(appended))
     harness.check_history(appended, exactly_once=misbehaviour != "garbage")
     bad = appended[3]                                    # "Ua"'s second event
@@ -163,6 +173,52 @@ def test_kill_9_of_the_dispatcher_loses_nothing_and_leaves_no_orphans(harness):
         if what == "end":
             ends[event_id] = ends.get(event_id, 0) + 1
     assert set(ends) == set(appended)
+
+
+def test_a_dispatcher_restarted_on_the_same_host_reclaims_a_dead_predecessors_leases_at_once(harness):
+    """The whole tree died (nobody saw the dispatcher go): its leases would hold its events for
+    lease_s=120; its successor on this host sees the owner's pid is gone and ends them at once."""
+    appended = harness.append(keys=4, per_key=3, text="slow")
+    first = harness.start(handlers=2, lease_s=120)
+    wait_until(lambda: harness.store.stats()["in_flight"] >= 2 and harness.status(first), 10,
+               message="events leased")
+    handler_pids = {r[3] for r in harness.records()}
+    first.kill()
+    first.wait(timeout=5)
+    wait_until(lambda: not any(alive(pid) for pid in handler_pids), 5, message="handlers died with it")
+    assert harness.store.stats()["in_flight"] >= 2
+    harness.start(handlers=2, lease_s=120)
+    harness.wait_done(len(appended), timeout=30)   # far less than the 120 s lease
+    assert {r[1] for r in harness.records() if r[0] == "end"} == set(appended)
+    assert f"predecessor_leases_expired pid={first.pid}" in harness.log_text(1)
+
+
+def test_a_reply_interrupted_by_a_whole_tree_crash_is_sent_within_seconds_inside_its_tokens_life(harness, tmp_path):
+    """What a kill -9 of everything leaves: the event leased (lease_s=120) to a dispatcher whose
+    pid is gone, its reply journaled "started" by a rate limiter that never saw LINE's answer (it
+    never got through). The next dispatcher on this host takes the event at once and the reply
+    goes out as a reply — with the token still valid — instead of ~2 minutes later, refused."""
+    with running_sandbox(tmp_path) as sandbox:
+        ev, to, now = "evcrash1", user_id(9), int(time.time() * 1000)
+        token = mint_reply_token(SECRET, to, ev)
+        harness.store.append("Udest", [{"type": "message", "timestamp": now, "webhookEventId": ev,
+                                        "replyToken": token, "source": {"type": "user", "userId": to},
+                                        "message": {"type": "text", "id": "m1", "text": "api"}}], now)
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+        dead_pid, host = int(gone.stdout), socket.gethostname()
+        owner = f"{host}:{dead_pid}:0dead"
+        harness.store.put_status(f"dispatcher:{host}:{dead_pid}", {"pid": dead_pid, "host": host, "owner": owner})
+        assert [d["o"]["_id"] for d in harness.store.claim(owner, 10, 120)] == [ev]
+        args = {"replyToken": token, "messages": [{"type": "text", "text": "hi"}]}
+        harness.store.journal_put(JournalEntry(ev, 1, fingerprint("reply", args), "started",
+                                               {"method": "POST", "path": "/v2/bot/message/reply", "body": args,
+                                                "retry_key": None, "sent_as": "reply"}))
+        harness.start(handlers=1, lease_s=120,
+                      env={"FRONTDESK_API_BASE": sandbox.url, "LINE_CHANNEL_ACCESS_TOKEN": TOKEN})
+        harness.wait_done(1, timeout=30)                 # far less than the 120 s lease
+        assert [(d["endpoint"], d["to"]) for d in sandbox.deliveries()] == [("reply", [to])]
+        assert f"predecessor_leases_expired pid={dead_pid}" in harness.log_text()
 
 
 def _run_services(harness, process, previous_dispatcher: int | None = None) -> dict[str, int]:

@@ -195,7 +195,7 @@ def test_bad_requests_on_the_pipe_are_answered_and_garbage_ends_the_process_clea
     sandbox, limiter = system()
     unknown = limiter.request("frobnicate", [])
     no_map = limiter.request("call", ["not a map"])
-    bad_no = limiter.request("call", [{"event_id": "e", "call_no": 0, "method": "push", "args": {}}])
+    bad_no = limiter.request("call", [{"event_id": "e", "call_no": 0, "method": "push"}, {}])
     assert "unknown method frobnicate" in limiter.result(unknown)[0]["message"]
     assert "call params must be" in limiter.result(no_map)[0]["message"]
     assert "`call_no` must be an integer >= 1" in limiter.result(bad_no)[0]["message"]
@@ -232,6 +232,12 @@ def test_user_data_round_trip(system):
     error, user = limiter.result(limiter.call("user_get", {"userId": "U42"}))
     assert error is None and user["data"] == {"visits": 3}
     assert limiter.result(limiter.call("user_get", {"userId": "Unobody"})) == (None, None)
+    nested: list = []
+    for _ in range(1000):     # decodable, but deeper than JSON (the store's format) goes
+        nested = [nested]
+    error, _ = limiter.result(limiter.call("user_set_data", {"userId": "U42", "data": {"deep": nested}}))
+    assert "`data` cannot be stored" in error["message"] and error["retryable"] is False
+    assert limiter.result(limiter.call("user_get", {"userId": "U42"}))[1]["data"] == {"visits": 3}
 
 
 def test_content_download_and_size_limit(system):
@@ -292,6 +298,38 @@ def test_dropped_connection_after_delivery_push_resent_409_reply_resent_refused(
     assert "push" not in {d["endpoint"] for d in sandbox.deliveries()[20:]}   # never turned into a push
     reply_deliveries = [d for d in sandbox.deliveries() if d["endpoint"] == "reply"]
     assert len(reply_deliveries) == len({d["to"][0] for d in reply_deliveries}) == 20  # each once, none twice
+
+
+@pytest.mark.parametrize("reply_max_age_s,sent_as", [(50, "reply"), (1, "push")])
+def test_a_reply_that_failed_retryably_is_sent_again_on_the_events_next_attempt(system, reply_max_age_s,
+                                                                                sent_as):
+    """LINE answered 5xx every time (api_max_retries used up): the journal keeps "failed, retryable",
+    which is no final outcome. The event's next attempt (or `frontdesk dead-letters retry`) repeats
+    the call; it goes out again — as a push once the token is too old — not answered from the journal."""
+    broken, limiter = system({"sandbox_fault_rate": 1}, api_max_retries=1)
+    ev, to = event_id(), user_id(7)
+    args = {"replyToken": mint_reply_token(SECRET, to, ev), "messages": TEXT}
+    context = {"received_at": now_ms() - 2000, "source": {"type": "user", "userId": to}}
+    error, _ = limiter.result(limiter.call("reply", args, ev, 1, context))
+    assert error["status"] == 500 and error["retryable"] is True and broken.deliveries() == []
+    assert broken.stats()["calls"]["reply"] == {"500": 2}
+    limiter.kill()
+    # LINE works again; the same store (call journal); the token is now "too old" for the second case
+    sandbox, limiter = system(reply_max_age_s=reply_max_age_s)
+    error, result = limiter.result(limiter.call("reply", args, ev, 1, context))
+    assert error is None and result["sent_as"] == sent_as
+    assert [(d["endpoint"], d["to"]) for d in sandbox.deliveries()] == [(sent_as, [to])]
+    assert limiter.result(limiter.call("reply", args, ev, 1, context)) == (None, result)   # final now
+
+
+def test_a_final_refusal_is_answered_from_the_journal_and_not_sent_again(system):
+    sandbox, limiter = system(batching="false")
+    ev = event_id()
+    args = {"to": user_id(8), "messages": [{"type": "nonsense"}]}
+    error, _ = limiter.result(limiter.call("push", args, ev, 1))
+    assert error["status"] == 400 and error["retryable"] is False
+    assert limiter.result(limiter.call("push", args, ev, 1)) == (error, None)
+    assert sandbox.stats()["calls"]["push"] == {"400": 1}
 
 
 def test_429_pauses_the_endpoint_and_retries(system):

@@ -313,6 +313,20 @@ def test_expire_leases_of_a_dead_owner_makes_only_its_events_deliverable_at_once
     assert store.stats()["done"] == 1
 
 
+def test_claim_dead_letters_an_event_whose_attempts_ran_out_unanswered(store):
+    store.append("Udest", [event(1, "A"), event(2, "A"), event(3, "B")], now_ms())
+    assert {d["o"]["_id"] for d in store.claim("d1", 10, 0)} == {"ev00001", "ev00003"}
+    store.ack("d1", ["ev00003"])
+    for owner in ("d2", "d3"):   # every lease runs out at once (lease_s=0): the holder "died"
+        assert [d["o"]["_id"] for d in store.claim(owner, 10, 0, max_attempts=3)] == ["ev00001"]
+    assert store.claim("d4", 10, 60, max_attempts=3) == []   # spent: buried, not handed out
+    (dead,) = store.dead_letters()
+    assert dead["id"] == "ev00001" and dead["attempts"] == 3
+    assert dead["error"].startswith("max_attempts=3 deliveries made, none answered; last: its lease ran out")
+    assert [d["o"]["_id"] for d in store.claim("d4", 10, 60, max_attempts=3)] == ["ev00002"]
+    assert store.stats()["dead"] == 1 and store.stats()["in_flight"] == 1
+
+
 def test_extend_leases_keeps_events(store):
     store.append("Udest", [event(1)], now_ms())
     store.claim("d1", 1, 1.0)

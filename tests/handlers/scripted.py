@@ -5,7 +5,16 @@ Start-up behaviour by argument: `ok` (default), `refuse` (handshake answered wit
 exists). Per-event behaviour by the LINE message text, on the first attempt only, so the retry
 succeeds: `crash` exits mid-event, `hang` never answers, `garbage` writes noise to stdout,
 `nack` answers a retryable nack, `poison` answers a non-retryable nack; `slow` sleeps 0.3 s;
-any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call (reply) first.
+any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call first (a reply with
+the event's reply token);
+`deepcall` makes one whose arguments nest as deep as its own encoder allows, and acks only when
+the dispatcher answers it with an error (else a non-retryable nack); `wait2` makes two API calls
+(GET /v2/bot/info) one after the other and acks only if both were answered without error;
+`deaf` (first attempt) stops reading stdin and makes $FD_TEST_DEAF_CALLS user_get calls for
+user "Ubig" without waiting for their answers (the event's deadline waits for them); `flood` makes $FD_TEST_FLOOD_CALLS user_get calls
+one after the other and acks only if exactly those past $FD_TEST_CALL_CAP were refused, naming
+the cap. `crashalways` exits mid-event on every attempt; with $FD_TEST_CRASH_PERCENT=p, any
+delivery whose (event id, attempt) hashes into the first p percent exits mid-event.
 Every event start and ack is appended as one line to $FD_TEST_RECORD:
 `start|end <event id> <key> <pid> <attempt>`.
 """
@@ -16,17 +25,46 @@ import random
 import sys
 import threading
 import time
+import zlib
 
-from frontdesk.protocol.frames import encode_frame, read_frame
+from frontdesk.protocol.frames import ProtocolError, encode_frame, read_frame, unpack
 
 WINDOW = int(os.environ.get("FD_TEST_WINDOW", "4"))
 DELAY_MS = float(os.environ.get("FD_TEST_DELAY_MS", "0"))
 RECORD = os.environ.get("FD_TEST_RECORD")
+CRASH_PERCENT = int(os.environ.get("FD_TEST_CRASH_PERCENT", "0"))
 
 out = sys.stdout.buffer
 write_lock = threading.RLock()  # also makes "end" recorded <=> ack written
 record_fd = os.open(RECORD, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if RECORD else None
 api_answers: dict[int, threading.Event] = {}
+api_errors: dict[int, object] = {}
+deaf = threading.Event()   # set: the main loop stops reading stdin
+
+
+def deepest_call(msgid: int, event_id: str) -> list:
+    """A reply call nested as deep as a frame can be and still be decoded (a level deeper than
+    the dispatcher could pass on if it nested it inside another map)."""
+    for depth in range(1100, 0, -1):
+        nested: list = []
+        for _ in range(depth):
+            nested = [nested]
+        call = [0, msgid, "reply", [event_id, {"replyToken": "t", "messages": nested}]]
+        try:
+            unpack(encode_frame(call)[4:])
+            return call
+        except (ValueError, ProtocolError):
+            continue
+    raise AssertionError("nothing encodes")
+
+
+def call_api(msgid: int, call: list):
+    """Send an API call and wait for its answer; returns the answer's error."""
+    answered = threading.Event()
+    api_answers[msgid] = answered
+    send(call)
+    answered.wait()
+    return api_errors.pop(msgid, None)
 
 
 def send(value) -> None:
@@ -45,6 +83,10 @@ def handle(msgid: int, doc: dict) -> None:
     text = (o["event"].get("message") or {}).get("text", "")
     first = o["attempt"] == 1
     record("start", o)
+    if text == "crashalways" or (CRASH_PERCENT and
+                                 zlib.crc32(f"{o['_id']}/{o['attempt']}".encode()) % 100 < CRASH_PERCENT):
+        with write_lock:
+            os._exit(1)
     if first and text == "crash":
         with write_lock:
             os._exit(1)
@@ -56,10 +98,31 @@ def handle(msgid: int, doc: dict) -> None:
             out.flush()
         return
     if text == "api":
-        answered = threading.Event()
-        api_answers[msgid] = answered
-        send([0, msgid, "reply", [o["_id"], {"replyToken": "t", "messages": [{"type": "text", "text": "hi"}]}]])
-        answered.wait()
+        call_api(msgid, [0, msgid, "reply", [o["_id"], {"replyToken": o["event"].get("replyToken", "t"),
+                                                       "messages": [{"type": "text", "text": "hi"}]}]])
+    if first and text == "deaf":
+        deaf.set()
+        for n in range(int(os.environ.get("FD_TEST_DEAF_CALLS", "0"))):
+            send([0, 1_000_000 + n, "user_get", [o["_id"], {"userId": "Ubig"}]])
+        return
+    if text == "flood":
+        cap, refused = int(os.environ["FD_TEST_CALL_CAP"]), []
+        for n in range(int(os.environ["FD_TEST_FLOOD_CALLS"])):
+            error = call_api(msgid, [0, msgid, "user_get", [o["_id"], {"userId": o["key"]}]])
+            if error is not None:
+                refused.append(n if f"max_calls_per_event={cap}" in error["message"] else error)
+        if refused != list(range(cap, int(os.environ["FD_TEST_FLOOD_CALLS"]))):
+            send([1, msgid, {"message": f"unexpected refusals: {refused}", "retry": False}, None])
+            return
+    if text == "wait2":
+        for _ in range(2):
+            error = call_api(msgid, [0, msgid, "call", [o["_id"], {"method": "GET", "path": "/v2/bot/info"}]])
+            if error is not None:
+                send([1, msgid, {"message": f"call failed: {error}", "retry": False}, None])
+                return
+    if text == "deepcall" and call_api(msgid, deepest_call(msgid, o["_id"])) is None:
+        send([1, msgid, {"message": "the deep call was not refused", "retry": False}, None])
+        return
     if text == "slow":
         time.sleep(0.3)
     if DELAY_MS:
@@ -95,6 +158,8 @@ def main() -> int:
         with open(os.environ["FD_TEST_ENV_FILE"], "w") as f:
             f.write("\n".join(sorted(os.environ)))
     while True:
+        if deaf.is_set():
+            threading.Event().wait()   # never reads again, until killed
         try:
             message = read_frame(stdin)
         except EOFError:
@@ -102,6 +167,7 @@ def main() -> int:
         if message[0] == 0 and message[2] == "event":
             threading.Thread(target=handle, args=(message[1], message[3][0]), daemon=True).start()
         elif message[0] == 1 and message[1] in api_answers:
+            api_errors[message[1]] = message[2]
             api_answers.pop(message[1]).set()
 
 
