@@ -15,6 +15,9 @@ from frontdesk.protocol import config
 from frontdesk.store import StoreError, open_store, sqlite_file_missing
 from frontdesk.store.mongo import redact_url as public_url
 
+from .advice import advise
+from .observe import STALE_AFTER_S, Observer
+
 EMPTY_STATS = {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
 
 
@@ -112,18 +115,35 @@ def _print_handlers(handlers, indent: int) -> None:
                   f"{h.get('restarts', 0):>8}")
 
 
+def _measure(store, interval_s: float) -> dict:
+    """Two samples interval_s apart when some process is publishing (rates need two), else one."""
+    observer = Observer(store)
+    first = observer.sample()
+    fresh = any(first.at - doc.get("updated_at", 0) <= STALE_AFTER_S for doc in first.statuses.values())
+    if interval_s > 0 and fresh:
+        time.sleep(interval_s)
+        observer.sample()
+    return observer.view()
+
+
 @_reported
 def main_status(settings, args) -> int:
-    """Queue depth, in flight, dead letters, and every process's published status."""
+    """Queue depth, in flight, dead letters, every process's published status, and advice."""
     report = {"store": public_url(settings.store), "events": dict(EMPTY_STATS), "processes": {}}
+    view = None
     if not sqlite_file_missing(settings.store):   # status shows zeros and creates nothing
         with _store("status", settings.store) as store:
+            view = _measure(store, args.interval)
             report["events"] = store.stats()
             report["processes"] = store.get_statuses()
+    report["advice"] = advise(view) if view is not None else []
     if args.json:
+        report["view"] = view
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:
         print_status_table(report)
+        for number, line in enumerate(report["advice"]):
+            print(f"{'advice' if number == 0 else '':<10} {line}")
     return 0
 
 

@@ -29,6 +29,8 @@ COMMANDS = {
                       "the conformance suite for a handler in any language: check-handler -- CMD ARGS"),
     "status": ("frontdesk.admin", "main_status",
                "queue depth, in-flight, dead letters, handler states, API call rates"),
+    "top": ("frontdesk.top", "main_top", "the running system, live: queue, handlers, rate limiter, advice "
+            "(keys + - h q; --once prints one frame)"),
     "scale": ("frontdesk.admin", "main_scale", "set the number of handler processes of running dispatchers"),
     "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
     "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
@@ -117,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the handler to check")
 
     parsers["status"].add_argument("--json", action="store_true", help="print one JSON object")
+    parsers["status"].add_argument("--interval", type=float, default=1.5, metavar="S",
+                                   help="measure rates (events/s, busy share, calls/s) over S seconds "
+                                        "for the advice; 0: one snapshot, no rates (default 1.5)")
+    parsers["top"].add_argument("--once", action="store_true", help="print one frame and exit")
     parsers["scale"].add_argument("count", type=int, help="handler processes per dispatcher")
     dead = parsers["dead-letters"]
     dead.add_argument("action", choices=["list", "retry", "drop"])

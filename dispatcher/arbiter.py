@@ -12,6 +12,7 @@ dispatcher sleeps about a second at a time. Retention runs on a thread of its ow
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import secrets
@@ -31,7 +32,7 @@ from .housekeeping import Purger
 from .loop import EventLoop, SignalQueue
 from .router import Router
 from .supervise import RestartPolicy
-from .workers import CLOSING, EXITED, READY, HandlerProcess, describe_exit
+from .workers import CLOSING, EXITED, HANDLING_BUCKETS_S, READY, HandlerProcess, describe_exit
 
 log = logging.getLogger("frontdesk.dispatcher")
 
@@ -40,6 +41,8 @@ API_METHODS = frozenset({"reply", "push", "multicast", "broadcast", "narrowcast"
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
                    signal.SIGTTOU, signal.SIGCHLD)
 STATUS_INTERVAL_S = 1.0
+# `frontdesk top`'s `h` writes a fresh value here: every running dispatcher restarts its handlers.
+ROLLING_RESTART_CONTROL = "handlers_rolling_restart"
 RUNNING, DRAINING, STOPPING, STOPPED = "running", "draining", "stopping", "stopped"
 
 
@@ -76,10 +79,12 @@ class Arbiter:
         self.state = RUNNING
         self.started_at = time.time()
         self.handled_by_gone = 0   # events answered by processes that have exited
+        self.e2e_counts = [0] * (len(HANDLING_BUCKETS_S) + 1)   # webhook received -> ack, acked events
         self._rolling: deque[Slot] = deque()
         self._slot_numbers = 0
         self._drain_until = 0.0
         self._last_control = None
+        self._last_restart_control = None
         now = time.monotonic()
         self._status_at = now
         self._rescan_at = now + settings.feed_rescan_s
@@ -96,6 +101,7 @@ class Arbiter:
             self._feed = self.store.change_feed()
             self.loop.add_reader(self._feed.fileno(), self._on_feed)
             self._last_control = self._read_control()
+            self._last_restart_control = self._read_control(ROLLING_RESTART_CONTROL)
             log.info("dispatcher_started pid=%d owner=%s handlers=%d handler_command=%s", self.pid,
                      self.owner, self.target, self.handler_argv[0])
             self.apilink.start()
@@ -220,6 +226,8 @@ class Arbiter:
     def event_answered(self, process: HandlerProcess, delivery, error) -> None:
         if error is None:
             self.router.ack(delivery.event_id, delivery.key)
+            e2e_s = time.time() - delivery.doc["o"]["received_at"] / 1000
+            self.e2e_counts[bisect.bisect_left(HANDLING_BUCKETS_S, e2e_s)] += 1
             return
         message = error.get("message") if isinstance(error, dict) else None
         retry = error.get("retry", True) if isinstance(error, dict) else True
@@ -356,12 +364,16 @@ class Arbiter:
         elif signum == signal.SIGTTOU and self.state == RUNNING:
             self.set_target(max(0, self.target - 1), "TTOU")
         elif signum == signal.SIGHUP and self.state == RUNNING:
-            self._rolling = deque(self.slots)
-            log.info("rolling_restart_started handlers=%d", len(self._rolling))
+            self.rolling_restart("HUP")
         elif signum in (signal.SIGTERM, signal.SIGINT) and self.state == RUNNING:
             self.drain()
         elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.state == DRAINING):
             self.quit()
+
+    def rolling_restart(self, why: str) -> None:
+        """Replace every handler, one at a time, each new one ready before its old one drains."""
+        self._rolling = deque(self.slots)
+        log.info("rolling_restart_started handlers=%d by=%s", len(self._rolling), why)
 
     def set_target(self, count: int, why: str) -> None:
         log.info("handlers_target_changed from=%d to=%d by=%s", self.target, count, why)
@@ -397,15 +409,21 @@ class Arbiter:
         return not any(True for _ in self._processes()) and self.apilink.stopped
 
     # --- status and control -------------------------------------------------------------------------
-    def _read_control(self):
+    def _read_control(self, name: str = "handlers"):
         try:
-            return self.store.get_control("handlers")
+            return self.store.get_control(name)
         except StoreError as exc:
             log.error("store_call_failed op=get_control error=%s", exc)
-            return self._last_control
+            return self._last_control if name == "handlers" else self._last_restart_control
 
     def _apply_control(self) -> None:
-        """`frontdesk scale N` writes a control value; a change of it sets our target."""
+        """`frontdesk scale N` writes a control value; a change of it sets our target. A change of
+        the rolling-restart control (`frontdesk top`'s `h`) restarts the handlers."""
+        restart = self._read_control(ROLLING_RESTART_CONTROL)
+        if restart != self._last_restart_control:
+            self._last_restart_control = restart
+            if self.state == RUNNING:
+                self.rolling_restart("control")
         value = self._read_control()
         if value == self._last_control:
             return
@@ -432,6 +450,7 @@ class Arbiter:
             "handled": self.handled_by_gone + sum(p.handled for p in self._processes()),
             "degraded": self.policy.degraded, "store_error": self.router.store_error,
             "handlers": handlers, "ratelimiter": self.apilink.status(),
+            "e2e_counts": list(self.e2e_counts),
         }
 
     def _publish_status(self) -> None:
