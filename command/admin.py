@@ -64,7 +64,7 @@ def _summarise(doc: dict) -> str:
     """One line for a process's status document: its scalars, and handler states counted."""
     parts = []
     for key, value in doc.items():
-        if key == "updated_at":
+        if key == "updated_at" or key.endswith("_counts"):   # histograms: `frontdesk top` shows them
             continue
         if key == "handlers" and isinstance(value, list):
             states: dict[str, int] = {}

@@ -82,7 +82,8 @@ def _pool_size(queue: dict, running: list[dict]) -> list[str]:
             f"the oldest event waits {queue.get('oldest_pending_s', 0):.0f} s"
         how = "raise handlers_max" if autoscaled else f"frontdesk scale {wanted}"
         return [f"handlers {_pct(busy)} busy and {grows}: about {wanted} handlers would keep up ({how})"]
-    if count > 1 and busy <= IDLE and not queue.get("pending") and not autoscaled:
+    # idle because nothing arrives says nothing about the pool's size: judge it under traffic only
+    if count > 1 and completions > 0 and busy <= IDLE and not queue.get("pending") and not autoscaled:
         wanted = max(1, math.ceil(count * busy / 0.7))
         if wanted < count:
             return [f"handlers {_pct(busy)} busy with nothing waiting: {wanted} would do "

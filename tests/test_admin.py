@@ -132,3 +132,20 @@ def test_config_masks_secrets_and_names_sources(url):
     assert "channel_secret" in result.stdout and "environment LINE_CHANNEL_SECRET" in result.stdout
     assert f"{url}  (command line)" in result.stdout
     assert frontdesk("config", "--markdown").stdout.startswith("| key |")
+
+
+def test_status_advises_from_what_it_measures(url):
+    store = open_store(url)
+    try:
+        store.append("Udest", [event(1, "A"), event(2, "B"), event(3, "C")], int(time.time() * 1000) - 45_000)
+        store.claim("d1", 1, 60)
+        store.nack("d1", "ev1", "handler refused it", False, 5, 1, 10)
+    finally:
+        store.close()
+    table = frontdesk("status", "--store", url).stdout
+    advice = [line for line in table.splitlines() if line.startswith("advice") or line.startswith(" " * 11)]
+    assert "advice     2 events pending (oldest 45 s) and no dispatcher publishing a status: start one " \
+           "(`frontdesk run` or `frontdesk dispatcher`)" in table
+    assert "           1 dead letters: see `frontdesk dead-letters list`, then retry or drop them" in advice
+    report = json.loads(frontdesk("status", "--json", "--store", url).stdout)
+    assert len(report["advice"]) == 2 and report["view"]["queue"]["pending"] == 2
