@@ -23,6 +23,8 @@ COMMANDS = {
     "dispatcher": ("frontdesk.dispatcher.arbiter", "main",
                    "only the dispatcher with its rate limiter and handlers (scale-out)"),
     "sandbox": ("frontdesk.sandbox.server", "main", "only the local LINE Messaging API emulator"),
+    "statuspage": ("frontdesk.statuspage", "main", "only the status page on admin_listen "
+                   "(/, /status.json, /metrics, /healthz)"),
     "bench": ("frontdesk.cli", "main_bench", "signed webhooks at a chosen rate against a running system "
               "(--suite picks a component benchmark instead)"),
     "check-handler": ("frontdesk.handlers.conformance", "main",
@@ -35,7 +37,7 @@ COMMANDS = {
     "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
     "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
 }
-ROLES = frozenset({"receiver", "dispatcher", "sandbox"})
+ROLES = frozenset({"receiver", "dispatcher", "sandbox", "statuspage"})
 
 # `frontdesk bench --suite NAME` -> the module whose `run_bench(settings, args)` measures it.
 BENCH_SUITES = {
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in ("run", "receiver"):
         parsers[name].add_argument("--listen", help="receiver HOST:PORT (env FRONTDESK_LISTEN)")
+    for name in ("run", "statuspage"):
+        parsers[name].add_argument("--admin-listen", dest="admin_listen",
+                                   help="status page HOST:PORT (env FRONTDESK_ADMIN_LISTEN; run: empty for none)")
     for name in ("run", "dispatcher"):
         parsers[name].add_argument("--handler", help="handler command line (env FRONTDESK_HANDLER)")
         parsers[name].add_argument("--handlers", type=int, help="handler process count (env FRONTDESK_HANDLERS)")

@@ -55,6 +55,9 @@ def main(settings, args) -> int:
                             stop_grace_s=settings.drain_grace_s + 2 * settings.kill_grace_s))
     webhook_url = f"http://{settings.listen}{settings.callback_path}"
     services.append(Service("receiver", role_command("receiver"), env, settings, webhook_url))
+    if settings.admin_listen:
+        services.append(Service("statuspage", role_command("statuspage"), env, settings,
+                                f"http://{settings.admin_listen}/"))
     store = _open_store(settings)
     if store is None:
         return 1
@@ -72,6 +75,8 @@ def _print_banner(settings, sandbox: bool) -> None:
         "frontdesk is starting:",
         f"  webhook receiver  {webhook_url}",
         f"  store             {settings.store}",
+        f"  status page       " + (f"http://{settings.admin_listen}/ (or: frontdesk top)" if settings.admin_listen
+                                   else "none (admin_listen is empty; frontdesk top still works)"),
         f"  handlers          {settings.handlers} x {settings.handler or 'the bundled echo example'}",
     ]
     if sandbox:

@@ -80,6 +80,7 @@ class Arbiter:
         self.started_at = time.time()
         self.handled_by_gone = 0   # events answered by processes that have exited
         self.e2e_counts = [0] * (len(HANDLING_BUCKETS_S) + 1)   # webhook received -> ack, acked events
+        self.e2e_s = 0.0
         self._rolling: deque[Slot] = deque()
         self._slot_numbers = 0
         self._drain_until = 0.0
@@ -227,6 +228,7 @@ class Arbiter:
         if error is None:
             self.router.ack(delivery.event_id, delivery.key)
             e2e_s = time.time() - delivery.doc["o"]["received_at"] / 1000
+            self.e2e_s += e2e_s
             self.e2e_counts[bisect.bisect_left(HANDLING_BUCKETS_S, e2e_s)] += 1
             return
         message = error.get("message") if isinstance(error, dict) else None
@@ -450,7 +452,7 @@ class Arbiter:
             "handled": self.handled_by_gone + sum(p.handled for p in self._processes()),
             "degraded": self.policy.degraded, "store_error": self.router.store_error,
             "handlers": handlers, "ratelimiter": self.apilink.status(),
-            "e2e_counts": list(self.e2e_counts),
+            "e2e_counts": list(self.e2e_counts), "e2e_s": round(self.e2e_s, 3),
         }
 
     def _publish_status(self) -> None:

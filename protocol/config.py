@@ -67,6 +67,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("store", str, "sqlite:///frontdesk.db",
          "Store URL: sqlite:///path.db or mongodb://host/db?replicaSet=rs0."),
     Knob("listen", str, "127.0.0.1:8000", "Receiver address HOST:PORT."),
+    Knob("admin_listen", str, "127.0.0.1:8001",
+         "Status page address HOST:PORT (/, /status.json, /metrics, /healthz); keep it on loopback "
+         "or a private network. Empty: `frontdesk run` starts no status page."),
     Knob("api_base", str, "https://api.line.me", "Messaging API base URL."),
     Knob("api_data_base", str, "https://api-data.line.me", "Messaging API data (content) base URL."),
     Knob("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
