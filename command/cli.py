@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="status page HOST:PORT (env FRONTDESK_ADMIN_LISTEN; run: empty for none)")
     for name in ("run", "dispatcher"):
         parsers[name].add_argument("--handler", help="handler command line (env FRONTDESK_HANDLER)")
-        parsers[name].add_argument("--handlers", type=int, help="handler process count (env FRONTDESK_HANDLERS)")
+        parsers[name].add_argument("--handlers", help="handler process count, or auto (env FRONTDESK_HANDLERS)")
     parsers["run"].add_argument("--sandbox", action="store_true",
                                 help="also start the LINE API emulator and point the system at it")
     parsers["run"].add_argument("--demo", action="store_true",

@@ -71,13 +71,15 @@ def main(settings, args) -> int:
 
 def _print_banner(settings, sandbox: bool) -> None:
     webhook_url = f"http://{settings.listen}{settings.callback_path}"
+    pool = f"auto {settings.handlers_min}..{settings.handlers_max}" if settings.handlers == "auto" \
+        else settings.handlers
     lines = [
         "frontdesk is starting:",
         f"  webhook receiver  {webhook_url}",
         f"  store             {settings.store}",
         f"  status page       " + (f"http://{settings.admin_listen}/ (or: frontdesk top)" if settings.admin_listen
                                    else "none (admin_listen is empty; frontdesk top still works)"),
-        f"  handlers          {settings.handlers} x {settings.handler or 'the bundled echo example'}",
+        f"  handlers          {pool} x {settings.handler or 'the bundled echo example'}",
     ]
     if sandbox:
         # the dev secret is no secret (the emulator accepts anything); a real one is never shown

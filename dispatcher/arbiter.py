@@ -28,6 +28,7 @@ from frontdesk.protocol.roles import status_name
 from frontdesk.store import StoreError, run_with_store
 
 from .apilink import ApiLink
+from .autoscale import Autoscaler
 from .housekeeping import Purger
 from .loop import EventLoop, SignalQueue
 from .router import Router
@@ -75,7 +76,11 @@ class Arbiter:
         self.purger = Purger(store, settings.retention_s)
         self.slots: list[Slot] = []
         self.retiring: list[HandlerProcess] = []
-        self.target = settings.handlers
+        self.autoscaler = Autoscaler(settings.handlers_min, settings.handlers_max, settings.autoscale_backlog_s,
+                                     settings.autoscale_idle_s) if settings.handlers == "auto" else None
+        self.target = settings.handlers_min if self.autoscaler else settings.handlers
+        self._busy_before: dict[int, float] = {}   # pid -> busy seconds at the last autoscale turn
+        self._busy_at = time.monotonic()
         self.state = RUNNING
         self.started_at = time.time()
         self.handled_by_gone = 0   # events answered by processes that have exited
@@ -187,6 +192,7 @@ class Arbiter:
             self._status_at = now + STATUS_INTERVAL_S
             self.policy.refresh()
             self._apply_control()
+            self._autoscale(now)
             self._publish_status()
         if self.state == DRAINING and now >= self._drain_until:
             self._release_and_stop_handlers(f"drain_grace_s={self.settings.drain_grace_s:g} passed")
@@ -431,9 +437,32 @@ class Arbiter:
             return
         self._last_control = value
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0 and self.state == RUNNING:
+            if self.autoscaler is not None:
+                log.info("autoscale_off by=frontdesk scale handlers=%d", value)
+                self.autoscaler = None
             self.set_target(value, "frontdesk scale")
         else:
             log.warning("control_ignored name=handlers value=%r reason=not a count >= 0", value)
+
+    def _autoscale(self, now: float) -> None:
+        """handlers = auto: once a second, measure (busy share, the queue's oldest event) and
+        let the Autoscaler set the target (dispatcher/autoscale.py)."""
+        if self.autoscaler is None or self.state != RUNNING:
+            return
+        ready = [slot.process for slot in self.slots if slot.process is not None and slot.process.state == READY]
+        totals = {p.pid: p.busy_total(now) for p in ready}
+        elapsed, self._busy_at = now - self._busy_at, now
+        busy = sum(total - self._busy_before.get(pid, 0.0) for pid, total in totals.items())
+        self._busy_before = totals
+        share = min(1.0, busy / (len(totals) * elapsed)) if totals and elapsed > 0 else 0.0
+        try:
+            oldest = self.store.stats()["oldest_pending_s"]
+        except StoreError as exc:
+            log.error("store_call_failed op=stats error=%s", exc)
+            return
+        target = self.autoscaler.decide(now, self.target, len(ready), share, oldest)
+        if target != self.target:
+            self.set_target(target, "autoscale")
 
     def status(self) -> dict:
         handlers = []
@@ -452,6 +481,7 @@ class Arbiter:
             "handled": self.handled_by_gone + sum(p.handled for p in self._processes()),
             "degraded": self.policy.degraded, "store_error": self.router.store_error,
             "handlers": handlers, "ratelimiter": self.apilink.status(),
+            "autoscale": self.autoscaler.status() if self.autoscaler else None,
             "e2e_counts": list(self.e2e_counts), "e2e_s": round(self.e2e_s, 3),
         }
 

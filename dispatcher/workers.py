@@ -424,9 +424,13 @@ class HandlerProcess(FramedChild):
         level = LOG_LEVELS.get(entry.get("level"), logging.INFO)
         log.log(level, "[%s pid=%d] %s", self.name, self.pid, str(entry.get("message", ""))[:STDERR_LINE_MAX])
 
+    def busy_total(self, now: float) -> float:
+        """Seconds with at least one event in flight, until now."""
+        return self.busy_s + (now - self._busy_since if self._busy_since is not None else 0.0)
+
     def status(self) -> dict:
         """Cumulative counters; readers turn two of them into rates (command/observe.py)."""
-        busy = self.busy_s + (time.monotonic() - self._busy_since if self._busy_since is not None else 0.0)
+        busy = self.busy_total(time.monotonic())
         return {"name": self.name, "pid": self.pid, "state": self.state, "in_flight": len(self.in_flight),
                 "max_in_flight": self.max_in_flight, "handled": self.handled, "busy_s": round(busy, 4),
                 "handling_s": round(self.handling_s, 4), "handling_counts": list(self.handling_counts)}

@@ -56,6 +56,21 @@ def _rates(text: str) -> dict[str, tuple[float, float]]:
     return rates
 
 
+def _handler_count(raw) -> int | str:
+    """A process count (0 or more) or `auto`."""
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return "auto"
+    if isinstance(raw, (bool, float)):
+        raise ValueError("expected a whole number or auto")
+    try:
+        count = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number or auto") from None
+    if count < 0:
+        raise ValueError(f"must be at least 0 (or auto), got {count}")
+    return count
+
+
 # Every knob. Grouped by the process that uses it; the README's configuration table is made
 # from this list (`frontdesk config --markdown`), so the help texts are user documentation.
 KNOBS: tuple[Knob, ...] = (
@@ -102,7 +117,16 @@ KNOBS: tuple[Knob, ...] = (
     # --- dispatcher and handlers
     Knob("handler", str, "",
          "Handler command line (shell words). Empty: the bundled Python echo example."),
-    Knob("handlers", int, 2, "Number of handler processes.", minimum=0),
+    Knob("handlers", _handler_count, 2,
+         "Number of handler processes, or `auto`: between handlers_min and handlers_max, grown while "
+         "events wait and handlers are busy, shrunk after autoscale_idle_s of quiet."),
+    Knob("handlers_min", int, 1, "handlers = auto: the fewest handler processes.", minimum=0),
+    Knob("handlers_max", int, 8, "handlers = auto: the most handler processes.", minimum=1),
+    Knob("autoscale_backlog_s", float, 1.0,
+         "handlers = auto: grow while the oldest waiting event is older than this (and handlers are busy).",
+         minimum=0.0),
+    Knob("autoscale_idle_s", float, 30.0,
+         "handlers = auto: one handler fewer after this long mostly idle with nothing waiting.", minimum=0.0),
     Knob("max_frame_bytes", int, 16 * 1024 * 1024, "Largest frame accepted on any pipe.", minimum=64),
     Knob("event_deadline_s", float, 30.0,
          "A handler that holds an event longer than this is killed and the event retried.",
@@ -283,6 +307,9 @@ def load(
             values[knob.name], sources[knob.name] = _convert(knob, knob.default, "default"), "default"
             continue
         values[knob.name], sources[knob.name] = _convert(knob, raw, source), source
+    if values["handlers_min"] > values["handlers_max"]:
+        raise ConfigError(f"handlers_min={values['handlers_min']} (from {sources['handlers_min']}) is above "
+                          f"handlers_max={values['handlers_max']} (from {sources['handlers_max']})")
     return Settings(values, sources)
 
 
