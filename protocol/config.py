@@ -63,12 +63,9 @@ def _handler_count(raw) -> int | str:
     if isinstance(raw, (bool, float)):
         raise ValueError("expected a whole number or auto")
     try:
-        count = int(raw)
+        return int(raw)
     except ValueError:
         raise ValueError("expected a whole number or auto") from None
-    if count < 0:
-        raise ValueError(f"must be at least 0 (or auto), got {count}")
-    return count
 
 
 # Every knob. Grouped by the process that uses it; the README's configuration table is made
@@ -119,7 +116,7 @@ KNOBS: tuple[Knob, ...] = (
          "Handler command line (shell words). Empty: the bundled Python echo example."),
     Knob("handlers", _handler_count, 2,
          "Number of handler processes, or `auto`: between handlers_min and handlers_max, grown while "
-         "events wait and handlers are busy, shrunk after autoscale_idle_s of quiet."),
+         "events wait and handlers are busy, shrunk after autoscale_idle_s of quiet.", minimum=0),
     Knob("handlers_min", int, 1, "handlers = auto: the fewest handler processes.", minimum=0),
     Knob("handlers_max", int, 8, "handlers = auto: the most handler processes.", minimum=1),
     Knob("autoscale_backlog_s", float, 1.0,
@@ -222,7 +219,7 @@ def _convert(knob: Knob, raw: Any, source: str) -> Any:
     except (ValueError, TypeError) as exc:
         shown = "<secret>" if knob.secret else repr(raw)
         raise ConfigError(f"{where}: invalid value {shown}: {exc}") from None
-    if knob.minimum is not None and value < knob.minimum:
+    if knob.minimum is not None and not isinstance(value, str) and value < knob.minimum:   # "auto" has none
         raise ConfigError(f"{where}: must be at least {knob.minimum}, got {value}")
     return value
 
