@@ -12,7 +12,7 @@ BUSY = 0.9              # handlers this busy have no spare capacity
 IDLE = 0.25             # handlers this busy could be fewer
 GROWING = 1.10          # arrivals this much above completions: the queue grows
 AT_LIMIT = 0.9          # an endpoint this close to its limit is the bottleneck
-OLD_PENDING_S = 30.0    # an event waiting this long with no dispatcher is worth a word
+HOT_KEY_SHARE = 0.3     # one conversation holding this share of the waiting events is hot
 
 
 def _pct(share: float) -> str:
@@ -33,6 +33,7 @@ def advise(view: dict) -> list[str]:
                for e in limited]
     if not limited:
         advice += _pool_size(queue, running)
+    advice += _hot_key(queue)
     advice += _throttled(running)
     if queue.get("dead"):
         advice.append(f"{queue['dead']} dead letters: see `frontdesk dead-letters list`, then retry or drop them")
@@ -89,6 +90,15 @@ def _pool_size(queue: dict, running: list[dict]) -> list[str]:
             return [f"handlers {_pct(busy)} busy with nothing waiting: {wanted} would do "
                     f"(frontdesk scale {wanted})"]
     return []
+
+
+def _hot_key(queue: dict) -> list[str]:
+    busiest = queue.get("busiest_key")
+    if not busiest or busiest["share"] < HOT_KEY_SHARE:
+        return []
+    return [f"one conversation ({busiest['key']}) holds {_pct(busiest['share'])} of the waiting events "
+            f"({busiest['events']}): they go one at a time, in order, so more handlers will not drain it "
+            "faster (hot key; a slow handler step for it is the thing to fix)"]
 
 
 def _throttled(running: list[dict]) -> list[str]:

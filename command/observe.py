@@ -19,6 +19,8 @@ from frontdesk.protocol.roles import status_role
 STATUS_INTERVAL_S = 1.0     # every process publishes this often
 STALE_AFTER_S = 5.0         # a status older than this: its process stopped publishing
 RATE_WINDOW_S = 5.0         # rates are averaged over about this long
+BUSIEST_KEYS_EVERY_S = 5.0  # the per-key count reads every event not done: not every second
+BUSIEST_KEYS_MIN = 20       # below this many events not done, no key can be hot
 
 
 @dataclass
@@ -26,11 +28,17 @@ class Sample:
     at: float                # epoch seconds, when it was read
     events: dict             # store.stats()
     statuses: dict           # store.get_statuses()
+    busiest_key: tuple[str, int] | None = None   # store.busiest_keys(1), read every few seconds
 
 
-def take_sample(store) -> Sample:
-    """One read of the store: event counts and every status document (a few rows)."""
-    return Sample(time.time(), store.stats(), store.get_statuses())
+def take_sample(store, with_busiest_key: bool = True) -> Sample:
+    """One read of the store: event counts and every status document (a few rows); with
+    with_busiest_key, the conversation with the most events not done, when there are enough."""
+    events = store.stats()
+    busiest = None
+    if with_busiest_key and events.get("pending", 0) + events.get("in_flight", 0) >= BUSIEST_KEYS_MIN:
+        busiest = next(iter(store.busiest_keys(1)), None)
+    return Sample(time.time(), events, store.get_statuses(), busiest)
 
 
 def percentile(counts: list[int], q: float) -> float | None:
@@ -147,6 +155,12 @@ def queue_view(new: Sample, old: Sample | None) -> dict:
         events["completions_per_s"] = _rate(max(0, finished(new.events) - finished(old.events)), seconds)
     else:
         events["arrivals_per_s"] = events["completions_per_s"] = None
+    waiting = events.get("pending", 0) + events.get("in_flight", 0)
+    if new.busiest_key is not None and waiting:
+        key, count = new.busiest_key
+        events["busiest_key"] = {"key": key, "events": count, "share": round(min(1.0, count / waiting), 3)}
+    else:
+        events["busiest_key"] = None
     return events
 
 
@@ -157,9 +171,16 @@ class Observer:
         self.store = store
         self.samples: deque[Sample] = deque()
         self.keep_s = keep_s
+        self._busiest_at = -BUSIEST_KEYS_EVERY_S
 
     def sample(self) -> Sample:
-        sample = take_sample(self.store)
+        now = time.monotonic()
+        fresh = now - self._busiest_at >= BUSIEST_KEYS_EVERY_S
+        sample = take_sample(self.store, with_busiest_key=fresh)
+        if fresh:
+            self._busiest_at = now
+        elif self.samples:      # between reads, the last one stands
+            sample.busiest_key = self.samples[-1].busiest_key
         self.samples.append(sample)
         while self.samples and sample.at - self.samples[0].at > self.keep_s:
             self.samples.popleft()

@@ -42,7 +42,12 @@ def render(view: dict, store_name: str) -> list[str]:
              f"queue  pending {q.get('pending', 0)}  in_flight {q.get('in_flight', 0)}  "
              f"oldest {q.get('oldest_pending_s', 0):.1f}s  arrivals/s {_num(q.get('arrivals_per_s'), 1)}  "
              f"completions/s {_num(q.get('completions_per_s'), 1)}  done {q.get('done', 0)}  "
-             f"dead letters {q.get('dead', 0)}", ""]
+             f"dead letters {q.get('dead', 0)}"]
+    if q.get("busiest_key"):
+        busiest = q["busiest_key"]
+        lines.append(f"       busiest conversation {busiest['key']}: {busiest['events']} events "
+                     f"({_pct(busiest['share'])} of those waiting)")
+    lines.append("")
     if not view["dispatchers"]:
         lines.append("no dispatcher has published a status")
     for d in view["dispatchers"]:

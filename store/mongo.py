@@ -437,6 +437,12 @@ class MongoStore(Store):
                     "oldest_pending_s": round(max(0.0, now - oldest["received_at"] / 1000.0), 3) if oldest else 0.0}
         return self._call(read)
 
+    def busiest_keys(self, limit: int = 1) -> list[tuple[str, int]]:
+        pipeline = [{"$match": {"state": {"$in": [PENDING, LEASED]}}},
+                    {"$group": {"_id": "$key", "n": {"$sum": 1}}},
+                    {"$sort": {"n": -1, "_id": 1}}, {"$limit": limit}]
+        return self._call(lambda: [(doc["_id"], doc["n"]) for doc in self._events.aggregate(pipeline)])
+
     def put_status(self, name: str, status: dict) -> None:
         self._call(lambda: self._statuses.replace_one(
             {"_id": name}, {"doc": status, "updated_at": time.time()}, upsert=True))

@@ -149,3 +149,16 @@ def test_status_advises_from_what_it_measures(url):
     assert "           1 dead letters: see `frontdesk dead-letters list`, then retry or drop them" in advice
     report = json.loads(frontdesk("status", "--json", "--store", url).stdout)
     assert len(report["advice"]) == 2 and report["view"]["queue"]["pending"] == 2
+
+
+def test_status_names_a_hot_key(url):
+    store = open_store(url)
+    try:
+        store.append("Udest", [event(n, "Uhot") for n in range(1, 21)] + [event(n, f"U{n}") for n in range(21, 31)],
+                     int(time.time() * 1000))
+    finally:
+        store.close()
+    report = json.loads(frontdesk("status", "--json", "--store", url).stdout)
+    assert report["view"]["queue"]["busiest_key"] == {"key": "Uhot", "events": 20, "share": 0.667}
+    assert any(line.startswith("one conversation (Uhot) holds 67 % of the waiting events (20)")
+               for line in report["advice"])

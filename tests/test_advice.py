@@ -112,3 +112,12 @@ def test_a_status_that_stopped_coming_is_stale_and_gives_no_advice():
     view = build_view(late, [old])
     assert view["dispatchers"][0]["stale"] is True
     assert advise(view)[0].startswith("5 events pending (oldest 30 s) and no dispatcher publishing")
+
+
+def test_one_conversation_holding_much_of_the_queue_is_named_a_hot_key():
+    busy = Sample(101.0, events(pending=90, oldest=20.0), {NAME: dispatcher(101.0, [handler("handler-1", 1, 0, 0.1)])},
+                  busiest_key=("Uhot", 36))
+    (advice,) = [line for line in advise(build_view(busy, [])) if "hot key" in line]
+    assert advice.startswith("one conversation (Uhot) holds 40 % of the waiting events (36): they go one at a time")
+    spread = Sample(101.0, events(pending=90), {}, busiest_key=("Ucalm", 9))
+    assert not [line for line in advise(build_view(spread, [])) if "hot key" in line]
