@@ -239,32 +239,37 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("request %s", format % args)
 
 
-def serve(settings, store) -> int:
-    host, _, port = settings.admin_listen.rpartition(":")
+def serve(server: ThreadingHTTPServer, store) -> int:
+    """Answer requests from the sampler's last read of the store, until TERM/INT."""
     sampler = Sampler(store)
-    handler = type("StatusPageHandler", (_Handler,), {"sampler": sampler})
-    try:
-        server = ThreadingHTTPServer((host, int(port)), handler)
-    except OSError as exc:
-        log.error("listen_failed address=%s error=%s", settings.admin_listen, exc.strerror or exc)
-        return 2
-    server.daemon_threads = True
+    server.RequestHandlerClass = type("StatusPageHandler", (_Handler,), {"sampler": sampler})
     sampler.start()
-    log.info("statuspage_listening url=http://%s/", settings.admin_listen)
+    host, port = server.server_address[:2]
+    log.info("statuspage_listening url=http://%s:%d/", host, port)
     try:
         server.serve_forever()
     finally:
-        server.server_close()
         sampler.stop()
     return 0
 
 
 def main(settings) -> int:
-    """`frontdesk statuspage` / `python -m frontdesk.statuspage`: serve until TERM/INT."""
-    if not settings.admin_listen:
-        log.error("admin_listen_empty effect=no status page")
+    """`frontdesk statuspage` / `python -m frontdesk.statuspage`: bind first (a taken address
+    fails at once, before the store is touched), then serve."""
+    host, _, port = settings.admin_listen.rpartition(":")
+    if not host or not port.isdigit():
+        log.error("admin_listen_invalid value=%r expected=HOST:PORT", settings.admin_listen)
         return 2
-    return run_with_store(settings.store, log, lambda store: serve(settings, store))
+    try:
+        server = ThreadingHTTPServer((host, int(port)), _Handler)
+    except OSError as exc:
+        log.error("listen_failed address=%s error=%s", settings.admin_listen, exc.strerror or exc)
+        return 2
+    server.daemon_threads = True
+    try:
+        return run_with_store(settings.store, log, lambda store: serve(server, store))
+    finally:
+        server.server_close()
 
 
 if __name__ == "__main__":

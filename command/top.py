@@ -43,7 +43,7 @@ def render(view: dict, store_name: str) -> list[str]:
              f"oldest {q.get('oldest_pending_s', 0):.1f}s  arrivals/s {_num(q.get('arrivals_per_s'), 1)}  "
              f"completions/s {_num(q.get('completions_per_s'), 1)}  done {q.get('done', 0)}  "
              f"dead letters {q.get('dead', 0)}"]
-    if q.get("busiest_key"):
+    if q.get("busiest_key") and q["busiest_key"]["share"] >= 0.1:   # below that, no conversation stands out
         busiest = q["busiest_key"]
         lines.append(f"       busiest conversation {busiest['key']}: {busiest['events']} events "
                      f"({_pct(busiest['share'])} of those waiting)")

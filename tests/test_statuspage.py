@@ -3,9 +3,12 @@ admin listener is read over HTTP and rendered by headless Chromium (the page's t
 live values, its charts move as events flow)."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 
 import pytest
 import requests
@@ -144,3 +147,19 @@ def test_the_page_renders_live_values_and_its_charts_move_in_headless_chromium(t
     assert reply and int(reply[0][5]) >= 300                              # calls to the reply endpoint
     handled = sum(int(row[8]) for row in _table_rows(after, "handler-"))
     assert handled >= 300
+
+
+def test_a_taken_or_malformed_admin_address_fails_at_once_naming_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
+    store = f"sqlite:///{tmp_path}/fd.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        busy = subprocess.run([sys.executable, "-m", "frontdesk", "statuspage", "--store", store, "--admin-listen",
+                               address], env=env, capture_output=True, text=True, timeout=30)
+    assert busy.returncode == 2 and f"listen_failed address={address} error=Address already in use" in busy.stderr
+    malformed = subprocess.run([sys.executable, "-m", "frontdesk", "statuspage", "--store", store,
+                                "--admin-listen", "8001"], env=env, capture_output=True, text=True, timeout=30)
+    assert malformed.returncode == 2 and "admin_listen_invalid value='8001' expected=HOST:PORT" in malformed.stderr
+    assert not list(tmp_path.iterdir())     # the store was never opened
