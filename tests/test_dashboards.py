@@ -9,6 +9,7 @@ from pathlib import Path
 import requests
 
 from tests.helpers import free_port, wait_until
+from tests.test_statuspage import healthy
 from tests.test_webhooks import running_system
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -58,8 +59,7 @@ def test_the_alert_rules_cover_queue_age_dead_letters_degraded_pools_and_429s():
 def test_every_metric_name_they_use_is_served(tmp_path):
     admin = f"127.0.0.1:{free_port()}"
     with running_system(tmp_path, admin_listen=admin) as (webhook_url, _, _):
-        wait_until(lambda: requests.get(f"http://{admin}/healthz", timeout=5).status_code == 200, timeout=30,
-                   message="status page healthy")
+        wait_until(lambda: healthy(admin), timeout=30, message="status page healthy")
         texts = [requests.get(webhook_url.replace("/callback", "/metrics"), timeout=5).text,
                  requests.get(f"http://{admin}/metrics", timeout=5).text]
     served = set()

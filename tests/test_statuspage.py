@@ -15,7 +15,7 @@ import requests
 
 from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
 from frontdesk.observe import Sample
-from frontdesk.statuspage import metrics_text
+from frontdesk.statuspage import Sampler, metrics_text
 from frontdesk.store import open_store
 from tests.helpers import free_port, wait_until
 from tests.test_webhooks import bench_system, running_system
@@ -23,6 +23,14 @@ from tests.test_webhooks import bench_system, running_system
 SAMPLE_LINE = re.compile(r'^[a-z_][a-z0-9_]*(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+]+(Inf)?$')
 CHROMIUM = next((path for path in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if path),
                 None)
+
+
+def healthy(admin: str) -> bool:
+    """The status page answers /healthz with 200 (it may still be starting: not listening yet)."""
+    try:
+        return requests.get(f"http://{admin}/healthz", timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def _parse_metrics(text: str) -> dict[str, list[str]]:
@@ -99,8 +107,7 @@ def _table_rows(dom: str, first_cell: str) -> list[list[str]]:
 def test_the_admin_listener_serves_status_json_metrics_and_healthz(tmp_path):
     admin = f"127.0.0.1:{free_port()}"
     with running_system(tmp_path, admin_listen=admin, handlers=2) as system:
-        wait_until(lambda: requests.get(f"http://{admin}/healthz", timeout=5).status_code == 200, timeout=30,
-                   message="status page healthy")
+        wait_until(lambda: healthy(admin), timeout=30, message="status page healthy")
         report = bench_system(system, "--count", "100", "--rate", "100", "--users", "10")
         assert report["delivered"] == 100
 
@@ -130,7 +137,9 @@ def test_the_page_renders_live_values_and_its_charts_move_in_headless_chromium(t
             pids = ready_pids()
         finally:
             store.close()
-        wait_until(lambda: requests.get(f"http://{admin}/healthz", timeout=5).status_code == 200, timeout=30)
+        wait_until(lambda: healthy(admin), timeout=30, message="status page healthy")
+        # the page draws what /status.json says: wait until that has caught up, then render it
+        wait_until(lambda: _page_figures(admin)["ready_pids"] == pids, timeout=30, message="the page sees the pool")
         before = _dom(f"http://{admin}/")
         assert "frontdesk" in before and "<li>none, the figures look healthy</li>" in before
         assert {row[1] for row in _table_rows(before, "handler-")} == pids    # the live pids
@@ -138,6 +147,8 @@ def test_the_page_renders_live_values_and_its_charts_move_in_headless_chromium(t
 
         report = bench_system(system, "--count", "300", "--rate", "100", "--users", "10")
         assert report["delivered"] == 300
+        wait_until(lambda: _page_figures(admin)["handled"] >= 300 and _page_figures(admin)["reply_calls"] >= 300,
+                   timeout=30, message="the page saw the events and their replies")
         after = _dom(f"http://{admin}/")
     charts = _series(after)
     assert charts["pending"][0] > _series(before)["pending"][0]          # more points: the charts move
@@ -147,6 +158,16 @@ def test_the_page_renders_live_values_and_its_charts_move_in_headless_chromium(t
     assert reply and int(reply[0][5]) >= 300                              # calls to the reply endpoint
     handled = sum(int(row[8]) for row in _table_rows(after, "handler-"))
     assert handled >= 300
+
+
+def _page_figures(admin: str) -> dict:
+    """What /status.json (the page's source) says now: ready pids, events handled, reply calls."""
+    view = requests.get(f"http://{admin}/status.json", timeout=5).json()["view"] or {"dispatchers": []}
+    handlers = [h for d in view["dispatchers"] for h in d["handlers"]]
+    endpoints = [e for d in view["dispatchers"] for e in d["ratelimiter"]["endpoints"]]
+    return {"ready_pids": {str(h["pid"]) for h in handlers if h["state"] == "ready"},
+            "handled": sum(h["handled"] for h in handlers),
+            "reply_calls": sum(e["calls"] for e in endpoints if e["endpoint"] == "reply")}
 
 
 def test_a_taken_or_malformed_admin_address_fails_at_once_naming_it(tmp_path):
@@ -163,3 +184,16 @@ def test_a_taken_or_malformed_admin_address_fails_at_once_naming_it(tmp_path):
                                 "--admin-listen", "8001"], env=env, capture_output=True, text=True, timeout=30)
     assert malformed.returncode == 2 and "admin_listen_invalid value='8001' expected=HOST:PORT" in malformed.stderr
     assert not list(tmp_path.iterdir())     # the store was never opened
+
+
+def test_healthz_says_503_with_the_reason_while_the_store_does_not_answer(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/fd.db")
+    sampler = Sampler(store)
+    sampler.read_once()
+    assert sampler.health() == (200, {"status": "ok"})
+    store.close()
+    sampler.read_once()
+    sampler.sampled_at -= 10          # as if the last good read were 10 s old
+    status, body = sampler.health()
+    assert status == 503 and "is closed" in body["reason"]
+    assert sampler.status_json()["error"] == body["reason"]

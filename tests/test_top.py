@@ -62,10 +62,15 @@ def test_top_once_prints_the_measured_frame_of_a_running_system(tmp_path):
         report = bench_system(system, "--count", "200", "--rate", "100", "--users", "10")
         assert report["delivered"] == 200
         env = system[2]
-        frame = subprocess.run([sys.executable, "-m", "frontdesk", "top", "--once"], env=env, cwd=tmp_path,
-                               capture_output=True, text=True, timeout=30)
         store = open_store(env["FRONTDESK_STORE"])
         try:
+            def published() -> bool:   # the dispatcher publishes what its rate limiter last reported
+                doc = _dispatcher(store) or {}
+                calls = ((doc.get("ratelimiter") or {}).get("stats") or {}).get("calls") or {}
+                return doc.get("handled", 0) >= 200 and sum((calls.get("reply") or {}).values()) >= 200
+            wait_until(published, timeout=30, message="the events' counters published")
+            frame = subprocess.run([sys.executable, "-m", "frontdesk", "top", "--once"], env=env, cwd=tmp_path,
+                                   capture_output=True, text=True, timeout=30)
             pids = _ready_pids(store)
         finally:
             store.close()
@@ -74,7 +79,7 @@ def test_top_once_prints_the_measured_frame_of_a_running_system(tmp_path):
     assert "queue  pending 0" in text and "dead letters 0" in text and "arrivals/s" in text
     assert "handlers 2 (fixed)" in text
     handler_rows = [line.split() for line in text.splitlines() if line.strip().startswith("handler-")]
-    assert {int(row[1]) for row in handler_rows} == pids and all(row[2] == "ready" for row in handler_rows)
+    assert {row[1] for row in handler_rows} == {str(pid) for pid in pids} and all(row[2] == "ready" for row in handler_rows)
     assert sum(int(row[8]) for row in handler_rows) >= 200          # handled, per process
     reply = next(line.split() for line in text.splitlines() if line.strip().startswith("reply "))
     assert float(reply[2]) == 2000 and int(reply[5]) >= 200         # limit/s and calls
@@ -98,9 +103,9 @@ def test_top_keys_scale_the_pool_restart_the_handlers_and_quit(tmp_path):
     with running_system(tmp_path, handlers=2) as system:
         env = system[2]
         store = open_store(env["FRONTDESK_STORE"])
-        terminal = Terminal(env, tmp_path)
+        wait_until(lambda: len(_ready_pids(store)) == 2, timeout=30, message="two handlers ready")
+        terminal = Terminal(env, tmp_path)   # its first frame, drawn whole, shows both handlers
         try:
-            wait_until(lambda: len(_ready_pids(store)) == 2, timeout=30, message="two handlers ready")
             wait_until(lambda: b"handler-2" in terminal.read() and b"advice:" in terminal.output, timeout=30,
                        message="top drew its first frame")
             terminal.press("+")
