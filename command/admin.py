@@ -97,6 +97,8 @@ def print_status_table(report: dict) -> None:
     for name, doc in sorted(processes.items()):
         age = now - doc.get("updated_at", now)
         print(f"           {name:<{width}}  {age:>5.0f}  {_summarise(doc)}")
+        if age > STALE_AFTER_S and doc.get("state") != "stopped":
+            print(f"           {'':<{width}}         STALE: no status for {age:.0f} s (killed, or its host is down)")
         if doc.get("degraded"):
             print(f"           {'':<{width}}         DEGRADED: {doc['degraded']}")
         _print_handlers(doc.get("handlers"), indent=11 + width + 9)

@@ -167,7 +167,7 @@ def queue_view(new: Sample, old: Sample | None) -> dict:
 class Observer:
     """The last samples of one store, and the view between the newest and one RATE_WINDOW_S older."""
 
-    def __init__(self, store, keep_s: float = 600.0):
+    def __init__(self, store, keep_s: float = 2 * RATE_WINDOW_S):
         self.store = store
         self.samples: deque[Sample] = deque()
         self.keep_s = keep_s

@@ -124,10 +124,14 @@ def _live(screen, observer: Observer, store_name: str) -> None:
 
 
 def _draw(screen, lines: list[str]) -> None:
+    """As much of the frame as the terminal holds (a tiny or shrinking terminal shows less)."""
     height, width = screen.getmaxyx()
     screen.erase()
-    for row, line in enumerate(lines[:height - 1]):
-        screen.addnstr(row, 0, line, width - 1)
+    for row, line in enumerate(lines[:max(0, height - 1)]):
+        try:
+            screen.addnstr(row, 0, line, max(0, width - 1))
+        except curses.error:   # resized between getmaxyx and the write
+            break
     screen.refresh()
 
 

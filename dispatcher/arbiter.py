@@ -471,7 +471,8 @@ class Arbiter:
                 if process is not None:
                     handlers.append({**process.status(), "restarts": slot.restarts})
             if slot.process is None:
-                handlers.append({"name": slot.name, "pid": None, "state": "waiting_restart",
+                waiting = "waiting_restart" if self.state == RUNNING else "stopped"
+                handlers.append({"name": slot.name, "pid": None, "state": waiting,
                                  "in_flight": 0, "handled": 0, "restarts": slot.restarts})
         handlers.extend({**p.status(), "restarts": 0} for p in self.retiring)
         return {

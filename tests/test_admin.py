@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from frontdesk.admin import print_status_table
 from frontdesk.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,3 +164,24 @@ def test_status_names_a_hot_key(url):
     assert report["view"]["queue"]["busiest_key"] == {"key": "Uhot", "events": 20, "share": 0.667}
     assert any(line.startswith("one conversation (Uhot) holds 67 % of the waiting events (20)")
                for line in report["advice"])
+
+
+def test_status_marks_a_silent_process_stale_and_a_stopped_one_not(capsys):
+    now = time.time()
+    print_status_table({"store": "sqlite:///x.db", "events": {"pending": 0, "in_flight": 0, "done": 0, "dead": 0,
+                                                            "oldest_pending_s": 0.0},
+                        "processes": {"run:h:1": {"state": "running", "updated_at": now - 42},
+                                      "run:h:2": {"state": "stopped", "updated_at": now - 42},
+                                      "run:h:3": {"state": "running", "updated_at": now}}})
+    lines = capsys.readouterr().out.splitlines()
+    stale = [n for n, line in enumerate(lines) if "STALE: no status for 42 s" in line]
+    assert len(stale) == 1 and "run:h:1" in lines[stale[0] - 1]
+
+
+def test_a_cleanly_stopped_dispatcher_publishes_its_handlers_stopped(harness):
+    process = harness.start(handlers=2)
+    harness.wait_status(process, lambda d: len([h for h in d["handlers"] if h["state"] == "ready"]) == 2, timeout=30)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    doc = harness.status(process)
+    assert doc["state"] == "stopped" and {h["state"] for h in doc["handlers"]} == {"stopped"}
