@@ -179,7 +179,7 @@ def _print_dead_table(letters: list[dict]) -> None:
 @_reported
 def main_dead_letters(settings, args) -> int:
     """list | retry | drop dead letters (retry and drop need ids or --all)."""
-    if args.action == "list":
+    if args.action in (None, "list"):
         if args.ids or args.all:
             _fail("dead-letters", "list takes no ids and no --all (use --limit)", 2)
         with _store("dead-letters", settings.store) as store:
@@ -193,14 +193,19 @@ def main_dead_letters(settings, args) -> int:
         _fail("dead-letters", f"{args.action} needs event ids or --all (not both)", 2)
     with _store("dead-letters", settings.store) as store:
         operation = store.retry_dead if args.action == "retry" else store.drop_dead
-        count = operation(None if args.all else list(args.ids))
+        if args.all:
+            count, unknown = operation(None), []
+        else:   # one call per id (a few, typed by hand), so that the unknown ones can be named
+            done = {event_id: operation([event_id]) for event_id in dict.fromkeys(args.ids)}
+            count, unknown = sum(done.values()), [event_id for event_id, n in done.items() if not n]
     verb = "re-queued" if args.action == "retry" else "dropped"
     if args.json:
-        print(json.dumps({verb: count}))
+        print(json.dumps({verb: count, **({"not_dead_letters": unknown} if unknown else {})}))
     else:
-        missing = "" if args.all or count == len(args.ids) else \
-            f" ({len(args.ids) - count} of the given ids are not dead letters)"
-        print(f"{verb} {count} dead letter(s){missing}")
+        print(f"{verb} {count} dead letter(s)")
+    if unknown:
+        print(f"frontdesk dead-letters: not dead letters: {' '.join(unknown)}", file=sys.stderr)
+        return 1
     return 0
 
 

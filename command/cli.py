@@ -72,12 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         parsers[name] = p
 
-    for name in ("run", "receiver"):
+    for name in ("run", "receiver", "config"):
         parsers[name].add_argument("--listen", help="receiver HOST:PORT (env FRONTDESK_LISTEN)")
-    for name in ("run", "statuspage"):
+    for name in ("run", "statuspage", "config"):
         parsers[name].add_argument("--admin-listen", dest="admin_listen",
                                    help="status page HOST:PORT (env FRONTDESK_ADMIN_LISTEN; run: empty for none)")
-    for name in ("run", "dispatcher"):
+    for name in ("run", "dispatcher", "config"):
         parsers[name].add_argument("--handler", help="handler command line (env FRONTDESK_HANDLER)")
         parsers[name].add_argument("--handlers", help="handler process count, or auto (env FRONTDESK_HANDLERS)")
     parsers["run"].add_argument("--sandbox", action="store_true",
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["top"].add_argument("--once", action="store_true", help="print one frame and exit")
     parsers["scale"].add_argument("count", type=int, help="handler processes per dispatcher")
     dead = parsers["dead-letters"]
-    dead.add_argument("action", choices=["list", "retry", "drop"])
+    dead.add_argument("action", nargs="?", choices=["list", "retry", "drop"],
+                      help="list (the default), retry or drop")
     dead.add_argument("ids", nargs="*", help="event ids (retry/drop: none means all, with --all)")
     dead.add_argument("--all", action="store_true", help="retry or drop every dead letter")
     dead.add_argument("--limit", type=int, default=100, help="list at most this many")

@@ -257,23 +257,26 @@ class Settings:
 
     def to_environ(self) -> dict[str, str]:
         """Settings as environment variables, for child processes (secrets included, by env only)."""
-        env = {}
-        for knob in KNOBS:
-            value = getattr(self, knob.name)
-            if knob.type is _rates:
-                units = {1.0: "s", 60.0: "m", 3600.0: "h"}
-                value = ",".join(f"{k}={c:g}/{units[p]}" for k, (c, p) in value.items())
-            elif isinstance(value, bool):
-                value = "true" if value else "false"
-            env[knob.env_name] = str(value)
-        return env
+        return {knob.env_name: _as_typed(knob, getattr(self, knob.name)) for knob in KNOBS}
 
     def public(self) -> dict[str, Any]:
-        """Every value with secrets masked, for status output and logs."""
+        """Every value with secrets masked, for status output and logs; rates in the form one
+        types (`reply=2000/s,...`)."""
         return {
-            k.name: ("<set>" if getattr(self, k.name) else "<unset>") if k.secret else getattr(self, k.name)
+            k.name: ("<set>" if getattr(self, k.name) else "<unset>") if k.secret
+            else _as_typed(k, getattr(self, k.name)) if k.type is _rates else getattr(self, k.name)
             for k in KNOBS
         }
+
+
+def _as_typed(knob: Knob, value: Any) -> str:
+    """A value in the form one would type it (flag, environment), which _convert reads back."""
+    if knob.type is _rates:
+        units = {1.0: "s", 60.0: "m", 3600.0: "h"}
+        return ",".join(f"{k}={c:g}/{units[p]}" for k, (c, p) in value.items())
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def load(
