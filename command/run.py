@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
 
 from frontdesk.protocol.config import SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, ConfigError
@@ -58,6 +59,11 @@ def main(settings, args) -> int:
     if settings.admin_listen:
         services.append(Service("statuspage", role_command("statuspage"), env, settings,
                                 f"http://{settings.admin_listen}/"))
+    taken = _taken_addresses(settings, args.sandbox)
+    if taken:
+        for line in taken:
+            print(f"frontdesk run: {line}", file=sys.stderr)
+        return 2
     store = _open_store(settings)
     if store is None:
         return 1
@@ -67,6 +73,29 @@ def main(settings, args) -> int:
         return Supervisor(settings, store, services).run(on_started=demo)
     finally:
         store.close()
+
+
+def _taken_addresses(settings, sandbox: bool) -> list[str]:
+    """One line per address our services would listen on that cannot be bound now: better to say
+    so and stop than to start, print a banner and restart the failing service with backoff forever."""
+    wanted = [("listen", settings.listen)]
+    if settings.admin_listen:
+        wanted.append(("admin_listen", settings.admin_listen))
+    if sandbox:
+        wanted.append(("sandbox_listen", settings.sandbox_listen))
+    problems = []
+    for key, address in wanted:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            problems.append(f"{key}={address!r} is not HOST:PORT")
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the servers do
+            try:
+                probe.bind((host, int(port)))
+            except OSError as exc:
+                problems.append(f"cannot listen on {address} ({key}): {exc.strerror or exc}")
+    return problems
 
 
 def _print_banner(settings, sandbox: bool) -> None:
