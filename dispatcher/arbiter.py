@@ -115,7 +115,7 @@ class Arbiter:
             while self.state != STOPPED:
                 self._turn()
             self.router.flush()    # the last acks, whenever the last store turn was
-            self._publish_status()
+            self._withdraw_status()
             log.info("dispatcher_stopped pid=%d", self.pid)
             return 0
         finally:
@@ -485,6 +485,13 @@ class Arbiter:
             "autoscale": self.autoscaler.status() if self.autoscaler else None,
             "e2e_counts": list(self.e2e_counts), "e2e_s": round(self.e2e_s, 3),
         }
+
+    def _withdraw_status(self) -> None:
+        """A clean stop leaves nothing to show: `frontdesk status` lists running processes."""
+        try:
+            self.store.delete_status(self.status_name)
+        except StoreError as exc:
+            log.error("store_call_failed op=delete_status error=%s", exc)
 
     def _publish_status(self) -> None:
         try:

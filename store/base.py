@@ -226,6 +226,15 @@ class Store(abc.ABC):
     def get_statuses(self) -> dict[str, dict]: ...
 
     @abc.abstractmethod
+    def delete_status(self, name: str) -> None:
+        """Remove a process's status document (it stopped cleanly: nothing left to show)."""
+
+    @abc.abstractmethod
+    def prune_statuses(self, older_than_s: float) -> int:
+        """Remove status documents not updated for older_than_s (processes that died without a
+        word); returns how many."""
+
+    @abc.abstractmethod
     def set_control(self, name: str, value) -> None:
         """Operator requests to running processes, e.g. ("handlers", 4) from `frontdesk scale`."""
 

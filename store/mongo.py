@@ -452,6 +452,13 @@ class MongoStore(Store):
         return {doc["_id"]: {**doc["doc"], "updated_at": doc["updated_at"]}
                 for doc in self._call(lambda: list(self._statuses.find()))}
 
+    def delete_status(self, name: str) -> None:
+        self._call(lambda: self._statuses.delete_one({"_id": name}))
+
+    def prune_statuses(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        return self._call(lambda: self._statuses.delete_many({"updated_at": {"$lt": cutoff}}).deleted_count)
+
     def set_control(self, name: str, value) -> None:
         self._call(lambda: self._controls.replace_one({"_id": name}, {"value": value}, upsert=True))
 

@@ -610,6 +610,14 @@ class SQLiteStore(Store):
         return {name: {**json.loads(doc), "updated_at": updated_at}
                 for name, doc, updated_at in self._read("SELECT name, doc, updated_at FROM statuses")}
 
+    def delete_status(self, name: str) -> None:
+        self._transaction(lambda conn: conn.execute("DELETE FROM statuses WHERE name = ?", (name,)))
+
+    def prune_statuses(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        return self._transaction(lambda conn: conn.execute(
+            "DELETE FROM statuses WHERE updated_at < ?", (cutoff,)).rowcount)
+
     def set_control(self, name: str, value) -> None:
         self._transaction(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO controls VALUES (?, ?)", (name, json.dumps(value))))

@@ -192,10 +192,9 @@ def test_status_marks_a_silent_process_stale_and_a_stopped_one_not(capsys):
     assert len(stale) == 1 and "run:h:1" in lines[stale[0] - 1]
 
 
-def test_a_cleanly_stopped_dispatcher_publishes_its_handlers_stopped(harness):
-    process = harness.start(handlers=2)
+def test_a_cleanly_stopped_dispatcher_leaves_no_status(harness):
+    process = harness.start(handlers=2, drain_grace_s=5)
     harness.wait_status(process, lambda d: len([h for h in d["handlers"] if h["state"] == "ready"]) == 2, timeout=30)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
-    doc = harness.status(process)
-    assert doc["state"] == "stopped" and {h["state"] for h in doc["handlers"]} == {"stopped"}
+    assert harness.status(process) is None

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 
 @pytest.mark.parametrize("key", ["listen", "admin_listen", "sandbox_listen"])
@@ -26,3 +26,21 @@ def test_run_fails_fast_naming_the_taken_address(tmp_path, key):
     assert run.returncode == 2
     assert run.stderr.strip() == f"frontdesk run: cannot listen on {addresses[key]} ({key}): Address already in use"
     assert "starting" not in run.stdout and not (tmp_path / "fd.db").exists()
+
+
+def test_a_cleanly_stopped_run_leaves_no_status_behind(tmp_path):
+    from frontdesk.store import open_store
+    from tests.test_webhooks import running_system
+
+    with running_system(tmp_path) as (_, _, env):
+        store = open_store(env["FRONTDESK_STORE"])
+        try:
+            wait_until(lambda: {name.split(":")[0] for name in store.get_statuses()} == {"run", "dispatcher"},
+                       timeout=30, message="run and dispatcher publishing")
+        finally:
+            store.close()
+    store = open_store(env["FRONTDESK_STORE"])      # running_system stopped it with SIGINT
+    try:
+        assert store.get_statuses() == {}
+    finally:
+        store.close()

@@ -507,6 +507,12 @@ def test_statuses_and_controls(store):
     assert list(statuses) == ["dispatcher-host-1"]
     assert statuses["dispatcher-host-1"]["handlers"] == [{"pid": 2, "state": "busy"}]
     assert statuses["dispatcher-host-1"]["updated_at"] <= time.time()
+    store.put_status("run-host-2", {"state": "running"})
+    store.delete_status("run-host-2")
+    store.delete_status("never-published")
+    assert list(store.get_statuses()) == ["dispatcher-host-1"]
+    assert store.prune_statuses(60) == 0 and list(store.get_statuses()) == ["dispatcher-host-1"]
+    assert store.prune_statuses(-1) == 1 and store.get_statuses() == {}   # "not updated since a second ahead"
     assert store.get_control("handlers") is None
     store.set_control("handlers", 4)
     assert store.get_control("handlers") == 4
