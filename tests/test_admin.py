@@ -14,6 +14,7 @@ import pytest
 
 from frontdesk.admin import print_status_table
 from frontdesk.store import open_store
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -198,3 +199,15 @@ def test_a_cleanly_stopped_dispatcher_leaves_no_status(harness):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert harness.status(process) is None
+
+
+def test_status_advises_a_handler_count_for_a_real_busy_pool(harness):
+    process = harness.start(handlers=1, env={"FD_TEST_WINDOW": "1", "FD_TEST_DELAY_MS": "60"})
+    harness.wait_status(process, lambda d: [h["state"] for h in d["handlers"]] == ["ready"], timeout=30)
+    harness.append(keys=50, per_key=8)      # 400 events: at ~30/s one handler needs over 10 s
+    wait_until(lambda: harness.store.stats()["oldest_pending_s"] > 6, timeout=30, message="a backlog")
+    report = json.loads(frontdesk("status", "--json", "--store", harness.url).stdout)
+    (handler,) = report["view"]["dispatchers"][0]["handlers"]
+    assert handler["busy_share"] >= 0.9 and handler["events_per_s"] > 0
+    assert any(re.fullmatch(r"handlers \d+ % busy and the oldest event waits \d+ s: about [2-9] handlers would "
+                            r"keep up \(frontdesk scale [2-9]\)", line) for line in report["advice"]), report["advice"]
