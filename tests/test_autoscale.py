@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 from frontdesk.dispatcher.autoscale import Autoscaler
-from tests.helpers import wait_until
 
 
 def scaler(**changes) -> Autoscaler:
