@@ -93,11 +93,11 @@ def handle_key(key: str, view: dict, store) -> str | None:
     """Act on one key press through the store; returns the line to show, or None to quit."""
     if key == "q":
         return None
-    if key in "+-":
+    if key in ("+", "-"):
         count = max(0, current_target(view) + (1 if key == "+" else -1))
         store.set_control("handlers", count)
         return f"handlers: {count} requested (frontdesk scale {count})"
-    if key == "h":
+    if key == "h":   # any other key (a resize, an arrow) only shows the help
         store.set_control(ROLLING_RESTART_CONTROL, secrets.token_hex(4))
         return "rolling restart of the handlers requested"
     return KEYS_HELP

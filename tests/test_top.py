@@ -150,3 +150,19 @@ def test_top_says_more_handlers_will_not_help_when_the_rate_limiter_is_at_its_li
     assert "advice: rate limiter at its reply limit (" in frame and "more handlers will not help" in frame
     assert "frontdesk scale" not in frame
     assert report["delivered"] == 240 and report["http_429"] == 0 and report["lost"] == 0
+
+
+def test_keys_other_than_the_documented_ones_change_nothing(tmp_path):
+    from frontdesk.top import KEYS_HELP, handle_key
+
+    store = open_store(f"sqlite:///{tmp_path}/fd.db")
+    try:
+        view = {"dispatchers": [{"state": "running", "stale": False, "handlers_target": 3}]}
+        for key in ("", "x", "\n", " "):     # "" is what a resize or an arrow key becomes
+            assert handle_key(key, view, store) == KEYS_HELP
+        assert store.get_control("handlers") is None and store.get_control(ROLLING_RESTART_CONTROL) is None
+        assert handle_key("-", view, store) == "handlers: 2 requested (frontdesk scale 2)"
+        assert store.get_control("handlers") == 2
+        assert handle_key("q", view, store) is None
+    finally:
+        store.close()
