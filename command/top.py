@@ -97,14 +97,17 @@ def handle_key(key: str, view: dict, store) -> str | None:
         count = max(0, current_target(view) + (1 if key == "+" else -1))
         store.set_control("handlers", count)
         return f"handlers: {count} requested (frontdesk scale {count})"
-    if key == "h":   # any other key (a resize, an arrow) only shows the help
+    if key == "h":
         store.set_control(ROLLING_RESTART_CONTROL, secrets.token_hex(4))
         return "rolling restart of the handlers requested"
-    return KEYS_HELP
+    return KEYS_HELP     # any other key (a resize or an arrow arrives as "") only shows the help
 
 
 def _live(screen, observer: Observer, store_name: str) -> None:
-    curses.curs_set(0)
+    try:
+        curses.curs_set(0)
+    except curses.error:   # a terminal that cannot hide its cursor shows it
+        pass
     screen.timeout(int(REFRESH_S * 1000))
     message = KEYS_HELP
     next_sample = 0.0
