@@ -109,8 +109,8 @@ class Sampler:
 
     def metrics(self) -> str:
         with self.lock:
-            sample, view = self.sample, self.view
-        return metrics_text(sample, view) if sample is not None else ""
+            sample = self.sample
+        return metrics_text(sample) if sample is not None else ""
 
 
 # --- /metrics ----------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class _Text:
             self.lines.append(f"{name}_count{{{base}}} {cumulative}")
 
 
-def metrics_text(sample: Sample, view: dict | None) -> str:
+def metrics_text(sample: Sample) -> str:
     """Everything the store and the published statuses say, as Prometheus metrics. Counters are
     the processes' own cumulative counts (they restart at zero with a process: Prometheus'
     rate() handles that); gauges are the values of the last read."""

@@ -61,7 +61,7 @@ def test_metrics_text_carries_counters_histograms_and_exact_big_counts():
     stale = {**doc, "updated_at": 10.0}
     sample = Sample(101.0, {"pending": 5, "in_flight": 2, "done": 9, "dead": 1, "oldest_pending_s": 3.5},
                     {"dispatcher:h:1": doc, "dispatcher:h:2": stale, "run:h:3": {"updated_at": 100.0}})
-    families = _parse_metrics(metrics_text(sample, None))
+    families = _parse_metrics(metrics_text(sample))
     assert 'frontdesk_store_events{state="dead"} 1' in families["frontdesk_store_events"]
     assert families["frontdesk_store_oldest_pending_seconds"] == ["frontdesk_store_oldest_pending_seconds 3.5"]
     assert families["frontdesk_dispatcher_up"] == ['frontdesk_dispatcher_up{dispatcher="dispatcher:h:1"} 1']
