@@ -15,6 +15,9 @@ from frontdesk.protocol import config
 from frontdesk.store import StoreError, open_store, sqlite_file_missing
 from frontdesk.store.mongo import redact_url as public_url
 
+from .advice import advise
+from .observe import STALE_AFTER_S, Observer
+
 EMPTY_STATS = {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
 
 
@@ -61,7 +64,7 @@ def _summarise(doc: dict) -> str:
     """One line for a process's status document: its scalars, and handler states counted."""
     parts = []
     for key, value in doc.items():
-        if key == "updated_at":
+        if key == "updated_at" or key.endswith("_counts"):   # histograms: `frontdesk top` shows them
             continue
         if key == "handlers" and isinstance(value, list):
             states: dict[str, int] = {}
@@ -100,6 +103,8 @@ def print_status_table(report: dict) -> None:
     for name, doc in sorted(processes.items()):
         age = now - doc.get("updated_at", now)
         print(f"           {name:<{width}}  {age:>5.0f}  {_summarise(doc)}")
+        if age > STALE_AFTER_S and doc.get("state") != "stopped":
+            print(f"           {'':<{width}}         STALE: no status for {age:.0f} s (killed, or its host is down)")
         if doc.get("degraded"):
             print(f"           {'':<{width}}         DEGRADED: {doc['degraded']}")
         _print_handlers(doc.get("handlers"), indent=11 + width + 9)
@@ -131,20 +136,37 @@ def _print_budget(ratelimiter, indent: int) -> None:
     print(f"{' ' * indent}rate budget share: {shares}")
 
 
+def _measure(store, interval_s: float) -> dict:
+    """Two samples interval_s apart when some process is publishing (rates need two), else one."""
+    observer = Observer(store)
+    first = observer.sample()
+    fresh = any(first.at - doc.get("updated_at", 0) <= STALE_AFTER_S for doc in first.statuses.values())
+    if interval_s > 0 and fresh:
+        time.sleep(interval_s)
+        observer.sample()
+    return observer.view()
+
+
 @_reported
 def main_status(settings, args) -> int:
-    """Queue depth, in flight, dead letters, and every process's published status."""
+    """Queue depth, in flight, dead letters, every process's published status, and advice."""
     report = {"store": public_url(settings.store), "events": dict(EMPTY_STATS), "processes": {},
               "integrity": None}
+    view = None
     if not sqlite_file_missing(settings.store):   # status shows zeros and creates nothing
         with _store("status", settings.store) as store:
+            view = _measure(store, args.interval)
             report["events"] = store.stats()
             report["processes"] = store.get_statuses()
             report["integrity"] = store.integrity()
+    report["advice"] = advise(view) if view is not None else []
     if args.json:
+        report["view"] = view
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:
         print_status_table(report)
+        for number, line in enumerate(report["advice"]):
+            print(f"{'advice' if number == 0 else '':<10} {line}")
     if report["integrity"]:
         print("frontdesk status: the store failed its integrity check; see docs/store.md, "
               "\"Integrity check\"", file=sys.stderr)
@@ -182,7 +204,7 @@ def _print_dead_table(letters: list[dict]) -> None:
 @_reported
 def main_dead_letters(settings, args) -> int:
     """list | retry | drop dead letters (retry and drop need ids or --all)."""
-    if args.action == "list":
+    if args.action in (None, "list"):
         if args.ids or args.all:
             _fail("dead-letters", "list takes no ids and no --all (use --limit)", 2)
         with _store("dead-letters", settings.store) as store:
@@ -196,14 +218,19 @@ def main_dead_letters(settings, args) -> int:
         _fail("dead-letters", f"{args.action} needs event ids or --all (not both)", 2)
     with _store("dead-letters", settings.store) as store:
         operation = store.retry_dead if args.action == "retry" else store.drop_dead
-        count = operation(None if args.all else list(args.ids))
+        if args.all:
+            count, unknown = operation(None), []
+        else:   # one call per id (a few, typed by hand), so that the unknown ones can be named
+            done = {event_id: operation([event_id]) for event_id in dict.fromkeys(args.ids)}
+            count, unknown = sum(done.values()), [event_id for event_id, n in done.items() if not n]
     verb = "re-queued" if args.action == "retry" else "dropped"
     if args.json:
-        print(json.dumps({verb: count}))
+        print(json.dumps({verb: count, **({"not_dead_letters": unknown} if unknown else {})}))
     else:
-        missing = "" if args.all or count == len(args.ids) else \
-            f" ({len(args.ids) - count} of the given ids are not dead letters)"
-        print(f"{verb} {count} dead letter(s){missing}")
+        print(f"{verb} {count} dead letter(s)")
+    if unknown:
+        print(f"frontdesk dead-letters: not dead letters: {' '.join(unknown)}", file=sys.stderr)
+        return 1
     return 0
 
 

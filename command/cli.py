@@ -23,6 +23,8 @@ COMMANDS = {
     "dispatcher": ("frontdesk.dispatcher.arbiter", "main",
                    "only the dispatcher with its rate limiter and handlers (scale-out)"),
     "sandbox": ("frontdesk.sandbox.server", "main", "only the local LINE Messaging API emulator"),
+    "statuspage": ("frontdesk.statuspage", "main", "only the status page on admin_listen "
+                   "(/, /status.json, /metrics, /healthz)"),
     "bench": ("frontdesk.cli", "main_bench", "signed webhooks at a chosen rate against a running system "
               "(--suite picks a component benchmark instead)"),
     "say": ("frontdesk.say", "main", "send one message or event as a user to a running system "
@@ -31,11 +33,13 @@ COMMANDS = {
                       "the conformance suite for a handler in any language: check-handler -- CMD ARGS"),
     "status": ("frontdesk.admin", "main_status",
                "queue depth, in-flight, dead letters, handler states, API call rates"),
+    "top": ("frontdesk.top", "main_top", "the running system, live: queue, handlers, rate limiter, advice "
+            "(keys + - h q; --once prints one frame)"),
     "scale": ("frontdesk.admin", "main_scale", "set the number of handler processes of running dispatchers"),
     "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
     "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
 }
-ROLES = frozenset({"receiver", "dispatcher", "sandbox"})
+ROLES = frozenset({"receiver", "dispatcher", "sandbox", "statuspage"})
 
 # `frontdesk bench --suite NAME` -> the module whose `run_bench(settings, args)` measures it.
 BENCH_SUITES = {
@@ -70,11 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         parsers[name] = p
 
-    for name in ("run", "receiver"):
+    for name in ("run", "receiver", "config"):
         parsers[name].add_argument("--listen", help="receiver HOST:PORT (env FRONTDESK_LISTEN)")
-    for name in ("run", "dispatcher"):
+    for name in ("run", "statuspage", "config"):
+        parsers[name].add_argument("--admin-listen", dest="admin_listen",
+                                   help="status page HOST:PORT (env FRONTDESK_ADMIN_LISTEN; run: empty for none)")
+    for name in ("run", "dispatcher", "config"):
         parsers[name].add_argument("--handler", help="handler command line (env FRONTDESK_HANDLER)")
-        parsers[name].add_argument("--handlers", type=int, help="handler process count (env FRONTDESK_HANDLERS)")
+        parsers[name].add_argument("--handlers", help="handler process count, or auto (env FRONTDESK_HANDLERS)")
     parsers["run"].add_argument("--sandbox", action="store_true",
                                 help="also start the LINE API emulator and point the system at it")
     parsers["run"].add_argument("--demo", action="store_true",
@@ -133,9 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the handler to check")
 
     parsers["status"].add_argument("--json", action="store_true", help="print one JSON object")
+    parsers["status"].add_argument("--interval", type=float, default=1.5, metavar="S",
+                                   help="measure rates (events/s, busy share, calls/s) over S seconds "
+                                        "for the advice; 0: one snapshot, no rates (default 1.5)")
+    parsers["top"].add_argument("--once", action="store_true", help="print one frame and exit")
     parsers["scale"].add_argument("count", type=int, help="handler processes per dispatcher")
     dead = parsers["dead-letters"]
-    dead.add_argument("action", choices=["list", "retry", "drop"])
+    dead.add_argument("action", nargs="?", choices=["list", "retry", "drop"],
+                      help="list (the default), retry or drop")
     dead.add_argument("ids", nargs="*", help="event ids (retry/drop: none means all, with --all)")
     dead.add_argument("--all", action="store_true", help="retry or drop every dead letter")
     dead.add_argument("--limit", type=int, default=100, help="list at most this many")

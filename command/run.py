@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
 
 from frontdesk.protocol.config import SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, ConfigError
@@ -55,6 +56,14 @@ def main(settings, args) -> int:
                             stop_grace_s=settings.drain_grace_s + 2 * settings.kill_grace_s))
     webhook_url = f"http://{settings.listen}{settings.callback_path}"
     services.append(Service("receiver", role_command("receiver"), env, settings, webhook_url))
+    if settings.admin_listen:
+        services.append(Service("statuspage", role_command("statuspage"), env, settings,
+                                f"http://{settings.admin_listen}/"))
+    taken = _taken_addresses(settings, args.sandbox)
+    if taken:
+        for line in taken:
+            print(f"frontdesk run: {line}", file=sys.stderr)
+        return 2
     store = _open_store(settings)
     if store is None:
         return 1
@@ -67,13 +76,40 @@ def main(settings, args) -> int:
         supervisor.store.close()   # the one it has open now (it reopens a replaced file)
 
 
+def _taken_addresses(settings, sandbox: bool) -> list[str]:
+    """One line per address our services would listen on that cannot be bound now: better to say
+    so and stop than to start, print a banner and restart the failing service with backoff forever."""
+    wanted = [("listen", settings.listen)]
+    if settings.admin_listen:
+        wanted.append(("admin_listen", settings.admin_listen))
+    if sandbox:
+        wanted.append(("sandbox_listen", settings.sandbox_listen))
+    problems = []
+    for key, address in wanted:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            problems.append(f"{key}={address!r} is not HOST:PORT")
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the servers do
+            try:
+                probe.bind((host, int(port)))
+            except OSError as exc:
+                problems.append(f"cannot listen on {address} ({key}): {exc.strerror or exc}")
+    return problems
+
+
 def _print_banner(settings, sandbox: bool) -> None:
     webhook_url = f"http://{settings.listen}{settings.callback_path}"
+    pool = f"auto {settings.handlers_min}..{settings.handlers_max}" if settings.handlers == "auto" \
+        else settings.handlers
     lines = [
         "frontdesk is starting:",
         f"  webhook receiver  {webhook_url}",
         f"  store             {settings.store}",
-        f"  handlers          {settings.handlers} x {settings.handler or 'the bundled echo example'}",
+        f"  status page       " + (f"http://{settings.admin_listen}/ (or: frontdesk top)" if settings.admin_listen
+                                   else "none (admin_listen is empty; frontdesk top still works)"),
+        f"  handlers          {pool} x {settings.handler or 'the bundled echo example'}",
     ]
     if sandbox:
         # the dev secret is no secret (the emulator accepts anything); a real one is never shown

@@ -159,7 +159,7 @@ class Supervisor:
                 if now >= self._status_at:
                     self._publish_status()
             self.state = "stopped"
-            self._publish_status()
+            self._withdraw_status()
             return 0
         finally:
             signals.close()
@@ -210,6 +210,13 @@ class Supervisor:
                 log.info("dispatcher_leases_expired pid=%d owner=%s events=%d", pid, doc["owner"], count)
         except StoreError as exc:
             log.error("store_call_failed op=expire_leases error=%s", exc)
+
+    def _withdraw_status(self) -> None:
+        """A clean stop leaves nothing to show in `frontdesk status`."""
+        try:
+            self.store.delete_status(self.status_name)
+        except StoreError as exc:
+            log.error("store_call_failed op=delete_status error=%s", exc)
 
     def _publish_status(self) -> None:
         self._status_at = time.monotonic() + self.STATUS_INTERVAL_S

@@ -156,4 +156,5 @@ class ApiLink:
     def status(self) -> dict:
         return {"pid": self.process.pid if self.running else None, "restarts": self.policy.crashes,
                 "degraded": self.policy.degraded, "pending_calls": len(self.pending),
-                "stats": self.stats}
+                "stats": self.stats,
+                "limits_per_s": {name: count / period for name, (count, period) in self.settings.rate_limits.items()}}

@@ -12,6 +12,7 @@ dispatcher sleeps about a second at a time. Retention runs on a thread of its ow
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -29,12 +30,13 @@ from frontdesk.protocol.roles import status_name, status_role
 from frontdesk.store import StoreError, StoreGone, run_with_store
 
 from .apilink import ApiLink
+from .autoscale import Autoscaler
 from .housekeeping import Purger
 from .lifeline import identity_of
 from .loop import EventLoop, SignalQueue
 from .router import Router
 from .supervise import RestartPolicy
-from .workers import CLOSING, EXITED, READY, Delivery, HandlerProcess, describe_exit
+from .workers import CLOSING, EXITED, HANDLING_BUCKETS_S, READY, Delivery, HandlerProcess, describe_exit
 
 log = logging.getLogger("frontdesk.dispatcher")
 
@@ -43,6 +45,8 @@ API_METHODS = frozenset({"reply", "push", "multicast", "broadcast", "narrowcast"
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
                    signal.SIGTTOU, signal.SIGCHLD)
 STATUS_INTERVAL_S = 1.0
+# `frontdesk top`'s `h` writes a fresh value here: every running dispatcher restarts its handlers.
+ROLLING_RESTART_CONTROL = "handlers_rolling_restart"
 RUNNING, DRAINING, STOPPING, STOPPED = "running", "draining", "stopping", "stopped"
 
 
@@ -77,16 +81,23 @@ class Arbiter:
         self.purger = Purger(store, settings.retention_s)
         self.slots: list[Slot] = []
         self.retiring: list[HandlerProcess] = []
-        self.target = settings.handlers
+        self.autoscaler = Autoscaler(settings.handlers_min, settings.handlers_max, settings.autoscale_backlog_s,
+                                     settings.autoscale_idle_s) if settings.handlers == "auto" else None
+        self.target = settings.handlers_min if self.autoscaler else settings.handlers
+        self._busy_before: dict[int, float] = {}   # pid -> busy seconds at the last autoscale turn
+        self._busy_at = time.monotonic()
         self.state = RUNNING
         self.started_at = time.time()
         self.handled_by_gone = 0   # events answered by processes that have exited
         self.suspects: set[str] = set()   # ids in flight beside a crash, to be retried alone
         self.held: deque[Delivery] = deque()   # claimed suspects waiting for a handler to run alone on
+        self.e2e_counts = [0] * (len(HANDLING_BUCKETS_S) + 1)   # webhook received -> ack, acked events
+        self.e2e_s = 0.0
         self._rolling: deque[Slot] = deque()
         self._slot_numbers = 0
         self._drain_until = 0.0
         self._last_control = None
+        self._last_restart_control = None
         now = time.monotonic()
         self._status_at = now
         self._rescan_at = now + settings.feed_rescan_s
@@ -103,6 +114,7 @@ class Arbiter:
             self._feed = self.store.change_feed()
             self.loop.add_reader(self._feed.fileno(), self._on_feed)
             self._last_control = self._read_control()
+            self._last_restart_control = self._read_control(ROLLING_RESTART_CONTROL)
             log.info("dispatcher_started pid=%d owner=%s handlers=%d handler_command=%s", self.pid,
                      self.owner, self.target, self.handler_argv[0])
             self._reclaim_from_dead_predecessors()
@@ -111,7 +123,7 @@ class Arbiter:
             while self.state != STOPPED:
                 self._turn()
             self.router.flush()    # the last acks, whenever the last store turn was
-            self._publish_status()
+            self._withdraw_status()
             log.info("dispatcher_stopped pid=%d", self.pid)
             return self.exit_status
         finally:
@@ -190,6 +202,7 @@ class Arbiter:
             self._status_at = now + STATUS_INTERVAL_S
             self.policy.refresh()
             self._apply_control()
+            self._autoscale(now)
             self._publish_status()
         if self.state == DRAINING and now >= self._drain_until:
             self._release_and_stop_handlers(f"drain_grace_s={self.settings.drain_grace_s:g} passed")
@@ -278,6 +291,9 @@ class Arbiter:
             self.suspects.discard(delivery.event_id)   # it ran and answered: it did not crash anyone
         if error is None:
             self.router.ack(delivery.event_id, delivery.key)
+            e2e_s = time.time() - delivery.doc["o"]["received_at"] / 1000
+            self.e2e_s += e2e_s
+            self.e2e_counts[bisect.bisect_left(HANDLING_BUCKETS_S, e2e_s)] += 1
             return
         message = error.get("message") if isinstance(error, dict) else None
         retry = error.get("retry", True) if isinstance(error, dict) else True
@@ -440,12 +456,16 @@ class Arbiter:
         elif signum == signal.SIGTTOU and self.state == RUNNING:
             self.set_target(max(0, self.target - 1), "TTOU")
         elif signum == signal.SIGHUP and self.state == RUNNING:
-            self._rolling = deque(self.slots)
-            log.info("rolling_restart_started handlers=%d", len(self._rolling))
+            self.rolling_restart("HUP")
         elif signum in (signal.SIGTERM, signal.SIGINT) and self.state == RUNNING:
             self.drain()
         elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.state == DRAINING):
             self.quit()
+
+    def rolling_restart(self, why: str) -> None:
+        """Replace every handler, one at a time, each new one ready before its old one drains."""
+        self._rolling = deque(self.slots)
+        log.info("rolling_restart_started handlers=%d by=%s", len(self._rolling), why)
 
     def set_target(self, count: int, why: str) -> None:
         log.info("handlers_target_changed from=%d to=%d by=%s", self.target, count, why)
@@ -490,23 +510,52 @@ class Arbiter:
         return not any(True for _ in self._processes()) and self.apilink.stopped
 
     # --- status and control -------------------------------------------------------------------------
-    def _read_control(self):
+    def _read_control(self, name: str = "handlers"):
         try:
-            return self.store.get_control("handlers")
+            return self.store.get_control(name)
         except StoreError as exc:
             log.error("store_call_failed op=get_control error=%s", exc)
-            return self._last_control
+            return self._last_control if name == "handlers" else self._last_restart_control
 
     def _apply_control(self) -> None:
-        """`frontdesk scale N` writes a control value; a change of it sets our target."""
+        """`frontdesk scale N` writes a control value; a change of it sets our target. A change of
+        the rolling-restart control (`frontdesk top`'s `h`) restarts the handlers."""
+        restart = self._read_control(ROLLING_RESTART_CONTROL)
+        if restart != self._last_restart_control:
+            self._last_restart_control = restart
+            if self.state == RUNNING:
+                self.rolling_restart("control")
         value = self._read_control()
         if value == self._last_control:
             return
         self._last_control = value
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0 and self.state == RUNNING:
+            if self.autoscaler is not None:
+                log.info("autoscale_off by=frontdesk scale handlers=%d", value)
+                self.autoscaler = None
             self.set_target(value, "frontdesk scale")
         else:
             log.warning("control_ignored name=handlers value=%r reason=not a count >= 0", value)
+
+    def _autoscale(self, now: float) -> None:
+        """handlers = auto: once a second, measure (busy share, the queue's oldest event) and
+        let the Autoscaler set the target (dispatcher/autoscale.py)."""
+        if self.autoscaler is None or self.state != RUNNING:
+            return
+        ready = [slot.process for slot in self.slots if slot.process is not None and slot.process.state == READY]
+        totals = {p.pid: p.busy_total(now) for p in ready}
+        elapsed, self._busy_at = now - self._busy_at, now
+        busy = sum(total - self._busy_before.get(pid, 0.0) for pid, total in totals.items())
+        self._busy_before = totals
+        share = min(1.0, busy / (len(totals) * elapsed)) if totals and elapsed > 0 else 0.0
+        try:
+            oldest = self.store.stats()["oldest_pending_s"]
+        except StoreError as exc:
+            log.error("store_call_failed op=stats error=%s", exc)
+            return
+        target = self.autoscaler.decide(now, self.target, len(ready), share, oldest)
+        if target != self.target:
+            self.set_target(target, "autoscale")
 
     def status(self) -> dict:
         handlers = []
@@ -515,7 +564,8 @@ class Arbiter:
                 if process is not None:
                     handlers.append({**process.status(), "restarts": slot.restarts})
             if slot.process is None:
-                handlers.append({"name": slot.name, "pid": None, "state": "waiting_restart",
+                waiting = "waiting_restart" if self.state == RUNNING else "stopped"
+                handlers.append({"name": slot.name, "pid": None, "state": waiting,
                                  "in_flight": 0, "handled": 0, "restarts": slot.restarts})
         handlers.extend({**p.status(), "restarts": 0} for p in self.retiring)
         return {
@@ -525,7 +575,16 @@ class Arbiter:
             "handled": self.handled_by_gone + sum(p.handled for p in self._processes()),
             "degraded": self.policy.degraded, "store_error": self.router.store_error,
             "handlers": handlers, "ratelimiter": self.apilink.status(),
+            "autoscale": self.autoscaler.status() if self.autoscaler else None,
+            "e2e_counts": list(self.e2e_counts), "e2e_s": round(self.e2e_s, 3),
         }
+
+    def _withdraw_status(self) -> None:
+        """A clean stop leaves nothing to show: `frontdesk status` lists running processes."""
+        try:
+            self.store.delete_status(self.status_name)
+        except StoreError as exc:
+            log.error("store_call_failed op=delete_status error=%s", exc)
 
     def _publish_status(self) -> None:
         try:

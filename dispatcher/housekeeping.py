@@ -1,6 +1,8 @@
 """Retention off the dispatcher's loop: a thread of its own deletes done events older than
 retention_s (store.purge_done paces itself to leave the store's writer lock free half the time),
-so a purge of any size never stalls deliveries — it used to run inside a loop turn."""
+so a purge of any size never stalls deliveries — it used to run inside a loop turn. The same
+thread prunes the status documents of processes silent for STATUS_PRUNE_S (killed without a word:
+`frontdesk status` shows them STALE until then)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +12,8 @@ from frontdesk.store import StoreError
 
 log = logging.getLogger("frontdesk.dispatcher")
 
+STATUS_PRUNE_S = 3600.0
+
 
 def purge_interval(retention_s: float) -> float:
     """A quarter of the retention, between a minute and an hour."""
@@ -17,9 +21,11 @@ def purge_interval(retention_s: float) -> float:
 
 
 class Purger:
-    def __init__(self, store, retention_s: float, interval_s: float | None = None):
+    def __init__(self, store, retention_s: float, interval_s: float | None = None,
+                 status_prune_s: float = STATUS_PRUNE_S):
         self.store = store
         self.retention_s = retention_s
+        self.status_prune_s = status_prune_s
         self.interval_s = purge_interval(retention_s) if interval_s is None else interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="purger", daemon=True)
@@ -35,5 +41,8 @@ class Purger:
         while not self._stop.wait(self.interval_s):
             try:
                 self.store.purge_done(self.retention_s)
+                pruned = self.store.prune_statuses(self.status_prune_s)
+                if pruned:
+                    log.info("statuses_pruned count=%d silent_for_s=%g", pruned, self.status_prune_s)
             except StoreError as exc:
                 log.error("purge_failed error=%s", exc)

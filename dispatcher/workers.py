@@ -8,6 +8,7 @@ handler fails, where events go) belong to the arbiter, which these objects call 
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -27,6 +28,9 @@ PROTOCOL_VERSIONS = [PROTOCOL_VERSION]   # offered in the hello, newest first
 STDERR_LINE_MAX = 4096
 EXIT_AFTER_EOF_WAIT_S = 0.1   # failure path only: how long the loop waits for an exit after stdout EOF
 READ_SIZE = 256 * 1024
+# Handling-time histogram bounds (seconds) for `frontdesk top` and the status page: one bisect and
+# one list increment per answered event, published as cumulative counts on the status cadence.
+HANDLING_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
               "error": logging.ERROR}
 
@@ -253,6 +257,10 @@ class HandlerProcess(FramedChild):
         self.max_in_flight = 0
         self.handled = 0
         self.died_holding = 0   # events it held when it failed
+        self.handling_counts = [0] * (len(HANDLING_BUCKETS_S) + 1)   # the last one is beyond 30 s
+        self.handling_s = 0.0     # summed handling time: mean events in flight = its rate
+        self.busy_s = 0.0         # time with at least one event in flight, until _busy_since
+        self._busy_since: float | None = None
         self.in_flight: dict[int, Delivery] = {}
         self._by_event: dict[str, Delivery] = {}
         self.reserved: Delivery | None = None   # a suspect event waiting to run here alone
@@ -297,6 +305,8 @@ class HandlerProcess(FramedChild):
         o = doc["o"]
         delivery = Delivery(msgid, doc, o["_id"], o["key"],
                             time.monotonic() + self.settings.event_deadline_s)
+        if not self.in_flight:
+            self._busy_since = delivery.started
         self.in_flight[msgid] = delivery
         self._by_event[delivery.event_id] = delivery
         self.send_frame(frame)
@@ -324,6 +334,7 @@ class HandlerProcess(FramedChild):
         deliveries = list(self.in_flight.values())
         self.in_flight.clear()
         self._by_event.clear()
+        self._idle(time.monotonic())
         return deliveries
 
     def send_frame(self, frame: bytes) -> None:
@@ -335,6 +346,11 @@ class HandlerProcess(FramedChild):
             self.discard_output()
             self.fail(f"stuck: stopped reading its stdin with {queued} bytes queued "
                       f"(handler_outbound_max_bytes={self.settings.handler_outbound_max_bytes})")
+
+    def _idle(self, now: float) -> None:
+        if self._busy_since is not None:
+            self.busy_s += now - self._busy_since
+            self._busy_since = None
 
     def respond(self, msgid: int, error, result) -> None:
         """Answer one of the handler's requests (an API call)."""
@@ -425,6 +441,12 @@ class HandlerProcess(FramedChild):
             del self._by_event[delivery.event_id]
             self.handled += 1
             self.solo = False
+            now = time.monotonic()
+            took = now - delivery.started
+            self.handling_s += took
+            self.handling_counts[bisect.bisect_left(HANDLING_BUCKETS_S, took)] += 1
+            if not self.in_flight:
+                self._idle(now)
             self.arbiter.event_answered(self, delivery, message.error)
             self._deliver_reserved_if_idle()
             self._close_when_idle()
@@ -463,10 +485,16 @@ class HandlerProcess(FramedChild):
         level = LOG_LEVELS.get(entry.get("level"), logging.INFO)
         log.log(level, "[%s pid=%d] %s", self.name, self.pid, str(entry.get("message", ""))[:STDERR_LINE_MAX])
 
-    def status(self) -> dict:
-        return {"name": self.name, "pid": self.pid, "state": self.state, "in_flight": len(self.in_flight),
-                "max_in_flight": self.max_in_flight, "handled": self.handled}
+    def busy_total(self, now: float) -> float:
+        """Seconds with at least one event in flight, until now."""
+        return self.busy_s + (now - self._busy_since if self._busy_since is not None else 0.0)
 
+    def status(self) -> dict:
+        """Cumulative counters; readers turn two of them into rates (command/observe.py)."""
+        busy = self.busy_total(time.monotonic())
+        return {"name": self.name, "pid": self.pid, "state": self.state, "in_flight": len(self.in_flight),
+                "max_in_flight": self.max_in_flight, "handled": self.handled, "busy_s": round(busy, 4),
+                "handling_s": round(self.handling_s, 4), "handling_counts": list(self.handling_counts)}
 
 
 def _error_text(error) -> str:

@@ -65,6 +65,18 @@ def _rates(text: str) -> dict[str, tuple[float, float]]:
     return rates
 
 
+def _handler_count(raw) -> int | str:
+    """A process count (0 or more) or `auto`."""
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return "auto"
+    if isinstance(raw, (bool, float)):
+        raise ValueError("expected a whole number or auto")
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number or auto") from None
+
+
 # Every knob. Grouped by the process that uses it; the README's configuration table is made
 # from this list (`frontdesk config --markdown`), so the help texts are user documentation.
 KNOBS: tuple[Knob, ...] = (
@@ -78,6 +90,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("store", str, "sqlite:///frontdesk.db",
          "Store URL: sqlite:///path.db or mongodb://host/db?replicaSet=rs0."),
     Knob("listen", str, "127.0.0.1:8000", "Receiver address HOST:PORT."),
+    Knob("admin_listen", str, "127.0.0.1:8001",
+         "Status page address HOST:PORT (/, /status.json, /metrics, /healthz); keep it on loopback "
+         "or a private network. Empty: `frontdesk run` starts no status page."),
     Knob("api_base", str, "https://api.line.me", "Messaging API base URL."),
     Knob("api_data_base", str, "https://api-data.line.me", "Messaging API data (content) base URL."),
     Knob("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
@@ -112,7 +127,16 @@ KNOBS: tuple[Knob, ...] = (
     # --- dispatcher and handlers
     Knob("handler", str, "",
          "Handler command line (shell words). Empty: the bundled Python echo example."),
-    Knob("handlers", int, 2, "Number of handler processes.", minimum=0),
+    Knob("handlers", _handler_count, 2,
+         "Number of handler processes, or `auto`: between handlers_min and handlers_max, grown while "
+         "events wait and handlers are busy, shrunk after autoscale_idle_s of quiet.", minimum=0),
+    Knob("handlers_min", int, 1, "handlers = auto: the fewest handler processes.", minimum=0),
+    Knob("handlers_max", int, 8, "handlers = auto: the most handler processes.", minimum=1),
+    Knob("autoscale_backlog_s", float, 1.0,
+         "handlers = auto: grow while the oldest waiting event is older than this (and handlers are busy).",
+         minimum=0.0),
+    Knob("autoscale_idle_s", float, 30.0,
+         "handlers = auto: one handler fewer after this long mostly idle with nothing waiting.", minimum=0.0),
     Knob("handler_user", str, "",
          "Run handler processes as this user (name or uid; its primary group, no other groups) when "
          "frontdesk starts as root, so a handler cannot read frontdesk's files, environment or "
@@ -221,7 +245,7 @@ def _convert(knob: Knob, raw: Any, source: str) -> Any:
     except (ValueError, TypeError) as exc:
         shown = "<secret>" if knob.secret else repr(raw)
         raise ConfigError(f"{where}: invalid value {shown}: {exc}") from None
-    if knob.minimum is not None and value < knob.minimum:
+    if knob.minimum is not None and not isinstance(value, str) and value < knob.minimum:   # "auto" has none
         raise ConfigError(f"{where}: must be at least {knob.minimum}, got {value}")
     return value
 
@@ -269,21 +293,27 @@ class Settings:
             if knob.name in self._secret_files:   # read from a file: children read it too, so the
                 env[knob.file_env_name] = self._secret_files[knob.name]   # value is in no environment
                 continue
-            value = getattr(self, knob.name)
-            if knob.type is _rates:
-                units = {1.0: "s", 60.0: "m", 3600.0: "h"}
-                value = ",".join(f"{k}={c:g}/{units[p]}" for k, (c, p) in value.items())
-            elif isinstance(value, bool):
-                value = "true" if value else "false"
-            env[knob.env_name] = str(value)
+            env[knob.env_name] = _as_typed(knob, getattr(self, knob.name))
         return env
 
     def public(self) -> dict[str, Any]:
-        """Every value with secrets masked, for status output and logs."""
+        """Every value with secrets masked, for status output and logs; rates in the form one
+        types (`reply=2000/s,...`)."""
         return {
-            k.name: ("<set>" if getattr(self, k.name) else "<unset>") if k.secret else getattr(self, k.name)
+            k.name: ("<set>" if getattr(self, k.name) else "<unset>") if k.secret
+            else _as_typed(k, getattr(self, k.name)) if k.type is _rates else getattr(self, k.name)
             for k in KNOBS
         }
+
+
+def _as_typed(knob: Knob, value: Any) -> str:
+    """A value in the form one would type it (flag, environment), which _convert reads back."""
+    if knob.type is _rates:
+        units = {1.0: "s", 60.0: "m", 3600.0: "h"}
+        return ",".join(f"{k}={c:g}/{units[p]}" for k, (c, p) in value.items())
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def load(
@@ -322,6 +352,9 @@ def load(
         raise ConfigError(f"handler_outbound_max_bytes={values['handler_outbound_max_bytes']} "
                           f"({sources['handler_outbound_max_bytes']}) is below max_frame_bytes="
                           f"{values['max_frame_bytes']} ({sources['max_frame_bytes']}): one frame must fit")
+    if values["handlers_min"] > values["handlers_max"]:
+        raise ConfigError(f"handlers_min={values['handlers_min']} (from {sources['handlers_min']}) is above "
+                          f"handlers_max={values['handlers_max']} (from {sources['handlers_max']})")
     return Settings(values, sources, secret_files)
 
 

@@ -250,11 +250,26 @@ class Store(abc.ABC):
         (`frontdesk status`, every /metrics scrape)."""
 
     @abc.abstractmethod
+    def busiest_keys(self, limit: int = 1) -> list[tuple[str, int]]:
+        """[(conversation key, events not done)], most first, at most `limit`: a hot key shows here
+        (its events go one at a time, so more handlers do not drain it faster). Reads every event
+        not done yet: operators' tools call it every few seconds at most, never the hot path."""
+
+    @abc.abstractmethod
     def put_status(self, name: str, status: dict) -> None:
         """Publish a process's status document (dispatchers publish theirs every second)."""
 
     @abc.abstractmethod
     def get_statuses(self) -> dict[str, dict]: ...
+
+    @abc.abstractmethod
+    def delete_status(self, name: str) -> None:
+        """Remove a process's status document (it stopped cleanly: nothing left to show)."""
+
+    @abc.abstractmethod
+    def prune_statuses(self, older_than_s: float) -> int:
+        """Remove status documents not updated for older_than_s (processes that died without a
+        word); returns how many."""
 
     @abc.abstractmethod
     def set_control(self, name: str, value) -> None:

@@ -489,6 +489,12 @@ class MongoStore(Store):
                     "oldest_pending_s": round(max(0.0, now - oldest["received_at"] / 1000.0), 3) if oldest else 0.0}
         return self._call(read)
 
+    def busiest_keys(self, limit: int = 1) -> list[tuple[str, int]]:
+        pipeline = [{"$match": {"state": {"$in": [PENDING, LEASED]}}},
+                    {"$group": {"_id": "$key", "n": {"$sum": 1}}},
+                    {"$sort": {"n": -1, "_id": 1}}, {"$limit": limit}]
+        return self._call(lambda: [(doc["_id"], doc["n"]) for doc in self._events.aggregate(pipeline)])
+
     def put_status(self, name: str, status: dict) -> None:
         self._call(lambda: self._statuses.replace_one(
             {"_id": name}, {"doc": status, "updated_at": time.time()}, upsert=True))
@@ -497,6 +503,13 @@ class MongoStore(Store):
         """Every published status document, each with "updated_at" (epoch s) added."""
         return {doc["_id"]: {**doc["doc"], "updated_at": doc["updated_at"]}
                 for doc in self._call(lambda: list(self._statuses.find()))}
+
+    def delete_status(self, name: str) -> None:
+        self._call(lambda: self._statuses.delete_one({"_id": name}))
+
+    def prune_statuses(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        return self._call(lambda: self._statuses.delete_many({"updated_at": {"$lt": cutoff}}).deleted_count)
 
     def set_control(self, name: str, value) -> None:
         self._call(lambda: self._controls.replace_one({"_id": name}, {"value": value}, upsert=True))

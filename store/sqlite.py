@@ -753,6 +753,11 @@ class SQLiteStore(Store):
                 "done": counts.get(DONE, 0), "dead": counts.get(DEAD, 0),
                 "oldest_pending_s": round(max(0.0, now - oldest[0][0] / 1000.0), 3) if oldest else 0.0}
 
+    def busiest_keys(self, limit: int = 1) -> list[tuple[str, int]]:
+        rows = self._read(f"SELECT key, count(*) AS n FROM events WHERE state < {DONE} GROUP BY key "
+                          "ORDER BY n DESC, key LIMIT ?", (limit,))
+        return [(key, n) for key, n in rows]
+
     def put_status(self, name: str, status: dict) -> None:
         self._transaction(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO statuses VALUES (?, ?, ?)", (name, json.dumps(status), time.time())))
@@ -761,6 +766,14 @@ class SQLiteStore(Store):
         """Every published status document, each with "updated_at" (epoch s) added."""
         return {name: {**json.loads(doc), "updated_at": updated_at}
                 for name, doc, updated_at in self._read("SELECT name, doc, updated_at FROM statuses")}
+
+    def delete_status(self, name: str) -> None:
+        self._transaction(lambda conn: conn.execute("DELETE FROM statuses WHERE name = ?", (name,)))
+
+    def prune_statuses(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        return self._transaction(lambda conn: conn.execute(
+            "DELETE FROM statuses WHERE updated_at < ?", (cutoff,)).rowcount)
 
     def set_control(self, name: str, value) -> None:
         self._transaction(lambda conn: conn.execute(

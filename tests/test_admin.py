@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from frontdesk.admin import print_status_table
 from frontdesk.store import open_store
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,8 +132,11 @@ def test_dead_letters_list_retry_drop(url):
 
     refused = frontdesk("dead-letters", "retry", "--store", url)
     assert refused.returncode == 2 and "--all" in refused.stderr
-    retried = frontdesk("dead-letters", "retry", "ev1", "nope", "--store", url)
-    assert retried.returncode == 0 and "re-queued 1" in retried.stdout and "1 of the given ids" in retried.stdout
+    retried = frontdesk("dead-letters", "retry", "ev1", "nope", "ev1", "--store", url)
+    assert retried.returncode == 1 and "re-queued 1 dead letter(s)" in retried.stdout
+    assert retried.stderr.splitlines()[-1] == "frontdesk dead-letters: not dead letters: nope"
+    assert frontdesk("dead-letters", "--store", url).stdout == \
+        frontdesk("dead-letters", "list", "--store", url).stdout       # list is the default action
     assert json.loads(frontdesk("dead-letters", "drop", "--all", "--json", "--store", url).stdout) == {"dropped": 2}
     store = open_store(url)
     try:
@@ -145,3 +152,75 @@ def test_config_masks_secrets_and_names_sources(url):
     assert "channel_secret" in result.stdout and "environment LINE_CHANNEL_SECRET" in result.stdout
     assert f"{url}  (command line)" in result.stdout
     assert frontdesk("config", "--markdown").stdout.startswith("| key |")
+
+
+def test_config_takes_the_settings_flags_and_prints_rates_as_one_types_them():
+    result = frontdesk("config", "--handlers", "3", "--listen", "127.0.0.1:9000", "--admin-listen", "",
+                       "--set", "rate_limits=reply=100/s,broadcast=60/h")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert lines["handlers"].split()[1:] == ["3", "(command", "line)"]
+    assert lines["listen"].split()[1] == "127.0.0.1:9000" and lines["admin_listen"].split()[1] == "(command"
+    assert lines["rate_limits"].split()[1] == "reply=100/s,broadcast=60/h"
+
+
+def test_status_advises_from_what_it_measures(url):
+    store = open_store(url)
+    try:
+        store.append("Udest", [event(1, "A"), event(2, "B"), event(3, "C")], int(time.time() * 1000) - 45_000)
+        store.claim("d1", 1, 60)
+        store.nack("d1", "ev1", "handler refused it", False, 5, 1, 10)
+    finally:
+        store.close()
+    table = frontdesk("status", "--store", url).stdout
+    advice = [line for line in table.splitlines() if line.startswith("advice") or line.startswith(" " * 11)]
+    assert re.search(r"^advice     2 events pending \(oldest 4[5-9] s\) and no dispatcher publishing a status: "
+                     r"start one \(`frontdesk run` or `frontdesk dispatcher`\)$", table, re.MULTILINE)
+    assert "           1 dead letters: see `frontdesk dead-letters list`, then retry or drop them" in advice
+    report = json.loads(frontdesk("status", "--json", "--store", url).stdout)
+    assert len(report["advice"]) == 2 and report["view"]["queue"]["pending"] == 2
+
+
+def test_status_names_a_hot_key(url):
+    store = open_store(url)
+    try:
+        store.append("Udest", [event(n, "Uhot") for n in range(1, 21)] + [event(n, f"U{n}") for n in range(21, 31)],
+                     int(time.time() * 1000))
+    finally:
+        store.close()
+    report = json.loads(frontdesk("status", "--json", "--store", url).stdout)
+    assert report["view"]["queue"]["busiest_key"] == {"key": "Uhot", "events": 20, "share": 0.667}
+    assert any(line.startswith("one conversation (Uhot) holds 67 % of the waiting events (20)")
+               for line in report["advice"])
+
+
+def test_status_marks_a_silent_process_stale_and_a_stopped_one_not(capsys):
+    now = time.time()
+    print_status_table({"store": "sqlite:///x.db", "events": {"pending": 0, "in_flight": 0, "done": 0, "dead": 0,
+                                                            "oldest_pending_s": 0.0},
+                        "processes": {"run:h:1": {"state": "running", "updated_at": now - 42},
+                                      "run:h:2": {"state": "stopped", "updated_at": now - 42},
+                                      "run:h:3": {"state": "running", "updated_at": now}}})
+    lines = capsys.readouterr().out.splitlines()
+    stale = [n for n, line in enumerate(lines) if "STALE: no status for 42 s" in line]
+    assert len(stale) == 1 and "run:h:1" in lines[stale[0] - 1]
+
+
+def test_a_cleanly_stopped_dispatcher_leaves_no_status(harness):
+    process = harness.start(handlers=2, drain_grace_s=5)
+    harness.wait_status(process, lambda d: len([h for h in d["handlers"] if h["state"] == "ready"]) == 2, timeout=30)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert harness.status(process) is None
+
+
+def test_status_advises_a_handler_count_for_a_real_busy_pool(harness):
+    process = harness.start(handlers=1, env={"FD_TEST_WINDOW": "1", "FD_TEST_DELAY_MS": "60"})
+    harness.wait_status(process, lambda d: [h["state"] for h in d["handlers"]] == ["ready"], timeout=30)
+    harness.append(keys=50, per_key=8)      # 400 events: at ~30/s one handler needs over 10 s
+    wait_until(lambda: harness.store.stats()["oldest_pending_s"] > 6, timeout=30, message="a backlog")
+    report = json.loads(frontdesk("status", "--json", "--store", harness.url).stdout)
+    (handler,) = report["view"]["dispatchers"][0]["handlers"]
+    assert handler["busy_share"] >= 0.9 and handler["events_per_s"] > 0
+    assert any(re.fullmatch(r"handlers \d+ % busy and the oldest event waits \d+ s: about [2-9] handlers would "
+                            r"keep up \(frontdesk scale [2-9]\)", line) for line in report["advice"]), report["advice"]

@@ -240,7 +240,8 @@ def _run_children(harness, process) -> set[int]:
 
 
 def _start_run(harness, **settings):
-    return harness.start(handlers=2, command="run", args=["--listen", f"127.0.0.1:{free_port()}"],
+    return harness.start(handlers=2, command="run", args=["--listen", f"127.0.0.1:{free_port()}",
+                                                          "--admin-listen", f"127.0.0.1:{free_port()}"],
                          env={"LINE_CHANNEL_SECRET": "test-secret", **settings.pop("env", {})}, **settings)
 
 

@@ -20,3 +20,18 @@ def test_the_purger_deletes_done_events_off_the_dispatchers_loop(tmp_path):
     finally:
         purger.stop()
         store.close()
+
+
+def test_the_purger_prunes_the_statuses_of_processes_long_silent(tmp_path):
+    from frontdesk.dispatcher.housekeeping import Purger
+    from frontdesk.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/prune.db")
+    store.put_status("dispatcher:h:1", {"state": "running"})
+    purger = Purger(store, retention_s=3600, interval_s=0.05, status_prune_s=0.2)
+    try:
+        purger.start()
+        wait_until(lambda: store.get_statuses() == {}, timeout=30, message="the silent status pruned")
+    finally:
+        purger.stop()
+        store.close()

@@ -188,7 +188,8 @@ def _cmdline(pid: int) -> str:
 
 def test_a_bot_with_its_own_handlers_protocol_and_store_runs_under_frontdesk_run(bot_folder):
     listen, sandbox_listen = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    env = {**clean_env(), "FRONTDESK_LISTEN": listen, "FRONTDESK_SANDBOX_LISTEN": sandbox_listen}
+    env = {**clean_env(), "FRONTDESK_LISTEN": listen, "FRONTDESK_SANDBOX_LISTEN": sandbox_listen,
+           "FRONTDESK_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"}
     log_path = bot_folder.parent / "run.log"
     with open(log_path, "wb") as log:
         run = subprocess.Popen([str(FRONTDESK), "run", "--sandbox", "--handler", f"{sys.executable} mybot.py",
@@ -217,7 +218,7 @@ def test_a_bot_with_its_own_handlers_protocol_and_store_runs_under_frontdesk_run
         processes = json.loads(status.stdout)["processes"]
         (supervisor,) = [doc for name, doc in processes.items() if name.startswith("run:")]
         (dispatcher,) = [doc for name, doc in processes.items() if name.startswith("dispatcher:")]
-        for role in ("receiver", "dispatcher", "sandbox"):
+        for role in ("receiver", "dispatcher", "sandbox", "statuspage"):
             assert f"-m frontdesk.{role}" in _cmdline(supervisor["services"][role]["pid"])
         assert "-m frontdesk.ratelimiter" in _cmdline(dispatcher["ratelimiter"]["pid"])
         assert "frontdesk run" in _cmdline(run.pid)
@@ -226,7 +227,7 @@ def test_a_bot_with_its_own_handlers_protocol_and_store_runs_under_frontdesk_run
         assert run.wait(timeout=60) == 0
     log_text = log_path.read_text(errors="replace")
     for logger in ("frontdesk.run", "frontdesk.receiver", "frontdesk.dispatcher", "frontdesk.ratelimiter",
-                   "frontdesk.sandbox"):
+                   "frontdesk.sandbox", "frontdesk.statuspage"):
         assert f" {logger}[" in log_text, logger
     # what the system left in the bot's folder is ignored by the .gitignore we ship
     assert (bot_folder / "frontdesk.db").exists()

@@ -557,6 +557,17 @@ def test_stats_oldest_pending(store):
     assert 4.5 <= store.stats()["oldest_pending_s"] <= 60
 
 
+def test_busiest_keys_count_events_not_done_per_key(store):
+    assert store.busiest_keys() == []
+    store.append("Udest", [event(n, "UA") for n in range(1, 5)] + [event(n, "UB") for n in range(5, 7)]
+                 + [event(7, "UC")], now_ms())
+    assert store.busiest_keys(2) == [("UA", 4), ("UB", 2)]
+    store.claim("d1", 10, 60)                    # leased events are not done: still counted
+    assert store.busiest_keys(3) == [("UA", 4), ("UB", 2), ("UC", 1)]
+    store.ack("d1", ["ev00001", "ev00005", "ev00007"])
+    assert store.busiest_keys(5) == [("UA", 3), ("UB", 1)]
+
+
 def test_statuses_and_controls(store):
     store.put_status("dispatcher-host-1", {"handlers": [{"pid": 1, "state": "ready"}]})
     store.put_status("dispatcher-host-1", {"handlers": [{"pid": 2, "state": "busy"}]})
@@ -564,6 +575,12 @@ def test_statuses_and_controls(store):
     assert list(statuses) == ["dispatcher-host-1"]
     assert statuses["dispatcher-host-1"]["handlers"] == [{"pid": 2, "state": "busy"}]
     assert statuses["dispatcher-host-1"]["updated_at"] <= time.time()
+    store.put_status("run-host-2", {"state": "running"})
+    store.delete_status("run-host-2")
+    store.delete_status("never-published")
+    assert list(store.get_statuses()) == ["dispatcher-host-1"]
+    assert store.prune_statuses(60) == 0 and list(store.get_statuses()) == ["dispatcher-host-1"]
+    assert store.prune_statuses(-1) == 1 and store.get_statuses() == {}   # "not updated since a second ahead"
     assert store.get_control("handlers") is None
     store.set_control("handlers", 4)
     assert store.get_control("handlers") == 4

@@ -352,6 +352,7 @@ def running_system(tmp_path, **settings):
     listen, sandbox_listen = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
     env.update({"FRONTDESK_LISTEN": listen, "FRONTDESK_SANDBOX_LISTEN": sandbox_listen,
+                "FRONTDESK_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
                 "FRONTDESK_STORE": f"sqlite:///{tmp_path / 'frontdesk.db'}",
                 **{f"FRONTDESK_{name.upper()}": str(value) for name, value in settings.items()}})
     log_path = tmp_path / "run.log"
