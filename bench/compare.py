@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from contextlib import ExitStack, contextmanager
 
 from frontdesk.demo import wait_listening
@@ -37,6 +38,8 @@ from .e2e import USERS, parse_mix
 
 DEFAULT_LATENCY_MS = 20.0   # used when sandbox_latency_ms is left at 0
 STOP_TIMEOUT_S = 30.0
+SIGNAL_CHECK_S = 0.5   # how often the wait for a bench looks whether a SIGTERM was swallowed
+_interrupted = threading.Event()
 WARMUP = ["--count", "20", "--rate", "50", "--settle", "20"]   # first imports, connections, handlers
 SIDES = {  # name -> column title
     "sdk_echo": "SDK echo (reply in request)",
@@ -65,7 +68,8 @@ def run_bench(settings: Settings, args) -> int:
     latency_ms = settings.sandbox_latency_ms or DEFAULT_LATENCY_MS
     repeat = max(1, args.repeat)
     results = {}
-    previous = signal.signal(signal.SIGTERM, _interrupt)   # stop the systems as on Ctrl-C
+    # SIGTERM stops the systems as Ctrl-C does
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         with tempfile.TemporaryDirectory(prefix="frontdesk-compare-") as scratch:
             for side in SIDES:
@@ -74,7 +78,8 @@ def run_bench(settings: Settings, args) -> int:
         print(f"frontdesk bench --suite compare: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     summary = {"latency_ms": latency_ms, "offered_rate": args.rate, "repeat": repeat,
                **{side: {"median": _median(runs), "runs": runs} for side, runs in results.items()}}
     if args.json:
@@ -86,6 +91,7 @@ def run_bench(settings: Settings, args) -> int:
 
 
 def _interrupt(signum, frame):
+    _interrupted.set()   # a raise that lands in a finalizer is ignored: _bench's wait checks this too
     raise KeyboardInterrupt
 
 
@@ -179,7 +185,13 @@ def _bench(side: str, command: list[str], env: dict, folder: str, quiet: bool) -
     with open(os.path.join(folder, "bench.log"), "ab") as log:
         process = spawn(command, env, stdout=subprocess.PIPE, stderr=log if quiet else None)
     try:
-        output, _ = process.communicate()
+        while True:
+            try:
+                output, _ = process.communicate(timeout=SIGNAL_CHECK_S)
+                break
+            except subprocess.TimeoutExpired:
+                if _interrupted.is_set():
+                    raise KeyboardInterrupt from None
     finally:
         if process.poll() is None:   # interrupted: the bench is in its own group, so stop it here
             process.kill()
