@@ -168,7 +168,7 @@ KNOBS: tuple[Knob, ...] = (
          "Under load, a dispatcher writes acks and claims new events at most this often (each store "
          "transaction then carries many events); with half its handlers' window free it goes at once.",
          minimum=0.0),
-    Knob("claim_run", int, 16,
+    Knob("claim_run", int, 32,
          "When a claim finds fewer conversations ready than its handlers have room for, it also leases "
          "up to this many - 1 following events of each conversation, handed out one after another "
          "without a store turn (10 busy conversations: dispatcher CPU per event 2-3x lower). 1: one "

@@ -132,7 +132,7 @@ _INSERT_EVENT = f"""INSERT INTO events (id, key, destination, event, received_at
 # The next event of each key heads it. One that the acking owner leased with its run (a
 # follower, Store.claim) is delivered by that owner next: its attempt is charged now.
 _PROMOTE_HEAD = f"""UPDATE events SET head = 1, attempt = attempt + (state = {LEASED} AND owner = ?)
-    WHERE seq = (SELECT min(seq) FROM events WHERE key = ? AND state < {DONE}) RETURNING state"""
+    WHERE seq = (SELECT min(seq) FROM events WHERE key = ? AND state < {DONE})"""
 
 
 class WriterLock:
@@ -495,14 +495,15 @@ class SQLiteStore(Store):
             return []
 
         def work(conn):
-            freed = self._finish(conn, owner, event_ids, DONE, None) if event_ids else 0
+            acked = self._finish(conn, owner, event_ids, DONE, None) if event_ids else 0
             rows = conn.execute(
                 f"UPDATE events SET state = {LEASED}, owner = ?, due = ?, attempt = attempt + 1 WHERE seq IN"
                 " (SELECT seq FROM events WHERE head = 1 AND due <= ? ORDER BY seq LIMIT ?)"
                 " RETURNING seq, id, key, destination, event, received_at, attempt",
                 (owner, now + lease_s, now, max(limit, 0))).fetchall()
-            if len(rows) < limit:
-                freed = 0   # this claim took every claimable head, those the acks freed too
+            # the acked keys' next events are claimable by others only if this claim, full,
+            # may have left some (else it took them: no wake-up, least of all our own)
+            freed = acked if len(rows) == limit else 0
             if max_attempts is not None and any(row[6] > max_attempts for row in rows):
                 spent = [row[1] for row in rows if row[6] > max_attempts]
                 rows = [row for row in rows if row[6] <= max_attempts]
@@ -548,8 +549,7 @@ class SQLiteStore(Store):
         return rows
 
     def _finish(self, conn, owner: str, event_ids: list[str], state: int, error: str | None) -> int:
-        """Move events leased to owner to done/dead and promote the next event of each key;
-        returns how many keys now head an event claimable by anyone (not a follower of ours)."""
+        """Move events leased to owner to done/dead and promote the next event of each key."""
         keys: set[str] = set()
         for marks, chunk in _id_chunks(event_ids):
             keys.update(row[0] for row in conn.execute(
@@ -558,7 +558,8 @@ class SQLiteStore(Store):
                 " RETURNING key", (state, time.time(), error, owner, *chunk)))
         # one statement per key: min() over a key is one index probe, but a GROUP BY over many
         # keys reads every active event of each (1,000x slower with 10 busy keys)
-        return sum(row[0] != LEASED for key in keys for row in conn.execute(_PROMOTE_HEAD, (owner, key)))
+        conn.executemany(_PROMOTE_HEAD, [(owner, key) for key in keys])
+        return len(keys)
 
     def _bury_spent(self, conn, owner: str, event_ids: list[str], max_attempts: int) -> int:
         """Dead-letter events just claimed past max_attempts (this claim's delivery not counted)."""
