@@ -156,9 +156,12 @@ class Arbiter:
             return True
         if not (self.router.more or self.held):
             return False
-        ready = [slot.process for slot in self.slots if slot.process is not None and slot.process.state == READY]
+        ready = self._ready_handlers()
         capacity = sum(p.max_in_flight for p in ready)
         return sum(p.free_slots for p in ready) * 2 > capacity
+
+    def _ready_handlers(self) -> list[HandlerProcess]:
+        return [slot.process for slot in self.slots if slot.process is not None and slot.process.state == READY]
 
     def _processes(self):
         for slot in self.slots:
@@ -245,8 +248,7 @@ class Arbiter:
     def _dispatch(self) -> None:
         if self.state != RUNNING:
             return
-        ready = [slot.process for slot in self.slots
-                 if slot.process is not None and slot.process.state == READY]
+        ready = self._ready_handlers()
         if self.held:
             self._place_held(ready)
         free = sum(p.free_slots for p in ready)
@@ -259,8 +261,7 @@ class Arbiter:
         """Deliver the followers whose predecessor was answered (Router.ack), every loop turn."""
         if self.state != RUNNING or not self.router.ready:
             return
-        ready = [slot.process for slot in self.slots
-                 if slot.process is not None and slot.process.state == READY]
+        ready = self._ready_handlers()
         self._deliver(self.router.take_ready(sum(p.free_slots for p in ready)), ready)
 
     def _deliver(self, docs: list[dict], ready: list[HandlerProcess]) -> None:
@@ -559,7 +560,7 @@ class Arbiter:
         let the Autoscaler set the target (dispatcher/autoscale.py)."""
         if self.autoscaler is None or self.state != RUNNING:
             return
-        ready = [slot.process for slot in self.slots if slot.process is not None and slot.process.state == READY]
+        ready = self._ready_handlers()
         totals = {p.pid: p.busy_total(now) for p in ready}
         elapsed, self._busy_at = now - self._busy_at, now
         busy = sum(total - self._busy_before.get(pid, 0.0) for pid, total in totals.items())

@@ -76,10 +76,6 @@ class Router:
             self._call("release", self.store.release, self.owner, clashing)
         return fresh
 
-    @property
-    def held_followers(self) -> int:
-        return len(self.ready) + sum(len(run) for run in self.runs.values())
-
     def take_ready(self, free: int) -> list[dict]:
         """Up to `free` followers whose turn has come, to be delivered now."""
         return [self.ready.popleft() for _ in range(min(free, len(self.ready)))]
