@@ -166,8 +166,15 @@ KNOBS: tuple[Knob, ...] = (
     Knob("restart_period_s", float, 60.0, "Window for restart_intensity.", minimum=1.0),
     Knob("store_turn_ms", float, 2.0,
          "Under load, a dispatcher writes acks and claims new events at most this often (each store "
-         "transaction then carries many events); with half its handlers' window free it goes at once.",
+         "transaction then carries many events); with half its handlers' window free, and events to "
+         "claim, it goes at once.",
          minimum=0.0),
+    Knob("claim_run", int, 32,
+         "When a claim finds fewer conversations ready than its handlers have room for, it also leases "
+         "up to this many - 1 following events of each conversation, handed out one after another "
+         "without a store turn (10 busy conversations: dispatcher CPU per event 90 -> 65 µs). 1: one "
+         "event per conversation per claim.",
+         minimum=1),
     Knob("drain_grace_s", float, 30.0, "On TERM/INT, how long in-flight work may take to finish.",
          minimum=0.0),
     # --- rate limiter and LINE API client

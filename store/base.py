@@ -127,7 +127,8 @@ class Store(abc.ABC):
 
     # --- queue: handing out --------------------------------------------------------------
     @abc.abstractmethod
-    def claim(self, owner: str, limit: int, lease_s: float, max_attempts: int | None = None) -> list[dict]:
+    def claim(self, owner: str, limit: int, lease_s: float, max_attempts: int | None = None,
+              run: int = 1) -> list[dict]:
         """Lease up to `limit` deliverable events to `owner`, oldest first, one per key.
 
         Returns event documents (see protocol.events.make_document) with `attempt` already
@@ -135,6 +136,14 @@ class Store(abc.ABC):
         expired), its not_before has passed, and no older event of its key is pending or leased.
         An event that already had `max_attempts` deliveries (its last lease ran out: the process
         holding it died) is dead-lettered instead of handed out, with `spent_error`'s reason.
+
+        With `run` > 1, when fewer deliverable events than `limit` are found, up to `run` - 1
+        events following each one of its key are leased too (`limit` in all): the unbroken run
+        of pending, due events behind it, returned after it in store order. The caller delivers
+        them one after another, each once the one before is answered. A follower's attempt is
+        charged when the ack of the event before it makes it its key's head while still leased
+        to the same owner (its document's `attempt` already counts that delivery); one given back
+        by `release` or `nack`, or left behind by a dead owner, was never charged.
         """
 
     @abc.abstractmethod
@@ -142,11 +151,11 @@ class Store(abc.ABC):
         """Mark events done. Ids not leased to `owner` any more are ignored (lease lost)."""
 
     def ack_and_claim(self, owner: str, event_ids: list[str], limit: int, lease_s: float,
-                      max_attempts: int | None = None) -> list[dict]:
+                      max_attempts: int | None = None, run: int = 1) -> list[dict]:
         """`ack` then `claim` in one call. A backend may do both in one transaction: one write
         instead of two per dispatcher turn, and the next event of an acked key goes out at once."""
         self.ack(owner, event_ids)
-        return self.claim(owner, limit, lease_s, max_attempts)
+        return self.claim(owner, limit, lease_s, max_attempts, run)
 
     @abc.abstractmethod
     def nack(self, owner: str, event_id: str, error: str, retry: bool, max_attempts: int,
@@ -159,7 +168,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def release(self, owner: str, event_ids: list[str]) -> None:
-        """Give leased events back without counting a failure (e.g. on drain)."""
+        """Give leased events back without counting a failure (e.g. on drain): a head's attempt is
+        taken back, a follower's (see `claim`) was never charged."""
 
     @abc.abstractmethod
     def expire_leases(self, owner: str) -> int:

@@ -213,7 +213,8 @@ class MongoStore(Store):
         return make_document(doc["seq"], self.db_name, doc["_id"], doc["destination"], doc["event"],
                              doc["key"], doc["received_at"], attempt)
 
-    def claim(self, owner: str, limit: int, lease_s: float, max_attempts: int | None = None) -> list[dict]:
+    def claim(self, owner: str, limit: int, lease_s: float, max_attempts: int | None = None,
+              run: int = 1) -> list[dict]:
         if limit <= 0:
             return []
 
@@ -228,9 +229,34 @@ class MongoStore(Store):
                 self._events.update_many({"_id": {"$in": [doc["_id"] for doc in docs]}},
                                          {"$set": {"state": LEASED, "owner": owner, "due": now + lease_s},
                                           "$inc": {"attempt": 1}}, session=session)
+            if run > 1 and 0 < len(docs) < limit:
+                docs += self._lease_runs(session, owner, docs, limit - len(docs), run - 1, now, now + lease_s)
             return docs
 
-        return [self._document(doc, doc["attempt"] + 1) for doc in self._transaction(work)]
+        return [self._document(doc, doc["attempt"] + 1)
+                for doc in sorted(self._transaction(work), key=lambda doc: doc["seq"])]
+
+    def _lease_runs(self, session, owner: str, heads: list[dict], room: int, followers: int, now: float,
+                    until: float) -> list[dict]:
+        """Lease the unbroken run of pending, due events behind each claimed head (see
+        SQLiteStore._lease_runs): their attempt is charged when each becomes head (_finish)."""
+        leased = []
+        for head in heads:
+            if room <= 0:
+                break
+            run = []
+            for doc in (self._events.find({"key": head["key"], "state": {"$lt": DONE}, "seq": {"$gt": head["seq"]}},
+                                          session=session).sort("seq", 1).limit(min(followers, room))):
+                if doc["state"] != PENDING or doc["due"] > now:
+                    break
+                run.append(doc)
+            if run:
+                room -= len(run)
+                self._events.update_many({"_id": {"$in": [doc["_id"] for doc in run]}, "state": PENDING},
+                                         {"$set": {"state": LEASED, "owner": owner, "due": until}},
+                                         session=session)
+                leased += run
+        return leased
 
     def _bury_spent(self, session, owner: str, docs: list[dict], max_attempts: int) -> None:
         """Dead-letter events whose every attempt ended without an answer, instead of handing them out."""
@@ -253,10 +279,12 @@ class MongoStore(Store):
         if doc is None:
             return False
         self._keys.update_one({"_id": doc["key"]}, {"$inc": {"active": -1}}, session=session)
-        following = self._events.find_one({"key": doc["key"], "state": {"$lt": DONE}}, {"_id": 1},
+        following = self._events.find_one({"key": doc["key"], "state": {"$lt": DONE}}, {"state": 1, "owner": 1},
                                           sort=[("seq", 1)], session=session)
-        if following is not None:
-            self._events.update_one({"_id": following["_id"]}, {"$set": {"head": True}}, session=session)
+        if following is not None:   # a follower this owner leased with its run is charged its delivery now
+            ours = following["state"] == LEASED and following.get("owner") == owner
+            self._events.update_one({"_id": following["_id"]},
+                                    {"$set": {"head": True}, "$inc": {"attempt": 1 if ours else 0}}, session=session)
         return True
 
     def ack(self, owner: str, event_ids: list[str]) -> None:
@@ -287,14 +315,15 @@ class MongoStore(Store):
         return state
 
     def release(self, owner: str, event_ids: list[str]) -> None:
-        """Back to pending, claimable at once; the delivery is not counted (attempt - 1)."""
+        """Back to pending, claimable at once; the delivery is not counted (attempt - 1 for a head,
+        whose attempt was charged; a follower's never was)."""
         if not event_ids:
             return
         now = time.time()
         self._call(lambda: self._events.update_many(
             {"_id": {"$in": list(event_ids)}, "owner": owner, "state": LEASED},
-            [{"$set": {"state": PENDING, "owner": None, "due": now,
-                       "attempt": {"$max": [{"$subtract": ["$attempt", 1]}, 0]}}}]))
+            [{"$set": {"state": PENDING, "owner": None, "due": now, "attempt": {"$max": [
+                {"$subtract": ["$attempt", {"$cond": ["$head", 1, 0]}]}, 0]}}}]))
 
     def expire_leases(self, owner: str) -> int:
         return self._call(lambda: self._events.update_many(

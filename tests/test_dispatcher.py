@@ -1,6 +1,7 @@
 """Dispatcher routing with real processes: per-key order, parallelism, acks, nacks, scale-out."""
 from __future__ import annotations
 
+import signal
 
 from tests.dispatcher_harness import ready_pids
 from tests.helpers import wait_until
@@ -100,3 +101,56 @@ def test_the_wal_stays_bounded_while_a_random_order_queue_drains(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (drain,) = json.loads(done.stdout)["runs"][0]["drain"]
     assert drain["events"] == 40000 and 0 < drain["wal_peak_mb"] <= 256, drain
+
+
+# --- runs (claim_run): a busy key's next events leased together, handed on from memory -------------
+def test_a_run_keeps_its_keys_order_through_nacks_and_crashes_and_charges_only_real_deliveries(harness):
+    appended = harness.append({"Ua": ["hi", "nack", "hi", "hi", "crash", "hi", "nack", "hi", "hi", "hi"],
+                               "Ub": ["hi"] * 10})
+    harness.start(handlers=2, claim_run=16)
+    harness.wait_done(len(appended))
+    harness.check_history(appended)   # nothing of a key overtook its nacked or crashed event
+    attempts = {}
+    for what, event_id, _, _, attempt in harness.records():
+        if what == "start":
+            attempts.setdefault(event_id, []).append(attempt)
+    # followers given back behind a failure were never charged: every first delivery is attempt 1
+    assert all(tries[0] == 1 for tries in attempts.values()), attempts
+    assert attempts[appended[2]] == attempts[appended[12]] == [1, 2]   # Ua's nacks: charged once each
+
+
+def test_a_nack_gives_the_rest_of_its_run_back_while_it_waits_for_its_retry(harness):
+    appended = harness.append({"Ua": ["hi", "nack", "hi", "hi"]})
+    harness.start(handlers=1, claim_run=16, retry_backoff_s=30)
+    wait_until(lambda: harness.store.stats() == {**harness.store.stats(), "done": 1, "pending": 3, "in_flight": 0},
+               10, message="the nacked event and the two behind it pending, none leased")
+    assert [r[1] for r in harness.records() if r[0] == "start"] == appended[:2]
+
+
+def test_a_drain_gives_back_a_run_uncharged_and_a_new_dispatcher_finishes_it(harness):
+    dispatcher = harness.start(handlers=1, claim_run=16, env={"FD_TEST_DELAY_MS": "40"})
+    harness.wait_status(dispatcher, lambda d: len(ready_pids(d)) == 1, message="ready")
+    appended = harness.append({"U1": ["hi"] * 30})
+    wait_until(lambda: sum(r[0] == "end" for r in harness.records()) >= 3, 10, message="3 handled")
+    dispatcher.send_signal(signal.SIGTERM)
+    assert dispatcher.wait(timeout=10) == 0
+    stats = harness.store.stats()
+    assert stats["in_flight"] == 0 and stats["done"] + stats["pending"] == len(appended)
+    assert stats["pending"] > 0   # the run behind the last event was given back, not kept
+    harness.start(handlers=1, claim_run=16)
+    harness.wait_done(len(appended))
+    harness.check_history(appended)
+    assert all(r[4] == 1 for r in harness.records())   # released followers were never charged
+
+
+def test_a_long_run_keeps_its_leases_so_another_dispatcher_never_takes_a_follower(harness):
+    """lease_s=1 while one key's run takes ~3 s to handle: the leases of the followers held in
+    memory are extended with the ones in flight, so the second dispatcher waits its turn."""
+    first, second = (harness.start(handlers=1, claim_run=16, lease_s=1, feed_rescan_s=0.1)
+                     for _ in range(2))   # each looks for claimable events ten times a second
+    for dispatcher in (first, second):
+        harness.wait_status(dispatcher, lambda d: len(ready_pids(d)) == 1, message="ready")
+    appended = harness.append({"U1": ["slow"] * 10})   # 0.3 s each
+    harness.wait_done(len(appended), timeout=30)
+    harness.check_history(appended)   # exactly once, in order
+    assert len({r[3] for r in harness.records()}) == 1   # one dispatcher's handler held the whole run

@@ -667,3 +667,56 @@ def test_stats_count_every_state_change_and_survive_the_migration_that_added_the
         assert store.stats()["pending"] == 4 and store.stats()["done"] == 0
     finally:
         store.close()
+
+
+# --- runs (claim_run): a key's following events leased with its head ---------------------------------
+def test_claim_run_leases_the_unbroken_run_behind_each_head_in_store_order(store):
+    store.append("Udest", [event(1, "A"), event(2, "A"), event(3, "A"), event(4, "B"), event(5, "A")], now_ms())
+    docs = store.claim("d1", 10, 60, run=3)
+    assert ids(docs) == ["ev00001", "ev00002", "ev00003", "ev00004"]   # A's head and 2 followers, B's head
+    assert [doc["o"]["attempt"] for doc in docs] == [1, 1, 1, 1]        # as each will be when delivered
+    assert store.claim("d2", 10, 60, run=3) == []    # ev00005 is behind a leased run: nobody's yet
+    store.ack("d1", ["ev00001", "ev00002", "ev00003"])
+    assert ids(store.claim("d2", 10, 60, run=3)) == ["ev00005"]
+
+
+def test_claim_run_fills_only_the_room_the_heads_leave(store):
+    store.append("Udest", [event(n, "A") for n in range(1, 6)] + [event(9, "B")], now_ms())
+    assert ids(store.claim("d1", 2, 60, run=16)) == ["ev00001", "ev00009"]   # heads fill the limit: no run
+    store.release("d1", ["ev00001", "ev00009"])
+    assert ids(store.claim("d1", 3, 60, run=16)) == ["ev00001", "ev00002", "ev00009"]
+
+
+def test_a_follower_is_charged_an_attempt_only_once_its_turn_comes(store):
+    store.append("Udest", [event(1, "A"), event(2, "A"), event(3, "A")], now_ms())
+    assert ids(store.claim("d1", 10, 60, run=3)) == ["ev00001", "ev00002", "ev00003"]
+    store.release("d1", ["ev00002", "ev00003"])   # given back undelivered (a nack of the head, a drain)
+    store.ack("d1", ["ev00001"])
+    doc, follower = store.claim("d2", 10, 60, run=2)
+    assert (doc["o"]["_id"], doc["o"]["attempt"]) == ("ev00002", 1)   # never charged for the run
+    assert follower["o"]["_id"] == "ev00003"
+    store.ack("d2", ["ev00002"])     # ev00003's turn under d2's lease: its delivery counts now
+    assert store.nack("d2", "ev00003", "boom", True, 1, 0.0, 0.0) == "dead"
+    assert store.dead_letters()[0]["attempts"] == 1
+
+
+def test_release_takes_back_a_heads_attempt_not_a_followers(store):
+    store.append("Udest", [event(1, "A"), event(2, "A")], now_ms())
+    store.claim("d1", 10, 60, run=2)
+    store.release("d1", ["ev00001", "ev00002"])
+    assert [(doc["o"]["_id"], doc["o"]["attempt"]) for doc in store.claim("d1", 10, 60)] == [("ev00001", 1)]
+    store.ack("d1", ["ev00001"])
+    assert [(doc["o"]["_id"], doc["o"]["attempt"]) for doc in store.claim("d1", 10, 60)] == [("ev00002", 1)]
+
+
+def test_a_dead_owners_run_is_taken_over_in_order_one_by_one(store):
+    """A dispatcher died holding a run: the next claimer takes its events in order, each as head
+    (charged at that claim), never as a follower of its own run: one of them may have been in flight."""
+    store.append("Udest", [event(n, "A") for n in range(1, 5)], now_ms())
+    assert ids(store.claim("d1", 10, 60, run=3)) == ["ev00001", "ev00002", "ev00003"]
+    assert store.expire_leases("d1") == 3
+    taken = []
+    while docs := store.claim("d2", 10, 60, run=3):
+        taken += [(doc["o"]["_id"], doc["o"]["attempt"]) for doc in docs]
+        store.ack("d2", ids(docs))
+    assert taken == [("ev00001", 2), ("ev00002", 1), ("ev00003", 1), ("ev00004", 1)]
