@@ -155,10 +155,11 @@ def main_status(settings, args) -> int:
     view = None
     if not sqlite_file_missing(settings.store):   # status shows zeros and creates nothing
         with _store("status", settings.store) as store:
-            view = _measure(store, args.interval)
+            report["integrity"] = store.integrity()
             report["events"] = store.stats()
             report["processes"] = store.get_statuses()
-            report["integrity"] = store.integrity()
+            if not report["integrity"]:   # measuring reads every waiting event: a damaged file may fail it
+                view = _measure(store, args.interval)
     report["advice"] = advise(view) if view is not None else []
     if args.json:
         report["view"] = view
