@@ -14,7 +14,7 @@ from tests.helpers import wait_until
 
 SCRIPTED = [sys.executable, "-m", "tests.handlers.scripted"]
 FAST = {  # short deadlines and backoffs so failures play out in a test's time
-    "event_deadline_s": "1.5", "kill_grace_s": "0.5", "handler_start_timeout_s": "2",
+    "event_deadline_s": "1.5", "kill_grace_s": "0.5", "handler_start_timeout_s": "10",   # (a slow start is no failure)
     "restart_backoff_max_s": "0.3", "retry_backoff_s": "0.05", "retry_backoff_max_s": "0.2",
     "lease_s": "2", "feed_rescan_s": "1", "drain_grace_s": "5",
 }
