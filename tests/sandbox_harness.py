@@ -71,3 +71,14 @@ def running_sandbox(tmp_path, secret: str | None = SECRET, token: str | None = T
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextlib.contextmanager
+def api_session(base_url: str, timeout: float):
+    """`call(method, path, **kwargs)` to a sandbox with the channel's token, on one keep-alive session."""
+    session = requests.Session()
+    session.headers.update(AUTH)
+    try:
+        yield lambda method, path, **kwargs: session.request(method, base_url + path, timeout=timeout, **kwargs)
+    finally:
+        session.close()

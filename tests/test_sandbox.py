@@ -16,7 +16,7 @@ import requests
 from frontdesk.sandbox.webhooks import (EventFactory, group_id, group_source, message_content, mint_reply_token,
                               user_id, user_source)
 from tests.helpers import wait_until
-from tests.sandbox_harness import AUTH, SECRET, running_sandbox
+from tests.sandbox_harness import AUTH, SECRET, api_session, running_sandbox
 
 TEXT = [{"type": "text", "text": "hello"}]
 U1, U2 = user_id(1), user_id(2)
@@ -32,14 +32,8 @@ def sandbox(tmp_path_factory):
 
 @pytest.fixture
 def api(sandbox):
-    session = requests.Session()
-    session.headers.update(AUTH)
-
-    def call(method, path, **kwargs):
-        return session.request(method, sandbox.url + path, timeout=5, **kwargs)
-
-    yield call
-    session.close()
+    with api_session(sandbox.url, timeout=5) as call:
+        yield call
 
 
 def deliveries_after(sandbox, mark: int) -> list[dict]:

@@ -13,12 +13,11 @@ import time
 import zlib
 
 import pytest
-import requests
 
 from frontdesk.protocol.events import signature_ok
 from frontdesk.sandbox.webhooks import BOT_USER_ID, EventFactory, group_id, room_id, user_id, user_source
 from tests.helpers import free_port, wait_until
-from tests.sandbox_harness import AUTH, SECRET, TOKEN, running_sandbox
+from tests.sandbox_harness import AUTH, SECRET, TOKEN, api_session, running_sandbox
 
 TEXT = [{"type": "text", "text": "hello"}]
 U1, U2, U3 = user_id(1), user_id(2), user_id(3)
@@ -34,14 +33,8 @@ def sandbox(tmp_path_factory):
 
 @pytest.fixture
 def api(sandbox):
-    session = requests.Session()
-    session.headers.update(AUTH)
-
-    def call(method, path, **kwargs):
-        return session.request(method, sandbox.url + path, timeout=10, **kwargs)
-
-    yield call
-    session.close()
+    with api_session(sandbox.url, timeout=10) as call:
+        yield call
 
 
 @pytest.fixture
