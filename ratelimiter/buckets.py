@@ -108,6 +108,7 @@ class Scheduler:
     def __init__(self, rate_limits: dict[str, tuple[float, float]]):
         limits = {**LINE_LIMITS, **rate_limits}   # an endpoint the setting leaves out keeps LINE's figure
         self._queues = {name: EndpointQueue(name, count, period) for name, (count, period) in limits.items()}
+        self._busy: dict[str, EndpointQueue] = {}   # the queues holding items: the only ones to look at
         self._seq = itertools.count()
         self._waiters: deque[asyncio.Future] = deque()
         self._closed = False
@@ -118,7 +119,9 @@ class Scheduler:
         return self._queues["default"] if queue is None else queue  # (an empty queue is falsy)
 
     def submit(self, endpoint: str, item) -> None:
-        self.queue_for(endpoint).waiting.append((time.monotonic(), item))
+        queue = self.queue_for(endpoint)
+        queue.waiting.append((time.monotonic(), item))
+        self._busy[queue.name] = queue
         self._wake_one()
 
     def retry(self, endpoint: str, item, delay_s: float, enqueued_at: float, pause_endpoint: bool) -> None:
@@ -127,6 +130,7 @@ class Scheduler:
         now = time.monotonic()
         queue = self.queue_for(endpoint)
         heapq.heappush(queue.retries, (now + delay_s, next(self._seq), enqueued_at, item))
+        self._busy[queue.name] = queue
         if pause_endpoint:
             queue.bucket.pause(now, delay_s)
         self._wake_one()
@@ -135,9 +139,10 @@ class Scheduler:
         """(an item that may go now, with its token taken, or None; seconds until the next may go)."""
         best = None
         soonest = None
-        for queue in self._queues.values():
+        for queue in list(self._busy.values()):
             head = queue.head(now)
             if head is None:
+                del self._busy[queue.name]
                 continue
             delay, enqueued_at = head
             if delay <= 0 and self.budget is not None:

@@ -239,13 +239,16 @@ class HttpConnection:
             head.append(f"Content-Length: {len(body or b'')}\r\n")
         head.append("\r\n")
         data = "".join(head).encode("latin-1") + (body or b"")
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         protocol.pending = _Response(future, method == "HEAD", max_bytes)
         transport = protocol.transport
         transport.write(data)
         sent_whole = transport.get_write_buffer_size() == 0   # else it may still be in our buffer
+        # a timer on the future itself: asyncio.wait_for adds two futures and a callback per call
+        timer = loop.call_later(self.read_timeout, _time_out, future)
         try:
-            status, response_headers, response_body = await asyncio.wait_for(future, self.read_timeout)
+            status, response_headers, response_body = await future
         except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
             self.close()
             reason = str(exc) or type(exc).__name__
@@ -253,6 +256,8 @@ class HttpConnection:
                 reason = f"no answer within api_read_timeout_s={self.read_timeout:g}"
             raise ApiConnectionError(f"no answer from {self.host}: {reason}",
                                      sent=sent_whole or bool(protocol.buffer)) from None
+        finally:
+            timer.cancel()
         if protocol.broken is not None:
             self.close()
         return status, response_headers, response_body
@@ -263,3 +268,7 @@ class HttpConnection:
                 self._protocol.transport.close()
             self._protocol = None
 
+
+def _time_out(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())

@@ -252,7 +252,7 @@ class RateLimiter:
         self._stats_timer.cancel()
         if self.scheduler.budget is not None:
             await self.loop.run_in_executor(None, self.scheduler.budget.close)
-        await self.loop.run_in_executor(None, self.writer.stop)
+        await self.writer.close()
         self._write(Notification("stats", [self.stats()]))
         self._flush()
         os.set_blocking(self._out_fd, True)
@@ -439,9 +439,9 @@ class RateLimiter:
         if groups:
             log.info("journal_recovery resending=%d entries=%d", len(groups), sum(map(len, groups.values())))
 
-    def _journal_later(self, entries: list[JournalEntry], done=None) -> None:
+    def _journal_later(self, entries: list[JournalEntry], done=None, linger: bool = False) -> None:
         """Write entries without waiting; `done()` runs once they are written (or failed, logged)."""
-        future = self.writer.journal(entries)
+        future = self.writer.journal(entries, linger)
 
         def written(future: asyncio.Future) -> None:
             if future.exception() is not None:   # left "started": a repeat is re-sent with its retry key or refused
@@ -515,8 +515,8 @@ class RateLimiter:
             for call in send.calls:
                 if call.key is not None and self._in_flight.get(call.key) is call:
                     del self._in_flight[call.key]
-        if entries:
-            self._journal_later(entries, leave)
+        if entries:   # a "done" that LINE would drop a repeat of may wait for company (journal.py)
+            self._journal_later(entries, leave, linger=entries[0].state == "done" and _line_drops_a_repeat(send))
         else:
             leave()
 
