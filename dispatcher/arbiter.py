@@ -106,6 +106,7 @@ class Arbiter:
         self._feed = None
         self._signals: SignalQueue | None = None
         self._store_turn_at = 0.0
+        self._timers_due_at = 0.0    # the earliest timer when the loop last slept (_timeout)
 
     # --- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -138,7 +139,8 @@ class Arbiter:
         for signum in self._signals.pop():
             self._on_signal(signum)
         now = time.monotonic()
-        self._check_timers(now)
+        if now >= self._timers_due_at:   # most turns (a frame in, a frame out) have no timer due
+            self._check_timers(now)
         self._converge()
         self._hand_on()
         if self._store_turn_due(now):
@@ -186,7 +188,8 @@ class Arbiter:
             times.extend(slot.restart_at for slot in self.slots if slot.process is None)
         for child in (self.router, self.apilink):
             times.append(child.next_timer())
-        return max(0.0, min(t for t in times if t is not None) - now)
+        self._timers_due_at = min(t for t in times if t is not None)
+        return max(0.0, self._timers_due_at - now)
 
     def _check_timers(self, now: float) -> None:
         for process in list(self._processes()):

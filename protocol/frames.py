@@ -74,25 +74,34 @@ class FrameDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list:
-        self._buffer += data
+        """The values of every frame completed by `data`. Frames are decoded in place (a view, not
+        a copy), and `data` is only buffered when a frame is left incomplete, as it rarely is."""
+        if self._buffer:
+            self._buffer += data
+            source = self._buffer
+        else:
+            source = data
         values = []
         offset = 0
-        buffer = self._buffer
-        while len(buffer) - offset >= HEADER.size:
-            (length,) = HEADER.unpack_from(buffer, offset)
-            if length > self.max_frame_bytes:
-                preview = bytes(buffer[offset : offset + 16]).hex(" ")
-                raise ProtocolError(
-                    f"frame length {length} exceeds the maximum {self.max_frame_bytes} bytes "
-                    f"(first bytes: {preview}); is something writing text into the frame stream?"
-                )
-            end = offset + HEADER.size + length
-            if len(buffer) < end:
-                break
-            values.append(unpack(bytes(buffer[offset + HEADER.size : end])))
-            offset = end
-        if offset:
-            del buffer[:offset]
+        size = len(source)
+        with memoryview(source) as view:
+            while size - offset >= HEADER.size:
+                (length,) = HEADER.unpack_from(source, offset)
+                if length > self.max_frame_bytes:
+                    preview = bytes(view[offset : offset + 16]).hex(" ")
+                    raise ProtocolError(
+                        f"frame length {length} exceeds the maximum {self.max_frame_bytes} bytes "
+                        f"(first bytes: {preview}); is something writing text into the frame stream?"
+                    )
+                end = offset + HEADER.size + length
+                if size < end:
+                    break
+                values.append(unpack(view[offset + HEADER.size : end]))
+                offset = end
+        if source is data:
+            self._buffer += data[offset:]
+        elif offset:
+            del self._buffer[:offset]
         return values
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from frontdesk.handlers.conformance import Broken, EventMaker, Handler
 from frontdesk.protocol import rpc
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 30.0   # a bound on waiting for the handler, not a speed goal: generous for a busy machine
@@ -82,7 +83,9 @@ def test_exception_becomes_a_nack_with_its_text_and_retry_flag(start):
     assert answers[0] == {"message": "ValueError: boom 42", "retry": True}
     assert answers[1] == {"message": "not for me", "retry": False}
     assert answers[2] == {"message": "Permanent: permanent trouble", "retry": False}
-    assert "ValueError: boom 42" in "\n".join(handler.stderr_tail)  # the traceback is logged
+    # the traceback is logged (stderr is read by a thread of its own: wait for the line)
+    wait_until(lambda: "ValueError: boom 42" in "\n".join(handler.stderr_tail), timeout=TIMEOUT,
+               message="the traceback on stderr")
     handler.close_stdin()
     assert handler.wait_exit(TIMEOUT) == 0
 
@@ -166,7 +169,8 @@ def test_api_error_is_raised_with_status_and_nacks_unless_caught(start):
     outcome = handler.exchange([EventMaker().document("text")], TIMEOUT, fail_calls=2)
     assert answer_of(outcome).error == {
         "message": "conformance: simulated LINE API failure (status 400)", "retry": False}
-    assert "caught status=400 retryable=False" in "\n".join(handler.stderr_tail)
+    wait_until(lambda: "caught status=400 retryable=False" in "\n".join(handler.stderr_tail),
+               timeout=TIMEOUT, message="the handler's line on stderr")
 
 
 def test_eof_finishes_in_flight_events_and_exits_0(start):
