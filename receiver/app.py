@@ -19,11 +19,11 @@ from typing import Callable
 
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.events import WebhookError, parse_webhook_body, signature_ok
+from frontdesk.protocol.http_server import Request, Response, error_body
 from frontdesk.protocol.roles import status_role
 from frontdesk.store import Store, StoreError, StoreGone
 
 from . import metrics as prom
-from .http import Request, Response, error_body
 
 log = logging.getLogger("frontdesk.receiver")
 
