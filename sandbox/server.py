@@ -82,12 +82,18 @@ def main(settings: Settings) -> int:
     return 0
 
 
-async def serve(settings: Settings, secret: str, token: str) -> None:
-    """The emulator on settings.sandbox_listen until SIGTERM or SIGINT."""
+def sandbox_server(settings: Settings, secret: str, token: str,
+                   threads: ThreadPoolExecutor) -> tuple[Server, SandboxState]:
+    """The emulator's HTTP server (not yet listening) and the state its app keeps."""
     state = SandboxState(settings, secret)
     bridge = WsgiBridge(create_app(settings, secret, token, state), settings.sandbox_listen, log)
+    return Server(SandboxHandler(bridge, settings.sandbox_latency_ms / 1000.0, threads), LIMITS, log), state
+
+
+async def serve(settings: Settings, secret: str, token: str) -> None:
+    """The emulator on settings.sandbox_listen until SIGTERM or SIGINT."""
     threads = ThreadPoolExecutor(settings.sandbox_threads, thread_name_prefix="sandbox-blocking")
-    server = Server(SandboxHandler(bridge, settings.sandbox_latency_ms / 1000.0, threads), LIMITS, log)
+    server, state = sandbox_server(settings, secret, token, threads)
 
     def listening() -> None:
         log.info("event=serving threads=%d latency_ms=%g fault_rate=%g drop_rate=%g", settings.sandbox_threads,
