@@ -17,6 +17,7 @@ inline on the loop (docs/benchmarks.md has the figures). Three things must not s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,18 +51,36 @@ class SandboxHandler:
 
     def __call__(self, request: Request) -> Response | asyncio.Future:
         if self.latency_s and not request.path.startswith("/sandbox/"):   # the recorder is never delayed
-            return asyncio.ensure_future(self._after_latency(request))
+            loop = asyncio.get_running_loop()
+            later = loop.create_future()
+            loop.call_later(self.latency_s, self._after_latency, request, later)
+            return later
         return self._answer(request)
 
-    async def _after_latency(self, request: Request) -> Response:
-        await asyncio.sleep(self.latency_s)
+    def _after_latency(self, request: Request, later: asyncio.Future) -> None:
+        """Run by a timer, not a task: a task (asyncio.sleep) ran every call whose latency was up
+        before answering any (16 connections at 20 ms: 650 calls/s; with the timer 700, as on
+        waitress)."""
         answer = self._answer(request)
-        return answer if isinstance(answer, Response) else await answer
+        if isinstance(answer, Response):
+            later.set_result(answer)
+        else:
+            answer.add_done_callback(functools.partial(_pass_on, later))
 
     def _answer(self, request: Request) -> Response | asyncio.Future:
         if (request.method, request.path.rstrip("/")) in BLOCKING_CALLS:
             return asyncio.get_running_loop().run_in_executor(self.threads, self.bridge, request)
         return self.bridge(request)
+
+
+def _pass_on(later: asyncio.Future, done: asyncio.Future) -> None:
+    """Give `later` the outcome of `done`."""
+    if done.cancelled():
+        later.cancel()
+    elif done.exception() is not None:
+        later.set_exception(done.exception())
+    else:
+        later.set_result(done.result())
 
 
 def main(settings: Settings) -> int:
