@@ -14,8 +14,8 @@ body limit checked before the body is read (413), a deadline for a whole request
 byte arrived (408: a slow client cannot hold a connection), an idle keep-alive timeout, a limit
 on open connections (at the limit a newcomer takes the place of the idlest or slowest connection,
 so slow clients cannot shut LINE out; 503 only while every one is being answered), and a graceful
-stop that answers what was read. And one thing a test double of a server needs: a response can
-say "close the connection without answering" (the sandbox's injected drops).
+stop that answers what was read. And one thing a stand-in for LINE needs: a response can say
+"close the connection without answering" (the sandbox's injected drops).
 """
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def encode_response(response: Response, keep_alive: bool) -> bytes:
 class Server:
     """Accepted connections, shared limits, and the count of requests being answered."""
 
-    def __init__(self, handler: Handler, limits: Limits, log: logging.Logger = logging.getLogger("frontdesk.http")):
+    def __init__(self, handler: Handler, limits: Limits,
+                 log: logging.Logger = logging.getLogger("frontdesk.http")):
         self.handler = handler
         self.limits = limits
         self.log = log       # the serving process's logger: rejections are logged under its name
@@ -360,9 +361,10 @@ async def serve(server: Server, address: str, backlog: int, stop_timeout_s: floa
                 on_stop: Callable[[], None] | None = None):
     """Serve on `address` (HOST:PORT) until SIGTERM or SIGINT, or until `stopped` gets a result
     (the owner's own reason to stop); `on_listening` is called once connections are accepted.
-    Then stop accepting, call `on_stop` (e.g. to end long polls), and wait up to `stop_timeout_s` for the answers of the requests already read. A
-    second signal ends the process at once. Returns `stopped`'s result (None after a signal);
-    raises OSError when it cannot listen."""
+    Then stop accepting, call `on_stop` (e.g. to end long polls), and wait up to
+    `stop_timeout_s` for the answers of the requests already read. A second signal ends the
+    process at once. Returns `stopped`'s result (None after a signal); raises OSError when it
+    cannot listen."""
     loop = asyncio.get_running_loop()
     stopped = stopped if stopped is not None else loop.create_future()
     host, _, port = address.rpartition(":")

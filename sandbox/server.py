@@ -115,8 +115,9 @@ async def serve(settings: Settings, secret: str, token: str) -> None:
     server, state = sandbox_server(settings, secret, token, threads)
 
     def listening() -> None:
-        log.info("event=serving threads=%d latency_ms=%g fault_rate=%g drop_rate=%g", settings.sandbox_threads,
-                 settings.sandbox_latency_ms, settings.sandbox_fault_rate, settings.sandbox_drop_rate)
+        log.info("event=serving threads=%d latency_ms=%g fault_rate=%g drop_rate=%g",
+                 settings.sandbox_threads, settings.sandbox_latency_ms, settings.sandbox_fault_rate,
+                 settings.sandbox_drop_rate)
         print(f"sandbox: LINE Messaging API emulator on http://{settings.sandbox_listen} "
               f"(deliveries: http://{settings.sandbox_listen}/sandbox/deliveries)", flush=True)
 

@@ -93,7 +93,8 @@ def _echo_app(environ, start_response):
                                           "CONTENT_LENGTH", "SERVER_PROTOCOL", "HTTP_X_LINE_RETRY_KEY")
             if key in environ}
     seen["body"] = environ["wsgi.input"].read().decode()
-    seen["framing_headers"] = sorted(k for k in environ if k in ("HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING"))
+    seen["framing_headers"] = sorted(k for k in environ
+                                     if k in ("HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING"))
     if environ["PATH_INFO"] == "/drop":
         environ[CLOSE_WITHOUT_ANSWER] = True
     if environ["PATH_INFO"] == "/bug":

@@ -118,7 +118,8 @@ def test_the_webhook_test_posts_from_a_thread_while_the_loop_answers_other_calls
 def test_a_long_poll_returns_what_there_is_when_the_server_stops():
     state = SandboxState(_settings(), SECRET)
     answers = []
-    poll = threading.Thread(target=lambda: answers.append(state.deliveries_since(0, 100, wait_s=30)), daemon=True)
+    poll = threading.Thread(target=lambda: answers.append(state.deliveries_since(0, 100, wait_s=30)),
+                            daemon=True)
     poll.start()
     state.stop_waiting()
     poll.join(timeout=TIMEOUT_S)
