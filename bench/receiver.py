@@ -37,7 +37,7 @@ import uuid
 from frontdesk.protocol import config
 
 from frontdesk.protocol.events import signature_ok
-from frontdesk.receiver.http import Request, Response, error_body
+from frontdesk.protocol.http_server import Request, Response, error_body
 
 WARMUP_S = 1.0
 READY_TIMEOUT_S = 20.0

@@ -210,8 +210,9 @@ KNOBS: tuple[Knob, ...] = (
          "Sandbox per-endpoint limits (429 beyond), like rate_limits; burst = one period's worth."),
     Knob("sandbox_reply_token_ttl_s", float, 60.0,
          "Sandbox: a reply token is refused this long after its webhook event.", minimum=0.0),
-    Knob("sandbox_threads", int, 32, "Sandbox waitress worker threads (injected latency holds one).",
-         minimum=1),
+    Knob("sandbox_threads", int, 32,
+         "Sandbox threads for calls that block (long polls of /sandbox/deliveries, the webhook test); "
+         "every other call is answered on its event loop.", minimum=1),
     Knob("sandbox_recorder_size", int, 200_000,
          "Deliveries the sandbox keeps for /sandbox/deliveries; the oldest are dropped beyond it "
          "(about 0.4 KB each).", minimum=10),

@@ -1,5 +1,5 @@
-"""HTTP/1.1 framing shared by frontdesk's own HTTP server (the receiver) and client (the rate
-limiter): the chunked transfer coding, read from a buffer that fills as bytes arrive."""
+"""HTTP/1.1 framing shared by frontdesk's own HTTP server (protocol/http_server.py) and client (the
+rate limiter): the chunked transfer coding, read from a buffer that fills as bytes arrive."""
 from __future__ import annotations
 
 

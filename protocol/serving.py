@@ -1,5 +1,6 @@
-"""How frontdesk serves HTTP with waitress: shared by its two HTTP processes, the receiver and
-the sandbox, so that both shut down and behave under load the same way."""
+"""How frontdesk serves a WSGI app with waitress: only the compare suite's SDK baseline
+(bench/baseline.py) still does, deployed as such a bot would be. The receiver and the sandbox run
+on frontdesk's own server (protocol/http_server.py)."""
 from __future__ import annotations
 
 import logging

@@ -4,8 +4,8 @@ The order is the contract (docs/receiver.md, "What each request gets"): size lim
 server refuses a larger body before reading it), signature over the raw bytes, then parsing, then
 one durable append of every event of the body, which must start within the ack budget counted
 from the request's arrival. Only a 200 means anything was stored. The routes run on the
-receiver's event loop (receiver/http.py); the append is handed to the store's writer thread and
-answered when it is durable.
+receiver's event loop (protocol/http_server.py); the append is handed to the store's writer
+thread and answered when it is durable.
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from typing import Callable
 
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.events import WebhookError, parse_webhook_body, signature_ok
+from frontdesk.protocol.http_server import Request, Response, error_body
 from frontdesk.protocol.roles import status_role
 from frontdesk.store import Store, StoreError, StoreGone
 
 from . import metrics as prom
-from .http import Request, Response, error_body
 
 log = logging.getLogger("frontdesk.receiver")
 

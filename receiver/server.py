@@ -1,5 +1,5 @@
 """`frontdesk receiver`: the webhook routes (receiver/app.py) on the receiver's own HTTP server
-(receiver/http.py), one asyncio event loop, until SIGTERM or SIGINT.
+(protocol/http_server.py), one asyncio event loop, until SIGTERM or SIGINT.
 
 It serves plain HTTP only; run it behind a TLS-terminating proxy (docs/receiver.md). A first
 SIGTERM or SIGINT stops accepting, answers every request already read (their events are being
@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import signal
 from logging.handlers import QueueHandler, QueueListener
 
+from frontdesk.protocol import http_server
 from frontdesk.protocol.config import Settings
+from frontdesk.protocol.http_server import Limits, Server
 from frontdesk.store import run_with_store
 
 from .app import Receiver
-from .http import Limits, Server
 
 log = logging.getLogger("frontdesk.receiver")
 
@@ -33,37 +33,17 @@ async def serve(settings: Settings, handler_factory) -> str | None:
     """Serve `handler_factory(busy, fail)` on settings.listen until SIGTERM/SIGINT or until the
     handler calls `fail(reason)`, then finish the requests already read. `busy()` counts the
     requests read and not answered yet. Returns the failure's reason, or None after a signal."""
-    loop = asyncio.get_running_loop()
-    server: Server | None = None
-    stopped = loop.create_future()
+    stopped = asyncio.get_running_loop().create_future()
 
     def fail(reason: str) -> None:
         if not stopped.done():
             stopped.set_result(reason)
 
+    server: Server | None = None
     server = Server(handler_factory(lambda: server.busy if server is not None else None, fail),
-                    limits(settings))
-    host, _, port = settings.listen.rpartition(":")
-    listener = await loop.create_server(server.protocol, host or None, int(port),
-                                        backlog=settings.receiver_backlog, reuse_address=True)
-
-    def stop(signum: int) -> None:
-        log.info("event=stopping signal=%s", signal.Signals(signum).name)
-        for sig in (signal.SIGTERM, signal.SIGINT):   # a second signal: at once
-            loop.remove_signal_handler(sig)
-        if not stopped.done():
-            stopped.set_result(None)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop, sig)
-    log.info("event=listening address=%s", settings.listen)
-    failure = await stopped
-    listener.close()
-    try:
-        await asyncio.wait_for(server.stop(), settings.ack_budget_s + FLUSH_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        log.warning("event=stop_timeout open_connections=%d", len(server.connections))
-    return failure
+                    limits(settings), log)
+    return await http_server.serve(server, settings.listen, settings.receiver_backlog,
+                                   settings.ack_budget_s + FLUSH_TIMEOUT_S, stopped)
 
 
 def main(settings: Settings) -> int:

@@ -2,11 +2,11 @@
 
 Same paths, JSON bodies, status codes and error bodies as LINE (api.line.me and api-data.line.me
 on one port), so the official SDKs and our rate limiter work against it unchanged. Every API
-call goes through, in order: injected latency, bearer token (401), rate limit (429), retry-key
-header rules (400), injected fault (500, nothing done), the endpoint (validation 400, reply
-token 400, retry-key 409, then the delivery is recorded), injected drop (the connection closes
-with no answer, after the call took effect — the ambiguous failure retry keys exist for).
-Accepted deliveries are served at /sandbox/deliveries for tests and the bench.
+call goes through, in order: injected latency (the server's, sandbox/server.py), bearer token
+(401), rate limit (429), retry-key header rules (400), injected fault (500, nothing done), the
+endpoint (validation 400, reply token 400, retry-key 409, then the delivery is recorded), injected
+drop (the connection closes with no answer, after the call took effect — the ambiguous failure
+retry keys exist for; the server closes it, asked by wsgi.CLOSE_WITHOUT_ANSWER). Accepted deliveries are served at /sandbox/deliveries for tests and the bench.
 
 The endpoints live beside this module, one area each: messages.py (sending and validating
 messages), chats.py (profiles, followers, groups and rooms), content.py, richmenu.py,
@@ -31,6 +31,7 @@ import falcon
 
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.line_endpoints import LIMITS
+from frontdesk.protocol.wsgi import CLOSE_WITHOUT_ANSWER
 
 from . import channel, chats, content, messages, richmenu, shop, statistics
 from .api import MESSAGES, UUID_PATTERN, LineError, send_json
@@ -38,9 +39,6 @@ from .statistics import Statistics
 from .world import World
 
 log = logging.getLogger("frontdesk.sandbox")
-
-# The WSGI environ key the app sets to have the server close the connection without an answer.
-DROP_CONNECTION = "frontdesk.sandbox.drop"
 
 RETRY_KEY_ENDPOINTS = frozenset({"push", "multicast", "narrowcast", "broadcast"})
 RETRY_KEY_LIFETIME_MS = 24 * 3600 * 1000
@@ -76,14 +74,26 @@ def rate_limits(settings: Settings) -> dict[str, tuple[float, float]]:
     return {**LIMITS, **settings.sandbox_rate_limits}
 
 
+# Made-up ids (request ids, quote tokens) need to be unique, not secret: one generator seeded
+# from the OS per process. os.urandom per id cost a system call each (with the GIL released and
+# taken back): 6 % and 15 % of the sandbox's samples at 1,000 events/s.
+_ids = random.Random()
+
+
+def random_hex() -> str:
+    """32 random hex digits (128 bits)."""
+    return f"{_ids.getrandbits(128):032x}"
+
+
 def new_request_id() -> str:
-    """A random UUID (version 4) like LINE's x-line-request-id; 1 us, a third of uuid.uuid4()'s cost."""
-    h = os.urandom(16).hex()
+    """A random UUID (version 4) like LINE's x-line-request-id; a fraction of uuid.uuid4()'s cost."""
+    h = random_hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 class SandboxState:
-    """Everything the sandbox remembers, shared by the waitress threads under one lock."""
+    """Everything the sandbox remembers, under one lock: the loop's thread serves most calls, the
+    threads of blocking ones (long polls, the webhook test) may touch it at the same time."""
 
     def __init__(self, settings: Settings, channel_secret: str):
         self.channel_secret = channel_secret
@@ -92,6 +102,7 @@ class SandboxState:
         self.buckets = {name: TokenBucket(*limit) for name, limit in self.limits.items()}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)   # notified on every new delivery
+        self.stopping = False                           # long polls return at once
         # The recorder: each delivery kept as its JSON (a dict per delivery held 2.8 KB; 54,000 of
         # them 153 MB), the oldest dropped past sandbox_recorder_size, a tenth at a time.
         self.recorder_size = settings.sandbox_recorder_size
@@ -129,7 +140,7 @@ class SandboxState:
     def sent_messages(self, messages: list[dict]) -> list[dict]:
         """LINE's `sentMessages`: an id per message, a quote token for quotable ones."""
         return [{"id": str(next(self.message_ids)),
-                 **({"quoteToken": os.urandom(16).hex()} if m.get("type") in ("text", "textV2", "sticker") else {})}
+                 **({"quoteToken": random_hex()} if m.get("type") in ("text", "textV2", "sticker") else {})}
                 for m in messages]
 
     def deliver(self, endpoint: str, req: falcon.Request, to: list[str], messages: list[dict],
@@ -184,14 +195,20 @@ class SandboxState:
 
     def deliveries_since(self, since: int, limit: int, wait_s: float) -> tuple[bytes, int]:
         """(a JSON array of the deliveries with an id above `since`, the oldest id still held);
-        with wait_s, block until there is one (long poll)."""
+        with wait_s, block until there is one or the server stops (long poll)."""
         with self.lock:
             if wait_s > 0:
-                self.changed.wait_for(lambda: self.delivery_ids and self.delivery_ids[-1] > since,
-                                      timeout=wait_s)
+                self.changed.wait_for(
+                    lambda: self.stopping or (self.delivery_ids and self.delivery_ids[-1] > since), timeout=wait_s)
             start = bisect.bisect_right(self.delivery_ids, since)
             page = b"[" + b",".join(self.deliveries[start:start + limit]) + b"]"
             return page, self.delivery_ids[0] if self.delivery_ids else self.next_delivery_id
+
+    def stop_waiting(self) -> None:
+        """The server is stopping: every long poll answers now with what there is."""
+        with self.lock:
+            self.stopping = True
+            self.changed.notify_all()
 
     def reset(self) -> int:
         with self.lock:
@@ -221,11 +238,11 @@ class SandboxState:
 
 
 class ApiMiddleware:
-    """What LINE does around every endpoint: latency, auth, limits, retry-key rules, faults, drops."""
+    """What LINE does around every endpoint: auth, limits, retry-key rules, faults, drops (the
+    latency is the server's: a sleep here would stall its event loop)."""
 
     def __init__(self, settings: Settings, state: SandboxState, access_token: str):
         self.state = state
-        self.latency_s = settings.sandbox_latency_ms / 1000.0
         self.fault_rate = settings.sandbox_fault_rate
         self.drop_rate = settings.sandbox_drop_rate
         self.expected_auth = ("Bearer " + access_token).encode()
@@ -234,8 +251,6 @@ class ApiMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = new_request_id()
         req.context.drop = False
-        if self.latency_s and not req.path.startswith("/sandbox/"):
-            time.sleep(self.latency_s)
 
     def process_resource(self, req, resp, resource, params) -> None:
         endpoint_for = getattr(resource, "endpoint_for", None)
@@ -276,7 +291,7 @@ class ApiMiddleware:
         if req.context.drop:
             log.debug("event=connection_dropped endpoint=%s request_id=%s status=%d", endpoint,
                       req.context.request_id, status)
-            req.env[DROP_CONNECTION] = True
+            req.env[CLOSE_WITHOUT_ANSWER] = True
 
 
 class Deliveries:
@@ -336,9 +351,11 @@ def served_operations() -> set[tuple[str, str]]:
             if hasattr(resource, "on_" + method.lower())}
 
 
-def create_app(settings: Settings, channel_secret: str, access_token: str) -> falcon.App:
-    """The emulator: LINE's API under /v2, the recorder under /sandbox."""
-    state = SandboxState(settings, channel_secret)
+def create_app(settings: Settings, channel_secret: str, access_token: str,
+               state: SandboxState | None = None) -> falcon.App:
+    """The emulator: LINE's API under /v2, the recorder under /sandbox; `state` is a new one
+    unless the server holds it (to end long polls when it stops)."""
+    state = state if state is not None else SandboxState(settings, channel_secret)
     app = falcon.App(middleware=[ApiMiddleware(settings, state, access_token)])
     app.req_options.strip_url_path_trailing_slash = True
     routes = {**API_ROUTES, "/sandbox/deliveries": Deliveries, "/sandbox/stats": Stats}

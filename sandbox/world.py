@@ -22,7 +22,7 @@ def _followers() -> list[str]:
 
 
 class World:
-    """The bot's followers and chats; thread-safe (the waitress threads share it)."""
+    """The bot's followers and chats; thread-safe (the loop and the threads of blocking calls share it)."""
 
     def __init__(self):
         self.followers = _followers()

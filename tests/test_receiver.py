@@ -659,7 +659,7 @@ def test_a_connection_beyond_the_limit_gets_503_only_while_every_connection_is_b
     are never closed to make room; the fifth connection is refused."""
     import asyncio
 
-    from frontdesk.receiver.http import Limits, Response, Server
+    from frontdesk.protocol.http_server import Limits, Response, Server
 
     async def scenario() -> bytes:
         loop = asyncio.get_running_loop()

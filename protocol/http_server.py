@@ -1,10 +1,12 @@
-"""The receiver's HTTP/1.1 server: one asyncio event loop, no worker threads.
+"""frontdesk's HTTP/1.1 server: one asyncio event loop, no worker threads. The receiver serves
+its webhook routes on it, the sandbox its falcon app (through protocol/wsgi.py).
 
 Why not waitress any more: per webhook, waitress's I/O thread handed the request to a worker
 thread, the worker to the group commit's writer thread and back, the worker back to the I/O
 thread — four thread hand-offs under one GIL for a request whose own work (HMAC, JSON, a row) is
-tens of microseconds. Here the loop parses the request, the app checks it and hands the append to
-the writer thread, and the loop answers when the writer says it is durable.
+tens of microseconds. Here the loop parses the request, the handler answers at once or returns a
+future (the receiver's: done when the store's writer says the events are durable), and the loop
+writes the answer.
 
 What a webhook server must still do, done here: keep-alive with pipelined requests answered in
 order, Content-Length and chunked bodies, `Expect: 100-continue`, a header size limit (431), a
@@ -12,13 +14,15 @@ body limit checked before the body is read (413), a deadline for a whole request
 byte arrived (408: a slow client cannot hold a connection), an idle keep-alive timeout, a limit
 on open connections (at the limit a newcomer takes the place of the idlest or slowest connection,
 so slow clients cannot shut LINE out; 503 only while every one is being answered), and a graceful
-stop that answers what was read.
+stop that answers what was read. And one thing a stand-in for LINE needs: a response can say
+"close the connection without answering" (the sandbox's injected drops).
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -26,26 +30,27 @@ from typing import Callable
 
 from frontdesk.protocol.http1 import ChunkError, read_chunks
 
-log = logging.getLogger("frontdesk.receiver")
-
 MAX_HEAD_BYTES = 64 * 1024
 
 
 @dataclass
 class Request:
     method: str
-    path: str
+    path: str                         # the target up to "?", as sent (not percent-decoded)
     headers: dict[str, str]           # lower-case names
     body: bytes
     arrived: float                    # time.monotonic() when the whole request had been read
+    query: str = ""                   # the target after "?"
+    version: str = "HTTP/1.1"
 
 
 @dataclass
 class Response:
     status: int
     body: bytes = b""
-    content_type: str = "application/json"
+    content_type: str | None = "application/json"    # None: no Content-Type header
     headers: dict[str, str] = field(default_factory=dict)
+    close_without_answer: bool = False    # write nothing, close the connection (a simulated failure)
 
 
 Handler = Callable[[Request], "Response | asyncio.Future"]
@@ -76,9 +81,10 @@ def error_body(status: int, description: str) -> bytes:
 def encode_response(response: Response, keep_alive: bool) -> bytes:
     phrase = HTTPStatus(response.status).phrase
     head = [f"HTTP/1.1 {response.status} {phrase}\r\n",
-            f"Content-Type: {response.content_type}\r\n",
             f"Content-Length: {len(response.body)}\r\n",
             "Server: frontdesk\r\n"]
+    if response.content_type is not None:
+        head.insert(1, f"Content-Type: {response.content_type}\r\n")
     head += [f"{name}: {value}\r\n" for name, value in response.headers.items()]
     if not keep_alive:
         head.append("Connection: close\r\n")
@@ -89,9 +95,11 @@ def encode_response(response: Response, keep_alive: bool) -> bytes:
 class Server:
     """Accepted connections, shared limits, and the count of requests being answered."""
 
-    def __init__(self, handler: Handler, limits: Limits):
+    def __init__(self, handler: Handler, limits: Limits,
+                 log: logging.Logger = logging.getLogger("frontdesk.http")):
         self.handler = handler
         self.limits = limits
+        self.log = log       # the serving process's logger: rejections are logged under its name
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._drained: asyncio.Future | None = None
@@ -142,7 +150,7 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.head: tuple[str, str, str, dict[str, str]] | None = None   # method, path, version, headers
+        self.head: tuple[str, str, str, dict[str, str]] | None = None   # method, target, version, headers
         self.body = bytearray()
         self.chunked = False
         self.length = 0
@@ -188,7 +196,7 @@ class _Connection(asyncio.Protocol):
         if self.started is None and not self.buffer:
             self.close()
             return
-        log.info("status=408 reason='evicted at the connection limit with its request unfinished'")
+        self.server.log.info("status=408 reason='evicted at the connection limit with its request unfinished'")
         self._send(Response(408, error_body(408, "the request was not complete in time")), False)
 
     def _arm(self, seconds: float) -> None:
@@ -203,7 +211,7 @@ class _Connection(asyncio.Protocol):
         if self.started is None and not self.buffer:
             self.close()   # idle keep-alive connection
             return
-        log.info("status=408 reason='the request was not complete within %gs'",
+        self.server.log.info("status=408 reason='the request was not complete within %gs'",
                  self.server.limits.request_timeout_s)
         self._send(Response(408, error_body(408, "the request was not complete in time")), False)
 
@@ -231,7 +239,7 @@ class _Connection(asyncio.Protocol):
             try:
                 request = self._parse()
             except _Reject as exc:
-                log.info("status=%d reason=%r", exc.status, str(exc))
+                self.server.log.info("status=%d reason=%r", exc.status, str(exc))
                 self._send(Response(exc.status, error_body(exc.status, str(exc))), False)
                 return
             if request is None:
@@ -257,13 +265,15 @@ class _Connection(asyncio.Protocol):
                 return None
             self.body += self.buffer[:self.length]
             del self.buffer[:self.length]
-        method, path, version, headers = self.head
-        request = Request(method, path, headers, bytes(self.body), time.monotonic())
+        method, target, version, headers = self.head
+        path, _, query = target.partition("?")
+        request = Request(method, path, headers, bytes(self.body), time.monotonic(), query, version)
         self.head, self.body, self.chunked, self.length = None, bytearray(), False, 0
         self.keep_alive = self._keeps_alive(version, headers)
         return request
 
     def _parse_head(self, raw: bytes) -> tuple[str, str, str, dict[str, str]]:
+        """(method, target, version, headers), and the body's framing; raises _Reject."""
         lines = raw.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -275,7 +285,6 @@ class _Connection(asyncio.Protocol):
             if not sep or not name or name != name.strip():
                 raise _Reject(400, f"malformed header line: {line[:80]!r}")
             headers[name.lower()] = value.strip()
-        path = target.split("?", 1)[0]
         limit = self.server.limits.max_body_bytes
         if "chunked" in headers.get("transfer-encoding", "").lower():
             self.chunked = True
@@ -288,7 +297,7 @@ class _Connection(asyncio.Protocol):
                 raise _Reject(413, f"body of {self.length} bytes exceeds the limit of {limit}")
         elif method in ("POST", "PUT"):
             raise _Reject(411, "a body needs Content-Length or chunked transfer encoding")
-        return method, path, version, headers
+        return method, target, version, headers
 
     def _read_chunks(self) -> bool:
         """Move whole chunks from the buffer to the body; True once the last chunk is in."""
@@ -320,13 +329,16 @@ class _Connection(asyncio.Protocol):
         try:
             response = future.result()
         except Exception:   # a bug must cost one request, not the process
-            log.exception("event=request_failed")
+            self.server.log.exception("event=request_failed")
             response = Response(500, error_body(500, "internal error"))
         self._answered(response)
         if not self.closed and self.buffer:
             self._advance()
 
     def _answered(self, response: Response) -> None:
+        if response.close_without_answer:
+            self.close()   # what earlier answers wrote is still sent; pipelined requests are dropped
+            return
         keep_alive = self.keep_alive and not self.server.stopping
         self._send(response, keep_alive)
         if keep_alive and not self.closed:
@@ -342,3 +354,41 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             self.closed = True
             self.transport.close()   # after what was written is sent
+
+
+async def serve(server: Server, address: str, backlog: int, stop_timeout_s: float,
+                stopped: asyncio.Future | None = None, on_listening: Callable[[], None] | None = None,
+                on_stop: Callable[[], None] | None = None):
+    """Serve on `address` (HOST:PORT) until SIGTERM or SIGINT, or until `stopped` gets a result
+    (the owner's own reason to stop); `on_listening` is called once connections are accepted.
+    Then stop accepting, call `on_stop` (e.g. to end long polls), and wait up to
+    `stop_timeout_s` for the answers of the requests already read. A second signal ends the
+    process at once. Returns `stopped`'s result (None after a signal); raises OSError when it
+    cannot listen."""
+    loop = asyncio.get_running_loop()
+    stopped = stopped if stopped is not None else loop.create_future()
+    host, _, port = address.rpartition(":")
+    listener = await loop.create_server(server.protocol, host or None, int(port), backlog=backlog,
+                                        reuse_address=True)
+
+    def stop(signum: int) -> None:
+        server.log.info("event=stopping signal=%s", signal.Signals(signum).name)
+        for sig in (signal.SIGTERM, signal.SIGINT):   # a second signal: at once
+            loop.remove_signal_handler(sig)
+        if not stopped.done():
+            stopped.set_result(None)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+    server.log.info("event=listening address=%s", address)
+    if on_listening is not None:
+        on_listening()
+    result = await stopped
+    listener.close()
+    if on_stop is not None:
+        on_stop()
+    try:
+        await asyncio.wait_for(server.stop(), stop_timeout_s)
+    except asyncio.TimeoutError:
+        server.log.warning("event=stop_timeout open_connections=%d", len(server.connections))
+    return result
