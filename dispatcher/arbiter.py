@@ -64,7 +64,7 @@ class Arbiter:
     def __init__(self, settings, store, environ: dict | None = None):
         self.settings = settings
         self.store = store
-        self.loop = EventLoop()
+        self.loop = EventLoop(settings.loop_coalesce_ms / 1000)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"

@@ -10,10 +10,12 @@ import os
 import selectors
 import signal
 
+from frontdesk.protocol.coalesce import CoalescingSelector
+
 
 class EventLoop:
-    def __init__(self):
-        self.selector = selectors.DefaultSelector()
+    def __init__(self, coalesce_s: float = 0.0):
+        self.selector = CoalescingSelector(coalesce_s)
         self._dirty: set = set()
 
     def add_reader(self, fd: int, callback) -> None:

@@ -164,6 +164,12 @@ KNOBS: tuple[Knob, ...] = (
          "restart_period_s mark it degraded.",
          minimum=1),
     Knob("restart_period_s", float, 60.0, "Window for restart_intensity.", minimum=1.0),
+    Knob("loop_coalesce_ms", float, 3.0,
+         "A busy receiver or dispatcher looks at its sockets and pipes at most this often, so that "
+         "what arrives meanwhile is handled in one turn: at 1,000 events/s about a quarter less CPU "
+         "per event for a few ms of latency. An idle one answers at once. 0: look after every "
+         "wake-up.",
+         minimum=0.0),
     Knob("store_turn_ms", float, 2.0,
          "Under load, a dispatcher writes acks and claims new events at most this often (each store "
          "transaction then carries many events); with half its handlers' window free, and events to "

@@ -12,7 +12,7 @@ import logging
 import queue
 from logging.handlers import QueueHandler, QueueListener
 
-from frontdesk.protocol import http_server
+from frontdesk.protocol import coalesce, http_server
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.http_server import Limits, Server
 from frontdesk.store import run_with_store
@@ -52,7 +52,8 @@ def main(settings: Settings) -> int:
     def receive(store) -> int:
         log_writer = _log_through_queue()
         try:
-            failure = asyncio.run(serve(settings, lambda busy, fail: Receiver(settings, store, busy, fail)))
+            failure = coalesce.run(serve(settings, lambda busy, fail: Receiver(settings, store, busy, fail)),
+                                    settings.loop_coalesce_ms / 1000)
         except OSError as exc:
             log.error("event=listen_failed address=%s reason=%s", settings.listen, exc.strerror or exc)
             return 1
