@@ -135,7 +135,7 @@ class Arbiter:
             self.loop.close()
 
     def _turn(self) -> None:
-        self.loop.run_once(self._timeout())
+        self.loop.run_once(self._timeout(), pause=not self.router.runs)   # runs: events wait on this turn
         for signum in self._signals.pop():
             self._on_signal(signum)
         now = time.monotonic()

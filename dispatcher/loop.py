@@ -38,11 +38,14 @@ class EventLoop:
         """writer.flush() will run before the loop next sleeps."""
         self._dirty.add(writer)
 
-    def run_once(self, timeout: float | None) -> None:
+    def run_once(self, timeout: float | None, pause: bool = True) -> None:
+        """Flush what was written, then handle what is ready. pause: the look may wait out what is
+        left of the coalescing pause (protocol/coalesce.py)."""
         while self._dirty:
             dirty, self._dirty = self._dirty, set()
             for writer in dirty:
                 writer.flush()
+        self.selector.pausing = pause
         for key, _ in self.selector.select(timeout):
             key.data()
 

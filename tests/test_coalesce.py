@@ -8,9 +8,12 @@ import selectors
 import socket
 import time
 
+import types
+
 import pytest
 
-from frontdesk.protocol.coalesce import CoalescingSelector, run
+from frontdesk.protocol import coalesce
+from frontdesk.protocol.coalesce import BUSY_LIMIT, CoalescingSelector, run
 
 PAUSE_S = 0.3
 
@@ -69,6 +72,50 @@ def test_zero_turns_the_pause_off(pair):
         assert len(selector.select(20)) == 1
         assert time.monotonic() - started < 5.0
         reader.recv(10)
+
+
+@pytest.fixture
+def pauses(monkeypatch):
+    """The pauses the selector takes, recorded (and taken)."""
+    taken = []
+
+    def sleep(seconds):
+        taken.append(seconds)
+        time.sleep(seconds)
+    monkeypatch.setattr(coalesce, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    return taken
+
+
+def turns(pair, selector, count: int, work_s: float, pauses: list) -> list[int]:
+    """`count` loop turns with something ready each time and `work_s` of work after each look;
+    how many pauses each turn took."""
+    reader, writer = pair
+    selector.register(reader, selectors.EVENT_READ)
+    taken = []
+    for _ in range(count):
+        before = len(pauses)
+        writer.send(b"x")
+        assert len(selector.select(5)) == 1
+        reader.recv(10)
+        taken.append(len(pauses) - before)
+        time.sleep(work_s)
+    return taken
+
+
+def test_a_loop_busy_more_than_half_its_time_stops_pausing(pair, pauses):
+    selector = CoalescingSelector(0.1)
+    taken = turns(pair, selector, 30, 0.07, pauses)   # 0.07 s of work per 0.1 s turn: busy 0.7
+    assert sum(taken[1:4]) >= 1          # it paused while its busy share was still rising
+    assert selector.busy > BUSY_LIMIT and sum(taken[-10:]) == 0
+
+
+def test_a_loop_told_that_work_waits_does_not_pause(pair, pauses):
+    told = CoalescingSelector(0.05)
+    told.pausing = False
+    assert sum(turns(pair, told, 5, 0.01, pauses)) == 0
+    told.close()
+    free = CoalescingSelector(0.05)     # the same turns, free to pause: every turn after the first
+    assert turns(pair, free, 5, 0.01, pauses)[1:] == [1, 1, 1, 1]
 
 
 def test_run_gives_asyncio_a_coalescing_loop():
