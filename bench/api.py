@@ -4,7 +4,7 @@ Figures (each run starts its own sandbox and rate limiter on free loopback ports
 - client_calls_per_s_0ms / _20ms: sequential pushes through one LineApi connection (the client
   alone) with 0 and 20 ms of latency injected by the sandbox;
 - limiter_calls_per_s_0ms / _20ms: pushes through the rate limiter process (journal included),
-  one connection, limits raised out of the way; _20ms_16_connections: the same through the
+  one connection, limits raised out of the way; _20ms_64_connections: the same through the
   default pool of api_connections, which is what carries a real API's latency;
 - api_calls_per_message_batched / _unbatched: a broadcast-like load (the same message pushed to
   BROADCAST_USERS users at once) — LINE API calls made per message delivered, batching on / off.
@@ -35,7 +35,7 @@ TOKEN = "bench-token"
 UNLIMITED = "reply=100000/s,push=100000/s,multicast=100000/s,default=100000/s"
 CLIENT_CALLS = {0: 3000, 20: 150}
 LIMITER_CALLS = {0: 3000, 20: 150}
-POOL = 16          # connections for the pooled figure (the api_connections default)
+POOL = 64          # connections for the pooled figure (the api_connections default)
 POOL_CALLS = 2000
 BROADCAST_USERS = 2000
 FIGURES = [  # name, unit
