@@ -22,7 +22,7 @@ import waitress
 from waitress.server import BaseWSGIServer
 
 from frontdesk.protocol import config
-from frontdesk.protocol.serving import QuietChannel, stop_waitress_on_signals
+from .serving import QuietChannel, stop_waitress_on_signals
 
 log = logging.getLogger("frontdesk.baseline")
 

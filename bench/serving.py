@@ -1,6 +1,6 @@
-"""How frontdesk serves a WSGI app with waitress: only the compare suite's SDK baseline
-(bench/baseline.py) still does, deployed as such a bot would be. The receiver and the sandbox run
-on frontdesk's own server (protocol/http_server.py)."""
+"""Serving a WSGI app with waitress, for the compare suite's SDK baseline (bench/baseline.py),
+deployed as such a bot would be. frontdesk's own processes run on its own server
+(protocol/http_server.py)."""
 from __future__ import annotations
 
 import logging
