@@ -4,9 +4,9 @@
 Under load the receiver and the dispatcher woke once per request or frame: a turn of loop
 bookkeeping, system calls, a context switch and a GIL hand-off for one small message. Waiting a
 few milliseconds before looking again turns many such wake-ups into one, as a network card's
-interrupt moderation does. At 1,000 events/s, 3 ms cut the dispatcher's CPU per event by a third,
-the receiver's by a fifth, and the handlers' and rate limiter's by a tenth (their frames now come
-in batches too), for about 10 ms of end-to-end latency (docs/benchmarks.md). An idle loop is never
+interrupt moderation does. At 1,000 events/s, 3 ms cut the dispatcher's CPU per event by a third
+and the receiver's by a sixth, and the rate limiter's and the handlers' fell too (their frames now
+come in batches), for about 10 ms of end-to-end latency (docs/benchmarks.md). An idle loop is never
 delayed: the pause only follows a wake-up less than `coalesce_s` ago.
 
 A pause costs latency on every hop, so it is taken only where CPU is what runs short. A loop
