@@ -484,19 +484,27 @@ class Chaos:
         killed = {kill["role"] for kill in self.kills}
         return bool(self._roles_seen) and self._roles_seen <= killed
 
-    def targets(self) -> list[tuple[str, int, int]]:
-        """(role, pid, parent pid) of every process this host's supervisors published."""
-        found = []
+    def targets(self) -> tuple[list[tuple[str, int, int]], set[str]]:
+        """(role, pid, parent pid) of every process this host's supervisors published, and every
+        role they run, whether or not its process is up right now (handlers of a dispatcher just
+        restarted have no pid yet, but the round must still get to them)."""
+        found, roles = [], set()
         for doc in self._store.get_statuses().values():
             if doc.get("host") != socket.gethostname() or not doc.get("pid") or doc.get("state") != "running":
                 continue
             parent = doc["pid"]
-            found += [("handler", h["pid"], parent) for h in doc.get("handlers", []) if h.get("pid")]
-            if (doc.get("ratelimiter") or {}).get("pid"):
-                found.append(("ratelimiter", doc["ratelimiter"]["pid"], parent))
-            if ((doc.get("services") or {}).get("dispatcher") or {}).get("pid"):
-                found.append(("dispatcher", doc["services"]["dispatcher"]["pid"], parent))
-        return found
+            if doc.get("handlers_target") or doc.get("handlers"):   # the list is empty until they start
+                roles.add("handler")
+                found += [("handler", h["pid"], parent) for h in doc.get("handlers") or [] if h.get("pid")]
+            if "ratelimiter" in doc:
+                roles.add("ratelimiter")
+                if (doc["ratelimiter"] or {}).get("pid"):
+                    found.append(("ratelimiter", doc["ratelimiter"]["pid"], parent))
+            if "dispatcher" in (doc.get("services") or {}):
+                roles.add("dispatcher")
+                if (doc["services"]["dispatcher"] or {}).get("pid"):
+                    found.append(("dispatcher", doc["services"]["dispatcher"]["pid"], parent))
+        return found, roles
 
     def _run(self) -> None:
         """The first kill comes early in the run (so every chaos run has one), then every
@@ -511,11 +519,12 @@ class Chaos:
             if self._finishing:
                 pause = min(pause, 0.5)
             try:
-                candidates = [t for t in self.targets() if _still_ours(*t)]
+                found, roles = self.targets()
             except (OSError, StoreError) as exc:
                 log.warning("event=chaos_status_failed error=%s", exc)
                 continue
-            self._roles_seen.update(c[0] for c in candidates)
+            candidates = [t for t in found if _still_ours(*t)]
+            self._roles_seen.update(roles)
             if not self._roles_seen:
                 continue
             killed = Counter(kill["role"] for kill in self.kills)

@@ -454,4 +454,4 @@ def test_chaos_kills_handlers_the_rate_limiter_and_the_dispatcher_and_nothing_is
     report = bench_system(system, "--chaos", "--count", "300", "--rate", "100", "--users", "20")
     counts = {k: report[k] for k in ("sent", "acked", "delivered", "lost", "duplicates")}
     assert counts == {"sent": 300, "acked": 300, "delivered": 300, "lost": 0, "duplicates": 0}, report
-    assert {k["role"] for k in report["chaos_kills"]} == {"handler", "ratelimiter", "dispatcher"}, report
+    assert {k["role"] for k in report["chaos_kills"]} == {"handler", "ratelimiter", "dispatcher"}, report["chaos_kills"]
