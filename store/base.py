@@ -66,8 +66,12 @@ def spent_error(max_attempts: int, last_error: str | None) -> str:
 class ChangeFeed(abc.ABC):
     """A wake-up source for a dispatcher: readable when events may have been appended.
 
-    The documents stay the source of truth; a wake-up only says "claim again". Spurious
-    wake-ups are allowed; missed ones are covered by the caller's slow re-scan timer.
+    The documents stay the source of truth; a wake-up only says "claim again". A feed follows
+    from the moment `Store.change_feed` returns: every commit after that which makes an event
+    claimable wakes it (an append, the ack or dead letter of a key's head, a release, a re-queue,
+    an `expire_leases`); it sends no wake-up of its own at start (the caller claims once anyway).
+    Spurious wake-ups are allowed (a backend that may have missed changes, e.g. after restarting
+    its stream, wakes once); missed ones are covered by the caller's slow re-scan timer.
     """
 
     @abc.abstractmethod
@@ -123,7 +127,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def health(self) -> None:
-        """Raise StoreUnavailable (with the reason) unless the store can take writes now."""
+        """Raise StoreUnavailable (with the reason) unless the store can take writes now. Never
+        blocks (the receiver asks on its event loop): a backend that must ask a server answers
+        from a check made on a thread of its own, at most a second or two old."""
 
     # --- queue: handing out --------------------------------------------------------------
     @abc.abstractmethod
@@ -174,7 +180,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def expire_leases(self, owner: str) -> int:
         """End every lease of an owner known to be dead now, as if each had run out: its events
-        are deliverable again at once (the delivery counts as an attempt). Returns how many."""
+        are deliverable again at once (the delivery counts as an attempt) and the change feeds
+        wake. A follower of the owner's runs is taken over as its key's head, never as a follower
+        of another run. Returns how many."""
 
     @abc.abstractmethod
     def extend_leases(self, owner: str, event_ids: list[str], lease_s: float) -> None:
@@ -186,24 +194,30 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def change_feed(self) -> ChangeFeed:
-        """A new follower wake-up source (one per dispatcher)."""
+        """A new follower wake-up source (one per dispatcher), following from when it returns
+        (see ChangeFeed). Raises StoreError when it cannot be set up."""
 
     # --- dead letters and retention -------------------------------------------------------
     @abc.abstractmethod
     def dead_letters(self, limit: int = 100) -> list[dict]:
-        """Dead events, oldest first: {"id", "key", "attempts", "error", "dead_at", "event"}."""
+        """Dead events, oldest first: {"id", "key", "attempts", "error", "dead_at", "event"}.
+
+        At most `limit`, as SQL's LIMIT: 0 gives none, a negative limit no limit."""
 
     @abc.abstractmethod
     def retry_dead(self, event_ids: list[str] | None = None) -> int:
-        """Re-queue dead letters (all when None) with a fresh attempt count; returns how many."""
+        """Re-queue dead letters (all when None) with a fresh attempt count; returns how many.
+        Any number: a backend commits them in chunks (each chunk is re-queued whole or not at all)."""
 
     @abc.abstractmethod
     def drop_dead(self, event_ids: list[str] | None = None) -> int:
-        """Delete dead letters (all when None); returns how many."""
+        """Delete dead letters (all when None) and their call-journal entries, in chunks as
+        retry_dead; returns how many."""
 
     @abc.abstractmethod
     def purge_done(self, older_than_s: float) -> int:
-        """Remove done events finished more than older_than_s ago; returns how many."""
+        """Remove done events finished more than older_than_s ago, and their call-journal entries;
+        returns how many. The only retention there is: nothing else deletes done events."""
 
     # --- call journal ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -249,21 +263,24 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def user_set_data(self, user_id: str, data: dict) -> None:
-        """Replace the bot's own small per-user data map."""
+        """Replace the bot's own small per-user data map, stored as JSON stores it (map keys
+        become strings). Raises TypeError or ValueError when it cannot be stored (not JSON;
+        MongoDB: an integer beyond 64 bits)."""
 
     # --- observation and control -------------------------------------------------------------
     @abc.abstractmethod
     def stats(self) -> dict:
         """{"pending", "in_flight", "done", "dead", "oldest_pending_s"}: events waiting, leased to a
         dispatcher (a lease past its expiry may count as either until it is claimed again), done,
-        dead; the age of the oldest event not done yet. Cheap at any queue size: operators poll it
-        (`frontdesk status`, every /metrics scrape)."""
+        dead; the age of the oldest event not done yet, pending or leased. Cheap at any queue size
+        and retention: operators poll it (`frontdesk status`, every /metrics scrape)."""
 
     @abc.abstractmethod
     def busiest_keys(self, limit: int = 1) -> list[tuple[str, int]]:
         """[(conversation key, events not done)], most first, at most `limit`: a hot key shows here
-        (its events go one at a time, so more handlers do not drain it faster). Reads every event
-        not done yet: operators' tools call it every few seconds at most, never the hot path."""
+        (its events go one at a time, so more handlers do not drain it faster). `limit` as SQL's
+        LIMIT: 0 gives none, a negative limit no limit. Reads every event not done yet:
+        operators' tools call it every few seconds at most, never the hot path."""
 
     @abc.abstractmethod
     def put_status(self, name: str, status: dict) -> None:

@@ -5,44 +5,52 @@ reserving a block per append batch) is the store order, `head` marks the oldest 
 event of each conversation key, `due` is not_before or lease expiry. Writes that move a key's
 head run in a transaction together with an update of that key's document in `keys`, so an
 append and an ack racing on one key conflict and are retried instead of losing the head.
-Every write is w=majority, j=true. Done events expire through a TTL index on `done_at`.
-The change feed is a change stream followed in a thread that writes a byte to a socketpair;
-its resume token is saved in the store so a restarted dispatcher continues where it stopped.
+Every write is w=majority, j=true, and every call is bounded in time (TRANSACTION_TIMEOUT_S, an
+append by its callers' deadlines). Times the store compares (leases, backoffs, done and dead
+times, statuses, rate-budget slices) are the server's clock (store/mongo_health.py), so hosts
+with different clocks agree. The pieces of their own: the change feed (store/mongo_feed.py),
+health off the caller's thread (store/mongo_health.py), the state counters behind stats()
+(store/mongo_counts.py), what can be stored (store/mongo_data.py), URLs shown (store/mongo_url.py).
 """
 from __future__ import annotations
 
 import datetime
 import logging
-import socket
-import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
+from collections import Counter
 
 from frontdesk.protocol.events import conversation_key, make_document
 
 from .base import AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreUnavailable, spent_error
 from .groupcommit import GroupCommitter, follow_change
+from .mongo_counts import StateCounts
+from .mongo_data import is_data_error, storable
+from .mongo_feed import MongoFeed
+from .mongo_health import HealthCheck, ServerClock
+from .mongo_url import redact_url
 
 log = logging.getLogger("frontdesk.store.mongo")
 
 PENDING, LEASED, DONE, DEAD = 0, 1, 2, 3
 DEFAULT_DB = "frontdesk"
-CHANGE_STREAM_HISTORY_LOST = 286
-FEED_AWAIT_MS = 1000          # how long one change-stream getMore waits on the server
-TOKEN_SAVE_INTERVAL_S = 1.0   # resume tokens are saved at most this often (and on close)
-PURGE_CHUNK = 2000
+# One store call at most, its transaction's retries included (pymongo's with_transaction alone
+# retries for up to 120 s). An append is bounded by its callers' deadlines (the ack budget).
+TRANSACTION_TIMEOUT_S = 30.0
+CHUNK = 500   # events per transaction in retention and dead-letter operations (a transaction lives 60 s at most)
+INDEX_NOT_FOUND = 27
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, fit for logs and output."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+def _reason(exc: Exception) -> str:
+    return str(exc).split(", Timeout:")[0]   # without pymongo's topology dump
+
+
+def _utc(epoch_s: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc)
 
 
 class MongoStore(Store):
+    """The Store contract on a MongoDB replica set (docs/store.md, "MongoDB details")."""
+
     def __init__(self, url: str, append_linger_s: float = 0.0):
         import pymongo
         from pymongo.errors import PyMongoError
@@ -54,14 +62,19 @@ class MongoStore(Store):
         self._pymongo = pymongo
         self._write_concern = WriteConcern(w="majority", j=True)
         self._read_concern = ReadConcern("snapshot")
+        self._clock = ServerClock()
+        self._closed = False
         options = {} if "serverselectiontimeoutms" in url.lower() else {"serverSelectionTimeoutMS": 5000}
         try:
             self._client = pymongo.MongoClient(url, **options)
+        except (PyMongoError, ValueError, TypeError) as exc:   # a malformed host list is a ValueError
+            raise StoreError(f"store {self.shown_url}: bad MongoDB URL: {_reason(exc)}") from None
+        try:
             db = self._client.get_default_database(DEFAULT_DB)
-            hello = self._client.admin.command("hello")
-        except PyMongoError as exc:
-            reason = str(exc).split(", Timeout:")[0]   # drop pymongo's topology dump
-            raise StoreError(f"store {self.shown_url}: cannot reach MongoDB: {reason}") from None
+            hello = self._hello()
+        except (PyMongoError, ValueError, TypeError) as exc:
+            self._client.close()
+            raise StoreError(f"store {self.shown_url}: cannot reach MongoDB: {_reason(exc)}") from None
         if "setName" not in hello:
             self._client.close()
             raise StoreError(f"store {self.shown_url}: MongoDB must run as a replica set (change streams "
@@ -75,53 +88,91 @@ class MongoStore(Store):
         self._users = db.get_collection("users", **wc)
         self._statuses = db.get_collection("statuses", **wc)
         self._controls = db.get_collection("controls", **wc)
-        self._feed_state = db.get_collection("feed_state", **wc)
         self._budget = db.get_collection("rate_budget", **wc)
+        self._counts = StateCounts(self._counters)
         try:
             self._create_indexes()
-        except PyMongoError as exc:
+            self._transaction(lambda session: self._counts.initialise(session, self._events))
+        except (PyMongoError, StoreError) as exc:
             self._client.close()
-            raise StoreError(f"store {self.shown_url}: cannot create indexes: {exc}") from None
+            raise StoreError(f"store {self.shown_url}: cannot prepare the database: {_reason(exc)}") from None
         self._followers: list[MongoFeed] = []
-        self._closed = False
+        self._health = HealthCheck(self._check_health)
         self._writer = GroupCommitter(self.shown_url, self._commit_appends, lambda: None, append_linger_s,
                                       probe=lambda: self.set_control("health_probe", time.time()))
 
+    def _hello(self) -> dict:
+        """`hello` on the primary (so it fails while there is none); reads the server's clock."""
+        sent_at = time.time()
+        hello = self._client.admin.command("hello")
+        answered_at = time.time()
+        local_time = hello.get("localTime")
+        if isinstance(local_time, datetime.datetime):
+            if local_time.tzinfo is None:   # pymongo decodes BSON dates as naive UTC by default
+                local_time = local_time.replace(tzinfo=datetime.timezone.utc)
+            self._clock.observe(local_time.timestamp(), sent_at, answered_at)
+        return hello
+
+    def _check_health(self) -> None:
+        from pymongo.errors import PyMongoError
+
+        try:
+            self._hello()
+        except PyMongoError as exc:
+            raise StoreUnavailable(_reason(exc)) from None
+
     def _create_indexes(self) -> None:
+        from pymongo.errors import OperationFailure
+
         events = self._events
         events.create_index([("seq", 1), ("due", 1)], name="heads", partialFilterExpression={"head": True})
         events.create_index([("due", 1)], name="heads_due", partialFilterExpression={"head": True})
         events.create_index([("key", 1), ("seq", 1)], name="active",
                             partialFilterExpression={"state": {"$lt": DONE}})
         events.create_index([("state", 1), ("seq", 1)], name="state_seq")
+        events.create_index([("done_at", 1)], name="done_at", partialFilterExpression={"state": DONE})
         self._journal.create_index([("state", 1)], name="started",
                                    partialFilterExpression={"state": "started"})
         self._journal.create_index([("event_id", 1)], name="event_id")
+        # Retention is purge_done's alone: a TTL index (created by earlier versions) deleted done
+        # events without their journal entries and without counting them.
+        if "done_ttl" in events.index_information():
+            try:
+                events.drop_index("done_ttl")
+                log.info("event=ttl_index_dropped reason=purge_done_owns_retention")
+            except OperationFailure as exc:
+                if exc.code != INDEX_NOT_FOUND:   # another process dropped it first
+                    raise
 
     # --- plumbing ----------------------------------------------------------------------------------
-    def _transaction(self, work):
-        """Run work(session) in a majority-committed transaction (retried on transient conflicts)."""
+    def _transaction(self, work, timeout_s: float = TRANSACTION_TIMEOUT_S):
+        """Run work(session) in a majority-committed transaction, retried on transient conflicts
+        for at most timeout_s. A write refused for what it holds raises StoreError (the request's
+        fault); any other failure StoreUnavailable (the store's)."""
         from pymongo.errors import PyMongoError
 
         if self._closed:
             raise StoreUnavailable(f"store {self.shown_url} is closed")
         try:
-            with self._client.start_session() as session:
+            with self._pymongo.timeout(timeout_s), self._client.start_session() as session:
                 return session.with_transaction(work, read_concern=self._read_concern,
                                                 write_concern=self._write_concern)
         except PyMongoError as exc:
-            raise StoreUnavailable(f"store {self.shown_url}: {exc}") from None
+            if is_data_error(exc):
+                raise StoreError(f"store {self.shown_url}: the server refused the write: {exc}") from None
+            raise StoreUnavailable(f"store {self.shown_url}: {_reason(exc)}") from None
 
     def _call(self, work):
-        """A single-document operation, errors turned into StoreUnavailable."""
+        """A single operation outside a transaction, bounded in time; errors turned into StoreUnavailable."""
         from pymongo.errors import PyMongoError
 
         if self._closed:
             raise StoreUnavailable(f"store {self.shown_url} is closed")
         try:
-            return work()
+            with self._pymongo.timeout(TRANSACTION_TIMEOUT_S):
+                return work()
         except PyMongoError as exc:
-            raise StoreUnavailable(f"store {self.shown_url}: {exc}") from None
+            raise StoreUnavailable(f"store {self.shown_url}: {_reason(exc)}") from None
 
     def _reserve_seqs(self, count: int, session) -> int:
         """Reserve `count` consecutive store-order numbers; returns the first."""
@@ -130,15 +181,16 @@ class MongoStore(Store):
             return_document=self._pymongo.ReturnDocument.AFTER)["seq"]
         return top - count + 1
 
-    def _add_active(self, keys_in_order: dict[str, int], session) -> set[str]:
-        """Count new pending events per key; returns the keys that had none (their first new one heads)."""
-        idle = set()
-        for key, count in keys_in_order.items():
-            before = self._keys.find_one_and_update({"_id": key}, {"$inc": {"active": count}}, upsert=True,
-                                                    session=session)
-            if before is None or before.get("active", 0) <= 0:
-                idle.add(key)
-        return idle
+    def _add_active(self, per_key: dict[str, int], session) -> set[str]:
+        """Count new pending events per key (one read and one bulk write, whatever the number of
+        keys); returns the keys that had none (their first new event heads them)."""
+        from pymongo import UpdateOne
+
+        busy = {doc["_id"] for doc in self._keys.find({"_id": {"$in": list(per_key)}, "active": {"$gt": 0}},
+                                                      {"_id": 1}, session=session)}
+        self._keys.bulk_write([UpdateOne({"_id": key}, {"$inc": {"active": count}}, upsert=True)
+                               for key, count in per_key.items()], ordered=False, session=session)
+        return set(per_key) - busy
 
     # --- append (Store.append hands requests to self._writer) ---------------------------------------
 
@@ -146,6 +198,9 @@ class MongoStore(Store):
         live = take()   # MongoDB has no store-wide write lock to wait for first
         if not live:
             return False
+        deadlines = [request.deadline for request in live]
+        timeout_s = (TRANSACTION_TIMEOUT_S if None in deadlines
+                     else max(0.001, max(deadlines) - time.monotonic()))   # no use after every caller gave up
 
         def work(session):
             all_ids = [event["webhookEventId"] for request in live for event in request.events]
@@ -169,22 +224,23 @@ class MongoStore(Store):
                         follows.append(change)
                 results.append(result)
             if docs:
-                first = self._reserve_seqs(len(docs), session)
-                per_key: dict[str, int] = {}
-                for offset, doc in enumerate(docs):
-                    doc["seq"] = first + offset
-                    per_key[doc["key"]] = per_key.get(doc["key"], 0) + 1
-                idle = self._add_active(per_key, session)
+                idle = self._add_active(Counter(doc["key"] for doc in docs), session)
                 for doc in docs:
                     if doc["key"] in idle:
                         doc["head"] = True
                         idle.discard(doc["key"])
-                self._events.insert_many(docs, session=session)
                 for kind, user_id, at in follows:
                     self._record_follow(kind, user_id, at, session)
+                # the counter every append writes, as late as can be: two receivers' commits
+                # conflict on it only while one of them is inserting and committing
+                first = self._reserve_seqs(len(docs), session)
+                for offset, doc in enumerate(docs):
+                    doc["seq"] = first + offset
+                self._events.insert_many(docs, session=session)
+                self._counts.add(session, {PENDING: len(docs)})
             return results
 
-        results = self._transaction(work)
+        results = self._transaction(work, timeout_s)
         for request, result in zip(live, results):
             request.result = result
         return any(result.new for result in results)
@@ -199,6 +255,7 @@ class MongoStore(Store):
                                upsert=True, session=session)
 
     def health(self) -> None:
+        """Never blocks: the server is asked on the health thread (store/mongo_health.py)."""
         self._writer.ask_probe()   # a majority write at most once a second: see SQLiteStore.health
         if self._closed:
             raise StoreUnavailable(f"store {self.shown_url} is closed")
@@ -206,7 +263,9 @@ class MongoStore(Store):
             raise StoreUnavailable(f"store {self.shown_url}: the writer thread has stopped")
         if self._writer.last_error:
             raise StoreUnavailable(self._writer.last_error)
-        self._call(lambda: self._client.admin.command("ping"))
+        problem = self._health.problem()
+        if problem:
+            raise StoreUnavailable(f"store {self.shown_url}: {problem}")
 
     # --- handing out -----------------------------------------------------------------------------------
     def _document(self, doc: dict, attempt: int) -> dict:
@@ -219,7 +278,7 @@ class MongoStore(Store):
             return []
 
         def work(session):
-            now = time.time()
+            now = self._clock.now()
             docs = list(self._events.find({"head": True, "due": {"$lte": now}}, session=session)
                         .sort("seq", 1).limit(limit))
             if max_attempts is not None and any(doc["attempt"] >= max_attempts for doc in docs):
@@ -229,6 +288,8 @@ class MongoStore(Store):
                 self._events.update_many({"_id": {"$in": [doc["_id"] for doc in docs]}},
                                          {"$set": {"state": LEASED, "owner": owner, "due": now + lease_s},
                                           "$inc": {"attempt": 1}}, session=session)
+                pending = sum(doc["state"] == PENDING for doc in docs)   # the others' leases had run out
+                self._counts.add(session, {PENDING: -pending, LEASED: pending})
             if run > 1 and 0 < len(docs) < limit:
                 docs += self._lease_runs(session, owner, docs, limit - len(docs), run - 1, now, now + lease_s)
             return docs
@@ -252,9 +313,10 @@ class MongoStore(Store):
                 run.append(doc)
             if run:
                 room -= len(run)
-                self._events.update_many({"_id": {"$in": [doc["_id"] for doc in run]}, "state": PENDING},
-                                         {"$set": {"state": LEASED, "owner": owner, "due": until}},
-                                         session=session)
+                moved = self._events.update_many({"_id": {"$in": [doc["_id"] for doc in run]}, "state": PENDING},
+                                                 {"$set": {"state": LEASED, "owner": owner, "due": until}},
+                                                 session=session).modified_count
+                self._counts.add(session, {PENDING: -moved, LEASED: moved})
                 leased += run
         return leased
 
@@ -264,16 +326,18 @@ class MongoStore(Store):
             self._events.update_one({"_id": doc["_id"]}, {"$set": {"state": LEASED, "owner": owner}},
                                     session=session)
             self._finish(session, owner, doc["_id"], DEAD, spent_error(max_attempts, doc.get("error")))
+            was_pending = int(doc["state"] == PENDING)
+            self._counts.add(session, {PENDING: -was_pending, LEASED: was_pending - 1, DEAD: 1})
             log.warning("event_dead_lettered id=%s attempts=%d reason=attempts_spent", doc["_id"], max_attempts)
 
     def _finish(self, session, owner: str, event_id: str, state: int, error: str | None) -> bool:
-        """Move one event leased to owner to done/dead and hand its key's head on."""
-        now = time.time()
+        """Move one event leased to owner to done/dead and hand its key's head on; the caller
+        counts it (one counter write per transaction)."""
         fields = {"state": state, "head": False, "owner": None}
         if state == DONE:
-            fields["done_at"] = datetime.datetime.now(datetime.timezone.utc)
+            fields["done_at"] = _utc(self._clock.now())
         else:
-            fields.update(dead_at=now, error=error)
+            fields.update(dead_at=self._clock.now(), error=error)
         doc = self._events.find_one_and_update({"_id": event_id, "owner": owner, "state": LEASED},
                                                {"$set": fields}, projection={"key": 1}, session=session)
         if doc is None:
@@ -288,9 +352,14 @@ class MongoStore(Store):
         return True
 
     def ack(self, owner: str, event_ids: list[str]) -> None:
-        if event_ids:
-            self._transaction(lambda session: [self._finish(session, owner, event_id, DONE, None)
-                                               for event_id in event_ids])
+        if not event_ids:
+            return
+
+        def work(session):
+            done = sum(self._finish(session, owner, event_id, DONE, None) for event_id in event_ids)
+            self._counts.add(session, {LEASED: -done, DONE: done})
+
+        self._transaction(work)
 
     def nack(self, owner: str, event_id: str, error: str, retry: bool, max_attempts: int,
              backoff_s: float, backoff_max_s: float) -> str:
@@ -302,11 +371,13 @@ class MongoStore(Store):
             attempt = doc["attempt"]
             if not retry or attempt >= max_attempts:
                 self._finish(session, owner, event_id, DEAD, error)
+                self._counts.add(session, {LEASED: -1, DEAD: 1})
                 return "dead"
             delay = min(backoff_s * 2 ** max(attempt - 1, 0), backoff_max_s)
             self._events.update_one({"_id": event_id}, {"$set": {"state": PENDING, "owner": None,
-                                                                  "due": time.time() + delay,
+                                                                  "due": self._clock.now() + delay,
                                                                   "error": error}}, session=session)
+            self._counts.add(session, {LEASED: -1, PENDING: 1})
             return "pending"
 
         state = self._transaction(work)
@@ -319,111 +390,142 @@ class MongoStore(Store):
         whose attempt was charged; a follower's never was)."""
         if not event_ids:
             return
-        now = time.time()
-        self._call(lambda: self._events.update_many(
-            {"_id": {"$in": list(event_ids)}, "owner": owner, "state": LEASED},
-            [{"$set": {"state": PENDING, "owner": None, "due": now, "attempt": {"$max": [
-                {"$subtract": ["$attempt", {"$cond": ["$head", 1, 0]}]}, 0]}}}]))
+
+        def work(session):
+            released = self._events.update_many(
+                {"_id": {"$in": list(event_ids)}, "owner": owner, "state": LEASED},
+                [{"$set": {"state": PENDING, "owner": None, "due": self._clock.now(), "attempt": {"$max": [
+                    {"$subtract": ["$attempt", {"$cond": ["$head", 1, 0]}]}, 0]}}}],
+                session=session).modified_count
+            self._counts.add(session, {LEASED: -released, PENDING: released})
+
+        self._transaction(work)
 
     def expire_leases(self, owner: str) -> int:
+        """The owner is removed (the change feed wakes the dispatchers on that): its events stay
+        leased to no one until claimed, so a follower of its runs is taken over as a head."""
         return self._call(lambda: self._events.update_many(
-            {"owner": owner, "state": LEASED}, {"$set": {"due": time.time()}})).modified_count
+            {"owner": owner, "state": LEASED},
+            {"$set": {"due": self._clock.now()}, "$unset": {"owner": ""}})).modified_count
 
     def extend_leases(self, owner: str, event_ids: list[str], lease_s: float) -> None:
         if event_ids:
-            until = time.time() + lease_s
+            until = self._clock.now() + lease_s
             self._call(lambda: self._events.update_many(
                 {"_id": {"$in": list(event_ids)}, "owner": owner, "state": LEASED}, {"$set": {"due": until}}))
 
     def next_wakeup(self) -> float | None:
-        doc = self._call(lambda: self._events.find_one({"head": True, "due": {"$gt": time.time()}},
+        doc = self._call(lambda: self._events.find_one({"head": True, "due": {"$gt": self._clock.now()}},
                                                        {"due": 1}, sort=[("due", 1)]))
-        return doc["due"] if doc else None
+        return self._clock.to_local(doc["due"]) if doc else None
 
     def change_feed(self) -> ChangeFeed:
-        feed = MongoFeed(self)
+        """Follows from the moment it returns (its stream is open), with no wake-up of its own."""
+        from pymongo.errors import PyMongoError
+
+        if self._closed:
+            raise StoreUnavailable(f"store {self.shown_url} is closed")
+        try:
+            feed = MongoFeed(self._events)
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"store {self.shown_url}: cannot open a change stream: {_reason(exc)}") from None
         self._followers.append(feed)
         return feed
 
     # --- dead letters and retention ------------------------------------------------------------------------
     def dead_letters(self, limit: int = 100) -> list[dict]:
-        docs = self._call(lambda: list(self._events.find({"state": DEAD}).sort("seq", 1).limit(limit)))
-        return [{"id": doc["_id"], "key": doc["key"], "attempts": doc["attempt"], "error": doc.get("error"),
-                 "dead_at": doc.get("dead_at"), "event": doc["event"]} for doc in docs]
+        """`limit` as SQL's LIMIT, as in SQLite: 0 gives none, a negative one no limit (pymongo's
+        limit(0) would mean no limit, and a negative one |n| in one batch)."""
+        if limit == 0:
+            return []
 
-    @staticmethod
-    def _dead_filter(event_ids: list[str] | None) -> dict:
-        return {"state": DEAD} if event_ids is None else {"state": DEAD, "_id": {"$in": list(event_ids)}}
+        def read():
+            cursor = self._events.find({"state": DEAD}).sort("seq", 1)
+            return list(cursor.limit(limit) if limit > 0 else cursor)
+
+        return [{"id": doc["_id"], "key": doc["key"], "attempts": doc["attempt"], "error": doc.get("error"),
+                 "dead_at": self._clock.to_local(doc["dead_at"]) if doc.get("dead_at") is not None else None,
+                 "event": doc["event"]} for doc in self._call(read)]
 
     def retry_dead(self, event_ids: list[str] | None = None) -> int:
-        """Re-queue at the end of the queue (a new seq) with a fresh attempt count, as SQLite does."""
-        if event_ids == []:
-            return 0
-
-        def work(session):
-            docs = list(self._events.find(self._dead_filter(event_ids), {"_id": 1, "key": 1},
-                                          session=session).sort("seq", 1))
-            if not docs:
-                return 0
-            first = self._reserve_seqs(len(docs), session)
-            per_key: dict[str, int] = {}
-            for doc in docs:
-                per_key[doc["key"]] = per_key.get(doc["key"], 0) + 1
-            idle = self._add_active(per_key, session)
-            for offset, doc in enumerate(docs):
-                heads = doc["key"] in idle
-                idle.discard(doc["key"])
-                self._events.update_one({"_id": doc["_id"]}, {
-                    "$set": {"state": PENDING, "seq": first + offset, "head": heads, "due": 0.0, "attempt": 0},
-                    "$unset": {"error": "", "dead_at": "", "owner": ""}}, session=session)
-            return len(docs)
-
-        count = self._transaction(work)
+        """Re-queue at the end of the queue (a new seq) with a fresh attempt count, as SQLite does,
+        CHUNK dead letters per transaction."""
+        if event_ids is None:   # those dead now: a re-queued one that dies again meanwhile stays
+            top = self._call(lambda: self._counters.find_one({"_id": "events"}) or {}).get("seq", 0)
+            count = self._in_chunks(self._requeue, {"state": DEAD, "seq": {"$lte": top}}, None)
+        else:
+            count = self._in_chunks(self._requeue, {"state": DEAD}, event_ids)
         if count:
             log.info("dead_letters_requeued count=%d", count)
         return count
 
     def drop_dead(self, event_ids: list[str] | None = None) -> int:
-        if event_ids == []:
-            return 0
-
-        def work(session):
-            ids = [doc["_id"] for doc in self._events.find(self._dead_filter(event_ids), {"_id": 1},
-                                                           session=session)]
-            self._events.delete_many({"_id": {"$in": ids}, "state": DEAD}, session=session)
-            self._journal.delete_many({"event_id": {"$in": ids}}, session=session)
-            return len(ids)
-
-        count = self._transaction(work)
+        count = self._in_chunks(self._drop, {"state": DEAD}, event_ids)
         if count:
             log.info("dead_letters_dropped count=%d", count)
         return count
 
-    def purge_done(self, older_than_s: float) -> int:
-        """Keep the TTL index on done_at at older_than_s, and delete what is already due now
-        (the server's TTL monitor runs only once a minute)."""
-        self._call(lambda: self._ensure_ttl(int(older_than_s)))
-        cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=older_than_s)
+    def _in_chunks(self, step, match: dict, event_ids: list[str] | None) -> int:
+        """step(session, filter) for up to CHUNK events per transaction: of `event_ids` CHUNK at a
+        time, or (None) until one finds fewer than CHUNK: one transaction for 100,000 dead letters
+        would outlive MongoDB's 60 s transaction lifetime."""
         total = 0
-        while True:
-            ids = self._call(lambda: [doc["_id"] for doc in self._events.find(
-                {"state": DONE, "done_at": {"$lt": cutoff}}, {"_id": 1}).limit(PURGE_CHUNK)])
+        if event_ids is None:
+            while (done := self._transaction(lambda session: step(session, match))) == CHUNK:
+                total += done
+            return total + done
+        unique = list(dict.fromkeys(event_ids))
+        for first in range(0, len(unique), CHUNK):
+            chunk = {**match, "_id": {"$in": unique[first:first + CHUNK]}}
+            total += self._transaction(lambda session: step(session, chunk))
+        return total
+
+    def _requeue(self, session, match: dict) -> int:
+        from pymongo import UpdateOne
+
+        docs = list(self._events.find(match, {"_id": 1, "key": 1}, session=session).sort("seq", 1).limit(CHUNK))
+        if not docs:
+            return 0
+        idle = self._add_active(Counter(doc["key"] for doc in docs), session)
+        first = self._reserve_seqs(len(docs), session)
+        updates = []
+        for offset, doc in enumerate(docs):
+            heads = doc["key"] in idle
+            idle.discard(doc["key"])
+            updates.append(UpdateOne({"_id": doc["_id"]}, {
+                "$set": {"state": PENDING, "seq": first + offset, "head": heads, "due": 0.0, "attempt": 0},
+                "$unset": {"error": "", "dead_at": "", "owner": ""}}))
+        self._events.bulk_write(updates, ordered=True, session=session)
+        self._counts.add(session, {DEAD: -len(docs), PENDING: len(docs)})
+        return len(docs)
+
+    def _drop(self, session, match: dict) -> int:
+        ids = [doc["_id"] for doc in self._events.find(match, {"_id": 1}, session=session).limit(CHUNK)]
+        if not ids:
+            return 0
+        dropped = self._events.delete_many({"_id": {"$in": ids}, "state": DEAD}, session=session).deleted_count
+        self._journal.delete_many({"event_id": {"$in": ids}}, session=session)
+        self._counts.add(session, {DEAD: -dropped})
+        return dropped
+
+    def purge_done(self, older_than_s: float) -> int:
+        """Retention's one owner (no TTL index): done events finished before older_than_s ago by
+        the server's clock, with their call-journal entries, CHUNK per transaction."""
+        match = {"state": DONE, "done_at": {"$lt": _utc(self._clock.now() - older_than_s)}}
+
+        def purge(session, match):
+            ids = [doc["_id"] for doc in self._events.find(match, {"_id": 1}, session=session).limit(CHUNK)]
             if not ids:
-                break
-            self._call(lambda: self._events.delete_many({"_id": {"$in": ids}, "state": DONE}))
-            self._call(lambda: self._journal.delete_many({"event_id": {"$in": ids}}))
-            total += len(ids)
+                return 0
+            purged = self._events.delete_many({"_id": {"$in": ids}, "state": DONE}, session=session).deleted_count
+            self._journal.delete_many({"event_id": {"$in": ids}}, session=session)
+            self._counts.add(session, {DONE: -purged})
+            return purged
+
+        total = self._in_chunks(purge, match, None)
         if total:
             log.info("done_events_purged count=%d older_than_s=%g", total, older_than_s)
         return total
-
-    def _ensure_ttl(self, seconds: int) -> None:
-        current = self._events.index_information().get("done_ttl")
-        if current is None:
-            self._events.create_index([("done_at", 1)], name="done_ttl", expireAfterSeconds=seconds)
-        elif current.get("expireAfterSeconds") != seconds:
-            self._events.database.command("collMod", self._events.name,
-                                          index={"name": "done_ttl", "expireAfterSeconds": seconds})
 
     # --- call journal -----------------------------------------------------------------------------------------
     @staticmethod
@@ -452,7 +554,7 @@ class MongoStore(Store):
         operations = [ReplaceOne({"_id": self._journal_id(entry.event_id, entry.call_no)},
                                  {"event_id": entry.event_id, "call_no": entry.call_no,
                                   "fingerprint": entry.fingerprint, "state": entry.state,
-                                  "request": entry.request, "response": entry.response,
+                                  "request": storable(entry.request), "response": storable(entry.response),
                                   "updated_at": entry.updated_at or time.time()}, upsert=True)
                       for entry in entries]
         self._call(lambda: self._journal.bulk_write(operations, ordered=True))
@@ -467,24 +569,28 @@ class MongoStore(Store):
         """One atomic find_one_and_update on the endpoint's document (a retryable write): the filter
         lets it through only while the reservation ends within now + max_ahead_s; an upsert that
         meets an existing document (reserved too far ahead, or created by a concurrent first
-        lease) raises DuplicateKeyError, and the document as it is then answers."""
+        lease) raises DuplicateKeyError, and the document as it is then answers. Slices are the
+        server's time: `now` and the answer are the caller's."""
         from pymongo.errors import DuplicateKeyError
 
-        reserve = [{"$set": {"reserved_until": {"$add": [{"$max": ["$reserved_until", now]}, seconds]}}}]
+        at = self._clock.to_server(now)
+        reserve = [{"$set": {"reserved_until": {"$add": [{"$max": ["$reserved_until", at]}, seconds]}}}]
 
         def lease():
             for _ in range(2):   # the second round: a concurrent first lease created the document
                 try:
                     before = self._budget.find_one_and_update(
-                        {"_id": endpoint, "reserved_until": {"$lte": now + max_ahead_s}}, reserve,
+                        {"_id": endpoint, "reserved_until": {"$lte": at + max_ahead_s}}, reserve,
                         upsert=True, return_document=self._pymongo.ReturnDocument.BEFORE)
                 except DuplicateKeyError:
                     current = self._budget.find_one({"_id": endpoint}) or {}
-                    reserved_until = current.get("reserved_until", now)
-                    if reserved_until > now + max_ahead_s:
-                        return False, reserved_until
+                    reserved_until = current.get("reserved_until", at)
+                    if reserved_until > at + max_ahead_s:
+                        return False, self._clock.to_local(reserved_until)
                     continue
-                return True, now if before is None else max(now, before["reserved_until"])
+                if before is None or before["reserved_until"] <= at:
+                    return True, now
+                return True, self._clock.to_local(before["reserved_until"])
             return False, now   # lost twice to concurrent leases: ask again at once
         return self._call(lease)
 
@@ -499,146 +605,64 @@ class MongoStore(Store):
                 "data": doc.get("data", {})}
 
     def user_put_profile(self, user_id: str, profile: dict, fetched_at: float) -> None:
+        profile = storable(profile)
         self._call(lambda: self._users.update_one(
             {"_id": user_id}, {"$set": {"profile": profile, "profile_fetched_at": fetched_at}}, upsert=True))
 
     def user_set_data(self, user_id: str, data: dict) -> None:
+        data = storable(data)
         self._call(lambda: self._users.update_one({"_id": user_id}, {"$set": {"data": data}}, upsert=True))
 
     # --- observation and control ----------------------------------------------------------------------------------
     def stats(self) -> dict:
+        """The state counters (store/mongo_counts.py) and the oldest head, pending or leased: the
+        first entry of the heads index. A few documents read at any queue size."""
         def read():
-            now = time.time()
-            count = self._events.count_documents
-            pending_filter = {"$or": [{"state": PENDING}, {"state": LEASED, "due": {"$lte": now}}]}
-            oldest = self._events.find_one(pending_filter, {"received_at": 1}, sort=[("seq", 1)])
-            return {"pending": count(pending_filter),
-                    "in_flight": count({"state": LEASED, "due": {"$gt": now}}),
-                    "done": count({"state": DONE}), "dead": count({"state": DEAD}),
-                    "oldest_pending_s": round(max(0.0, now - oldest["received_at"] / 1000.0), 3) if oldest else 0.0}
+            counts = self._counts.read()
+            oldest = self._events.find_one({"head": True}, {"received_at": 1}, sort=[("seq", 1)])
+            age = max(0.0, time.time() - oldest["received_at"] / 1000.0) if oldest else 0.0
+            return {**counts, "oldest_pending_s": round(age, 3)}
         return self._call(read)
 
     def busiest_keys(self, limit: int = 1) -> list[tuple[str, int]]:
+        """`limit` as SQL's LIMIT (0: none, negative: no limit); $limit takes positive numbers only."""
+        if limit == 0:
+            return []
         pipeline = [{"$match": {"state": {"$in": [PENDING, LEASED]}}},
                     {"$group": {"_id": "$key", "n": {"$sum": 1}}},
-                    {"$sort": {"n": -1, "_id": 1}}, {"$limit": limit}]
+                    {"$sort": {"n": -1, "_id": 1}}] + ([{"$limit": limit}] if limit > 0 else [])
         return self._call(lambda: [(doc["_id"], doc["n"]) for doc in self._events.aggregate(pipeline)])
 
     def put_status(self, name: str, status: dict) -> None:
-        self._call(lambda: self._statuses.replace_one(
-            {"_id": name}, {"doc": status, "updated_at": time.time()}, upsert=True))
+        document = {"doc": storable(status), "updated_at": self._clock.now()}
+        self._call(lambda: self._statuses.replace_one({"_id": name}, document, upsert=True))
 
     def get_statuses(self) -> dict[str, dict]:
-        """Every published status document, each with "updated_at" (epoch s) added."""
-        return {doc["_id"]: {**doc["doc"], "updated_at": doc["updated_at"]}
+        """Every published status document, each with "updated_at" (epoch s, this host's clock) added."""
+        return {doc["_id"]: {**doc["doc"], "updated_at": self._clock.to_local(doc["updated_at"])}
                 for doc in self._call(lambda: list(self._statuses.find()))}
 
     def delete_status(self, name: str) -> None:
         self._call(lambda: self._statuses.delete_one({"_id": name}))
 
     def prune_statuses(self, older_than_s: float) -> int:
-        cutoff = time.time() - older_than_s
+        cutoff = self._clock.now() - older_than_s
         return self._call(lambda: self._statuses.delete_many({"updated_at": {"$lt": cutoff}}).deleted_count)
 
     def set_control(self, name: str, value) -> None:
-        self._call(lambda: self._controls.replace_one({"_id": name}, {"value": value}, upsert=True))
+        document = {"value": storable(value)}
+        self._call(lambda: self._controls.replace_one({"_id": name}, document, upsert=True))
 
     def get_control(self, name: str):
         doc = self._call(lambda: self._controls.find_one({"_id": name}))
         return doc["value"] if doc else None
-
-    # --- change feed resume token ------------------------------------------------------------------------------------
-    def load_resume_token(self):
-        doc = self._feed_state.find_one({"_id": "events"})
-        return doc["token"] if doc else None
-
-    def save_resume_token(self, token) -> None:
-        self._feed_state.replace_one({"_id": "events"}, {"token": token}, upsert=True)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._writer.stop()
+        self._health.stop()
         for follower in self._followers:
             follower.close()
         self._client.close()
-
-
-class MongoFeed(ChangeFeed):
-    """A change stream on the events collection, followed in a thread that writes one byte to a
-    socketpair per change (so a selector can wait on it). Wakes on inserts and on updates that
-    make an event claimable (a new head, a return to pending)."""
-
-    PIPELINE = [{"$match": {"$or": [
-        {"operationType": "insert"},
-        {"updateDescription.updatedFields.head": True},
-        {"updateDescription.updatedFields.state": PENDING},
-    ]}}]
-
-    def __init__(self, store: MongoStore):
-        self._store = store
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, name="store-feed", daemon=True)
-        self._thread.start()
-
-    def fileno(self) -> int:
-        return self._reader.fileno()
-
-    def drain(self) -> None:
-        try:
-            while self._reader.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def _wake(self) -> None:
-        try:
-            self._writer.send(b"!")
-        except (BlockingIOError, OSError):
-            pass   # full of unread wake-ups already, or closing
-
-    def _follow(self) -> None:
-        from pymongo.errors import OperationFailure, PyMongoError
-
-        token, saved_token, saved_at = None, None, 0.0
-        try:
-            token = saved_token = self._store.load_resume_token()
-        except PyMongoError as exc:
-            log.warning("feed_token_unreadable error=%s", exc)
-        while not self._stop.is_set():
-            try:
-                with self._store._events.watch(self.PIPELINE, resume_after=token,
-                                               max_await_time_ms=FEED_AWAIT_MS) as stream:
-                    self._wake()   # (re)started: whatever happened meanwhile is found by a claim
-                    while not self._stop.is_set():
-                        if stream.try_next() is not None:
-                            self._wake()
-                        token = stream.resume_token or token
-                        if token != saved_token and time.monotonic() - saved_at >= TOKEN_SAVE_INTERVAL_S:
-                            self._store.save_resume_token(token)
-                            saved_token, saved_at = token, time.monotonic()
-                    if token != saved_token:
-                        self._store.save_resume_token(token)
-            except OperationFailure as exc:
-                if exc.code == CHANGE_STREAM_HISTORY_LOST and token is not None:
-                    log.warning("feed_resume_token_lost action=rescan error=%s", exc)
-                    token = None
-                    self._wake()
-                    continue
-                log.error("feed_failed error=%s", exc)
-                self._stop.wait(1.0)
-            except PyMongoError as exc:
-                log.error("feed_failed error=%s", exc)
-                self._stop.wait(1.0)   # the dispatcher's re-scan timer covers the gap
-
-    def close(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self._thread.join(timeout=FEED_AWAIT_MS / 1000.0 + 5)
-        self._reader.close()
-        self._writer.close()

@@ -399,8 +399,7 @@ def test_change_feed_wakes_on_append_by_another_process(store, children):
     selector = selectors.DefaultSelector()
     selector.register(feed.fileno(), selectors.EVENT_READ)
     try:
-        feed.drain()
-        assert selector.select(timeout=0.05) == []          # quiet while nothing happens
+        assert selector.select(timeout=0.2) == []           # no wake-up of its own at start
         appender = child("""
             store = open_store(sys.argv[1])
             store.append("Udest", [{"type": "message", "timestamp": 1, "webhookEventId": "x1",
@@ -596,6 +595,107 @@ def test_health_and_closed_store(store_url):
         opened.health()
 
 
+# --- parity: the contract's edges, the same on every store ----------------------------------------------
+
+def test_stats_count_every_kind_of_state_change_exactly(store):
+    """Counted, not estimated: every path that moves an event, and retention, shows in stats()."""
+    store.append("Udest", [event(n, key) for n, key in enumerate("AABBCDE")], now_ms())
+    claimed = ids(store.claim("d1", 10, 30))                  # A, B, C, D, E heads
+    store.ack("d1", claimed[:2])                              # A's and B's heads done
+    store.nack("d1", claimed[2], "bad", False, 5, 1, 10)      # C dead
+    store.release("d1", [claimed[3]])                         # D back to pending
+    store.expire_leases("d1")                                 # E's lease ended: still leased until claimed
+    store.retry_dead([claimed[2]])                            # C pending again
+    expected = {"pending": 4, "in_flight": 1, "done": 2, "dead": 0}   # A2, B2, C, D; E
+    assert {k: store.stats()[k] for k in expected} == expected
+    again = ids(store.claim("d2", 10, 30, run=2))             # every key's head, E's lease taken over
+    assert len(again) == 5
+    store.ack("d2", again)
+    assert store.purge_done(0) == 7
+    assert {k: store.stats()[k] for k in expected} == {"pending": 0, "in_flight": 0, "done": 0, "dead": 0}
+
+
+def test_stats_oldest_pending_counts_a_leased_event(store):
+    """"The age of the oldest event not done yet": one in flight is not done."""
+    store.append("Udest", [event(1)], now_ms() - 5000)
+    store.claim("d1", 10, 60)
+    assert 4.5 <= store.stats()["oldest_pending_s"] <= 60
+
+
+def test_dead_letters_limit_is_sqls_limit(store):
+    store.append("Udest", [event(n, f"U{n}") for n in range(3)], now_ms())
+    for doc in store.claim("d1", 10, 30):
+        store.nack("d1", doc["o"]["_id"], "bad", False, 5, 0, 0)
+    assert store.dead_letters(0) == []
+    assert [d["id"] for d in store.dead_letters(2)] == ["ev00000", "ev00001"]
+    assert [d["id"] for d in store.dead_letters(-1)] == ["ev00000", "ev00001", "ev00002"]
+
+
+def test_busiest_keys_limit_is_sqls_limit(store):
+    store.append("Udest", [event(1, "UA"), event(2, "UA"), event(3, "UB")], now_ms())
+    assert store.busiest_keys(0) == []
+    assert store.busiest_keys(-1) == [("UA", 2), ("UB", 1)]
+
+
+def test_change_feed_wakes_on_expire_leases(store):
+    store.append("Udest", [event(1)], now_ms())
+    store.claim("gone", 10, 600)
+    feed = store.change_feed()
+    selector = selectors.DefaultSelector()
+    selector.register(feed.fileno(), selectors.EVENT_READ)
+    try:
+        assert store.expire_leases("gone") == 1
+        assert selector.select(timeout=10), "no wake-up when a dead owner's leases ended"
+        assert ids(store.claim("heir", 10, 30)) == ["ev00001"]
+    finally:
+        selector.close()
+        feed.close()
+
+
+def test_one_append_the_store_cannot_encode_fails_alone(store):
+    """A lone surrogate neither store can encode, among appends that may share a commit: only that
+    request gets the error, the others are stored and the store stays healthy."""
+    finished = []
+    handles = [store.append_nowait("Udest", [event(n, f"U{n}")], now_ms(), None, finished.append)
+               for n in range(10)]
+    bad_event = event(99)
+    bad_event["message"]["text"] = "\ud800 alone"
+    bad = store.append_nowait("Udest", [bad_event], now_ms(), None, finished.append)
+    handles += [store.append_nowait("Udest", [event(n, f"U{n}")], now_ms(), None, finished.append)
+                for n in range(10, 20)]
+    wait_until(lambda: len(finished) == 21, timeout=30, message="every append answered")
+    assert bad.error is not None and "cannot be stored" in str(bad.error)
+    assert [h.error for h in handles] == [None] * 20
+    assert sorted(drain_all(store)) == [f"ev{n:05d}" for n in range(20)]
+    store.health()
+
+
+def test_user_data_is_stored_as_json_stores_it(store):
+    store.user_set_data("U1", {1: "one", "list": [1, 2.5, None]})
+    assert store.user_get("U1")["data"] == {"1": "one", "list": [1, 2.5, None]}
+    with pytest.raises(TypeError):
+        store.user_set_data("U1", {"raw": b"bytes"})
+    assert store.user_get("U1")["data"] == {"1": "one", "list": [1, 2.5, None]}
+
+
+def test_retry_and_drop_all_dead_letters_beyond_one_transactions_worth(store):
+    """retry_dead(None) / drop_dead(None) commit in chunks (MongoDB: 500 per transaction, under
+    its 60 s transaction lifetime); every dead letter is re-queued, then dropped, all the same."""
+    count = 1100
+    store.append("Udest", [event(n, f"U{n}") for n in range(count)], now_ms())
+    while batch := store.claim("d1", 500, 60):
+        for doc in batch:
+            store.nack("d1", doc["o"]["_id"], "bad", False, 5, 0, 0)
+    assert store.stats()["dead"] == count
+    assert store.retry_dead() == count
+    assert store.stats()["dead"] == 0 and store.stats()["pending"] == count
+    while batch := store.claim("d1", 500, 60):
+        for doc in batch:
+            store.nack("d1", doc["o"]["_id"], "bad again", False, 5, 0, 0)
+    assert store.drop_dead() == count
+    assert store.dead_letters(-1) == [] and store.stats()["dead"] == 0
+
+
 # --- SQLite specifics: opening ---------------------------------------------------------------------------
 
 def test_sqlite_corrupt_file_is_a_clear_error(tmp_path):
@@ -720,3 +820,84 @@ def test_a_dead_owners_run_is_taken_over_in_order_one_by_one(store):
         taken += [(doc["o"]["_id"], doc["o"]["attempt"]) for doc in docs]
         store.ack("d2", ids(docs))
     assert taken == [("ev00001", 2), ("ev00002", 1), ("ev00003", 1), ("ev00004", 1)]
+
+
+# --- MongoDB specifics: what the server does (run where FRONTDESK_TEST_MONGODB_URI names a replica set) ---
+
+@pytest.fixture
+def mongo_db(store_url):
+    """The test's database, through pymongo directly (to act as an operator or another version)."""
+    if not store_url.startswith("mongodb"):
+        pytest.skip("MongoDB only")
+    import pymongo
+
+    client = pymongo.MongoClient(store_url)
+    try:
+        yield client.get_default_database()
+    finally:
+        client.close()
+
+
+def test_mongo_feed_outlives_an_invalidate(mongo_db, store):
+    """Dropping `events` invalidates the change stream: the feed starts a new one from now, wakes
+    the dispatcher once, and later appends wake it again (it used to spin on the dead stream)."""
+    feed = store.change_feed()
+    selector = selectors.DefaultSelector()
+    selector.register(feed.fileno(), selectors.EVENT_READ)
+    try:
+        mongo_db.drop_collection("events")
+        assert selector.select(timeout=15), "no wake-up after the invalidate"
+        feed.drain()
+        store.append("Udest", [event(1)], now_ms())
+        assert selector.select(timeout=15), "the feed did not follow the new stream"
+    finally:
+        selector.close()
+        feed.close()
+
+
+def test_mongo_ttl_index_of_an_earlier_version_is_dropped_and_purge_done_owns_retention(mongo_db, store_url):
+    mongo_db.events.create_index([("done_at", 1)], name="done_ttl", expireAfterSeconds=3600)
+    opened = open_store(store_url)
+    try:
+        assert "done_ttl" not in mongo_db.events.index_information()
+        opened.append("Udest", [event(1, "A"), event(2, "B")], now_ms())
+        opened.ack("d1", ids(opened.claim("d1", 10, 30)))
+        opened.journal_put(JournalEntry("ev00001", 1, "fp", "done", {"path": "/x"}, {"ok": True}))
+        assert opened.purge_done(0) == 2 and opened.stats()["done"] == 0
+        assert mongo_db.journal.count_documents({}) == 0
+    finally:
+        opened.close()
+
+
+def test_mongo_append_is_bounded_by_its_deadline_while_its_commit_cannot_go_through(mongo_db, store):
+    """Another transaction holds the counter every append writes: the append's transaction meets
+    a write conflict again and again; it gives up at its deadline (with_transaction alone would
+    retry for 120 s)."""
+    store.append("Udest", [event(1)], now_ms())   # the counter document exists
+    with mongo_db.client.start_session() as session:
+        session.start_transaction()
+        mongo_db.counters.update_one({"_id": "events"}, {"$set": {"held_by": "a test"}}, session=session)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.append("Udest", [event(2)], now_ms(), deadline=time.monotonic() + 1.0)
+        assert time.monotonic() - started < 20
+        session.abort_transaction()
+    assert store.append("Udest", [event(3)], now_ms()).new == ["ev00003"]
+
+
+def test_mongo_leases_are_the_servers_time_whatever_a_hosts_clock_says(mongo_db, store_url):
+    """A host whose clock is two minutes behind leases for 30 s: by the server's clock, which both
+    hosts use, the lease has not run out, so the other host cannot take the event."""
+    from frontdesk.store.mongo_health import ServerClock
+
+    behind, other = open_store(store_url), open_store(store_url)
+    try:
+        behind._clock = ServerClock(lambda: time.time() - 120)
+        behind._hello()   # reads the server's clock: an offset of about +120 s
+        behind.append("Udest", [event(1)], now_ms())
+        assert ids(behind.claim("slow-host", 10, 30)) == ["ev00001"]
+        assert other.claim("other-host", 10, 30) == []
+        assert 20 <= other.next_wakeup() - time.time() <= 40
+    finally:
+        behind.close()
+        other.close()
