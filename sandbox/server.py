@@ -104,7 +104,7 @@ def main(settings: Settings) -> int:
 def sandbox_server(settings: Settings, secret: str, token: str,
                    threads: ThreadPoolExecutor) -> tuple[Server, SandboxState]:
     """The emulator's HTTP server (not yet listening) and the state its app keeps."""
-    state = SandboxState(settings, secret)
+    state = SandboxState(settings, secret, token)
     bridge = WsgiBridge(create_app(settings, secret, token, state), settings.sandbox_listen, log)
     return Server(SandboxHandler(bridge, settings.sandbox_latency_ms / 1000.0, threads), LIMITS, log), state
 
