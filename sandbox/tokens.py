@@ -299,7 +299,7 @@ class StatelessToken(TokenEndpoint):
         values = read_form(req)
         _grant(values)
         tokens = self.state.tokens
-        if "client_assertion" in values or "client_assertion_type" in values:
+        if values.get("client_assertion") or values.get("client_assertion_type"):   # not just sent empty
             tokens.check_assertion(_assertion(values), wants_token_exp=False)
         else:
             if tokens.wrong_credential(*_fields(values, "client_id", "client_secret")):
