@@ -78,6 +78,15 @@ def _message(answer: requests.Response) -> str:
     return str(body.get("message") or body.get("error_description") or body.get("error") or body)[:200]
 
 
+def _unreachable(exc: requests.RequestException) -> str:
+    """Why no answer came, in the words of the error at the bottom of the chain (requests wraps
+    it three deep): "[Errno 111] Connection refused", "timed out", a DNS failure."""
+    cause: BaseException = exc
+    while (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    return str(cause) or type(cause).__name__
+
+
 def days(seconds: float) -> str:
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.0f} days"
@@ -93,8 +102,8 @@ def check_credentials(line: LineApi) -> tuple[Finding, requests.Response | None,
     try:
         answer = line.call("GET", "/v2/bot/info")
     except requests.RequestException as exc:
-        return Finding("credentials", False, f"cannot reach {line.base} ({type(exc).__name__}: {exc}): check "
-                                             "api_base and this machine's network or proxy"), None, 0.0
+        return Finding("credentials", False, f"cannot reach {line.base} ({_unreachable(exc)}): check api_base "
+                                             "and this machine's network or proxy"), None, 0.0
     midpoint = (sent + time.time()) / 2
     if answer.status_code == 401:
         why = _refusal_reason(line)
@@ -122,7 +131,7 @@ def check_token(line: LineApi, channel_id: str) -> list[Finding]:
     try:
         answer = line.verify_token()
     except requests.RequestException as exc:
-        return [Finding("token", False, f"cannot reach LINE's verify endpoint ({exc}): check api_base")]
+        return [Finding("token", False, f"cannot reach LINE's verify endpoint ({_unreachable(exc)}): check api_base")]
     if answer.status_code != 200:
         return [Finding("token", True, f"the token works, but LINE's verify endpoint does not know it "
                                        f"({_message(answer)}): its expiry is unknown")]
@@ -146,7 +155,7 @@ def check_webhook(line: LineApi, public_url: str, test: bool) -> list[Finding]:
     try:
         answer = line.call("GET", "/v2/bot/channel/webhook/endpoint")
     except requests.RequestException as exc:
-        return [Finding("webhook", False, f"cannot reach LINE ({exc}): check api_base")]
+        return [Finding("webhook", False, f"cannot reach LINE ({_unreachable(exc)}): check api_base")]
     wanted = public_url or "the https URL of your receiver's callback_path"
     if answer.status_code == 404:
         return [Finding("webhook", False, f"the channel has no webhook URL: set it to {wanted} ({CONSOLE}, "
@@ -178,7 +187,7 @@ def _test_webhook(line: LineApi, endpoint: str) -> Finding:
     try:
         answer = line.call("POST", "/v2/bot/channel/webhook/test", json={})
     except requests.RequestException as exc:
-        return Finding("webhook test", False, f"cannot reach LINE ({exc}): check api_base")
+        return Finding("webhook test", False, f"cannot reach LINE ({_unreachable(exc)}): check api_base")
     if answer.status_code == 429:
         return Finding("webhook test", False, "LINE allows 60 webhook tests an hour: try again later")
     if answer.status_code != 200:
@@ -195,7 +204,7 @@ def check_quota(line: LineApi, warning_share: float) -> Finding:
     try:
         quota, used = line.call("GET", "/v2/bot/message/quota"), line.call("GET", "/v2/bot/message/quota/consumption")
     except requests.RequestException as exc:
-        return Finding("quota", False, f"cannot reach LINE ({exc}): check api_base")
+        return Finding("quota", False, f"cannot reach LINE ({_unreachable(exc)}): check api_base")
     for answer in (quota, used):
         if answer.status_code != 200:
             return Finding("quota", False, f"LINE answered {answer.status_code} ({_message(answer)})")

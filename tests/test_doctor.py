@@ -163,3 +163,11 @@ def test_a_store_that_cannot_be_opened(env, tmp_path):
     assert status == 1 and len(problems(lines)) == 1
     assert problems(lines)[0].startswith(f"PROBLEM  store        cannot open sqlite:///{tmp_path}/not-a-folder/f.db (")
     assert problems(lines)[0].endswith("check store (FRONTDESK_STORE), and that this user may read and write it")
+
+
+def test_line_out_of_reach(env, tmp_path):
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    status, lines = doctor({**env, "FRONTDESK_API_BASE": nowhere}, tmp_path)
+    assert status == 1 and problems(lines) == [
+        f"PROBLEM  credentials  cannot reach {nowhere} ([Errno 111] Connection refused): check api_base and this "
+        "machine's network or proxy"]
