@@ -75,7 +75,8 @@ def test_bad_requests_get_lines_oauth_errors(client, path, body, headers, answer
 
 def test_the_fixed_token_revoked_through_the_api_opens_nothing_more(client):
     assert client.simulate_get("/v2/bot/info", headers=AUTH).status_code == 200
-    assert client.simulate_post("/v2/oauth/verify", headers=FORM, body=f"access_token={TOKEN}").json["client_id"] == CHANNEL
+    verified = client.simulate_post("/v2/oauth/verify", headers=FORM, body=f"access_token={TOKEN}")
+    assert verified.json["client_id"] == CHANNEL
     revoked = client.simulate_post("/v2/oauth/revoke", headers=FORM, body=f"access_token={TOKEN}")
     assert revoked.status_code == 200 and revoked.content == b""
     assert client.simulate_get("/v2/bot/info", headers=AUTH).status_code == 401
@@ -103,7 +104,8 @@ def test_a_public_key_is_registered_or_refused_naming_why(client):
     assert registered.status_code == 200 and registered.json["kid"]
     assert client.simulate_get("/sandbox/channel").json["assertion_kids"] == [registered.json["kid"]]
     refused = client.simulate_post("/sandbox/channel/keys", json={**public_jwk(key), "kid": "x"})
-    assert refused.status_code == 400 and refused.json["message"].startswith("Invalid public key: the key must have no kid")
+    assert refused.status_code == 400
+    assert refused.json["message"].startswith("Invalid public key: the key must have no kid")
 
 
 # --- the webhook endpoint
@@ -112,7 +114,8 @@ def test_the_webhook_endpoint_starts_at_public_url_and_put_leaves_use_webhook_al
     assert client.simulate_get("/v2/bot/channel/webhook/endpoint", headers=AUTH).json == {
         "endpoint": "https://bot.example.com/callback", "active": True}
     assert client.simulate_put("/sandbox/channel", json={"webhook_active": False}).json["webhook"]["active"] is False
-    client.simulate_put("/v2/bot/channel/webhook/endpoint", headers=AUTH, json={"endpoint": "https://new.example.com/x"})
+    client.simulate_put("/v2/bot/channel/webhook/endpoint", headers=AUTH,
+                        json={"endpoint": "https://new.example.com/x"})
     assert client.simulate_get("/v2/bot/channel/webhook/endpoint", headers=AUTH).json == {
         "endpoint": "https://new.example.com/x", "active": False}
 
