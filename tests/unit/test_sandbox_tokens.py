@@ -155,8 +155,8 @@ def test_a_stateless_token_opens_the_api_for_15_minutes_and_cannot_be_revoked(to
     assert tokens.accepts(token)
     clock.now += 1
     assert not tokens.accepts(token)
-    another_channel = ChannelTokens(CHANNEL, "another-secret", FIXED, clock=clock)
-    assert not another_channel.accepts(tokens.issue_stateless()["access_token"])
+    under_another_secret = ChannelTokens(CHANNEL, "another-secret", FIXED, clock=clock)
+    assert not under_another_secret.accepts(tokens.issue_stateless()["access_token"])
 
 
 def test_a_v21_token_lives_token_exp_seconds_and_dies_when_revoked(tokens, clock):
