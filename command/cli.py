@@ -38,6 +38,8 @@ COMMANDS = {
     "scale": ("frontdesk.admin", "main_scale", "set the number of handler processes of running dispatchers"),
     "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
     "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
+    "doctor": ("frontdesk.doctor", "main", "check a configuration against LINE: token, webhook URL and "
+               "\"Use webhook\", the month's quota, clock, store; one line per problem with its fix"),
 }
 ROLES = frozenset({"receiver", "dispatcher", "sandbox", "statuspage"})
 
@@ -152,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--all", action="store_true", help="retry or drop every dead letter")
     dead.add_argument("--limit", type=int, default=100, help="list at most this many")
     dead.add_argument("--json", action="store_true", help="print JSON")
+    parsers["doctor"].add_argument("--sandbox", action="store_true",
+                                   help="check against the local emulator, as frontdesk run --sandbox sets it up")
+    parsers["doctor"].add_argument("--test-webhook", action="store_true",
+                                   help="also have LINE post a test webhook to the webhook URL (60 an hour)")
     parsers["config"].add_argument("--markdown", action="store_true",
                                    help="print the configuration reference table instead")
     return parser

@@ -30,9 +30,12 @@ def _open_store(settings):
 
 
 def sandbox_settings(settings):
-    """Point the system at the local emulator; fill in dev credentials where none are set."""
+    """Point the system at the local emulator; fill in dev credentials where none are set, and
+    the receiver's callback URL as the public URL (the sandbox's webhook URL) unless one is."""
     base = f"http://{settings.sandbox_listen}"
     changes = {"api_base": base, "api_data_base": base}
+    if not settings.public_url:
+        changes["public_url"] = f"http://{settings.listen}{settings.callback_path}"
     if not settings.channel_secret:
         changes["channel_secret"] = SANDBOX_CHANNEL_SECRET
     if not settings.channel_access_token:

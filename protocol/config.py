@@ -21,6 +21,7 @@ CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"   # systemd's folder of LoadCred
 # them too). Only the local emulator accepts them, so they are documented values, not secrets.
 SANDBOX_CHANNEL_SECRET = "frontdesk-sandbox-secret"
 SANDBOX_ACCESS_TOKEN = "frontdesk-sandbox-token"
+SANDBOX_CHANNEL_ID = "1000000001"
 
 
 class ConfigError(Exception):
@@ -87,6 +88,18 @@ KNOBS: tuple[Knob, ...] = (
     Knob("channel_access_token", str, "", "LINE channel access token for the Messaging API. Or from a "
          "file: `LINE_CHANNEL_ACCESS_TOKEN_FILE`, or systemd's credential `line-channel-access-token`.",
          env="LINE_CHANNEL_ACCESS_TOKEN", secret=True, credential="line-channel-access-token"),
+    Knob("channel_id", str, "",
+         "LINE channel ID (LINE Developers Console, Basic settings): `frontdesk doctor` checks that the "
+         "access token belongs to it; the sandbox serves the channel access token API for it (default "
+         "there: " + SANDBOX_CHANNEL_ID + ")."),
+    Knob("public_url", str, "",
+         "The https URL LINE sends webhooks to (your TLS proxy's address of callback_path, e.g. "
+         "https://bot.example.com/callback): `frontdesk doctor` checks the channel's webhook URL "
+         "against it; the sandbox starts with it as its webhook URL (`frontdesk run --sandbox`: the "
+         "receiver's callback URL when unset)."),
+    Knob("quota_warning_share", float, 0.9,
+         "`frontdesk doctor` names it a problem when this share of the month's message target limit "
+         "is used (pushes beyond the limit are refused).", minimum=0.0),
     Knob("store", str, "sqlite:///frontdesk.db",
          "Store URL: sqlite:///path.db or mongodb://host/db?replicaSet=rs0."),
     Knob("listen", str, "127.0.0.1:8000", "Receiver address HOST:PORT."),

@@ -29,6 +29,7 @@ MESSAGES = {
     "rate_limited": "The API rate limit has been exceeded. Try again later.",
     "bad_reply_token": "Invalid reply token",
     "retry_key_accepted": "The retry key is already accepted",
+    "monthly_limit": "You have reached your monthly limit.",
     "not_found": "Not found",
 }
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -233,6 +234,7 @@ class Endpoint:
     on its own, each of these at the `default` figure."""
     endpoint: str | None = None
     endpoints: dict[str, str] = {}
+    authenticated = True   # needs the channel's bearer token (the token API's routes take credentials instead)
     _names: dict[tuple[type, str], str] = {}
 
     def __init__(self, state):

@@ -3,19 +3,23 @@
 Same paths, JSON bodies, status codes and error bodies as LINE (api.line.me and api-data.line.me
 on one port), so the official SDKs and our rate limiter work against it unchanged. Every API
 call goes through, in order: injected latency (the server's, sandbox/server.py), bearer token
-(401), rate limit (429), retry-key header rules (400), injected fault (500, nothing done), the
-endpoint (validation 400, reply token 400, retry-key 409, then the delivery is recorded), injected
-drop (the connection closes with no answer, after the call took effect — the ambiguous failure
-retry keys exist for; the server closes it, asked by wsgi.CLOSE_WITHOUT_ANSWER). Accepted deliveries are served at /sandbox/deliveries for tests and the bench.
+(401: the channel's fixed token, or one the token API of tokens.py issued), rate limit (429),
+retry-key header rules (400), injected fault (500, nothing done), the endpoint (validation 400,
+reply token 400, retry-key 409, the month's target limit 429, then the delivery is recorded),
+injected drop (the connection closes with no answer, after the call took effect — the ambiguous
+failure retry keys exist for; the server closes it, asked by wsgi.CLOSE_WITHOUT_ANSWER).
+Accepted deliveries are served at /sandbox/deliveries for tests and the bench.
 
 The endpoints live beside this module, one area each: messages.py (sending and validating
 messages), chats.py (profiles, followers, groups and rooms), content.py, richmenu.py,
-statistics.py, channel.py (bot info, webhook settings, link tokens, read receipts) and shop.py
-(coupons and membership). This module holds what they share: the state and the middleware.
+statistics.py, channel.py (bot info, webhook settings, link tokens, read receipts), shop.py
+(coupons and membership) and tokens.py (the channel access token API). This module holds what
+they share: the state and the middleware.
 """
 from __future__ import annotations
 
 import bisect
+import email.utils
 import hmac
 import itertools
 import json
@@ -29,11 +33,11 @@ from http import HTTPStatus
 
 import falcon
 
-from frontdesk.protocol.config import Settings
+from frontdesk.protocol.config import SANDBOX_CHANNEL_ID, Settings
 from frontdesk.protocol.line_endpoints import LIMITS
 from frontdesk.protocol.wsgi import CLOSE_WITHOUT_ANSWER
 
-from . import channel, chats, content, messages, richmenu, shop, statistics
+from . import channel, chats, content, messages, richmenu, shop, statistics, tokens
 from .api import MESSAGES, UUID_PATTERN, LineError, send_json
 from .statistics import Statistics
 from .world import World
@@ -91,11 +95,24 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
+_date = (0, "")   # (second, its Date header)
+
+
+def http_date() -> str:
+    """The Date header LINE's answers carry (`frontdesk doctor` reads the clock skew from it),
+    formatted once a second."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, email.utils.formatdate(second, usegmt=True))
+    return _date[1]
+
+
 class SandboxState:
     """Everything the sandbox remembers, under one lock: the loop's thread serves most calls, the
     threads of blocking ones (long polls, the webhook test) may touch it at the same time."""
 
-    def __init__(self, settings: Settings, channel_secret: str):
+    def __init__(self, settings: Settings, channel_secret: str, access_token: str):
         self.channel_secret = channel_secret
         self.reply_token_ttl_ms = settings.sandbox_reply_token_ttl_s * 1000.0
         self.limits = rate_limits(settings)
@@ -122,7 +139,10 @@ class SandboxState:
         self.world = World()
         self.narrowcasts: dict[str, tuple[float, int]] = {}  # request id -> (accepted at ms, target count)
         self.richmenus = richmenu.RichMenus()
-        self.channel = channel.ChannelSettings(f"http://{settings.listen}/callback")
+        local_receiver = f"http://{settings.listen}{settings.callback_path}"
+        self.channel = channel.ChannelSettings(settings.public_url or local_receiver)
+        self.tokens = tokens.ChannelTokens(settings.channel_id or SANDBOX_CHANNEL_ID, channel_secret,
+                                           access_token)
         self.shop = shop.Shop(self.world)
 
     @staticmethod
@@ -170,6 +190,10 @@ class SandboxState:
                     if accepted[2] is not None:
                         conflict.extra["sentMessages"] = accepted[2]
                     raise conflict
+            count = len(messages) * (len(to) if recipients is None else recipients)
+            if self.statistics.over_quota(endpoint, count, now_ms):
+                raise LineError(429, MESSAGES["monthly_limit"])
+            if retry_key is not None:
                 self.retry_keys[retry_key.lower()] = (req.context.request_id, now_ms, sent)
             delivery = {"id": self.next_delivery_id, "endpoint": endpoint, "to": to, "messages": messages,
                         "time": now_ms, "retry_key": retry_key, "request_id": req.context.request_id,
@@ -183,8 +207,7 @@ class SandboxState:
                 drop = max(1, self.recorder_size // 10)
                 del self.deliveries[:drop], self.delivery_ids[:drop]
                 self.dropped_deliveries += drop
-            self.statistics.record(endpoint, len(messages), len(to) if recipients is None else recipients,
-                                   now_ms, extra and extra.get("customAggregationUnits"))
+            self.statistics.record(endpoint, count, now_ms, extra and extra.get("customAggregationUnits"))
             self.changed.notify_all()
         return delivery
 
@@ -241,11 +264,11 @@ class ApiMiddleware:
     """What LINE does around every endpoint: auth, limits, retry-key rules, faults, drops (the
     latency is the server's: a sleep here would stall its event loop)."""
 
-    def __init__(self, settings: Settings, state: SandboxState, access_token: str):
+    def __init__(self, settings: Settings, state: SandboxState):
         self.state = state
         self.fault_rate = settings.sandbox_fault_rate
         self.drop_rate = settings.sandbox_drop_rate
-        self.expected_auth = ("Bearer " + access_token).encode()
+        self.expected_auth = ("Bearer " + state.tokens.long_lived_token).encode()
         self.random = random.Random()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -258,12 +281,8 @@ class ApiMiddleware:
             req.context.endpoint = None
             return
         req.context.endpoint = endpoint = endpoint_for(req.method)
-        authorization = req.get_header("Authorization")
-        if not authorization:
-            raise LineError(401, MESSAGES["no_auth"])
-        if not hmac.compare_digest(authorization.encode("latin-1", "replace"), self.expected_auth):
-            log.warning("event=auth_failed endpoint=%s", endpoint)
-            raise LineError(401, MESSAGES["bad_auth"])
+        if resource.authenticated:
+            self._authenticate(req, endpoint)
         if not self.state.bucket(endpoint).take():
             raise LineError(429, MESSAGES["rate_limited"])
         retry_key = req.get_header("X-Line-Retry-Key")
@@ -281,11 +300,29 @@ class ApiMiddleware:
             raise LineError(500, "Internal server error (injected by the sandbox: nothing was done)")
         req.context.drop = draw < self.fault_rate + self.drop_rate
 
+    def _authenticate(self, req, endpoint: str) -> None:
+        """The channel's fixed token (one comparison: the hot path), else a token the token API
+        issued that is neither expired nor revoked; LINE's 401 otherwise."""
+        authorization = req.get_header("Authorization")
+        if not authorization:
+            raise LineError(401, MESSAGES["no_auth"])
+        tokens = self.state.tokens
+        if hmac.compare_digest(authorization.encode("latin-1", "replace"), self.expected_auth):
+            if not tokens.long_lived_revoked:
+                return
+        else:
+            scheme, _, token = authorization.partition(" ")
+            if scheme == "Bearer" and tokens.accepts(token):
+                return
+        log.warning("event=auth_failed endpoint=%s", endpoint)
+        raise LineError(401, MESSAGES["bad_auth"])
+
     def process_response(self, req, resp, resource, req_succeeded) -> None:
         resp.set_header("X-Line-Request-Id", req.context.request_id)
         endpoint = getattr(req.context, "endpoint", None)
         if endpoint is None:
             return
+        resp.set_header("Date", http_date())
         status = int(str(resp.status).split()[0])
         self.state.count_call(endpoint, status, req.context.drop)
         if req.context.drop:
@@ -340,8 +377,11 @@ def _http_error(req, resp, ex: falcon.HTTPError, params) -> None:
 
 
 API_ROUTES = {**messages.ROUTES, **chats.ROUTES, **content.ROUTES, **richmenu.ROUTES, **statistics.ROUTES,
-              **channel.ROUTES, **shop.ROUTES}
+              **channel.ROUTES, **shop.ROUTES, **tokens.ROUTES}
 """Every LINE API path the sandbox serves -> its resource (one area module each)."""
+CONTROL_ROUTES = {"/sandbox/deliveries": Deliveries, "/sandbox/stats": Stats, **channel.CONTROL_ROUTES,
+                  **tokens.CONTROL_ROUTES}
+"""The sandbox's own routes: no token, no latency, no faults."""
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
 
 
@@ -353,13 +393,12 @@ def served_operations() -> set[tuple[str, str]]:
 
 def create_app(settings: Settings, channel_secret: str, access_token: str,
                state: SandboxState | None = None) -> falcon.App:
-    """The emulator: LINE's API under /v2, the recorder under /sandbox; `state` is a new one
+    """The emulator: LINE's API under /v2 and /oauth2, the sandbox's own routes under /sandbox; `state` is a new one
     unless the server holds it (to end long polls when it stops)."""
-    state = state if state is not None else SandboxState(settings, channel_secret)
-    app = falcon.App(middleware=[ApiMiddleware(settings, state, access_token)])
+    state = state if state is not None else SandboxState(settings, channel_secret, access_token)
+    app = falcon.App(middleware=[ApiMiddleware(settings, state)])
     app.req_options.strip_url_path_trailing_slash = True
-    routes = {**API_ROUTES, "/sandbox/deliveries": Deliveries, "/sandbox/stats": Stats}
-    for path, resource in routes.items():
+    for path, resource in {**API_ROUTES, **CONTROL_ROUTES}.items():
         app.add_route(path, resource(state))
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(LineError, _line_error)

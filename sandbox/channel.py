@@ -1,10 +1,13 @@
 """The channel itself: bot info, the webhook endpoint (get, set, test), link tokens for account
-linking, read receipts and the loading animation.
+linking, read receipts and the loading animation; and PUT /sandbox/channel, for what only the
+LINE Developers Console and the LINE Official Account Manager change.
 
-The webhook test really posts: an empty, signed webhook body (`{"destination", "events": []}`,
-what LINE's verify button sends) to the endpoint, and reports what came back. LINE accepts only
-HTTPS endpoints; the sandbox also accepts plain HTTP to a loopback host, where a local receiver
-listens.
+The webhook endpoint starts as `public_url`, else the local receiver's callback URL. Setting it
+(PUT, as LINE's API does) leaves "Use webhook" (`active`) as it is: LINE's API cannot switch
+that, the console does, and so does PUT /sandbox/channel here. The webhook test really posts: an
+empty, signed webhook body (`{"destination", "events": []}`, what LINE's verify button sends) to
+the endpoint, and reports what came back. LINE accepts only HTTPS endpoints; the sandbox also
+accepts plain HTTP to a loopback host, where a local receiver listens.
 """
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ from .webhooks import BOT_USER_ID, post_webhook
 MAX_ENDPOINT_LENGTH = 500
 WEBHOOK_TEST_TIMEOUT_S = 2.0      # LINE counts a slower answer as a timeout
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+INVALID_ENDPOINT = "Invalid webhook endpoint URL"
+NO_ENDPOINT = "Webhook endpoint not found"
 
 
 class ChannelSettings:
-    """The webhook endpoint (the receiver's URL of this machine until set) and whether it is active."""
+    """The webhook endpoint ("" while none is set) and whether webhooks are on ("Use webhook")."""
 
     def __init__(self, webhook_endpoint: str = ""):
         self.lock = threading.Lock()
@@ -31,7 +36,15 @@ class ChannelSettings:
         self.webhook_active = bool(webhook_endpoint)
 
 
-def _check_endpoint(check: Validator, value, required: bool) -> None:
+def _check_endpoint(body: dict, required: bool) -> None:
+    """LINE's 400 "Invalid webhook endpoint URL", with a detail saying why."""
+    check = Validator()
+    _endpoint_rules(check, body.get("endpoint"), required)
+    if check.details:
+        raise LineError(400, INVALID_ENDPOINT, check.details)
+
+
+def _endpoint_rules(check: Validator, value, required: bool) -> None:
     if value is None and not required:
         return
     if not isinstance(value, str) or not value:
@@ -61,16 +74,16 @@ class WebhookEndpoint(Endpoint):
     def on_get(self, req, resp):
         settings = self.state.channel
         with settings.lock:
-            send_json(resp, 200, {"endpoint": settings.webhook_endpoint, "active": settings.webhook_active})
+            endpoint, active = settings.webhook_endpoint, settings.webhook_active
+        if not endpoint:
+            raise LineError(404, NO_ENDPOINT)
+        send_json(resp, 200, {"endpoint": endpoint, "active": active})
 
     def on_put(self, req, resp):
         body = read_json(req)
-        check = Validator()
-        _check_endpoint(check, body.get("endpoint"), required=True)
-        check.raise_if_failed()
-        settings = self.state.channel
-        with settings.lock:
-            settings.webhook_endpoint, settings.webhook_active = body["endpoint"], True
+        _check_endpoint(body, required=True)
+        with self.state.channel.lock:
+            self.state.channel.webhook_endpoint = body["endpoint"]
         send_json(resp, 200, {})
 
 
@@ -80,13 +93,11 @@ class WebhookTest(Endpoint):
 
     def on_post(self, req, resp):
         body = read_json(req) if req.content_length else {}
-        check = Validator()
-        _check_endpoint(check, body.get("endpoint"), required=False)
-        check.raise_if_failed()
+        _check_endpoint(body, required=False)
         with self.state.channel.lock:
             url = body.get("endpoint") or self.state.channel.webhook_endpoint
         if not url:
-            raise LineError(400, "The webhook endpoint is not set")
+            raise LineError(404, NO_ENDPOINT)
         payload = ('{"destination":"%s","events":[]}' % BOT_USER_ID).encode()
         started = time.time() * 1000
         status = post_webhook(url, self.state.channel_secret, payload, timeout=WEBHOOK_TEST_TIMEOUT_S)
@@ -151,6 +162,51 @@ class LoadingAnimation(Endpoint):
         send_json(resp, 202, {})
 
 
+class ChannelControl:
+    """GET / PUT /sandbox/channel: the channel's settings that LINE's API cannot change (the LINE
+    Developers Console's "Use webhook", the LINE Official Account Manager's target limit and its
+    own sends), and its webhook URL. PUT takes any of `webhook_active` (true/false),
+    `webhook_endpoint` (a URL, or null: none set), `quota` (a whole number, or null: no target
+    limit) and `sent_by_manager` (this month's messages sent from the Manager)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def on_get(self, req, resp):
+        send_json(resp, 200, self._snapshot())
+
+    def on_put(self, req, resp):
+        body = read_json(req)
+        check = Validator()
+        for key in sorted(set(body) - {"webhook_active", "webhook_endpoint", "quota", "sent_by_manager"}):
+            check.fail(key, "is not a setting of /sandbox/channel")
+        if "webhook_active" in body and not isinstance(body["webhook_active"], bool):
+            check.fail("webhook_active", "must be true or false")
+        if body.get("webhook_endpoint") is not None:
+            _endpoint_rules(check, body["webhook_endpoint"], required=True)
+        for key, nullable in (("quota", True), ("sent_by_manager", False)):
+            value = body.get(key)
+            if key in body and not (value is None and nullable) and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                check.fail(key, "must be a whole number, 0 or more" + (", or null" if nullable else ""))
+        check.raise_if_failed()
+        channel, statistics = self.state.channel, self.state.statistics
+        with channel.lock:
+            channel.webhook_active = body.get("webhook_active", channel.webhook_active)
+            channel.webhook_endpoint = body.get("webhook_endpoint", channel.webhook_endpoint) or ""
+        statistics.quota = body.get("quota", statistics.quota)
+        statistics.sent_by_manager = body.get("sent_by_manager", statistics.sent_by_manager)
+        send_json(resp, 200, self._snapshot())
+
+    def _snapshot(self) -> dict:
+        channel, statistics = self.state.channel, self.state.statistics
+        with channel.lock:
+            webhook = {"endpoint": channel.webhook_endpoint or None, "active": channel.webhook_active}
+        return {"channel_id": self.state.tokens.channel_id, "webhook": webhook, "quota": statistics.quota,
+                "sent_by_manager": statistics.sent_by_manager, "usage": statistics.usage(self.state.now_ms()),
+                "assertion_kids": self.state.tokens.registered_kids()}
+
+
 ROUTES = {
     "/v2/bot/info": BotInfo,
     "/v2/bot/channel/webhook/endpoint": WebhookEndpoint,
@@ -160,3 +216,4 @@ ROUTES = {
     "/v2/bot/chat/markAsRead": MarkAsReadByToken,
     "/v2/bot/chat/loading/start": LoadingAnimation,
 }
+CONTROL_ROUTES = {"/sandbox/channel": ChannelControl}

@@ -22,7 +22,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from frontdesk.protocol import http_server
-from frontdesk.protocol.config import SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, Settings, sandbox_credentials
+from frontdesk.protocol.config import (SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_ID, SANDBOX_CHANNEL_SECRET, Settings,
+                                       sandbox_credentials)
 from frontdesk.protocol.http_server import Limits, Request, Response, Server
 from frontdesk.protocol.wsgi import WsgiBridge
 
@@ -91,6 +92,9 @@ def main(settings: Settings) -> int:
     if not settings.channel_secret:
         print(f"sandbox: no channel secret configured; reply tokens are sealed with the dev secret "
               f"{SANDBOX_CHANNEL_SECRET!r}", flush=True)
+    if not settings.channel_id:
+        print(f"sandbox: no channel ID configured; the channel access token API answers for channel "
+              f"{SANDBOX_CHANNEL_ID}", flush=True)
     try:
         asyncio.run(serve(settings, secret, token))
     except (OSError, ValueError) as exc:
@@ -104,7 +108,7 @@ def main(settings: Settings) -> int:
 def sandbox_server(settings: Settings, secret: str, token: str,
                    threads: ThreadPoolExecutor) -> tuple[Server, SandboxState]:
     """The emulator's HTTP server (not yet listening) and the state its app keeps."""
-    state = SandboxState(settings, secret)
+    state = SandboxState(settings, secret, token)
     bridge = WsgiBridge(create_app(settings, secret, token, state), settings.sandbox_listen, log)
     return Server(SandboxHandler(bridge, settings.sandbox_latency_ms / 1000.0, threads), LIMITS, log), state
 

@@ -1,9 +1,14 @@
-"""Delivery statistics, quota consumption and aggregation units, true to what the sandbox sent.
+"""Delivery statistics, the month's quota and its consumption, and aggregation units, true to
+what the sandbox sent.
 
 Every accepted delivery is counted here (SandboxState.deliver): messages times recipients, per
 endpoint and per day in Japan time (UTC+9, the day LINE's statistics use). A broadcast reaches
-every follower (world.FOLLOWERS), a narrowcast its target count. The quota consumption is the sum
-over the billed endpoints: everything but replies. LINE compiles a day's counts after the day
+every follower (world.FOLLOWERS), a narrowcast its target count. The month's consumption is the
+sum over the billed endpoints (everything but replies) in the current month of Japan time, plus
+what the LINE Official Account Manager sent (LINE counts both; the sandbox is told the Manager's
+part through PUT /sandbox/channel). With a target limit set (`quota`, also set there, as in the
+Manager), a billed send that would take the month past it is refused with LINE's 429 "You have
+reached your monthly limit." and nothing is sent. LINE compiles a day's counts after the day
 ends; the sandbox answers `ready` with the count so far, so a test sees its own sends at once.
 """
 from __future__ import annotations
@@ -29,23 +34,41 @@ def jst_day(epoch_ms: float) -> int:
     return int((epoch_ms / 1000 + JST_OFFSET_S) // 86400)
 
 
+def jst_month(epoch_ms: float) -> int:
+    """Months since January 1970 in Japan time: LINE's quota month."""
+    date = datetime.date.fromordinal(_EPOCH_ORDINAL + jst_day(epoch_ms))
+    return (date.year - 1970) * 12 + date.month - 1
+
+
 class Statistics:
-    """Counts per (endpoint, day) and the aggregation unit names used, in first-use order."""
+    """Counts per (endpoint, day) and billed messages per month, the month's target limit, and the
+    aggregation unit names used, in first-use order."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._sent: dict[tuple[str, int], int] = defaultdict(int)
-        self.total_billed = 0
+        self._billed: dict[int, int] = defaultdict(int)   # month -> billed messages sent through the API
+        self.quota: int | None = None        # the month's target limit; None: none set (LINE's "type": "none")
+        self.sent_by_manager = 0             # this month's messages sent from the LINE Official Account Manager
         self.units: dict[str, None] = {}
 
-    def record(self, endpoint: str, messages: int, recipients: int, now_ms: float, units=None) -> None:
-        count = messages * recipients
+    def record(self, endpoint: str, count: int, now_ms: float, units=None) -> None:
+        """`count`: messages times recipients."""
         with self._lock:
             self._sent[endpoint, jst_day(now_ms)] += count
             if endpoint in BILLED:
-                self.total_billed += count
+                self._billed[jst_month(now_ms)] += count
             for unit in units or ():
                 self.units[unit] = None
+
+    def usage(self, now_ms: float) -> int:
+        """This month's consumption as LINE reports it."""
+        with self._lock:
+            return self._billed.get(jst_month(now_ms), 0) + self.sent_by_manager
+
+    def over_quota(self, endpoint: str, count: int, now_ms: float) -> bool:
+        """Whether sending `count` more billed messages now would pass the month's target limit."""
+        return self.quota is not None and endpoint in BILLED and self.usage(now_ms) + count > self.quota
 
     def sent(self, endpoint: str, day: int) -> int:
         with self._lock:
@@ -54,7 +77,7 @@ class Statistics:
     def reset(self) -> None:
         with self._lock:
             self._sent.clear()
-            self.total_billed = 0
+            self._billed.clear()
 
 
 def check_units(check, body: dict, statistics: Statistics) -> None:
@@ -102,15 +125,19 @@ class AggregationList(Endpoint):
 
 
 class Quota(Endpoint):
+    """The month's target limit: {"type": "none"}, or {"type": "limited", "value": n}."""
+
     def on_get(self, req, resp):
-        send_json(resp, 200, {"type": "none"})
+        quota = self.state.statistics.quota
+        send_json(resp, 200, {"type": "none"} if quota is None else {"type": "limited", "value": quota})
 
 
 class QuotaConsumption(Endpoint):
-    """Messages counted as LINE bills them: push, multicast, broadcast, narrowcast (not reply)."""
+    """This month's messages counted as LINE bills them: push, multicast, broadcast, narrowcast,
+    PNP (not reply), and what the Manager sent."""
 
     def on_get(self, req, resp):
-        send_json(resp, 200, {"totalUsage": self.state.statistics.total_billed})
+        send_json(resp, 200, {"totalUsage": self.state.statistics.usage(self.state.now_ms())})
 
 
 ROUTES = {

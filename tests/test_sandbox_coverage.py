@@ -1,6 +1,8 @@
 """The sandbox serves LINE's Messaging API: at least 90 % of the operations of messaging-api.yml
 (tests/data/messaging-api-operations.txt, derived from its paths), and every one it serves answers
-in LINE's shape (no 405, no 500, errors as {"message", "details"?}, a UUID request id)."""
+in LINE's shape (no 405, no 500, errors as {"message", "details"?}, a UUID request id); and every
+operation of channel-access-token.yml (tests/data/channel-access-token-operations.txt), errors as
+LINE's {"error", "error_description"?} (or its {"message"} for an unknown signing key)."""
 from __future__ import annotations
 
 import pathlib
@@ -16,15 +18,16 @@ from tests.helpers import free_port
 from tests.sandbox_harness import AUTH, running_sandbox
 
 OPERATIONS_FILE = pathlib.Path(__file__).parent / "data" / "messaging-api-operations.txt"
+TOKEN_OPERATIONS_FILE = pathlib.Path(__file__).parent / "data" / "channel-access-token-operations.txt"
 UUID_FORM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 SAMPLE_PATH_VALUES = {"userId": user_id(1), "groupId": group_id(1), "roomId": room_id(1),
                       "richMenuId": "richmenu-" + "0" * 32, "richMenuAliasId": "alias-1", "messageId": "1001",
                       "membershipId": "1", "couponId": "COUPON0000000001"}
 
 
-def line_operations() -> list[tuple[str, str, str]]:
-    """(method, path, operationId) of every operation LINE publishes."""
-    lines = OPERATIONS_FILE.read_text().splitlines()
+def line_operations(listed: pathlib.Path = OPERATIONS_FILE) -> list[tuple[str, str, str]]:
+    """(method, path, operationId) of every operation LINE publishes (in the Messaging API)."""
+    lines = listed.read_text().splitlines()
     return [tuple(line.split()) for line in lines if line and not line.startswith("#")]
 
 
@@ -73,3 +76,21 @@ def test_every_operation_answers_in_lines_shape(sandbox, method, path, operation
         assert set(error) <= {"message", "details", "sentMessages"}
         for detail in error.get("details", []):
             assert set(detail) == {"message", "property"}
+
+
+def test_every_operation_of_the_channel_access_token_api_is_served():
+    served = served_operations()
+    operations = line_operations(TOKEN_OPERATIONS_FILE)
+    assert len(operations) == 8
+    assert [op for op in operations if not _served(op[0], op[1], served)] == []
+
+
+@pytest.mark.parametrize("method, path, operation", line_operations(TOKEN_OPERATIONS_FILE),
+                         ids=lambda v: v if "/" not in v else "")
+def test_every_token_operation_refuses_an_empty_request_in_lines_shape(sandbox, method, path, operation):
+    answer = requests.request(method, sandbox.url + path, timeout=10,
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 400, (operation, answer.status_code, answer.text)
+    assert UUID_FORM.fullmatch(answer.headers["X-Line-Request-Id"])
+    error = answer.json()
+    assert error["error"] == "invalid_request" and set(error) <= {"error", "error_description"}

@@ -116,7 +116,7 @@ def test_the_webhook_test_posts_from_a_thread_while_the_loop_answers_other_calls
 
 
 def test_a_long_poll_returns_what_there_is_when_the_server_stops():
-    state = SandboxState(_settings(), SECRET)
+    state = SandboxState(_settings(), SECRET, TOKEN)
     answers = []
     poll = threading.Thread(target=lambda: answers.append(state.deliveries_since(0, 100, wait_s=30)),
                             daemon=True)
