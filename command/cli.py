@@ -29,6 +29,8 @@ COMMANDS = {
               "(--suite picks a component benchmark instead)"),
     "say": ("frontdesk.say", "main", "send one message or event as a user to a running system "
             "(--sandbox) and print what that user received"),
+    "test": ("frontdesk.testing", "main", "replay chat transcripts against a running system (or one it "
+             "starts with --handler) and compare the bot's answers with the recorded ones"),
     "check-handler": ("frontdesk.handlers.conformance", "main",
                       "the conformance suite for a handler in any language: check-handler -- CMD ARGS"),
     "status": ("frontdesk.admin", "main_status",
@@ -133,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--url", help="webhook URL (default http://<listen><callback_path>)")
     say.add_argument("--sandbox-url", help="sandbox base URL (default http://<sandbox_listen>)")
     say.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
+
+    test = parsers["test"]
+    test.add_argument("transcripts", nargs="+", metavar="TRANSCRIPT", help="transcript files (JSON)")
+    test.add_argument("--url", help="webhook URL of a running system (default http://<listen><callback_path>)")
+    test.add_argument("--sandbox-url", help="its sandbox base URL (default http://<sandbox_listen>)")
+    test.add_argument("--handler", help="start a system of its own (frontdesk run --sandbox on free ports) with "
+                      "this handler command line (\"\": the bundled echo bot), and stop it after")
+    test.add_argument("--handlers", help="handler processes of the started system (default 1)")
+    test.add_argument("--timeout", type=float, default=10.0,
+                      help="seconds one user turn may wait for the bot's answers (default 10)")
 
     check = parsers["check-handler"]
     check.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per check")
