@@ -1,0 +1,1 @@
+"""Fast in-process tests: plain functions and classes, no processes, milliseconds each."""
