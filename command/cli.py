@@ -152,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the handler to check")
 
     parsers["status"].add_argument("--json", action="store_true", help="print one JSON object")
-    parsers["status"].add_argument("--interval", type=float, default=1.5, metavar="S",
-                                   help="measure rates (events/s, busy share, calls/s) over S seconds "
-                                        "for the advice; 0: one snapshot, no rates (default 1.5)")
+    parsers["status"].add_argument("--interval", type=float, metavar="S",
+                                   help="measure rates (events/s, busy share, calls/s) for the advice over S "
+                                        "seconds; 0: none (default: the running status page's, else none)")
     parsers["top"].add_argument("--once", action="store_true", help="print one frame and exit")
     parsers["scale"].add_argument("count", type=int, help="handler processes per dispatcher")
     dead = parsers["dead-letters"]
