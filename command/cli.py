@@ -14,6 +14,8 @@ import sys
 from frontdesk.protocol import config
 from frontdesk.protocol.roles import setup_logging
 
+from .logs import ROLES as LOG_ROLES
+
 # subcommand -> (module, function, one-line help). Roles (ROLES) are called as function(settings),
 # the other commands as function(settings, args).
 COMMANDS = {
@@ -40,6 +42,8 @@ COMMANDS = {
     "scale": ("frontdesk.admin", "main_scale", "set the number of handler processes of running dispatchers"),
     "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
     "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
+    "logs": ("frontdesk.logs", "main", "print the log file's last lines, of every process or of one role "
+             "(-f: and follow it)"),
 }
 ROLES = frozenset({"receiver", "dispatcher", "sandbox", "statuspage"})
 
@@ -60,6 +64,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--config", help="configuration file (default ./frontdesk.toml; env FRONTDESK_CONFIG)")
     group.add_argument("--store", help="store URL (env FRONTDESK_STORE)")
     group.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING, ERROR")
+    group.add_argument("--log-file", dest="log_file", help="append log lines to this file, not stderr "
+                       "(env FRONTDESK_LOG_FILE; frontdesk logs follows it)")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="any setting by its key (see `frontdesk config --markdown`); repeatable")
 
@@ -164,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--all", action="store_true", help="retry or drop every dead letter")
     dead.add_argument("--limit", type=int, default=100, help="list at most this many")
     dead.add_argument("--json", action="store_true", help="print JSON")
+    logs = parsers["logs"]
+    logs.add_argument("role", nargs="?", choices=LOG_ROLES, help="only this role's lines")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing lines as they are written")
+    logs.add_argument("-n", "--lines", type=int, default=20, help="how many of the last lines to print (default 20)")
     parsers["config"].add_argument("--markdown", action="store_true",
                                    help="print the configuration reference table instead")
     return parser
@@ -192,10 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = config.load(_flags(args), config_file=args.config)
+        # `frontdesk logs` reads the file: its own lines (if any) go to stderr, and it creates nothing
+        setup_logging(settings.log_level, "" if args.command == "logs" else settings.log_file)
     except config.ConfigError as exc:
         print(f"frontdesk: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
     module_name, function_name, _ = COMMANDS[args.command]
     module = importlib.import_module(module_name)
     try:
