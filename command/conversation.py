@@ -47,12 +47,9 @@ class Player:
         self.session = requests.Session()
         self.session.trust_env = False   # loopback: no proxies from the environment
         self.since = self._last_delivery_id()
-        self.store = None
-        self.store_note = ""
+        self.store = _open(store_url) if store_url is not None else None
         self._dead_before = 0
         self._watched = False      # the store holds the event last sent
-        if store_url is not None:
-            self.store, self.store_note = _open(store_url)
 
     def close(self) -> None:
         self.session.close()
@@ -156,10 +153,10 @@ def _total(stats: dict) -> int:
 
 
 def _open(store_url: str):
-    """(store, "") or (None, why it cannot be read): a player without a store still works."""
+    """The store, or None where there is none to read: a player without one still works."""
     if sqlite_file_missing(store_url):
-        return None, f"no store at {store_url} here"
+        return None
     try:
-        return open_store(store_url), ""
-    except StoreError as exc:
-        return None, f"cannot read the store: {exc}"
+        return open_store(store_url)
+    except StoreError:
+        return None

@@ -153,6 +153,14 @@ def test_display_names_that_the_sandbox_does_not_know_are_noted(chatbot):
                             "answers that use the name will differ"]
 
 
+def test_an_event_the_receiver_refuses_stops_the_replay_with_the_reason(chatbot):
+    wrong = System(chatbot.url.replace("/callback", "/elsewhere"), chatbot.sandbox_url, store=chatbot.store)
+    result = replay(TRANSCRIPTS / "chatbot-group.json", wrong)
+    assert not result.ok and result.differences == []
+    assert result.error == f"turns[0]: the receiver at {wrong.url} answered 404 to the event; later turns were not replayed"
+    assert "  stopped: turns[0]: the receiver" in result.report()
+
+
 def test_replay_says_when_it_cannot_reach_the_system():
     nowhere = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(SystemUnavailable, match="cannot reach the sandbox"):
