@@ -39,11 +39,11 @@ COMMANDS = {
                "queue depth, in-flight, dead letters, handler states, API call rates"),
     "top": ("frontdesk.top", "main_top", "the running system, live: queue, handlers, rate limiter, advice "
             "(keys + - h q; --once prints one frame)"),
+    "logs": ("frontdesk.logs", "main", "print the log file's last lines, of every process or of one role "
+             "(-f: and follow it)"),
     "scale": ("frontdesk.admin", "main_scale", "set the number of handler processes of running dispatchers"),
     "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
     "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
-    "logs": ("frontdesk.logs", "main", "print the log file's last lines, of every process or of one role "
-             "(-f: and follow it)"),
 }
 ROLES = frozenset({"receiver", "dispatcher", "sandbox", "statuspage"})
 
@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="measure rates (events/s, busy share, calls/s) for the advice over S "
                                         "seconds; 0: none (default: the running status page's, else none)")
     parsers["top"].add_argument("--once", action="store_true", help="print one frame and exit")
+    logs = parsers["logs"]
+    logs.add_argument("role", nargs="?", choices=LOG_ROLES, help="only this role's lines")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing lines as they are written")
+    logs.add_argument("-n", "--lines", type=int, default=20, help="how many of the last lines to print (default 20)")
     parsers["scale"].add_argument("count", type=int, help="handler processes per dispatcher")
     dead = parsers["dead-letters"]
     dead.add_argument("action", nargs="?", choices=["list", "retry", "drop"],
@@ -170,10 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--all", action="store_true", help="retry or drop every dead letter")
     dead.add_argument("--limit", type=int, default=100, help="list at most this many")
     dead.add_argument("--json", action="store_true", help="print JSON")
-    logs = parsers["logs"]
-    logs.add_argument("role", nargs="?", choices=LOG_ROLES, help="only this role's lines")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing lines as they are written")
-    logs.add_argument("-n", "--lines", type=int, default=20, help="how many of the last lines to print (default 20)")
     parsers["config"].add_argument("--markdown", action="store_true",
                                    help="print the configuration reference table instead")
     return parser

@@ -1,1 +1,0 @@
-"""Fast in-process tests: plain functions and classes, no processes, milliseconds each."""
