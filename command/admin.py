@@ -1,25 +1,27 @@
 """Operator commands that talk to the store: status, scale, dead-letters, config.
 
 Each is `main_X(settings, args)` wired by command/cli.py. They open the store, do one thing,
-print it (a small table, or JSON with --json) and exit: 0 done, 1 the store failed, 2 bad usage.
+print it (a small table, or JSON with --json) and exit: 0 done, 1 the store failed, 2 bad usage
+(status: 3 the store failed its integrity check, 4 no store at that URL).
 Errors are one line naming the problem; secrets (credentials in a store URL) are never shown.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import urllib.request
 from contextlib import contextmanager
 
 from frontdesk.protocol import config
-from frontdesk.store import StoreError, open_store, sqlite_file_missing
+from frontdesk.protocol.roles import status_role
+from frontdesk.store import StoreError, open_store
 from frontdesk.store.mongo import redact_url as public_url
+from frontdesk.store.sqlite import path_from_url
 
 from .advice import advise
 from .observe import STALE_AFTER_S, Observer
-
-EMPTY_STATS = {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
-
 
 class _Failed(Exception):
     """Already reported to the user; carries the exit status."""
@@ -60,28 +62,111 @@ def _reported(function):
 
 # --- status ------------------------------------------------------------------------------------
 
-def _summarise(doc: dict) -> str:
-    """One line for a process's status document: its scalars, and handler states counted."""
-    parts = []
-    for key, value in doc.items():
-        if key == "updated_at" or key.endswith("_counts"):   # histograms: `frontdesk top` shows them
-            continue
-        if key == "handlers" and isinstance(value, list):
-            states: dict[str, int] = {}
-            for handler in value:
-                state = handler.get("state", "?") if isinstance(handler, dict) else "?"
-                states[state] = states.get(state, 0) + 1
-            parts.append(f"handlers={len(value)}"
-                         + (" (" + ", ".join(f"{s} {n}" for s, n in sorted(states.items())) + ")" if states else ""))
-        elif isinstance(value, (str, int, float, bool)) or value is None:
-            parts.append(f"{key}={value}")
-        else:
-            text = json.dumps(value, separators=(",", ":"), default=str)
-            parts.append(f"{key}={text if len(text) <= 60 else text[:57] + '...'}")
-    return " ".join(parts)
-
-
 INTEGRITY_FAILED = 3   # `frontdesk status` exit status while the store's integrity check has failed
+NO_STORE = 4           # `frontdesk status` exit status when the store's SQLite file does not exist
+PAGE_TIMEOUT_S = 1.0   # a status page that has not answered within this is not asked further
+# Keys of a status document that its summary line or a line of their own shows (or that only
+# `frontdesk top` and the page use: the cumulative counters and histograms).
+_SHOWN_APART = frozenset({"pid", "host", "owner", "state", "started_at", "updated_at", "handlers_target",
+                          "in_flight", "handled", "degraded", "store_error", "handlers", "ratelimiter",
+                          "autoscale", "services", "e2e_s"})
+
+
+def _clock(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
+
+
+def _duration(seconds: float) -> str:
+    """3 s, 4 min, 2 h 5 min, 3 d 4 h: how long, in the units a person reads."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def _count(numbers: dict) -> str:
+    """{"ready": 2, "starting": 1} -> "ready 2, starting 1"."""
+    return ", ".join(f"{name} {n}" for name, n in sorted(numbers.items()))
+
+
+def _summarise(doc: dict, now: float) -> str:
+    """The first line of a process: what it is doing, since when, and its main counts."""
+    parts = [str(doc.get("state", "?"))]
+    if doc.get("pid"):
+        parts.append(f"pid {doc['pid']}" + (f" on {doc['host']}" if doc.get("host") else ""))
+    if isinstance(doc.get("started_at"), (int, float)):
+        parts.append(f"up {_duration(now - doc['started_at'])} (since {_clock(doc['started_at'])})")
+    handlers = doc.get("handlers")
+    if isinstance(handlers, list):
+        states: dict[str, int] = {}
+        for handler in handlers:
+            state = handler.get("state", "?") if isinstance(handler, dict) else "?"
+            states[state] = states.get(state, 0) + 1
+        target = doc.get("handlers_target")
+        wanted = target if isinstance(target, int) else len(handlers)
+        others = {state: n for state, n in states.items() if state != "ready"}
+        parts.append(f"handlers {states.get('ready', 0)} of {wanted} ready" + (f" ({_count(others)})" if others else ""))
+    if "in_flight" in doc:
+        parts.append(f"in flight {doc['in_flight']}")
+    if "handled" in doc:
+        parts.append(f"handled {doc['handled']}")
+    return ", ".join(parts)
+
+
+def _detail_lines(doc: dict) -> list[str]:
+    """The lines under a process's summary: problems first, then its parts, each in words."""
+    lines = []
+    if doc.get("degraded"):
+        lines.append(f"DEGRADED: {doc['degraded']}")
+    if doc.get("store_error"):
+        lines.append(f"STORE ERROR: {doc['store_error']}")
+    autoscale = doc.get("autoscale")
+    if isinstance(autoscale, dict):
+        lines.append(f"autoscale: {autoscale.get('min')} to {autoscale.get('max')} handlers"
+                     + (f"; last change {autoscale['last_change']}" if autoscale.get("last_change") else ""))
+    limiter = doc.get("ratelimiter")
+    if isinstance(limiter, dict):
+        lines += _ratelimiter_lines(limiter)
+    services = doc.get("services")
+    if isinstance(services, dict):
+        lines += _service_lines(services)
+    for key, value in doc.items():   # what a newer process publishes that this one does not know
+        if key not in _SHOWN_APART and not key.endswith("_counts") and value is not None:
+            lines.append(f"{key}: {value if isinstance(value, str) else json.dumps(value, default=str)}")
+    return lines
+
+
+def _ratelimiter_lines(limiter: dict) -> list[str]:
+    calls = (limiter.get("stats") or {}).get("calls") if isinstance(limiter.get("stats"), dict) else None
+    sent = "; calls: " + ", ".join(
+        f"{endpoint} {sum(by_status.values())} ({', '.join(f'{code} ×{n}' for code, n in sorted(by_status.items()))})"
+        for endpoint, by_status in sorted(calls.items()) if isinstance(by_status, dict)) if calls else ""
+    lines = [f"rate limiter: pid {limiter.get('pid') or '-'}, restarts {limiter.get('restarts', 0)}, "
+             f"pending calls {limiter.get('pending_calls', 0)}{sent}"]
+    if limiter.get("degraded"):
+        lines.append(f"DEGRADED rate limiter: {limiter['degraded']}")
+    return lines
+
+
+def _service_lines(services: dict) -> list[str]:
+    """`frontdesk run`'s children: one line each."""
+    lines = []
+    for name, service in services.items():
+        if not isinstance(service, dict):
+            continue
+        line = f"{name:<10} pid {service.get('pid') or '- (not running)'}"
+        if service.get("address"):
+            line += f"  {service['address']}"
+        if service.get("restarts"):
+            line += f"  restarts {service['restarts']}"
+        lines.append(line)
+        if service.get("degraded"):
+            lines.append(f"DEGRADED {name}: {service['degraded']}")
+    return lines
 
 
 def print_status_table(report: dict) -> None:
@@ -89,7 +174,7 @@ def print_status_table(report: dict) -> None:
     print(f"store      {report['store']}")
     if report.get("integrity"):
         for problem in report["integrity"]["problems"]:
-            print(f"INTEGRITY  FAILED at open ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(report['integrity']['checked_at']))}): {problem}")
+            print(f"INTEGRITY  FAILED at open ({_clock(report['integrity']['checked_at'])}): {problem}")
     print("events     pending  in_flight  done      dead      oldest_pending_s")
     print(f"           {events['pending']:<8} {events['in_flight']:<10} {events['done']:<9} "
           f"{events['dead']:<9} {events['oldest_pending_s']:.1f}")
@@ -99,16 +184,17 @@ def print_status_table(report: dict) -> None:
         return
     now = time.time()
     width = max(len(name) for name in processes)
+    indent = 11 + width + 9
     print(f"processes  {'name':<{width}}  age_s  status")
     for name, doc in sorted(processes.items()):
         age = now - doc.get("updated_at", now)
-        print(f"           {name:<{width}}  {age:>5.0f}  {_summarise(doc)}")
+        print(f"           {name:<{width}}  {age:>5.0f}  {_summarise(doc, now)}")
         if age > STALE_AFTER_S and doc.get("state") != "stopped":
-            print(f"           {'':<{width}}         STALE: no status for {age:.0f} s (killed, or its host is down)")
-        if doc.get("degraded"):
-            print(f"           {'':<{width}}         DEGRADED: {doc['degraded']}")
-        _print_handlers(doc.get("handlers"), indent=11 + width + 9)
-        _print_budget(doc.get("ratelimiter"), indent=11 + width + 9)
+            print(f"{'':<{indent}}STALE: no status for {age:.0f} s (killed, or its host is down)")
+        for line in _detail_lines(doc):
+            print(f"{'':<{indent}}{line}")
+        _print_handlers(doc.get("handlers"), indent=indent)
+        _print_budget(doc.get("ratelimiter"), indent=indent)
 
 
 def _print_handlers(handlers, indent: int) -> None:
@@ -136,36 +222,93 @@ def _print_budget(ratelimiter, indent: int) -> None:
     print(f"{' ' * indent}rate budget share: {shares}")
 
 
+def _publishing(statuses: dict, now: float) -> bool:
+    return any(now - doc.get("updated_at", 0) <= STALE_AFTER_S for doc in statuses.values())
+
+
+def _page_view(statuses: dict, now: float) -> tuple[dict, str] | None:
+    """(the view, its address) from a status page of this store that answers at once: it samples
+    every second and keeps the last seconds, so its rates cost nothing to ask for. Only pages that
+    a `frontdesk run` of this store published are asked (another address may serve another store)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: no proxies
+    for name, doc in sorted(statuses.items()):
+        page = ((doc.get("services") or {}).get("statuspage") or {}) if status_role(name) == "run" else {}
+        if not page.get("pid") or not page.get("address") or now - doc.get("updated_at", 0) > STALE_AFTER_S:
+            continue
+        address = page["address"].rstrip("/")
+        try:
+            with opener.open(f"{address}/status.json", timeout=PAGE_TIMEOUT_S) as answer:
+                view = json.load(answer).get("view")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(view, dict):
+            return view, f"{address}/"
+    return None
+
+
 def _measure(store, interval_s: float) -> dict:
-    """Two samples interval_s apart when some process is publishing (rates need two), else one."""
+    """Two samples interval_s apart (rates need two), or one when interval_s is 0: the cost of
+    rates measured here is that wait (it made `frontdesk status` take 1.6 s by default)."""
     observer = Observer(store)
-    first = observer.sample()
-    fresh = any(first.at - doc.get("updated_at", 0) <= STALE_AFTER_S for doc in first.statuses.values())
-    if interval_s > 0 and fresh:
+    observer.sample()
+    if interval_s > 0:
         time.sleep(interval_s)
         observer.sample()
     return observer.view()
 
 
+def _rates(store, statuses: dict, interval_s: float | None) -> tuple[dict, str]:
+    """The view the advice reads, and where its rates came from (in words)."""
+    now = time.time()
+    if not _publishing(statuses, now):
+        return _measure(store, 0.0), "none (no process publishes a status)"
+    if interval_s is None:
+        found = _page_view(statuses, now)
+        if found is not None:
+            return found[0], f"from the status page {found[1]}"
+        return _measure(store, 0.0), "none: no status page of this store answers (--interval 1.5 measures them)"
+    if interval_s == 0:
+        return _measure(store, 0.0), "none (--interval 0)"
+    return _measure(store, interval_s), f"measured over {interval_s:g} s"
+
+
+def _absent_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite store that does not exist, else None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    try:
+        path = path_from_url(url)
+    except StoreError:
+        return None
+    return None if os.path.exists(path) else path
+
+
 @_reported
 def main_status(settings, args) -> int:
     """Queue depth, in flight, dead letters, every process's published status, and advice."""
-    report = {"store": public_url(settings.store), "events": dict(EMPTY_STATS), "processes": {},
-              "integrity": None}
+    if args.interval is not None and args.interval < 0:
+        _fail("status", f"--interval must be 0 or more, got {args.interval:g}", 2)
+    store_url = public_url(settings.store)
+    missing = _absent_sqlite_file(settings.store)
+    if missing is not None:   # say so, and create nothing
+        _fail("status", f"no store at {store_url}: {os.path.abspath(missing)} does not exist (nothing has run "
+                        "with this store here: give the system's --store, or run this in its folder)", NO_STORE)
+    report = {"store": store_url, "events": {}, "processes": {}, "integrity": None, "rates": None}
     view = None
-    if not sqlite_file_missing(settings.store):   # status shows zeros and creates nothing
-        with _store("status", settings.store) as store:
-            report["integrity"] = store.integrity()
-            report["events"] = store.stats()
-            report["processes"] = store.get_statuses()
-            if not report["integrity"]:   # measuring reads every waiting event: a damaged file may fail it
-                view = _measure(store, args.interval)
+    with _store("status", settings.store) as store:
+        report["integrity"] = store.integrity()
+        report["events"] = store.stats()
+        report["processes"] = store.get_statuses()
+        if not report["integrity"]:   # measuring reads every waiting event: a damaged file may fail it
+            view, report["rates"] = _rates(store, report["processes"], args.interval)
     report["advice"] = advise(view) if view is not None else []
     if args.json:
         report["view"] = view
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:
         print_status_table(report)
+        if report["processes"] and report["rates"]:
+            print(f"rates      {report['rates']}")
         for number, line in enumerate(report["advice"]):
             print(f"{'advice' if number == 0 else '':<10} {line}")
     if report["integrity"]:

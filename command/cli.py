@@ -14,6 +14,8 @@ import sys
 from frontdesk.protocol import config
 from frontdesk.protocol.roles import setup_logging
 
+from .logs import ROLES as LOG_ROLES
+
 # subcommand -> (module, function, one-line help). Roles (ROLES) are called as function(settings),
 # the other commands as function(settings, args).
 COMMANDS = {
@@ -29,12 +31,16 @@ COMMANDS = {
               "(--suite picks a component benchmark instead)"),
     "say": ("frontdesk.say", "main", "send one message or event as a user to a running system "
             "(--sandbox) and print what that user received"),
+    "test": ("frontdesk.testing", "main", "replay chat transcripts against a running system (or one it "
+             "starts with --handler) and compare the bot's answers with the recorded ones"),
     "check-handler": ("frontdesk.handlers.conformance", "main",
                       "the conformance suite for a handler in any language: check-handler -- CMD ARGS"),
     "status": ("frontdesk.admin", "main_status",
                "queue depth, in-flight, dead letters, handler states, API call rates"),
     "top": ("frontdesk.top", "main_top", "the running system, live: queue, handlers, rate limiter, advice "
             "(keys + - h q; --once prints one frame)"),
+    "logs": ("frontdesk.logs", "main", "print the log file's last lines, of every process or of one role "
+             "(-f: and follow it)"),
     "scale": ("frontdesk.admin", "main_scale", "set the number of handler processes of running dispatchers"),
     "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
     "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
@@ -60,6 +66,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--config", help="configuration file (default ./frontdesk.toml; env FRONTDESK_CONFIG)")
     group.add_argument("--store", help="store URL (env FRONTDESK_STORE)")
     group.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING, ERROR")
+    group.add_argument("--log-file", dest="log_file", help="append log lines to this file, not stderr "
+                       "(env FRONTDESK_LOG_FILE; frontdesk logs follows it)")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="any setting by its key (see `frontdesk config --markdown`); repeatable")
 
@@ -136,16 +144,30 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--sandbox-url", help="sandbox base URL (default http://<sandbox_listen>)")
     say.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
 
+    test = parsers["test"]
+    test.add_argument("transcripts", nargs="+", metavar="TRANSCRIPT", help="transcript files (JSON)")
+    test.add_argument("--url", help="webhook URL of a running system (default http://<listen><callback_path>)")
+    test.add_argument("--sandbox-url", help="its sandbox base URL (default http://<sandbox_listen>)")
+    test.add_argument("--handler", help="start a system of its own (frontdesk run --sandbox on free ports) with "
+                      "this handler command line (\"\": the bundled echo bot), and stop it after")
+    test.add_argument("--handlers", help="handler processes of the started system (default 1)")
+    test.add_argument("--timeout", type=float, default=10.0,
+                      help="seconds one user turn may wait for the bot's answers (default 10)")
+
     check = parsers["check-handler"]
     check.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per check")
     check.add_argument("handler_command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]",
                        help="the handler to check")
 
     parsers["status"].add_argument("--json", action="store_true", help="print one JSON object")
-    parsers["status"].add_argument("--interval", type=float, default=1.5, metavar="S",
-                                   help="measure rates (events/s, busy share, calls/s) over S seconds "
-                                        "for the advice; 0: one snapshot, no rates (default 1.5)")
+    parsers["status"].add_argument("--interval", type=float, metavar="S",
+                                   help="measure rates (events/s, busy share, calls/s) for the advice over S "
+                                        "seconds; 0: none (default: the running status page's, else none)")
     parsers["top"].add_argument("--once", action="store_true", help="print one frame and exit")
+    logs = parsers["logs"]
+    logs.add_argument("role", nargs="?", choices=LOG_ROLES, help="only this role's lines")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing lines as they are written")
+    logs.add_argument("-n", "--lines", type=int, default=20, help="how many of the last lines to print (default 20)")
     parsers["scale"].add_argument("count", type=int, help="handler processes per dispatcher")
     dead = parsers["dead-letters"]
     dead.add_argument("action", nargs="?", choices=["list", "retry", "drop"],
@@ -186,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = config.load(_flags(args), config_file=args.config)
+        # `frontdesk logs` reads the file: its own lines (if any) go to stderr, and it creates nothing
+        setup_logging(settings.log_level, "" if args.command == "logs" else settings.log_file)
     except config.ConfigError as exc:
         print(f"frontdesk: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
     module_name, function_name, _ = COMMANDS[args.command]
     module = importlib.import_module(module_name)
     try:

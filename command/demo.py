@@ -2,16 +2,20 @@
 
 Runs beside the arbiter in a thread: waits until the receiver and the sandbox accept
 connections, sends the webhooks with `frontdesk bench` (the same command the banner prints),
-whose `--show` prints, event by event, what the sandbox recorded as delivered to the "users".
+whose `--show` prints, event by event, what the sandbox recorded as delivered to the "users",
+then says that the system keeps running and how to play a user yourself.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from frontdesk.protocol.config import KNOBS_BY_NAME
 
 DEMO_EVENTS = 5
 READY_TIMEOUT_S = 20.0
@@ -43,6 +47,17 @@ def wait_listening(addresses: list[str]) -> bool:
     return True
 
 
+def say_command(settings) -> str:
+    """`frontdesk say`, with the addresses only where they are not the defaults it assumes."""
+    words = ["frontdesk", "say", "hello"]
+    if settings.listen != KNOBS_BY_NAME["listen"].default or \
+            settings.callback_path != KNOBS_BY_NAME["callback_path"].default:
+        words += ["--url", f"http://{settings.listen}{settings.callback_path}"]
+    if settings.sandbox_listen != KNOBS_BY_NAME["sandbox_listen"].default:
+        words += ["--sandbox-url", f"http://{settings.sandbox_listen}"]
+    return shlex.join(words)
+
+
 def run_demo(settings) -> None:
     if not wait_listening([settings.listen, settings.sandbox_listen]):
         print("demo: the receiver or the sandbox did not start listening; see the log above", flush=True)
@@ -50,6 +65,9 @@ def run_demo(settings) -> None:
     env = {**os.environ, "LINE_CHANNEL_SECRET": settings.channel_secret}
     print(f"demo: sending {DEMO_EVENTS} signed example webhooks", flush=True)
     subprocess.run(demo_command(settings), env=env, check=False)
+    # Without this the demo looks finished, and nothing says the system behind it still runs.
+    print(f"demo: done; frontdesk keeps running: play a user with `{say_command(settings)}`, "
+          "Ctrl-C stops everything", flush=True)
 
 
 def start_demo(settings) -> threading.Thread:

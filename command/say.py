@@ -1,24 +1,21 @@
 """`frontdesk say [TEXT] --kind KIND --user USER`: play one user, see what the bot answers.
 
 Sends one event, as LINE would (signed, with a reply token the sandbox honours), to a running
-system (`frontdesk run --sandbox`), then follows the sandbox's recorder and prints what that user
-(or that user's group) received: the reply to the event and any push to the conversation. So a
-developer can try "fail", a sticker or a follow without writing code.
+system (`frontdesk run --sandbox`), then prints what that user (or that user's group) received:
+the reply to the event and any push to the conversation (command/conversation.py). So a developer
+can try "fail", a sticker or a follow without writing code. When nothing came because the event
+became a dead letter, it says so, with the handler's error.
 """
 from __future__ import annotations
 
 import json
 import sys
-import time
-
-import requests
 
 from frontdesk.protocol.config import ConfigError, sandbox_credentials
 from frontdesk.protocol.events import conversation_key
-from frontdesk.sandbox.webhooks import (EVENT_KINDS, EventFactory, describe_source, post_webhook, source_for,
-                                        user_id)
+from frontdesk.sandbox.webhooks import EVENT_KINDS, describe_source, source_for, user_id
 
-QUIET_S = 1.0       # after the first answer, how long to wait for more before printing
+from .conversation import Player, PlayerError
 
 
 def resolve_user(text: str) -> str:
@@ -37,47 +34,34 @@ def main(settings, args) -> int:
         raise ConfigError("say: --timeout must be positive")
     uid = resolve_user(args.user)
     url = args.url or f"http://{settings.listen}{settings.callback_path}"
-    sandbox = (args.sandbox_url or f"http://{settings.sandbox_listen}").rstrip("/")
-    session = requests.Session()
-    session.trust_env = False   # loopback: no proxies from the environment
+    sandbox = args.sandbox_url or f"http://{settings.sandbox_listen}"
     try:
-        since = session.get(f"{sandbox}/sandbox/stats", timeout=5).json()["last_delivery_id"]
-    except (requests.RequestException, ValueError, KeyError) as exc:
-        print(f"frontdesk say: cannot reach the sandbox at {sandbox}: {exc}", file=sys.stderr)
+        player = Player(url, sandbox, sandbox_credentials(settings)[0], settings.store)
+    except PlayerError as exc:
+        print(f"frontdesk say: {exc}", file=sys.stderr)
         return 2
-    secret = sandbox_credentials(settings)[0]
-    factory = EventFactory(secret)
-    event = factory.event(args.kind, source_for(args.kind, uid), text=args.text)
-    status = post_webhook(url, secret, factory.body([event]))
-    said = f" {json.dumps(args.text, ensure_ascii=False)}" if args.text else ""
-    print(f"say: {args.kind}{said} from {describe_source(event.get('source'))} -> {url}: "
-          f"{status or 'no answer'}", flush=True)
-    if status != 200:
-        return 1
-    received = follow(session, sandbox, since, event, args.timeout)
-    if not received:
-        print(f"say: nothing received within {args.timeout:g} s", flush=True)
-        return 1
-    for delivery in received:
-        print(f"say: {', '.join(delivery['to'])} received ({delivery['endpoint']}):", flush=True)
+    with player:
+        event = player.factory.event(args.kind, source_for(args.kind, uid), text=args.text)
+        status = player.send(event)
+        said = f" {json.dumps(args.text, ensure_ascii=False)}" if args.text else ""
+        print(f"say: {args.kind}{said} from {describe_source(event.get('source'))} -> {url}: "
+              f"{status or 'no answer'}", flush=True)
+        if status != 200:
+            return 1
+        chat = conversation_key(event) if "source" in event else ""
+        outcome = player.collect(event, chat, expected=1, timeout=args.timeout)
+    for delivery in outcome.deliveries:
+        print(f"say: {', '.join(delivery['to']) or 'every follower'} received ({delivery['endpoint']}):", flush=True)
         for message in delivery["messages"]:
             print("  " + json.dumps(message, ensure_ascii=False), flush=True)
+    if outcome.dead_letter:
+        attempts = outcome.dead_letter["attempts"]
+        print(f"say: the event became a dead letter after {attempts} attempt{'s' if attempts != 1 else ''}: "
+              f"{outcome.dead_letter['error']} (frontdesk dead-letters list)", flush=True)
+        return 1
+    if not outcome.deliveries:
+        print("say: nothing received: the bot finished the event without sending anything"
+              if outcome.finished else
+              f"say: nothing received within {args.timeout:g} s", flush=True)
+        return 1
     return 0
-
-
-def follow(session, sandbox: str, since: int, event: dict, timeout: float) -> list[dict]:
-    """The deliveries for this event: its reply, pushes to its conversation; until quiet or timeout."""
-    key = conversation_key(event) if "source" in event else None
-    found: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while (now := time.monotonic()) < deadline:
-        wait = min(deadline - now, QUIET_S) if found else deadline - now
-        page = session.get(f"{sandbox}/sandbox/deliveries", params={"since": since, "wait": round(wait, 3)},
-                           timeout=wait + 10).json()
-        if not page:
-            if found:
-                break
-            continue
-        since = page[-1]["id"]
-        found += [d for d in page if d.get("source_event") == event["webhookEventId"] or key in d["to"]]
-    return found

@@ -406,11 +406,21 @@ def _typed(value) -> str:
 class Report:
     def __init__(self, out):
         self.out = out
-        self.failed = 0
+        self.counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
 
-    def line(self, verdict: str, name: str, reason: str) -> None:
-        self.failed += verdict == "FAIL"
+    @property
+    def failed(self) -> int:
+        return self.counts["FAIL"]
+
+    def line(self, verdict: str, name: str, reason: str, checks: int = 1) -> None:
+        """One line for `checks` checks (several only when skipped together)."""
+        self.counts[verdict] += checks
         print(f"{verdict} {name} — {reason}", file=self.out, flush=True)
+
+    def summary(self) -> None:
+        """The last line: what a reader of a long run looks for first."""
+        skipped = f", {self.counts['SKIP']} skipped" if self.counts["SKIP"] else ""
+        print(f"{self.counts['PASS']} passed, {self.counts['FAIL']} failed{skipped}", file=self.out, flush=True)
 
 
 class Kit:
@@ -429,13 +439,20 @@ class Kit:
     ISOLATED = ("malformed-frame", "oversize-frame", "unsupported-version", "eof-with-event-in-flight")
 
     def run(self) -> int:
-        """Every check, one line each; 1 if any failed. A command that cannot run is one line, 2."""
+        """Every check, one line each, then a summary line; 1 if any failed. A command that cannot
+        run is one line (and the summary), 2."""
+        status = self._checks()
+        self.report.summary()
+        return status
+
+    def _checks(self) -> int:
         problem = command_problem(self.command)
         if problem:
             self.report.line("FAIL", "start", problem)
             return 2
         if not self.main_session():
-            self.report.line("SKIP", ",".join(self.ISOLATED), "the handler never completed the handshake")
+            self.report.line("SKIP", ",".join(self.ISOLATED), "the handler never completed the handshake",
+                             checks=len(self.ISOLATED))
             return 1
         for name in self.ISOLATED:
             self.isolated(name, getattr(self, "check_" + name.replace("-", "_")))
@@ -483,7 +500,7 @@ class Kit:
                     rest = [n for n, _ in steps[index + 1:]]
                     if rest:
                         report.line("SKIP", f"{rest[0]}..{rest[-1]}" if len(rest) > 1 else rest[0],
-                                    f"{len(rest)} check(s) skipped: the session ended")
+                                    f"{len(rest)} check(s) skipped: the session ended", checks=len(rest))
                     break
         finally:
             handler.kill()

@@ -109,6 +109,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("api_base", str, "https://api.line.me", "Messaging API base URL."),
     Knob("api_data_base", str, "https://api-data.line.me", "Messaging API data (content) base URL."),
     Knob("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
+    Knob("log_file", str, "", "Every process appends its log lines to this file instead of writing them to "
+         "stderr (reopened when logrotate moves it); `frontdesk logs [ROLE] -f` follows it. Empty: stderr."),
     # --- receiver
     Knob("callback_path", str, "/callback", "Webhook path."),
     Knob("max_body_bytes", int, 1024 * 1024, "Largest webhook body accepted (413 beyond).", minimum=1),

@@ -3,11 +3,13 @@ status.
 
 `frontdesk run` and the dispatcher start their children as `python -m frontdesk.<role>` (so `ps`
 names the role) with every setting in the environment (`Settings.to_environ`); the child loads
-them back here. The log format is shared by every process: `time LEVEL logger[pid] key=value ...`.
+them back here. The log format is shared by every process: `time LEVEL logger[pid] key=value ...`,
+on stderr or in the file `log_file` names (`frontdesk logs` reads it, command/logs.py).
 """
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 from typing import Callable
 
@@ -16,10 +18,22 @@ from .config import ConfigError, Settings, load
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr in the one format of every frontdesk process."""
+def setup_logging(level: str, log_file: str = "") -> None:
+    """Log in the one format of every frontdesk process: to stderr, or appended to `log_file`.
+
+    Every process of a system appends to the same file (one write per line, O_APPEND); a
+    WatchedFileHandler reopens it when logrotate has moved it away. ConfigError when it cannot
+    be opened."""
+    handler: logging.Handler
+    if log_file:
+        try:
+            handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"log_file {log_file!r}: cannot open it: {exc.strerror}") from None
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=LOG_FORMAT,
-                        stream=sys.stderr)
+                        handlers=[handler])
 
 
 def run_role(name: str, main: Callable[[Settings], int | None]) -> int:
@@ -27,7 +41,7 @@ def run_role(name: str, main: Callable[[Settings], int | None]) -> int:
     returns its exit status (2 for a configuration error, named on stderr)."""
     try:
         settings = load()
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, settings.log_file)
         return main(settings) or 0
     except ConfigError as exc:
         print(f"frontdesk {name}: configuration error: {exc}", file=sys.stderr)

@@ -21,7 +21,8 @@ ID_PATTERN = re.compile(r"[UCR][0-9a-f]{32}")
 USER_ID_PATTERN = re.compile(r"U[0-9a-f]{32}")
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 MESSAGE_TYPES = ("text", "image", "video", "audio", "location", "sticker", "template", "imagemap", "flex",
-                 "textV2")
+                 "textV2", "coupon")
+MAX_DELIVERY_TAG = 30   # a coupon message's deliveryTag (messaging-api.yml, CouponMessage)
 
 MESSAGES = {
     "no_auth": "Authorization header required. Must follow the scheme, 'Authorization: Bearer <ACCESS TOKEN>'",
@@ -131,6 +132,10 @@ class Validator:
         elif kind == "audio":
             self.https_url(message, "originalContentUrl", f"{prop}.originalContentUrl")
             self.number(message, "duration", f"{prop}.duration")
+        elif kind == "coupon":   # a coupon made with POST /v2/bot/coupon (shop.py); its existence is not checked
+            self.string(message, "couponId", f"{prop}.couponId")
+            if "deliveryTag" in message:
+                self.string(message, "deliveryTag", f"{prop}.deliveryTag", MAX_DELIVERY_TAG)
         elif kind == "location":
             self.string(message, "title", f"{prop}.title", 100)
             self.string(message, "address", f"{prop}.address", 100)

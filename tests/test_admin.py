@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from frontdesk.admin import print_status_table
+from frontdesk.demo import accepting
 from frontdesk.store import open_store
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,15 +37,16 @@ def event(n: int, user: str) -> dict:
             "source": {"type": "user", "userId": user}, "message": {"type": "text", "id": str(n), "text": "x"}}
 
 
-def test_status_on_a_fresh_path_is_zeros_and_creates_nothing(tmp_path, url):
-    result = frontdesk("status", "--json", "--store", url)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["events"] == {"pending": 0, "in_flight": 0, "done": 0, "dead": 0, "oldest_pending_s": 0.0}
-    assert report["processes"] == {}
+@pytest.mark.parametrize("folder", ["", "no-such-folder/"])
+def test_status_where_there_is_no_store_says_so_exits_4_and_creates_nothing(tmp_path, folder):
+    url = f"sqlite:///{tmp_path}/{folder}fd.db"
+    for args in (("status",), ("status", "--json")):
+        result = frontdesk(*args, "--store", url)
+        assert result.returncode == 4 and result.stdout == "", result.stdout + result.stderr
+        assert result.stderr == (f"frontdesk status: no store at {url}: {tmp_path}/{folder}fd.db does not exist "
+                                 "(nothing has run with this store here: give the system's --store, or run this "
+                                 "in its folder)\n")
     assert list(tmp_path.iterdir()) == []
-    table = frontdesk("status", "--store", url)
-    assert table.returncode == 0 and "pending" in table.stdout and "none published" in table.stdout
 
 
 def test_status_reports_queue_and_processes(url):
@@ -66,7 +68,7 @@ def test_status_reports_queue_and_processes(url):
         {"pending": 1, "in_flight": 1, "done": 1, "dead": 1}
     assert report["processes"]["dispatcher-h1"]["pid"] == 123
     table = frontdesk("status", "--store", url).stdout
-    assert "dispatcher-h1" in table and "handlers=2 (ready 1, waiting_restart 1)" in table
+    assert "dispatcher-h1" in table and "handlers 1 of 2 ready (waiting_restart 1)" in table
     assert "DEGRADED: handlers: 6 crashes within 60 s" in table
     rows = {line.split()[0]: line.split()[1:] for line in table.splitlines() if line.strip().startswith("handler-")}
     assert rows == {"handler-1": ["4001", "ready", "3", "250", "0"],
@@ -86,14 +88,10 @@ def test_status_shows_each_rate_limiters_share_of_the_shared_budget(url):
     assert shown == ["reply 62% (124 sent)", "reply 38% (75 sent)"]
 
 
-@pytest.mark.parametrize("bad_url, message", [
-    ("postgres://db", "not supported"),
-    ("sqlite:////nonexistent-folder-xyz/fd.db", "does not exist"),
-])
-def test_status_with_a_bad_store_url_is_one_clear_line(bad_url, message):
-    result = frontdesk("status", "--store", bad_url)
+def test_status_with_a_bad_store_url_is_one_clear_line():
+    result = frontdesk("status", "--store", "postgres://db")
     assert result.returncode == 1
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "not supported" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_status_on_a_corrupt_file(tmp_path):
@@ -194,6 +192,62 @@ def test_status_names_a_hot_key(url):
                for line in report["advice"])
 
 
+def test_status_says_everything_in_words_and_times_not_raw_values(url):
+    started = time.time() - 125
+    store = open_store(url)
+    try:
+        store.put_status("dispatcher:h1:7", {
+            "pid": 7, "host": "h1", "owner": "h1:7:abcd", "state": "running", "started_at": started,
+            "handlers_target": 2, "in_flight": 1, "handled": 42, "degraded": None, "store_error": None,
+            "autoscale": None, "e2e_s": 3.5, "e2e_counts": [1, 2],
+            "handlers": [{"name": "handler-1", "pid": 70, "state": "ready", "in_flight": 1, "handled": 42,
+                          "restarts": 0}],
+            "ratelimiter": {"pid": 8, "restarts": 1, "degraded": None, "pending_calls": 0,
+                            "limits_per_s": {"reply": 2000.0, "broadcast": 0.016666666666666666},
+                            "stats": {"calls": {"reply": {"200": 40, "400": 2}, "profile": {"200": 3}},
+                                      "queues": {}, "budget": {}}},
+            "a_future_field": {"nested": [1, 2, 3] * 30}})
+        store.put_status("run:h1:5", {"pid": 5, "host": "h1", "state": "running", "started_at": started - 1,
+                                      "services": {"receiver": {"pid": 6, "address": "http://127.0.0.1:8000/callback",
+                                                                "restarts": 0, "degraded": None},
+                                                   "dispatcher": {"pid": None, "address": "", "restarts": 3,
+                                                                  "degraded": "6 crashes within 60 s"}}})
+    finally:
+        store.close()
+    table = frontdesk("status", "--store", url).stdout
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+    assert f"running, pid 7 on h1, up 2 min (since {since}), handlers 1 of 2 ready, in flight 1, handled 42" in table
+    assert "rate limiter: pid 8, restarts 1, pending calls 0; calls: profile 3 (200 ×3), reply 42 (200 ×40, 400 ×2)" \
+        in table
+    assert "receiver   pid 6  http://127.0.0.1:8000/callback" in table
+    assert "dispatcher pid - (not running)  restarts 3" in table and "DEGRADED dispatcher: 6 crashes within 60 s" in table
+    assert "a_future_field: " + json.dumps({"nested": [1, 2, 3] * 30}) in table      # whole, not cut
+    for raw in ("None", "started_at", str(round(started, 1))[:8], "...", "owner", "e2e", "limits_per_s"):
+        assert raw not in table, raw
+    assert "rates      none: no status page of this store answers (--interval 1.5 measures them)" in table
+
+
+def test_status_takes_its_rates_from_the_running_status_page(url, tmp_path):
+    admin = f"127.0.0.1:{free_port()}"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
+    store = open_store(url)
+    page = subprocess.Popen([sys.executable, "-m", "frontdesk", "statuspage", "--store", url, "--admin-listen", admin],
+                            env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        publish = lambda: store.put_status("run:h1:5", {"pid": 5, "state": "running", "services": {
+            "statuspage": {"pid": page.pid, "address": f"http://{admin}/", "restarts": 0, "degraded": None}}})
+        publish()
+        wait_until(lambda: page.poll() is not None or accepting(admin), timeout=30, message="the page listens")
+        publish()   # fresh again after the wait
+        report = json.loads(frontdesk("status", "--json", "--store", url).stdout)
+        assert report["rates"] == f"from the status page http://{admin}/"
+        assert report["view"]["processes"]["run:h1:5"]["pid"] == 5    # the page's view of this store
+    finally:
+        page.terminate()
+        page.wait(timeout=30)
+        store.close()
+
+
 def test_status_marks_a_silent_process_stale_and_a_stopped_one_not(capsys):
     now = time.time()
     print_status_table({"store": "sqlite:///x.db", "events": {"pending": 0, "in_flight": 0, "done": 0, "dead": 0,
@@ -219,7 +273,8 @@ def test_status_advises_a_handler_count_for_a_real_busy_pool(harness):
     harness.wait_status(process, lambda d: [h["state"] for h in d["handlers"]] == ["ready"], timeout=30)
     harness.append(keys=50, per_key=8)      # 400 events: at ~30/s one handler needs over 10 s
     wait_until(lambda: harness.store.stats()["oldest_pending_s"] > 6, timeout=30, message="a backlog")
-    report = json.loads(frontdesk("status", "--json", "--store", harness.url).stdout)
+    report = json.loads(frontdesk("status", "--json", "--interval", "1.5", "--store", harness.url).stdout)
+    assert report["rates"] == "measured over 1.5 s"
     (handler,) = report["view"]["dispatchers"][0]["handlers"]
     assert handler["busy_share"] >= 0.9 and handler["events_per_s"] > 0
     assert any(re.fullmatch(r"handlers \d+ % busy and the oldest event waits \d+ s: about [2-9] handlers would "

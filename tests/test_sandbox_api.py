@@ -338,6 +338,9 @@ def test_coupon_life_cycle(line, api):
     coupon_id = bot.create_coupon(request).coupon_id
     assert bot.get_coupon_detail(coupon_id).status == "RUNNING"
     assert coupon_id in [c.coupon_id for c in bot.list_coupon(status=["RUNNING"]).items]
+    sent = bot.push_message(m.PushMessageRequest(to=U1, messages=[m.CouponMessage(coupon_id=coupon_id,
+                                                                                   delivery_tag="spring")]))
+    assert len(sent.sent_messages) == 1   # LINE's coupon message is accepted, as a reply is
     bot.close_coupon(coupon_id)
     assert bot.get_coupon_detail(coupon_id).status == "CLOSED"
     assert coupon_id not in [c.coupon_id for c in bot.list_coupon(status=["RUNNING"]).items]
