@@ -6,12 +6,13 @@ whose `--show` prints, event by event, what the sandbox recorded as delivered to
 """
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from frontdesk.protocol.credentials import ChildSecrets
 
 DEMO_EVENTS = 5
 READY_TIMEOUT_S = 20.0
@@ -43,16 +44,16 @@ def wait_listening(addresses: list[str]) -> bool:
     return True
 
 
-def run_demo(settings) -> None:
+def run_demo(settings, env: dict[str, str], secret: ChildSecrets) -> None:
+    """`env` has no secret: the bench signs with the channel secret's descriptor, as the receiver checks."""
     if not wait_listening([settings.listen, settings.sandbox_listen]):
         print("demo: the receiver or the sandbox did not start listening; see the log above", flush=True)
         return
-    env = {**os.environ, "LINE_CHANNEL_SECRET": settings.channel_secret}
     print(f"demo: sending {DEMO_EVENTS} signed example webhooks", flush=True)
-    subprocess.run(demo_command(settings), env=env, check=False)
+    subprocess.run(demo_command(settings), env={**env, **secret.environ}, pass_fds=secret.pass_fds, check=False)
 
 
-def start_demo(settings) -> threading.Thread:
-    thread = threading.Thread(target=run_demo, args=(settings,), name="demo", daemon=True)
+def start_demo(settings, env: dict[str, str], secret: ChildSecrets) -> threading.Thread:
+    thread = threading.Thread(target=run_demo, args=(settings, env, secret), name="demo", daemon=True)
     thread.start()
     return thread
