@@ -17,7 +17,7 @@ from frontdesk.dispatcher.lifeline import spawn
 from frontdesk.dispatcher.loop import EventLoop, SignalQueue
 from frontdesk.dispatcher.supervise import RestartPolicy
 from frontdesk.dispatcher.workers import describe_exit
-from frontdesk.protocol.credentials import ChildSecrets
+from frontdesk.protocol.credentials import NO_SECRETS, ChildSecrets
 from frontdesk.protocol.roles import status_name
 from frontdesk.store import StoreError, StoreGone, open_store
 
@@ -28,7 +28,7 @@ class Service:
     """One supervised child without a frame protocol (sandbox, dispatcher, receiver)."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], settings, address: str = "",
-                 stop_grace_s: float | None = None, secrets: ChildSecrets = ChildSecrets({}, ())):
+                 stop_grace_s: float | None = None, secrets: ChildSecrets = NO_SECRETS):
         self.name = name
         self.argv = argv
         self.env = {**env, **secrets.environ}

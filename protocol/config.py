@@ -301,6 +301,7 @@ class Settings:
         return self._secret_fds.get(name)
 
     def has_secret(self, name: str) -> bool:
+        """Whether the secret `name` is given: as a value, or as a descriptor kept unread."""
         return bool(getattr(self, name)) or name in self._secret_fds
 
     def holds_secrets(self) -> bool:

@@ -27,7 +27,6 @@ from .config import CREDENTIALS_DIRECTORY, KNOBS, KNOBS_BY_NAME, Settings
 log = logging.getLogger("frontdesk.credentials")
 
 PR_SET_DUMPABLE = 4
-SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 try:
     _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
@@ -49,13 +48,14 @@ def protect_held_secrets(settings: Settings) -> None:
 
 
 def seal(name: str, value: str) -> int:
-    """A descriptor of a sealed, mode-0 in-memory file holding `value` (not inherited by exec)."""
+    """A descriptor of a sealed, mode-0 in-memory file holding `value` (not inherited by exec; Linux)."""
     fd = os.memfd_create(f"frontdesk-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         data = memoryview(value.encode())
         while data:
             data = data[os.write(fd, data):]
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
         os.fchmod(fd, 0)
     except OSError:
         os.close(fd)
@@ -80,6 +80,9 @@ class ChildSecrets:
     """What one child is given: the descriptors' numbers for its environment, the descriptors to pass."""
     environ: dict[str, str]
     pass_fds: tuple[int, ...]
+
+
+NO_SECRETS = ChildSecrets({}, ())
 
 
 class SealedSecrets:
