@@ -1,6 +1,8 @@
-"""Least privilege (issue 14, defect 11): store files only their owner reads, secrets from files
-so they need be in no environment, handlers without secrets and, when frontdesk starts as root,
-as another user."""
+"""Least privilege (README, "Least privilege"): store files only their owner reads; secrets from
+files so they need be in no environment; each secret only to the process that uses it, as an
+inherited descriptor, and every process holding one closed to its own user (tried as an
+unprivileged user: root may read any process); handlers without secrets and, when frontdesk
+starts as root, as another user."""
 from __future__ import annotations
 
 import glob
