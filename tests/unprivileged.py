@@ -54,11 +54,15 @@ class Unprivileged:
         os.chown(self.folder, self.uid, self.gid)
         self.python = sys.executable
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
-        if self.as_root and self._import_error():
-            self._build_interpreter()
-            problem = self._import_error()
-            if problem:
-                raise RuntimeError(f"{USER} cannot run frontdesk with the interpreter built in {self.root}: {problem}")
+        try:
+            if self.as_root and self._import_error():
+                self._build_interpreter()
+                problem = self._import_error()
+                if problem:
+                    raise RuntimeError(f"{USER} cannot run frontdesk with the interpreter built for it: {problem}")
+        except BaseException:
+            self.close()
+            raise
 
     def popen(self, argv: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
         """Start argv as the user in its folder, with the interpreter's environment under `env`."""
