@@ -114,7 +114,7 @@ def _measure(side: str, settings: Settings, args, latency_ms: float, repeat: int
     if side == "frontdesk":
         system = system.replace(handler=shlex.join([sys.executable, "-m", "frontdesk.bench.sdk_echo"]))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))},
-           **system.to_environ()}
+           **system.to_environ(), **system.secrets_environ()}
     with ExitStack() as stack:
         if side == "sdk_echo":
             stack.enter_context(_process("sandbox", [sys.executable, "-m", "frontdesk.sandbox"],

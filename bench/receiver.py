@@ -285,7 +285,7 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
     log_path = os.path.join(workdir, f"servers-{run_no}.log")
 
     port = _free_port()
-    bare_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}").to_environ()}
+    bare_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}").to_environ(), **settings.secrets_environ()}
     bare = _Server([sys.executable, "-m", "frontdesk.bench.receiver", "serve-bare"], bare_env, port, log_path)
     try:
         a = _drive(port, settings, args, f"a{run_no}-", "closed")
@@ -294,7 +294,8 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
 
     port = _free_port()
     store_url = f"sqlite:///{workdir}/bench-{run_no}.db"
-    receiver_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}", store=store_url).to_environ()}
+    receiver_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}", store=store_url).to_environ(),
+                    **settings.secrets_environ()}
     receiver = _Server([sys.executable, "-m", "frontdesk.receiver"], receiver_env, port, log_path)
     try:
         b = _drive(port, settings, args, f"b{run_no}-", "closed")

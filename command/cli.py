@@ -12,6 +12,7 @@ import os
 import sys
 
 from frontdesk.protocol import config
+from frontdesk.protocol.credentials import protect_held_secrets
 from frontdesk.protocol.roles import setup_logging
 
 from .logs import ROLES as LOG_ROLES
@@ -194,6 +195,11 @@ def _flags(args: argparse.Namespace) -> dict:
             raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
         if key not in config.KNOBS_BY_NAME:
             raise config.ConfigError(f"--set: unknown setting {key!r}")
+        knob = config.KNOBS_BY_NAME[key]
+        if knob.secret:   # /proc/<pid>/cmdline is open to every user of the machine
+            raise config.ConfigError(f"--set {key}: a secret on the command line is visible to every user of "
+                                     f"this machine (ps); give it in {knob.file_env_name}, systemd's credential "
+                                     f"{knob.credential} or {knob.env_name}")
         flags[key] = value
     return flags
 
@@ -213,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"frontdesk: configuration error: {exc}", file=sys.stderr)
         return 2
+    protect_held_secrets(settings)
     module_name, function_name, _ = COMMANDS[args.command]
     module = importlib.import_module(module_name)
     try:

@@ -7,7 +7,6 @@ then says that the system keeps running and how to play a user yourself.
 """
 from __future__ import annotations
 
-import os
 import shlex
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import threading
 import time
 
 from frontdesk.protocol.config import KNOBS_BY_NAME
+from frontdesk.protocol.credentials import ChildSecrets
 
 DEMO_EVENTS = 5
 READY_TIMEOUT_S = 20.0
@@ -58,19 +58,19 @@ def say_command(settings) -> str:
     return shlex.join(words)
 
 
-def run_demo(settings) -> None:
+def run_demo(settings, env: dict[str, str], secret: ChildSecrets) -> None:
+    """`env` has no secret: the bench signs with the channel secret's descriptor, as the receiver checks."""
     if not wait_listening([settings.listen, settings.sandbox_listen]):
         print("demo: the receiver or the sandbox did not start listening; see the log above", flush=True)
         return
-    env = {**os.environ, "LINE_CHANNEL_SECRET": settings.channel_secret}
     print(f"demo: sending {DEMO_EVENTS} signed example webhooks", flush=True)
-    subprocess.run(demo_command(settings), env=env, check=False)
+    subprocess.run(demo_command(settings), env={**env, **secret.environ}, pass_fds=secret.pass_fds, check=False)
     # Without this the demo looks finished, and nothing says the system behind it still runs.
     print(f"demo: done; frontdesk keeps running: play a user with `{say_command(settings)}`, "
           "Ctrl-C stops everything", flush=True)
 
 
-def start_demo(settings) -> threading.Thread:
-    thread = threading.Thread(target=run_demo, args=(settings,), name="demo", daemon=True)
+def start_demo(settings, env: dict[str, str], secret: ChildSecrets) -> threading.Thread:
+    thread = threading.Thread(target=run_demo, args=(settings, env, secret), name="demo", daemon=True)
     thread.start()
     return thread

@@ -1,6 +1,8 @@
 """`frontdesk run`: everything on one machine (with --sandbox the LINE API emulator too). A
 `Supervisor` (command/supervisor.py) starts the sandbox, the dispatcher and the receiver as
 `python -m frontdesk.<role>` children, restarts whichever dies, and takes them all down with it.
+The receiver gets the channel secret, the dispatcher the access token for its rate limiter, the
+sandbox both, the status page neither: as inherited descriptors (protocol/credentials.py).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import socket
 import sys
 
 from frontdesk.protocol.config import SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, ConfigError
+from frontdesk.protocol.credentials import SealedSecrets, protect_held_secrets, without_secrets
 from frontdesk.store import StoreError, open_store
 
 from .demo import demo_command, start_demo
@@ -51,14 +54,21 @@ def main(settings, args) -> int:
         settings = sandbox_settings(settings)
     else:
         settings.require_secrets("channel_secret", "channel_access_token")
-    env = {**os.environ, **settings.to_environ()}
+    # Each secret is sealed once and its descriptor handed to the children that need it, at every
+    # (re)start: we keep them for our whole life, so we are non-dumpable (protocol/credentials.py).
+    protect_held_secrets(settings)
+    secrets = SealedSecrets(settings, ["channel_secret", "channel_access_token"])
+    env = {**without_secrets(os.environ), **settings.to_environ()}
     services = []
-    if args.sandbox:
-        services.append(Service("sandbox", role_command("sandbox"), env, settings, f"http://{settings.sandbox_listen}"))
-    services.append(Service("dispatcher", role_command("dispatcher"), env, settings,
-                            stop_grace_s=settings.drain_grace_s + 2 * settings.kill_grace_s))
+    if args.sandbox:   # it plays LINE, which knows both
+        services.append(Service("sandbox", role_command("sandbox"), env, settings, f"http://{settings.sandbox_listen}",
+                                secrets=secrets.for_child("channel_secret", "channel_access_token")))
+    services.append(Service("dispatcher", role_command("dispatcher"), env, settings,   # for its rate limiter
+                            stop_grace_s=settings.drain_grace_s + 2 * settings.kill_grace_s,
+                            secrets=secrets.for_child("channel_access_token")))
     webhook_url = f"http://{settings.listen}{settings.callback_path}"
-    services.append(Service("receiver", role_command("receiver"), env, settings, webhook_url))
+    services.append(Service("receiver", role_command("receiver"), env, settings, webhook_url,
+                            secrets=secrets.for_child("channel_secret")))
     if settings.admin_listen:
         services.append(Service("statuspage", role_command("statuspage"), env, settings,
                                 f"http://{settings.admin_listen}/"))
@@ -73,7 +83,8 @@ def main(settings, args) -> int:
     _print_banner(settings, args.sandbox)
     supervisor = Supervisor(settings, store, services)
     try:
-        demo = (lambda: start_demo(settings)) if getattr(args, "demo", False) else None
+        demo = (lambda: start_demo(settings, env, secrets.for_child("channel_secret"))) \
+            if getattr(args, "demo", False) else None
         return supervisor.run(on_started=demo)
     finally:
         supervisor.store.close()   # the one it has open now (it reopens a replaced file)

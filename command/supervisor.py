@@ -3,7 +3,7 @@ receiver as children, restarts whichever dies, and takes them all down with it.
 
 A `Service` is a child that speaks no frames: it dies with us (`lifeline.spawn`), its output goes
 to our stderr, it stops on SIGTERM. It is restarted with backoff whenever it exits while we still
-want it.
+want it, and inherits the same secret descriptors each time (protocol/credentials.py).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from frontdesk.dispatcher.lifeline import spawn
 from frontdesk.dispatcher.loop import EventLoop, SignalQueue
 from frontdesk.dispatcher.supervise import RestartPolicy
 from frontdesk.dispatcher.workers import describe_exit
+from frontdesk.protocol.credentials import NO_SECRETS, ChildSecrets
 from frontdesk.protocol.roles import status_name
 from frontdesk.store import StoreError, StoreGone, open_store
 
@@ -27,10 +28,11 @@ class Service:
     """One supervised child without a frame protocol (sandbox, dispatcher, receiver)."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], settings, address: str = "",
-                 stop_grace_s: float | None = None):
+                 stop_grace_s: float | None = None, secrets: ChildSecrets = NO_SECRETS):
         self.name = name
         self.argv = argv
-        self.env = env
+        self.env = {**env, **secrets.environ}
+        self.pass_fds = secrets.pass_fds   # the secrets it needs: the same descriptors at every start
         self.settings = settings
         self.address = address
         # TERM -> KILL; the dispatcher's TERM means "drain", which may take drain_grace_s
@@ -46,7 +48,7 @@ class Service:
 
     def start(self) -> None:
         try:
-            self.proc = spawn(self.argv, self.env, stdout=None, stderr=None)
+            self.proc = spawn(self.argv, self.env, stdout=None, stderr=None, pass_fds=self.pass_fds)
         except OSError as exc:
             self.proc = None
             self._timer = time.monotonic() + self.policy.crashed(f"cannot start: {exc}", self.name)

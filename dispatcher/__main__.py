@@ -5,4 +5,5 @@ from frontdesk.protocol.roles import run_role
 
 from .arbiter import main
 
-sys.exit(run_role("dispatcher", main))
+# the access token is its rate limiter's: a descriptor from `frontdesk run` is handed on unread
+sys.exit(run_role("dispatcher", main, unread_secrets=("channel_access_token",)))

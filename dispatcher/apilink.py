@@ -1,6 +1,7 @@
 """The dispatcher's end of the rate limiter pipe: handler API calls out, answers back.
 
-The rate limiter is a child process (`python -m frontdesk.ratelimiter`). Every call
+The rate limiter is a child process (`python -m frontdesk.ratelimiter`), the one process of a
+dispatcher that gets the access token: an inherited descriptor, never its environment. Every call
 waiting for an answer stays in `pending` until answered, so when the rate limiter dies it is
 restarted with backoff and every pending call is sent again; the call journal in the store
 makes the repeat safe (a call that already reached LINE is answered from the journal).
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from frontdesk.protocol import rpc
+from frontdesk.protocol.credentials import ChildSecrets, SealedSecrets
 
 from .supervise import RestartPolicy
 from .workers import FramedChild, describe_exit
@@ -32,9 +34,9 @@ class PendingCall:
 
 
 class RateLimiterProcess(FramedChild):
-    def __init__(self, link: "ApiLink", env: dict[str, str], loop, settings):
-        super().__init__("ratelimiter", RATE_LIMITER_ARGV, env, loop, settings.max_frame_bytes,
-                         collect_stderr=False)
+    def __init__(self, link: "ApiLink", secrets: ChildSecrets, loop, settings):
+        super().__init__("ratelimiter", RATE_LIMITER_ARGV, {**link.env, **secrets.environ}, loop,
+                         settings.max_frame_bytes, collect_stderr=False, pass_fds=secrets.pass_fds)
         self.link = link
 
     def on_message(self, message) -> None:
@@ -50,6 +52,9 @@ class ApiLink:
     def __init__(self, settings, env: dict[str, str], loop):
         self.settings = settings
         self.env = env
+        # the token, sealed once (or the descriptor `frontdesk run` gave us, unread): every
+        # rate limiter we start, and restart, inherits it (protocol/credentials.py)
+        self.token = SealedSecrets(settings, ["channel_access_token"]).for_child("channel_access_token")
         self.loop = loop
         self.policy = RestartPolicy(settings, "ratelimiter", log)
         self.process: RateLimiterProcess | None = None
@@ -61,7 +66,7 @@ class ApiLink:
 
     def start(self) -> None:
         try:
-            self.process = RateLimiterProcess(self, self.env, self.loop, self.settings)
+            self.process = RateLimiterProcess(self, self.token, self.loop, self.settings)
         except OSError as exc:
             self._timer = time.monotonic() + self.policy.crashed(f"cannot start: {exc}", "ratelimiter")
             log.error("ratelimiter_start_failed error=%s", exc)

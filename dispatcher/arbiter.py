@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from frontdesk.protocol import rpc
 from frontdesk.protocol.config import handler_command
+from frontdesk.protocol.credentials import without_secrets
 from frontdesk.protocol.frames import EncodeError
 from frontdesk.protocol.roles import status_name, status_role
 from frontdesk.store import StoreError, StoreGone, run_with_store
@@ -69,9 +70,9 @@ class Arbiter:
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
         self.status_name = status_name("dispatcher", self.host, self.pid)
-        self.env = {**(os.environ if environ is None else environ), **settings.to_environ()}
-        credentials = settings.secret_env_names()   # handlers call the API through us, never directly
-        self.handler_env = {name: value for name, value in self.env.items() if name not in credentials}
+        # no secret in any child's environment: the rate limiter inherits the token's descriptor
+        # (ApiLink), and handlers call the API through us, never directly
+        self.env = {**without_secrets(os.environ if environ is None else environ), **settings.to_environ()}
         self.handler_argv = handler_command(settings)
         self.handler_identity = identity_of(settings.handler_user)   # None: our own user
         self.exit_status = 0   # 1 after the store's file was removed or replaced (_publish_status)
@@ -401,7 +402,7 @@ class Arbiter:
 
     def _start_handler(self, slot: Slot) -> HandlerProcess | None:
         try:
-            process = HandlerProcess(slot.name, self.handler_argv, self.handler_env, self.loop, self.settings, self)
+            process = HandlerProcess(slot.name, self.handler_argv, self.env, self.loop, self.settings, self)
             self.policy.started(slot.name)
             return process
         except OSError as exc:

@@ -7,28 +7,21 @@ Handlers also see EOF on stdin, which the protocol defines as "finish and exit".
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 
 from frontdesk.protocol.config import ConfigError
+from frontdesk.protocol.credentials import prctl
 
 PR_SET_PDEATHSIG = 1
-
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-except (OSError, AttributeError):
-    _prctl = None
 
 
 def _die_with(parent_pid: int):
     def preexec() -> None:  # runs in the child between fork and exec: no allocation-heavy work
-        if _prctl is not None:
-            _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(1)
     return preexec
@@ -62,9 +55,12 @@ def identity_of(user: str) -> Identity | None:
 
 
 def spawn(argv: list[str], env: dict[str, str], *, stdout=subprocess.PIPE,
-          stderr=subprocess.PIPE, identity: Identity | None = None) -> subprocess.Popen:
+          stderr=subprocess.PIPE, identity: Identity | None = None,
+          pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     """Start a supervised child: stdin is always a pipe from us (its lifeline); as `identity`
-    when given (the user is switched before preexec_fn runs, so the death signal still holds)."""
+    when given (the user is switched before preexec_fn runs, so the death signal still holds).
+    Of our descriptors it inherits only `pass_fds` (the secrets it needs, protocol/credentials.py)."""
     switch = {} if identity is None else {"user": identity.uid, "group": identity.gid, "extra_groups": []}
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=env,
-                            close_fds=True, process_group=0, preexec_fn=_die_with(os.getpid()), **switch)
+                            close_fds=True, pass_fds=pass_fds, process_group=0,
+                            preexec_fn=_die_with(os.getpid()), **switch)

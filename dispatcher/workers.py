@@ -39,10 +39,11 @@ class FramedChild:
     """One child process with frames on stdin/stdout; subclasses handle the messages."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], loop, max_frame_bytes: int,
-                 collect_stderr: bool = True, identity: Identity | None = None):
+                 collect_stderr: bool = True, identity: Identity | None = None, pass_fds: tuple[int, ...] = ()):
         self.name = name
         self.loop = loop
-        self.proc = spawn(argv, env, stderr=subprocess.PIPE if collect_stderr else None, identity=identity)
+        self.proc = spawn(argv, env, stderr=subprocess.PIPE if collect_stderr else None, identity=identity,
+                          pass_fds=pass_fds)
         self.pid = self.proc.pid
         self.returncode: int | None = None
         self._decoder = FrameDecoder(max_frame_bytes)

@@ -3,7 +3,8 @@
 Precedence (README, "Configuration"): command-line flag > environment > file
 (`frontdesk.toml`, or `--config` / `FRONTDESK_CONFIG`) > default. Errors name the key and the
 source, never a secret's value. Child processes receive the resolved settings through their
-environment (`Settings.to_environ`), so every process of one system sees the same values.
+environment (`Settings.to_environ`), so every process of one system sees the same values; the
+secrets never go there: a child that needs one inherits a descriptor (protocol/credentials.py).
 """
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ class Knob:
         """A secret's `<ENV>_FILE`: the path of a file holding it."""
         return self.env_name + "_FILE"
 
+    @property
+    def fd_env_name(self) -> str:
+        """A secret's `<ENV>_FD`: the number of an inherited descriptor of a file holding it."""
+        return self.env_name + "_FD"
+
 
 def _rates(text: str) -> dict[str, tuple[float, float]]:
     """`reply=2000/s,broadcast=60/h` -> {"reply": (2000, 1.0), "broadcast": (60, 3600.0)}."""
@@ -82,11 +88,14 @@ def _handler_count(raw) -> int | str:
 # from this list (`frontdesk config --markdown`), so the help texts are user documentation.
 KNOBS: tuple[Knob, ...] = (
     # --- credentials and addresses
-    Knob("channel_secret", str, "", "LINE channel secret: verifies webhook signatures. Or from a file: "
-         "`LINE_CHANNEL_SECRET_FILE`, or systemd's credential `line-channel-secret`.",
+    Knob("channel_secret", str, "", "LINE channel secret: the receiver verifies webhook signatures with it. "
+         "Or from a file: `LINE_CHANNEL_SECRET_FILE`, systemd's credential `line-channel-secret`, or an "
+         "inherited descriptor `LINE_CHANNEL_SECRET_FD`; never on the command line.",
          env="LINE_CHANNEL_SECRET", secret=True, credential="line-channel-secret"),
-    Knob("channel_access_token", str, "", "LINE channel access token for the Messaging API. Or from a "
-         "file: `LINE_CHANNEL_ACCESS_TOKEN_FILE`, or systemd's credential `line-channel-access-token`.",
+    Knob("channel_access_token", str, "", "LINE channel access token: the rate limiter calls the Messaging "
+         "API with it. Or from a file: `LINE_CHANNEL_ACCESS_TOKEN_FILE`, systemd's credential "
+         "`line-channel-access-token`, or an inherited descriptor `LINE_CHANNEL_ACCESS_TOKEN_FD`; never on "
+         "the command line.",
          env="LINE_CHANNEL_ACCESS_TOKEN", secret=True, credential="line-channel-access-token"),
     Knob("channel_id", str, "",
          "LINE channel ID (LINE Developers Console, Basic settings): `frontdesk doctor` checks that the "
@@ -284,10 +293,10 @@ class Settings:
     """Resolved configuration: one attribute per knob, plus where each value came from."""
 
     def __init__(self, values: dict[str, Any], sources: dict[str, str],
-                 secret_files: dict[str, str] | None = None):
+                 secret_fds: dict[str, int] | None = None):
         self.__dict__.update(values)
         self._sources = sources
-        self._secret_files = secret_files or {}   # knob name -> the file its secret was read from
+        self._secret_fds = secret_fds or {}   # knob name -> inherited descriptor, kept unread
 
     def source(self, name: str) -> str:
         return self._sources[name]
@@ -299,38 +308,45 @@ class Settings:
             knob = KNOBS_BY_NAME[name]
             values[name] = _convert(knob, raw, "override") if isinstance(raw, str) else raw
             sources[name] = "override"
-        return Settings(values, sources, {n: f for n, f in self._secret_files.items() if n not in changes})
+        return Settings(values, sources, {n: fd for n, fd in self._secret_fds.items() if n not in changes})
+
+    def secret_descriptor(self, name: str) -> int | None:
+        """The descriptor a secret came in when this process was asked to keep it unread (load's
+        `unread_secrets`: the dispatcher hands the token on to its rate limiter); else None."""
+        return self._secret_fds.get(name)
+
+    def has_secret(self, name: str) -> bool:
+        """Whether the secret `name` is given: as a value, or as a descriptor kept unread."""
+        return bool(getattr(self, name)) or name in self._secret_fds
+
+    def holds_secrets(self) -> bool:
+        """Whether this process holds any secret, as a value or as a descriptor."""
+        return any(self.has_secret(knob.name) for knob in KNOBS if knob.secret)
 
     def require_secrets(self, *names: str) -> None:
         """Fail with the names (never values) of required secrets that are empty."""
-        missing = [KNOBS_BY_NAME[n] for n in names if not getattr(self, n)]
+        missing = [KNOBS_BY_NAME[n] for n in names if not self.has_secret(n)]
         if missing:
             listed = ", ".join(f"{k.name} (env {k.env_name})" for k in missing)
             raise ConfigError(f"missing required secret: {listed}")
 
-    @staticmethod
-    def secret_env_names() -> frozenset[str]:
-        """Environment names that give a secret (its value, its file, systemd's credentials
-        folder): children that need no credentials do not get them."""
-        return frozenset({CREDENTIALS_DIRECTORY, *(name for knob in KNOBS if knob.secret
-                                                   for name in (knob.env_name, knob.file_env_name))})
-
     def to_environ(self) -> dict[str, str]:
-        """Settings as environment variables, for child processes (a secret by value, or by its
-        file's path when it was read from a file)."""
-        env = {}
-        for knob in KNOBS:
-            if knob.name in self._secret_files:   # read from a file: children read it too, so the
-                env[knob.file_env_name] = self._secret_files[knob.name]   # value is in no environment
-                continue
-            env[knob.env_name] = _as_typed(knob, getattr(self, knob.name))
+        """Every setting but the secrets as environment variables, for child processes; with
+        FRONTDESK_CONFIG pointing nowhere, so that a child reads no secret from a file either."""
+        env = {knob.env_name: _as_typed(knob, getattr(self, knob.name)) for knob in KNOBS if not knob.secret}
+        env["FRONTDESK_CONFIG"] = os.devnull
         return env
+
+    def secrets_environ(self) -> dict[str, str]:
+        """The secrets by value, as a user would export them: for a tool that starts frontdesk
+        commands of its own (the bench suites). frontdesk's own children never get this."""
+        return {knob.env_name: getattr(self, knob.name) for knob in KNOBS if knob.secret and getattr(self, knob.name)}
 
     def public(self) -> dict[str, Any]:
         """Every value with secrets masked, for status output and logs; rates in the form one
         types (`reply=2000/s,...`)."""
         return {
-            k.name: ("<set>" if getattr(self, k.name) else "<unset>") if k.secret
+            k.name: ("<set>" if self.has_secret(k.name) else "<unset>") if k.secret
             else _as_typed(k, getattr(self, k.name)) if k.type is _rates else getattr(self, k.name)
             for k in KNOBS
         }
@@ -350,11 +366,15 @@ def load(
     flags: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
     config_file: str | None = None,
+    unread_secrets: tuple[str, ...] = (),
 ) -> Settings:
     """Resolve every knob: flag > environment > file > default.
 
     `flags` holds values given on the command line (None means not given). The file is
-    `config_file`, else $FRONTDESK_CONFIG, else ./frontdesk.toml if it exists.
+    `config_file`, else $FRONTDESK_CONFIG, else ./frontdesk.toml if it exists. A secret comes,
+    after a flag, from its environment variable, an inherited descriptor (`<ENV>_FD`, read and
+    closed), a file (`<ENV>_FILE`) or systemd's credential; a descriptor of a secret named in
+    `unread_secrets` is kept open and unread (Settings.secret_descriptor) instead.
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     environ = os.environ if environ is None else environ
@@ -362,16 +382,23 @@ def load(
     unknown = sorted(set(flags) - set(KNOBS_BY_NAME))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-    values, sources, secret_files = {}, {}, {}
+    values, sources, secret_fds = {}, {}, {}
     for knob in KNOBS:
         secret_file = _secret_file(knob, environ) if knob.secret else None
         if knob.name in flags:
             raw, source = flags[knob.name], "command line"
         elif knob.env_name in environ:
             raw, source = environ[knob.env_name], f"environment {knob.env_name}"
+        elif knob.secret and environ.get(knob.fd_env_name):
+            source = f"environment {knob.fd_env_name}"
+            fd = _descriptor(environ[knob.fd_env_name], source)
+            if knob.name in unread_secrets:
+                values[knob.name], sources[knob.name], secret_fds[knob.name] = "", source, fd
+                continue
+            raw = _read_descriptor(fd, source)
         elif secret_file is not None:
             path, source = secret_file
-            raw, secret_files[knob.name] = _read_secret(path, source), path
+            raw = _read_secret(path, source)
         elif knob.name in file_values:
             raw, source = file_values[knob.name], file_name
         else:
@@ -385,7 +412,7 @@ def load(
     if values["handlers_min"] > values["handlers_max"]:
         raise ConfigError(f"handlers_min={values['handlers_min']} (from {sources['handlers_min']}) is above "
                           f"handlers_max={values['handlers_max']} (from {sources['handlers_max']})")
-    return Settings(values, sources, secret_files)
+    return Settings(values, sources, secret_fds)
 
 
 def _secret_file(knob: Knob, environ) -> tuple[str, str] | None:
@@ -408,6 +435,40 @@ def _read_secret(path: str, source: str) -> str:
         raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: {path} is not UTF-8 text") from None
+
+
+def _descriptor(text: str, source: str) -> int:
+    """The open descriptor an `<ENV>_FD` names, made non-inheritable (only a child it is handed to
+    explicitly gets it)."""
+    try:
+        fd = int(text)
+        if fd < 3:
+            raise ValueError
+        os.set_inheritable(fd, False)
+    except ValueError:
+        raise ConfigError(f"{source}: {text!r} is not the number of a descriptor beyond standard input, "
+                          f"output and error") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: descriptor {text} is not open ({exc.strerror})") from None
+    return fd
+
+
+def _read_descriptor(fd: int, source: str) -> str:
+    """A secret's text from a descriptor of a file (read from its start, so the same descriptor
+    serves every child it is handed to), which is then closed; errors never show the text."""
+    data = bytearray()
+    try:
+        while chunk := os.pread(fd, 65536, len(data)):
+            data += chunk
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read descriptor {fd} ({exc.strerror}): it must be a file, "
+                          f"not a pipe or a socket") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: descriptor {fd} does not hold UTF-8 text") from None
 
 
 def _read_file(path: str | None) -> tuple[dict[str, Any], str]:

@@ -2,9 +2,11 @@
 status.
 
 `frontdesk run` and the dispatcher start their children as `python -m frontdesk.<role>` (so `ps`
-names the role) with every setting in the environment (`Settings.to_environ`); the child loads
-them back here. The log format is shared by every process: `time LEVEL logger[pid] key=value ...`,
-on stderr or in the file `log_file` names (`frontdesk logs` reads it, command/logs.py).
+names the role) with every setting in the environment (`Settings.to_environ`) and the secrets
+the role needs as inherited descriptors (protocol/credentials.py); the child loads them back
+here, and a child holding a secret makes itself non-dumpable. The log format is shared by every
+process: `time LEVEL logger[pid] key=value ...`, on stderr or in the file `log_file` names
+(`frontdesk logs` reads it, command/logs.py).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import sys
 from typing import Callable
 
 from .config import ConfigError, Settings, load
+from .credentials import protect_held_secrets
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"
 
@@ -36,12 +39,14 @@ def setup_logging(level: str, log_file: str = "") -> None:
                         handlers=[handler])
 
 
-def run_role(name: str, main: Callable[[Settings], int | None]) -> int:
+def run_role(name: str, main: Callable[[Settings], int | None], unread_secrets: tuple[str, ...] = ()) -> int:
     """Run one role's `main(settings)` with settings from the environment and the config file;
-    returns its exit status (2 for a configuration error, named on stderr)."""
+    returns its exit status (2 for a configuration error, named on stderr). Secrets named in
+    `unread_secrets` that come as descriptors are handed on unread (see config.load)."""
     try:
-        settings = load()
+        settings = load(unread_secrets=unread_secrets)
         setup_logging(settings.log_level, settings.log_file)
+        protect_held_secrets(settings)
         return main(settings) or 0
     except ConfigError as exc:
         print(f"frontdesk {name}: configuration error: {exc}", file=sys.stderr)
