@@ -32,6 +32,7 @@ from pathlib import Path
 
 from frontdesk.protocol.config import (SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, ConfigError, Settings,
                                        sandbox_credentials)
+from frontdesk.protocol.credentials import without_secrets
 from frontdesk.sandbox.webhooks import NO_REPLY_KINDS, EventFactory, mint_reply_token, new_webhook_event_id, source_key
 from frontdesk.store import StoreError, open_store, sqlite_file_missing
 
@@ -192,7 +193,7 @@ def start_system(handler: str | None = None, handlers: int = 1, environ: dict[st
     uses the sandbox's. Raises SystemUnavailable, with the system's last log lines, when it does not
     start."""
     environ = os.environ if environ is None else environ
-    env = {k: v for k, v in environ.items() if k not in Settings.secret_env_names()}
+    env = without_secrets(environ)
     with tempfile.TemporaryDirectory(prefix="frontdesk-test-") as folder:
         listen, sandbox_listen = _free_address(), _free_address()
         store = f"sqlite:///{Path(folder) / 'frontdesk.db'}"
