@@ -123,7 +123,7 @@ def _print_banner(settings, sandbox: bool) -> None:
         f"  store             {settings.store}",
         *([f"  log file          {settings.log_file} (follow it: "
            f"{shlex.join(['frontdesk', 'logs', '-f', '--log-file', settings.log_file])})"] if settings.log_file else []),
-        f"  status page       " + (f"http://{settings.admin_listen}/ (or: frontdesk top)" if settings.admin_listen
+        "  status page       " + (f"http://{settings.admin_listen}/ (or: frontdesk top)" if settings.admin_listen
                                    else "none (admin_listen is empty; frontdesk top still works)"),
         f"  handlers          {pool} x {settings.handler or 'the bundled echo example'}",
     ]

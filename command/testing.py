@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from frontdesk.protocol.config import (SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, ConfigError, Settings,
+from frontdesk.protocol.config import (SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, ConfigError,
                                        sandbox_credentials)
 from frontdesk.protocol.credentials import without_secrets
 from frontdesk.sandbox.webhooks import NO_REPLY_KINDS, EventFactory, mint_reply_token, new_webhook_event_id, source_key
