@@ -18,15 +18,17 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sqlite3
-import struct
 import threading
 import time
+from collections import Counter
 
 from frontdesk.protocol.events import conversation_key, make_document
 
 from .base import (AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreGone, StoreUnavailable,
                    spent_error)
+from . import companions, wal
 from .feed import FeedNotifier, SocketFeed, feed_folder
 from .groupcommit import AppendRequest, GroupCommitter, follow_change
 
@@ -52,13 +54,18 @@ FILE_MODE = 0o600
 QUICK_CHECK_MAX_BYTES = 256 << 20
 PROBE_BYTES = 64 << 10   # the health probe's write (_probe_write)
 INTEGRITY_CONTROL = "integrity"   # controls row: the last failed check, until an operator clears it
-_WAL_HEADER = struct.Struct(">IIIIIIII")   # magic, version, page size, checkpoint no, salt1, salt2, checksum
-_WAL_FRAME_HEADER = struct.Struct(">IIIIII")   # page no, db size after commit (0: not a commit), salts, checksum
+DAMAGED_WAL_SUFFIX = "-wal.damaged-"   # + the WAL generation's salts: the copy of a WAL found damaged
 BUSY_TIMEOUT_S = 10.0       # how long a write waits for a transaction of a foreign writer
 WRITER_LOCK_SUFFIX = ".writelock"
 _ID_QUERY_CHUNK = 500       # ids per duplicate lookup (SQLite allows 32766 parameters)
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 PURGE_CHUNK = 500           # rows deleted per transaction, so writers are never held up long
+# The stores this process holds open: path -> the (device, inode) of each one's file. SQLite's
+# locks on a database and its -shm file are POSIX locks, which closing *any* descriptor of that
+# file in the process drops: the checks at open that read those files with descriptors of their
+# own (store/companions.py, store/wal.py) run only where this process holds no store of the path.
+_OPEN_IN_PROCESS: dict[str, Counter] = {}
+_OPEN_IN_PROCESS_LOCK = threading.Lock()
 
 # Schema migrations: index i brings user_version i to i + 1. Append, never edit.
 MIGRATIONS: list[list[str]] = [
@@ -181,18 +188,19 @@ class SQLiteStore(Store):
         self.path = path_from_url(url)
         self.db_name = os.path.splitext(os.path.basename(self.path))[0]
         self._check_location()
-        self._create_private()
         # one writer lock per connection: they exclude each other across threads and processes
         self._shared_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._writer_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._checkpoint_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
+        self._real_path = os.path.realpath(self.path)
+        with self._shared_lock:   # the writers of every frontdesk process wait while the files are looked at
+            wal_damage = self._prepare_files()
         self._conn = self._connect(BOOKKEEPING_SYNC)
         self._lock = threading.Lock()           # guards self._conn
         self._closed = False
-        self._identity = self._file_identity()   # (device, inode) of the file opened
         self._migrate()
-        if check_integrity:
-            self._check_integrity()
+        if wal_damage or check_integrity:
+            self._check_integrity(wal_damage, quick_check=check_integrity)
         self._writer_conn = self._connect("FULL")
         # Reads on a connection of their own: in WAL mode they never wait for a writer, so a
         # read (the rate limiter's journal look-up for every call) does not queue behind a
@@ -220,6 +228,29 @@ class SQLiteStore(Store):
                 raise StoreError(f"store {self.path}: file is not readable and writable by this user")
         elif not os.access(folder, os.W_OK):
             raise StoreError(f"store {self.path}: folder {folder} is not writable by this user")
+
+    def _prepare_files(self) -> str | None:
+        """Before the first connection, with frontdesk's writers held off: make sure the -wal and
+        -shm beside the path are this file's (store/companions.py), create the file if need be,
+        scan the WAL (_scan_wal) and count this store as open in the process. Returns the WAL's
+        problem, if it has one."""
+        with _OPEN_IN_PROCESS_LOCK:
+            held_here = _OPEN_IN_PROCESS.get(self._real_path)
+            if held_here and self._file_identity() not in held_here:
+                raise StoreError(f"store {self.path}: this process still has the database file that was "
+                                 "removed or replaced open; close it first")
+            first_here = not held_here
+            if first_here and companions.held_by_another_file(self.path):
+                raise StoreError(f"store {self.path}: its -wal and -shm files are still in use by processes of "
+                                 "the database file that was removed or replaced; it opens once they have stopped")
+            if first_here and not os.path.exists(self.path):
+                for kept in companions.move_orphans(self.path):
+                    log.warning("event=orphaned_wal_moved path=%s kept=%s", self.path, kept)
+            self._create_private()
+            wal_damage = self._scan_wal() if first_here else None
+            self._identity = self._file_identity()   # (device, inode) of the file opened
+            _OPEN_IN_PROCESS.setdefault(self._real_path, Counter())[self._identity] += 1
+        return wal_damage
 
     def _create_private(self) -> None:
         """Create the database file 0600 unless it exists (sqlite3 would create it 0644)."""
@@ -281,62 +312,82 @@ class SQLiteStore(Store):
             raise
 
     # --- the integrity check at open ----------------------------------------------------------------
-    def _check_integrity(self) -> None:
+    def _scan_wal(self) -> str | None:
+        """Find committed transactions that SQLite's recovery would drop from the WAL (store/wal.py).
+
+        Every open does it, before this process's first connection (a connection replays the WAL,
+        and the last one to close merges and deletes it), with the writers of every frontdesk
+        process held off (a writer may overwrite or reset the WAL); one that finds any keeps a copy
+        of the WAL as found beside the database first. Returns the problem, for the report."""
+        try:
+            damage = wal.scan(self.path)
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: cannot read its WAL: {exc.strerror or exc}") from None
+        if damage is None:
+            return None
+        return f"{damage.describe()}; {self._keep_wal_copy(damage)}"
+
+    def _keep_wal_copy(self, damage: wal.Damage) -> str:
+        """Copy the WAL beside the database, once per WAL generation (0600: it holds users' messages),
+        and say where. Called with the writers held off."""
+        copy = self.path + DAMAGED_WAL_SUFFIX + (damage.generation.hex() or time.strftime("%Y%m%dT%H%M%S"))
+        try:
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        except FileExistsError:
+            return f"the WAL as found is kept in {copy}"   # by an earlier open
+        except OSError as exc:
+            return f"no copy of the WAL could be kept ({copy}: {exc.strerror})"
+        try:
+            with open(fd, "wb") as out, open(self.path + "-wal", "rb") as found:
+                shutil.copyfileobj(found, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            os.unlink(copy)
+            return f"no copy of the WAL could be kept ({copy}: {exc.strerror})"
+        log.info("event=wal_copy_kept path=%s copy=%s bytes=%d", self.path, copy, damage.size)
+        return f"the WAL as found is kept in {copy}"
+
+    def _check_integrity(self, wal_damage: str | None, quick_check: bool) -> None:
         """Say loudly when the file has lost or broken data, instead of carrying on silently.
 
-        Two checks. The WAL: SQLite replays the WAL up to the first frame whose checksum fails and
-        silently drops the rest, committed transactions included (acknowledged events!); a commit
-        frame of the WAL's current generation after the last frame SQLite took means exactly that
-        (a crash in the middle of a write leaves no such commit frame). It reads 24 bytes per frame
-        after the last valid one, with frontdesk's writers held off. Then PRAGMA quick_check, for
-        files up to QUICK_CHECK_MAX_BYTES. A failure is logged CRITICAL and kept in the controls
-        table, where `frontdesk status` shows it (and exits 3) until an operator clears it."""
-        problems = []
-        try:
-            with self._shared_lock:
-                dropped = self._dropped_wal_commits()
-            if dropped:
-                problems.append(f"the WAL held {dropped} committed transaction(s) after a damaged frame: "
-                                "SQLite dropped them (acknowledged events may be lost)")
-            size = os.path.getsize(self.path)
-            if size > QUICK_CHECK_MAX_BYTES:
-                log.info("store_quick_check_skipped path=%s bytes=%d above=%d", self.path, size,
-                         QUICK_CHECK_MAX_BYTES)
-            else:
-                rows = [row[0] for row in self._conn.execute("PRAGMA quick_check(20)")]
-                if rows != ["ok"]:
-                    problems.append("quick_check: " + "; ".join(rows))
-        except (sqlite3.Error, OSError) as exc:
-            problems.append(f"the check itself failed: {exc}")
+        The WAL was scanned before this connection opened (_scan_wal). With `quick_check`, PRAGMA
+        quick_check reads the database file too (files up to QUICK_CHECK_MAX_BYTES): a damaged page
+        can go unnoticed until something reads it. A failure is logged CRITICAL and kept in the
+        controls table, where `frontdesk status` shows it (and exits 3) and the receiver's /healthz
+        answers 503, until an operator clears it (docs/store.md, "Integrity check")."""
+        problems = [wal_damage] if wal_damage else []
+        if quick_check:
+            try:
+                size = os.path.getsize(self.path)
+                if size > QUICK_CHECK_MAX_BYTES:
+                    log.info("store_quick_check_skipped path=%s bytes=%d above=%d", self.path, size,
+                             QUICK_CHECK_MAX_BYTES)
+                else:
+                    rows = [row[0] for row in self._conn.execute("PRAGMA quick_check(20)")]
+                    if rows != ["ok"]:
+                        problems.append("quick_check: " + "; ".join(rows))
+            except (sqlite3.Error, OSError) as exc:
+                problems.append(f"the check itself failed: {exc}")
         if problems:
             report = {"ok": False, "checked_at": time.time(), "problems": problems}
             log.critical("event=store_integrity_failed path=%s problems=%r", self.path, problems)
             self.set_control(INTEGRITY_CONTROL, report)
+        if wal_damage:
+            self._retire_damaged_wal()
 
-    def _dropped_wal_commits(self) -> int:
-        """Commit frames of the WAL's current generation beyond the frames SQLite took."""
-        wal = self.path + "-wal"
-        _, taken, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    def _retire_damaged_wal(self) -> None:
+        """Merge what SQLite kept into the database and empty the WAL: the frames it dropped (kept
+        in the copy) would otherwise stay in the file behind new ones, to be found at every open."""
         try:
-            with open(wal, "rb") as f:
-                header = f.read(_WAL_HEADER.size)
-                if len(header) < _WAL_HEADER.size or taken < 0:
-                    return 0
-                page_size, salts = _WAL_HEADER.unpack(header)[2], _WAL_HEADER.unpack(header)[4:6]
-                frame_bytes = _WAL_FRAME_HEADER.size + page_size
-                dropped, frame = 0, taken
-                while True:
-                    f.seek(_WAL_HEADER.size + frame * frame_bytes)
-                    raw = f.read(_WAL_FRAME_HEADER.size)
-                    if len(raw) < _WAL_FRAME_HEADER.size:
-                        return dropped
-                    _, commit_size, salt1, salt2, _, _ = _WAL_FRAME_HEADER.unpack(raw)
-                    if (salt1, salt2) != salts:
-                        return dropped   # left over from an earlier generation: not ours
-                    dropped += commit_size != 0
-                    frame += 1
-        except FileNotFoundError:
-            return 0
+            with self._shared_lock:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            busy, reason = 1, str(exc)
+        else:
+            reason = "readers of other processes kept it busy"
+        if busy:
+            log.warning("event=damaged_wal_not_emptied path=%s reason=%s", self.path, reason)
 
     def integrity(self) -> dict | None:
         """The last failed integrity check ({"ok": False, "checked_at", "problems"}), or None."""
@@ -840,3 +891,10 @@ class SQLiteStore(Store):
         self._shared_lock.close()
         self._writer_lock.close()
         self._checkpoint_lock.close()
+        with _OPEN_IN_PROCESS_LOCK:
+            held_here = _OPEN_IN_PROCESS[self._real_path]
+            held_here[self._identity] -= 1
+            if held_here[self._identity] <= 0:
+                del held_here[self._identity]
+            if not held_here:
+                del _OPEN_IN_PROCESS[self._real_path]
