@@ -1,15 +1,23 @@
-"""The SQLite store's integrity check at open (issue 14, defect 12): damage that SQLite passes over
-in silence is logged CRITICAL, and `frontdesk status` shows it and exits 3."""
+"""The SQLite store's integrity check at open: damage that SQLite passes over in silence (a WAL
+it would replay only in part, a broken database page) is logged CRITICAL, the receiver's /healthz
+answers 503 and `frontdesk status` shows it and exits 3 (docs/store.md, "Integrity check")."""
 from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
+import sqlite3
+import stat
 import struct
 import subprocess
 import sys
 
+import pytest
+import requests
+
 from frontdesk.store import open_store
+from tests.helpers import wait_until
 from tests.test_receiver import Receiver, make_body, make_event
 
 
@@ -24,31 +32,69 @@ def stored_count(store) -> int:
     return stats["pending"] + stats["in_flight"] + stats["done"] + stats["dead"]
 
 
-def test_acknowledged_events_dropped_with_a_damaged_wal_are_reported_loudly(tmp_path, caplog):
+def healthz(receiver: Receiver) -> tuple[int, dict] | None:
+    """(status, body) of the receiver's /healthz; None while it does not listen yet."""
+    try:
+        answer = requests.get(receiver.url + "/healthz", timeout=2)
+    except requests.ConnectionError:
+        return None
+    return answer.status_code, answer.json()
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_acknowledged_events_a_damaged_wal_would_lose_are_found_loudly(tmp_path, where):
+    """40 webhooks acknowledged, the receiver killed with its WAL not merged, 4 KiB of the WAL
+    overwritten (its header and first frame / the middle / the last commit frame's page): the
+    restarted receiver logs CRITICAL, keeps a copy of the WAL as found beside the store, answers
+    /healthz 503, and `frontdesk status` exits 3; until an operator clears the report."""
     running = Receiver(tmp_path)
     try:
         running.wait_ready()
-        acked = sum(running.post(make_body(make_event())).status_code == 200 for _ in range(30))
+        acked = sum(running.post(make_body(make_event())).status_code == 200 for _ in range(40))
     finally:
-        running.proc.send_signal(signal.SIGKILL)   # a crash: the WAL is left as it is, not checkpointed
+        running.proc.send_signal(signal.SIGKILL)   # a crash: the WAL is left as it is, not merged
         running.proc.wait()
-    assert acked == 30
+    assert acked == 40
     wal = tmp_path / "frontdesk.db-wal"
+    size = os.path.getsize(wal)
     with open(wal, "r+b") as f:
-        page_size = struct.unpack(">I", f.read(12)[8:12])[0]
-        frames = (os.path.getsize(wal) - 32) // (24 + page_size)
-        f.seek(32 + (frames // 2) * (24 + page_size) + 24 + 64)   # page data of a frame halfway
-        f.write(b"\xde\xad\xbe\xef" * 4)
-    with caplog.at_level(logging.CRITICAL, logger="frontdesk.store.sqlite"):
-        store = open_store(running.store_url, check_integrity=True)
+        f.seek({"start": 0, "middle": size // 2, "end": size - 4096}[where])
+        f.write(b"\xde\xad\xbe\xef" * 1024)
+    damaged = wal.read_bytes()
+
+    restarted = Receiver(tmp_path)
     try:
-        assert stored_count(store) < 30   # SQLite did drop acknowledged events ...
-        assert "event=store_integrity_failed" in caplog.text and "committed transaction" in caplog.text
+        answer = wait_until(lambda: healthz(restarted), timeout=15, message="the restarted receiver answers")
+        assert answer[0] == 503 and answer[1]["status"] == "integrity_failed", answer
+        log = restarted.log()
+        assert re.search(r"CRITICAL .*event=store_integrity_failed .*committed transaction", log), log
+        copies = list(tmp_path.glob("frontdesk.db-wal.damaged-*"))
+        assert len(copies) == 1 and copies[0].read_bytes() == damaged, copies
+        assert stat.S_IMODE(copies[0].stat().st_mode) == 0o600
+        assert str(copies[0]) in log
+        assert restarted.post(make_body(make_event())).status_code == 200   # it stores what comes
+    finally:
+        assert restarted.stop() == 0
+    status = frontdesk_status(restarted.store_url)
+    assert status.returncode == 3, status
+    assert "INTEGRITY  FAILED" in status.stdout and str(copies[0]) in status.stdout
+    store = open_store(restarted.store_url)
+    try:
+        assert stored_count(store) < 41   # SQLite did drop acknowledged events
     finally:
         store.close()
-    status = frontdesk_status(running.store_url)   # ... and frontdesk says so until it is cleared
-    assert status.returncode == 3, status
-    assert "INTEGRITY  FAILED" in status.stdout and "integrity check" in status.stderr
+
+    again = Receiver(tmp_path)   # the next start finds nothing new: the report stands until cleared
+    try:
+        answer = wait_until(lambda: healthz(again), timeout=15, message="the receiver answers again")
+        assert answer[0] == 503 and "store_integrity_failed" not in again.log(), answer
+        with sqlite3.connect(tmp_path / "frontdesk.db") as conn:   # what docs/store.md tells the operator
+            conn.execute("DELETE FROM controls WHERE name = 'integrity'")
+        wait_until(lambda: healthz(again)[0] == 200, timeout=15, message="/healthz 200 once cleared")
+    finally:
+        again.stop()
+    assert list(tmp_path.glob("frontdesk.db-wal.damaged-*")) == copies
+    assert frontdesk_status(again.store_url).returncode == 0
 
 
 def test_a_damaged_database_page_fails_quick_check(tmp_path, caplog):
