@@ -367,8 +367,10 @@ class SQLiteStore(Store):
                     rows = [row[0] for row in self._conn.execute("PRAGMA quick_check(20)")]
                     if rows != ["ok"]:
                         problems.append("quick_check: " + "; ".join(rows))
-            except (sqlite3.Error, OSError) as exc:
-                problems.append(f"the check itself failed: {exc}")
+            except sqlite3.Error as exc:   # a page too broken to check ("database disk image is malformed")
+                problems.append(f"quick_check: {exc}")
+            except OSError as exc:
+                problems.append(f"the check itself failed: {exc.strerror or exc}")
         if problems:
             report = {"ok": False, "checked_at": time.time(), "problems": problems}
             log.critical("event=store_integrity_failed path=%s problems=%r", self.path, problems)
