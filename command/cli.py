@@ -37,6 +37,8 @@ COMMANDS = {
             "(keys + - h q; --once prints one frame)"),
     "scale": ("frontdesk.admin", "main_scale", "set the number of handler processes of running dispatchers"),
     "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
+    "integrity": ("frontdesk.admin", "main_integrity", "after a failed integrity check: re-queue the events "
+                  "a damaged WAL lost (salvage), then clear the report (clear)"),
     "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
 }
 ROLES = frozenset({"receiver", "dispatcher", "sandbox", "statuspage"})
@@ -152,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--all", action="store_true", help="retry or drop every dead letter")
     dead.add_argument("--limit", type=int, default=100, help="list at most this many")
     dead.add_argument("--json", action="store_true", help="print JSON")
+    parsers["integrity"].add_argument("action", choices=["salvage", "clear"],
+                                      help="salvage: re-queue the events the kept copies of a damaged WAL "
+                                           "hold and SQLite dropped; clear: forget the integrity report")
     parsers["config"].add_argument("--markdown", action="store_true",
                                    help="print the configuration reference table instead")
     return parser

@@ -54,7 +54,10 @@ FILE_MODE = 0o600
 QUICK_CHECK_MAX_BYTES = 256 << 20
 PROBE_BYTES = 64 << 10   # the health probe's write (_probe_write)
 INTEGRITY_CONTROL = "integrity"   # controls row: the last failed check, until an operator clears it
-DAMAGED_WAL_SUFFIX = "-wal.damaged-"   # + the WAL generation's salts: the copy of a WAL found damaged
+# A WAL found damaged is kept with the database file as they were: <db>.damaged-<X> and
+# <db>-wal.damaged-<X>, X the WAL generation's salts (names SQLite never pairs: opening the copy
+# of the database cannot replay or delete the copy of the WAL). store/salvage.py reads them.
+DAMAGED_SUFFIX = ".damaged-"
 BUSY_TIMEOUT_S = 10.0       # how long a write waits for a transaction of a foreign writer
 WRITER_LOCK_SUFFIX = ".writelock"
 _ID_QUERY_CHUNK = 500       # ids per duplicate lookup (SQLite allows 32766 parameters)
@@ -165,6 +168,20 @@ class WriterLock:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _copy_private(source: str, copy: str) -> None:
+    """Copy a file to a new file only its owner can read, on disk before this returns (a copy left
+    half-written by a failure is removed)."""
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        with open(fd, "wb") as out, open(source, "rb") as found:
+            shutil.copyfileobj(found, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError:
+        os.unlink(copy)
+        raise
 
 
 def _id_chunks(ids: list[str]):
@@ -325,28 +342,24 @@ class SQLiteStore(Store):
             raise StoreError(f"store {self.path}: cannot read its WAL: {exc.strerror or exc}") from None
         if damage is None:
             return None
-        return f"{damage.describe()}; {self._keep_wal_copy(damage)}"
+        return f"{damage.describe()}; {self._keep_copies(damage)}"
 
-    def _keep_wal_copy(self, damage: wal.Damage) -> str:
-        """Copy the WAL beside the database, once per WAL generation (0600: it holds users' messages),
-        and say where. Called with the writers held off."""
-        copy = self.path + DAMAGED_WAL_SUFFIX + (damage.generation.hex() or time.strftime("%Y%m%dT%H%M%S"))
+    def _keep_copies(self, damage: wal.Damage) -> str:
+        """Copy the database file and its WAL as found beside them, once per WAL generation (0600:
+        they hold users' messages), and say where; `frontdesk integrity salvage` gets what can be got
+        back from them. Called with the writers held off and no connection open."""
+        mark = DAMAGED_SUFFIX + (damage.generation.hex() or time.strftime("%Y%m%dT%H%M%S"))
+        copies = [(self.path + "-wal", self.path + "-wal" + mark), (self.path, self.path + mark)]
+        kept = " and ".join(copy for _, copy in copies)
+        if os.path.exists(copies[0][1]):
+            return f"the WAL and the database as found are kept in {kept}"   # by an earlier open
         try:
-            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-        except FileExistsError:
-            return f"the WAL as found is kept in {copy}"   # by an earlier open
+            for found, copy in copies:
+                _copy_private(found, copy)
         except OSError as exc:
-            return f"no copy of the WAL could be kept ({copy}: {exc.strerror})"
-        try:
-            with open(fd, "wb") as out, open(self.path + "-wal", "rb") as found:
-                shutil.copyfileobj(found, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            os.unlink(copy)
-            return f"no copy of the WAL could be kept ({copy}: {exc.strerror})"
-        log.info("event=wal_copy_kept path=%s copy=%s bytes=%d", self.path, copy, damage.size)
-        return f"the WAL as found is kept in {copy}"
+            return f"no copy of the WAL and the database could be kept ({exc.filename}: {exc.strerror})"
+        log.info("event=damaged_wal_kept path=%s copies=%s wal_bytes=%d", self.path, kept, damage.size)
+        return f"the WAL and the database as found are kept in {kept}"
 
     def _check_integrity(self, wal_damage: str | None, quick_check: bool) -> None:
         """Say loudly when the file has lost or broken data, instead of carrying on silently.
@@ -394,6 +407,9 @@ class SQLiteStore(Store):
     def integrity(self) -> dict | None:
         """The last failed integrity check ({"ok": False, "checked_at", "problems"}), or None."""
         return self.get_control(INTEGRITY_CONTROL)
+
+    def clear_integrity(self) -> None:
+        self._transaction(lambda conn: conn.execute("DELETE FROM controls WHERE name = ?", (INTEGRITY_CONTROL,)))
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

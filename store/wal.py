@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import array
 import os
+import shutil
 import struct
 import sys
 from dataclasses import dataclass
@@ -186,6 +187,66 @@ def _layout(header: bytes, index: WalIndex | None, db_path: str) -> _Layout | No
     return _Layout(page_size, _NATIVE_BIG, None, False) if page_size else None
 
 
+@dataclass(frozen=True)
+class Frame:
+    number: int          # from 1
+    page: int            # the database page it holds
+    commit: int          # the database size in pages after its transaction, on a commit frame; else 0
+    ours: bool           # salts of the WAL's current generation
+    intact: bool         # its checksum, continued from the one stored in the frame before, holds
+    data: memoryview     # the page
+
+    @property
+    def valid(self) -> bool:
+        return self.ours and self.intact
+
+
+class _Frames:
+    """The whole frames of a WAL in order, each checked as SQLite's recovery checks it, except that
+    a frame's checksum continues from the one stored in the frame before it (which is what
+    recovery computed, as long as every frame before was valid). `generation`: the salts of the
+    WAL's current generation (known once iterated, when the layout did not say)."""
+
+    def __init__(self, wal, size: int, header: bytes, layout: _Layout):
+        self._wal, self._header, self._layout = wal, header, layout
+        self.frame_size = FRAME_HEADER.size + layout.page_size
+        self.count = (size - HEADER.size) // self.frame_size
+        self.generation = layout.salts
+
+    def __iter__(self):
+        size, previous = self.frame_size, HEADER.unpack(self._header)[6:8]
+        self._wal.seek(HEADER.size)
+        for start in range(0, self.count, BATCH_FRAMES):
+            count = min(BATCH_FRAMES, self.count - start)
+            batch = self._wal.read(count * size)
+            if len(batch) < count * size:
+                return   # truncated meanwhile: SQLite will not see these frames either
+            headers = [FRAME_HEADER.unpack_from(batch, i * size) for i in range(count)]
+            salts = [batch[i * size + 8:i * size + 16] for i in range(count)]
+            seeds = [previous] + [h[4:6] for h in headers[:-1]]
+            previous = headers[-1][4:6]
+            sums = None
+            if self.generation is None or self.generation in salts:   # else earlier generations' only
+                sums = _frame_checksums(batch, count, self._layout.page_size, self._layout.big_endian, seeds)
+            view = memoryview(batch)
+            for i, (page, commit, _, _, sum0, sum1) in enumerate(headers):
+                intact = sums is not None and page != 0 and sums[i] == (sum0, sum1)
+                if self.generation is None and intact:
+                    self.generation = salts[i]   # the earliest intact frame's: a generation starts at the front
+                yield Frame(start + i + 1, page, commit, salts[i] == self.generation, intact,
+                            view[i * size + FRAME_HEADER.size:(i + 1) * size])
+
+
+def _open_frames(wal, size: int, db_path: str, index: WalIndex | None) -> tuple[_Frames | None, bool]:
+    """The frames of an open WAL file of `size` bytes (more than its header), and whether its
+    header is sound; None for the frames when no page size can be found for a damaged header."""
+    header = wal.read(HEADER.size)
+    layout = _layout(header, index, db_path)
+    if layout is None:
+        return None, False
+    return _Frames(wal, size, header, layout), layout.header_ok
+
+
 def scan(db_path: str) -> Damage | None:
     """Read the WAL of the database at db_path (and its wal-index) as SQLite's recovery will;
     None when recovery will replay every committed transaction in it.
@@ -193,64 +254,67 @@ def scan(db_path: str) -> Damage | None:
     Call it before any connection to the database is opened, with every writer held off: a
     connection's recovery rebuilds the wal-index, and a writer may overwrite or reset the WAL.
     """
-    wal_path = db_path + "-wal"
     try:
-        wal = open(wal_path, "rb")
+        wal = open(db_path + "-wal", "rb")
     except FileNotFoundError:
         return None
     with wal:
         size = os.fstat(wal.fileno()).st_size
-        header = wal.read(HEADER.size)
-        if size <= HEADER.size or len(header) < HEADER.size:
+        if size <= HEADER.size:
             return None   # SQLite reads a WAL only when it holds more than its header
         index = read_index(db_path + "-shm")
-        layout = _layout(header, index, db_path)
-        if layout is None:
+        frames, header_ok = _open_frames(wal, size, db_path, index)
+        if frames is None:
             return Damage(size, 0, 0, 1, (), True, b"")
-        return _scan_frames(wal, size, header, layout, index)
-
-
-def _scan_frames(wal, size: int, header: bytes, layout: _Layout, index: WalIndex | None) -> Damage | None:
-    frame_size = FRAME_HEADER.size + layout.page_size
-    frames = (size - HEADER.size) // frame_size
-    if not frames:
-        return None   # no whole frame: nothing SQLite could replay
-    generation = layout.salts
-    replayed, first_bad, lost = 0, (0 if layout.header_ok else 1), []
-    index_names_a_commit = False   # the frame the wal-index counts as the last committed one is one
-    previous = HEADER.unpack(header)[6:8]   # the stored checksum the first frame continues from
-    for start in range(0, frames, BATCH_FRAMES):
-        count = min(BATCH_FRAMES, frames - start)
-        batch = wal.read(count * frame_size)
-        if len(batch) < count * frame_size:
-            break   # truncated meanwhile: SQLite will not see these frames either
-        headers = [FRAME_HEADER.unpack_from(batch, i * frame_size) for i in range(count)]
-        salts = [batch[i * frame_size + 8:i * frame_size + 16] for i in range(count)]
-        seeds = [previous] + [h[4:6] for h in headers[:-1]]
-        previous = headers[-1][4:6]
-        if generation is not None and generation not in salts:   # earlier generations' frames only
-            first_bad = first_bad or start + 1
-            continue
-        sums = _frame_checksums(batch, count, layout.page_size, layout.big_endian, seeds)
-        for i, (page, commit, _, _, sum0, sum1) in enumerate(headers):
-            number = start + i + 1
-            intact = page != 0 and sums[i] == (sum0, sum1)
-            if generation is None and intact:
-                generation = salts[i]   # the earliest intact frame's: a generation starts at the front
-            valid = intact and salts[i] == generation
+        if not frames.count:
+            return None   # no whole frame: nothing SQLite could replay
+        replayed, first_bad, lost = 0, (0 if header_ok else 1), []
+        index_names_a_commit = False   # the frame the wal-index counts as the last committed one is one
+        for frame in frames:
             if first_bad:
-                if valid and commit:
-                    lost.append(number)
-            elif not valid:
-                first_bad = number
-            elif commit:
-                replayed = number
-            if index is not None and number == index.committed:
-                index_names_a_commit = commit != 0 and salts[i] == generation
-    if index is not None and index.salts == generation and index.committed > replayed \
+                if frame.valid and frame.commit:
+                    lost.append(frame.number)
+            elif not frame.valid:
+                first_bad = frame.number
+            elif frame.commit:
+                replayed = frame.number
+            if index is not None and frame.number == index.committed:
+                index_names_a_commit = frame.ours and frame.commit != 0
+    if index is not None and index.salts == frames.generation and index.committed > replayed \
             and index_names_a_commit and index.committed not in lost:
         lost.append(index.committed)
-    if layout.header_ok and not lost:
+    if header_ok and not lost:
         return None
-    return Damage(size, frames, replayed, first_bad, tuple(sorted(lost)), not layout.header_ok,
-                  generation or b"")
+    return Damage(size, frames.count, replayed, first_bad, tuple(sorted(lost)), not header_ok,
+                  frames.generation or b"")
+
+
+def replay(db_path: str, wal_path: str, out_path: str, everything: bool) -> int:
+    """Write out_path: the database at db_path with the WAL at wal_path merged into it, as a
+    checkpoint merges it (each frame's page written in frame order, the file cut to the size its
+    last commit gives). `everything` False: the frames SQLite's recovery replays (what it kept);
+    True: every valid frame up to the last valid commit frame (what was committed, less the
+    damaged frames: a page whose last version was in one of those keeps its version before).
+    Returns the number of the last commit frame merged (0: none). For getting back what a damaged
+    WAL lost, from copies of the two files (store/salvage.py)."""
+    shutil.copyfile(db_path, out_path)
+    with open(wal_path, "rb") as wal, open(out_path, "r+b") as out:
+        size = os.fstat(wal.fileno()).st_size
+        frames, header_ok = _open_frames(wal, size, db_path, None) if size > HEADER.size else (None, False)
+        if frames is None:
+            return 0
+        page_size, transaction, last_commit, database_pages = frames.frame_size - FRAME_HEADER.size, [], 0, 0
+        for frame in frames:
+            if not (frame.valid and header_ok) and not everything:
+                break   # recovery stops at the first frame that is not valid (at once after a damaged header)
+            if not frame.valid:
+                continue
+            transaction.append((frame.page, bytes(frame.data)))
+            if frame.commit:
+                for page, data in transaction:
+                    out.seek((page - 1) * page_size)
+                    out.write(data)
+                transaction, last_commit, database_pages = [], frame.number, frame.commit
+        if last_commit:
+            out.truncate(database_pages * page_size)
+    return last_commit
