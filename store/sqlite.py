@@ -210,9 +210,14 @@ class SQLiteStore(Store):
         self._writer_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._checkpoint_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._real_path = os.path.realpath(self.path)
-        with self._shared_lock:   # the writers of every frontdesk process wait while the files are looked at
-            wal_damage = self._prepare_files()
-        self._conn = self._connect(BOOKKEEPING_SYNC)
+        self._identity = None
+        try:
+            with self._shared_lock:   # the writers of every frontdesk process wait while the files are looked at
+                wal_damage = self._prepare_files()
+            self._conn = self._connect(BOOKKEEPING_SYNC)
+        except StoreError:   # (a supervisor may try again every second: nothing may be left open)
+            self._release_locks()
+            raise
         self._lock = threading.Lock()           # guards self._conn
         self._closed = False
         self._migrate()
@@ -334,8 +339,8 @@ class SQLiteStore(Store):
 
         Every open does it, before this process's first connection (a connection replays the WAL,
         and the last one to close merges and deletes it), with the writers of every frontdesk
-        process held off (a writer may overwrite or reset the WAL); one that finds any keeps a copy
-        of the WAL as found beside the database first. Returns the problem, for the report."""
+        process held off (a writer may overwrite or reset the WAL); one that finds any keeps copies
+        of the WAL and the database as found first. Returns the problem, for the report."""
         try:
             damage = wal.scan(self.path)
         except OSError as exc:
@@ -357,6 +362,9 @@ class SQLiteStore(Store):
             for found, copy in copies:
                 _copy_private(found, copy)
         except OSError as exc:
+            for _, copy in copies[:-1]:   # the WAL's, when the database's failed: both or neither
+                if os.path.exists(copy):
+                    os.unlink(copy)
             return f"no copy of the WAL and the database could be kept ({exc.filename}: {exc.strerror})"
         log.info("event=damaged_wal_kept path=%s copies=%s wal_bytes=%d", self.path, kept, damage.size)
         return f"the WAL and the database as found are kept in {kept}"
@@ -906,11 +914,17 @@ class SQLiteStore(Store):
         with self._read_lock:
             self._reader.close()
         self._writer_conn.close()
+        self._release_locks()
+
+    def _release_locks(self) -> None:
+        """The writer locks, and this store's count among the ones the process holds open."""
         self._shared_lock.close()
         self._writer_lock.close()
         self._checkpoint_lock.close()
         with _OPEN_IN_PROCESS_LOCK:
-            held_here = _OPEN_IN_PROCESS[self._real_path]
+            held_here = _OPEN_IN_PROCESS.get(self._real_path)
+            if held_here is None or self._identity not in held_here:
+                return   # an open that failed before it counted
             held_here[self._identity] -= 1
             if held_here[self._identity] <= 0:
                 del held_here[self._identity]
