@@ -39,11 +39,16 @@ def _locked_by_another_process(path: str, start: int, length: int) -> bool:
         os.close(fd)
 
 
+def open_elsewhere(db_path: str) -> bool:
+    """Another process has the database file at db_path open: its wal-index is live, and SQLite
+    will not recover the WAL when this process connects."""
+    return _locked_by_another_process(db_path, SHARED_FIRST, SHARED_SIZE)
+
+
 def held_by_another_file(db_path: str) -> bool:
     """The wal-index beside db_path is in use while no process holds the database file at the path:
     the processes using it have another file open (one removed or replaced since)."""
-    return _locked_by_another_process(db_path + "-shm", WAL_INDEX_DMS, 1) \
-        and not _locked_by_another_process(db_path, SHARED_FIRST, SHARED_SIZE)
+    return _locked_by_another_process(db_path + "-shm", WAL_INDEX_DMS, 1) and not open_elsewhere(db_path)
 
 
 def move_orphans(db_path: str) -> list[str]:

@@ -254,8 +254,8 @@ class SQLiteStore(Store):
     def _prepare_files(self) -> str | None:
         """Before the first connection, with frontdesk's writers held off: make sure the -wal and
         -shm beside the path are this file's (store/companions.py), create the file if need be,
-        scan the WAL (_scan_wal) and count this store as open in the process. Returns the WAL's
-        problem, if it has one."""
+        scan the WAL when SQLite will recover it (_scan_wal: no process has the file open) and
+        count this store as open in the process. Returns the WAL's problem, if it has one."""
         with _OPEN_IN_PROCESS_LOCK:
             held_here = _OPEN_IN_PROCESS.get(self._real_path)
             if held_here and self._file_identity() not in held_here:
@@ -269,7 +269,8 @@ class SQLiteStore(Store):
                 for kept in companions.move_orphans(self.path):
                     log.warning("event=orphaned_wal_moved path=%s kept=%s", self.path, kept)
             self._create_private()
-            wal_damage = self._scan_wal() if first_here else None
+            recovers = first_here and not companions.open_elsewhere(self.path)
+            wal_damage = self._scan_wal() if recovers else None
             self._identity = self._file_identity()   # (device, inode) of the file opened
             _OPEN_IN_PROCESS.setdefault(self._real_path, Counter())[self._identity] += 1
         return wal_damage
@@ -337,10 +338,13 @@ class SQLiteStore(Store):
     def _scan_wal(self) -> str | None:
         """Find committed transactions that SQLite's recovery would drop from the WAL (store/wal.py).
 
-        Every open does it, before this process's first connection (a connection replays the WAL,
-        and the last one to close merges and deletes it), with the writers of every frontdesk
+        An open that SQLite will recover the WAL in (no process has the file open: after a crash,
+        or when everything was stopped) does it before its first connection (that one replays the
+        WAL, and the last one to close merges and deletes it), with the writers of every frontdesk
         process held off (a writer may overwrite or reset the WAL); one that finds any keeps copies
-        of the WAL and the database as found first. Returns the problem, for the report."""
+        of the WAL and the database as found first. Returns the problem, for the report. While
+        other processes have the file open, its wal-index is live and SQLite recovers nothing: a
+        process restarted then (a crash of one) pays nothing."""
         try:
             damage = wal.scan(self.path)
         except OSError as exc:
