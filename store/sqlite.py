@@ -220,7 +220,8 @@ class SQLiteStore(Store):
             raise
         self._lock = threading.Lock()           # guards self._conn
         self._closed = False
-        self._migrate()
+        with self._shared_lock:   # a writer like any other: never while another process scans the WAL
+            self._migrate()
         if wal_damage or check_integrity:
             self._check_integrity(wal_damage, quick_check=check_integrity)
         self._writer_conn = self._connect("FULL")
