@@ -265,12 +265,14 @@ def main_integrity(settings, args) -> int:
                 _fail("integrity", f"salvage: {wal_copy}: cannot be read back: {exc}")
             new = duplicates = 0
             for event in lost:
-                if not event.finished:
+                if not event.finished and event.event is not None:
                     result = store.append(event.destination, [event.event], event.received_at_ms)
                     new, duplicates = new + len(result.new), duplicates + len(result.duplicates)
             finished = sum(event.finished for event in lost)
+            unreadable = sum(event.event is None and not event.finished for event in lost)
             print(f"{wal_copy}: {len(lost)} event(s) SQLite had dropped; re-queued {new}, "
-                  f"{duplicates} already in the store, {finished} finished before the crash")
+                  f"{duplicates} already in the store, {finished} finished before the crash"
+                  + (f", {unreadable} unreadable (their page was damaged)" if unreadable else ""))
     return 0
 
 

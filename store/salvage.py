@@ -25,7 +25,7 @@ from .sqlite import DAMAGED_SUFFIX, DEAD, DONE
 @dataclass(frozen=True)
 class LostEvent:
     destination: str
-    event: dict               # the LINE event as received
+    event: dict | None        # the LINE event as received; None when its text cannot be read back
     received_at_ms: int
     finished: bool            # acked or dead-lettered before the crash: nothing left to deliver
 
@@ -48,9 +48,17 @@ def lost_events(db_copy: str, wal_copy: str) -> list[LostEvent]:
         wal.replay(db_copy, wal_copy, kept, everything=False)
         wal.replay(db_copy, wal_copy, committed, everything=True)
         kept_ids = {row[0] for row in _events(kept, "id")}
-        return [LostEvent(destination, json.loads(event), received_at, state in (DONE, DEAD))
+        return [LostEvent(destination, _parsed(event), received_at, state in (DONE, DEAD))
                 for event_id, destination, event, received_at, state
                 in _events(committed, "id, destination, event, received_at, state") if event_id not in kept_ids]
+
+
+def _parsed(text) -> dict | None:
+    try:
+        event = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return event if isinstance(event, dict) else None
 
 
 def _events(path: str, columns: str) -> list[tuple]:
