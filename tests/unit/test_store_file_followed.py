@@ -1,5 +1,6 @@
-"""The status page's sampler follows its store file: removed or replaced, it says so (the page
-then exits for its supervisor to start it on the file now at the path: docs/store.md)."""
+"""The status page's sampler and `frontdesk top` follow their store file: removed or replaced, they
+say so (the page then exits for its supervisor to start it on the file now at the path, top stops:
+a process that kept the old file open would keep the new one from opening, docs/store.md)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,8 @@ import os
 import pytest
 
 from frontdesk.statuspage import Sampler
-from frontdesk.store import open_store
+from frontdesk.store import StoreGone, open_store
+from frontdesk.top import still_the_file
 
 
 @pytest.mark.parametrize("how", ["removed", "replaced"])
@@ -26,5 +28,16 @@ def test_the_sampler_notices_its_store_file_gone(tmp_path, how):
             os.replace(tmp_path / "restored.db", path)
         sampler.read_once()
         assert len(gone) == 1 and how in gone[0], gone
+    finally:
+        store.close()
+
+
+def test_top_stops_watching_a_file_that_was_removed(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'fd.db'}")
+    try:
+        still_the_file(store)   # the file it opened: nothing to say
+        os.remove(tmp_path / "fd.db")
+        with pytest.raises(StoreGone, match="removed"):
+            still_the_file(store)
     finally:
         store.close()
