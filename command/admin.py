@@ -1,4 +1,4 @@
-"""Operator commands that talk to the store: status, scale, dead-letters, config.
+"""Operator commands that talk to the store: status, scale, dead-letters, integrity, config.
 
 Each is `main_X(settings, args)` wired by command/cli.py. They open the store, do one thing,
 print it (a small table, or JSON with --json) and exit: 0 done, 1 the store failed, 2 bad usage
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 import urllib.request
@@ -375,6 +376,46 @@ def main_dead_letters(settings, args) -> int:
     if unknown:
         print(f"frontdesk dead-letters: not dead letters: {' '.join(unknown)}", file=sys.stderr)
         return 1
+    return 0
+
+
+# --- integrity ----------------------------------------------------------------------------------------
+
+@_reported
+def main_integrity(settings, args) -> int:
+    """salvage: append again the events that kept copies of a damaged WAL hold and SQLite dropped
+    (store/salvage.py); clear: forget the integrity report, once an operator has dealt with it."""
+    if args.action == "clear":
+        with _store("integrity", settings.store) as store:
+            report = store.integrity()
+            store.clear_integrity()
+        print("integrity report cleared" if report else "no integrity report to clear")
+        return 0
+    if not settings.store.startswith("sqlite:///"):
+        _fail("integrity", "salvage: only a SQLite store keeps copies of a damaged WAL", 2)
+    from frontdesk.store import salvage
+    from frontdesk.store.sqlite import path_from_url
+
+    pairs = salvage.copies_beside(path_from_url(settings.store))
+    if not pairs:
+        print("no copies of a damaged WAL beside the store: nothing to salvage")
+        return 0
+    with _store("integrity", settings.store) as store:
+        for db_copy, wal_copy in pairs:
+            try:
+                lost = salvage.lost_events(db_copy, wal_copy)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                _fail("integrity", f"salvage: {wal_copy}: cannot be read back: {exc}")
+            new = duplicates = 0
+            for event in lost:
+                if not event.finished and event.event is not None:
+                    result = store.append(event.destination, [event.event], event.received_at_ms)
+                    new, duplicates = new + len(result.new), duplicates + len(result.duplicates)
+            finished = sum(event.finished for event in lost)
+            unreadable = sum(event.event is None and not event.finished for event in lost)
+            print(f"{wal_copy}: {len(lost)} event(s) SQLite had dropped; re-queued {new}, "
+                  f"{duplicates} already in the store, {finished} finished before the crash"
+                  + (f", {unreadable} unreadable (their page was damaged)" if unreadable else ""))
     return 0
 
 

@@ -44,6 +44,8 @@ COMMANDS = {
              "(-f: and follow it)"),
     "scale": ("frontdesk.admin", "main_scale", "set the number of handler processes of running dispatchers"),
     "dead-letters": ("frontdesk.admin", "main_dead_letters", "list, retry or drop dead letters"),
+    "integrity": ("frontdesk.admin", "main_integrity", "after a failed integrity check: re-queue the events "
+                  "a damaged WAL lost (salvage), then clear the report (clear)"),
     "config": ("frontdesk.admin", "main_config", "print the resolved configuration (secrets masked)"),
     "doctor": ("frontdesk.doctor", "main", "check a configuration against LINE: token, webhook URL and "
                "\"Use webhook\", the month's quota, clock, store; one line per problem with its fix"),
@@ -181,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="check against the local emulator, as frontdesk run --sandbox sets it up")
     parsers["doctor"].add_argument("--test-webhook", action="store_true",
                                    help="also have LINE post a test webhook to the webhook URL (60 an hour)")
+    parsers["integrity"].add_argument("action", choices=["salvage", "clear"],
+                                      help="salvage: re-queue the events the kept copies of a damaged WAL "
+                                           "hold and SQLite dropped; clear: forget the integrity report")
     parsers["config"].add_argument("--markdown", action="store_true",
                                    help="print the configuration reference table instead")
     return parser

@@ -23,7 +23,7 @@ from importlib import resources
 
 from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
 from frontdesk.protocol.roles import status_role
-from frontdesk.store import StoreError, run_with_store
+from frontdesk.store import StoreError, StoreGone, run_with_store
 
 from .advice import advise
 from .observe import STALE_AFTER_S, Observer, Sample
@@ -52,9 +52,16 @@ def history_point(view: dict) -> dict:
 
 
 class Sampler:
-    """One thread reads the store every second; requests read its last result."""
+    """One thread reads the store every second; requests read its last result.
 
-    def __init__(self, store):
+    Each read first asks the store whether the file it opened is still the one at its path: after
+    a `rm` or a restore it would go on showing a file nobody writes (or fail on it), so it calls
+    `gone(reason)`, for the page to stop and be started again on the file now at the path, as the
+    receiver and the dispatcher are (docs/store.md)."""
+
+    def __init__(self, store, gone=lambda reason: None):
+        self.store = store
+        self.gone = gone
         self.observer = Observer(store, keep_s=2 * STALE_AFTER_S)
         self.lock = threading.Lock()
         self.history: list[dict] = []
@@ -78,6 +85,13 @@ class Sampler:
             self.read_once()
 
     def read_once(self) -> None:
+        try:
+            self.store.health()
+        except StoreGone as exc:
+            self.gone(str(exc))
+            return
+        except StoreError:
+            pass   # a store that cannot take writes can still be read: the sample says what it can
         try:
             sample = self.observer.sample()
             view = self.observer.view()
@@ -240,8 +254,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(server: ThreadingHTTPServer, store) -> int:
-    """Answer requests from the sampler's last read of the store, until TERM/INT."""
-    sampler = Sampler(store)
+    """Answer requests from the sampler's last read of the store, until TERM/INT (exit status 0),
+    or until the store's file is removed or replaced (1: for the supervisor to start it again)."""
+    gone: list[str] = []
+
+    def store_gone(reason: str) -> None:
+        if not gone:
+            gone.append(reason)
+            log.critical("event=store_file_gone reason=%s action=exit_for_restart", reason)
+            # shutdown() waits for serve_forever() to end: not on the thread that runs it
+            threading.Thread(target=server.shutdown, name="statuspage-stop", daemon=True).start()
+
+    sampler = Sampler(store, store_gone)
     server.RequestHandlerClass = type("StatusPageHandler", (_Handler,), {"sampler": sampler})
     sampler.start()
     host, port = server.server_address[:2]
@@ -250,7 +274,7 @@ def serve(server: ThreadingHTTPServer, store) -> int:
         server.serve_forever()
     finally:
         sampler.stop()
-    return 0
+    return 1 if gone else 0
 
 
 def main(settings) -> int:

@@ -140,6 +140,7 @@ class Supervisor:
         self.state = "running"
         self.loop = EventLoop()
         self._status_at = 0.0
+        self._store_gone = False   # the store's file was removed or replaced: reopen at the path
 
     def run(self, on_started=None) -> int:
         signals = SignalQueue(self.loop, self.SIGNALS)
@@ -224,21 +225,30 @@ class Supervisor:
         self._status_at = time.monotonic() + self.STATUS_INTERVAL_S
         doc = {"pid": self.pid, "host": self.host, "state": self.state, "started_at": self.started_at,
                "services": {service.name: service.status() for service in self.services}}
+        if self._store_gone and not self._reopen_store():
+            return
         try:
             self.store.put_status(self.status_name, doc)
         except StoreGone as exc:
-            self._reopen_store(exc)
+            log.critical("event=store_file_gone reason=%s action=reopen", exc)
+            # closed first: while any process has the old file open, its -wal and -shm are not
+            # the new file's, and the new one cannot be opened (docs/store.md)
+            self.store.close()
+            self._store_gone = True
+            self._reopen_store()
         except StoreError as exc:
             log.error("store_call_failed op=put_status error=%s", exc)
 
-    def _reopen_store(self, gone: StoreGone) -> None:
-        """The file at the store's path changed (its services exit and are restarted on the new
-        one, docs/store.md): follow them there, so its status and lease expiry go there too."""
-        log.critical("event=store_file_gone reason=%s action=reopen", gone)
+    def _reopen_store(self) -> bool:
+        """Open the file now at the store's path (its services exit and are restarted on it), so
+        that this process's status and lease expiry go there too; tried at every status write
+        until the old file's last process has stopped."""
         try:
             store = open_store(self.settings.store, check_integrity=True)
         except StoreError as exc:
             log.error("store_reopen_failed reason=%s", exc)
-            return
-        self.store.close()
+            return False
         self.store = store
+        self._store_gone = False
+        log.info("event=store_reopened")
+        return True

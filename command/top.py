@@ -15,7 +15,7 @@ import sys
 import time
 
 from frontdesk.dispatcher.arbiter import ROLLING_RESTART_CONTROL
-from frontdesk.store import StoreError, open_store, sqlite_file_missing
+from frontdesk.store import StoreError, StoreGone, open_store, sqlite_file_missing
 from frontdesk.store.mongo import redact_url
 
 from .advice import advise
@@ -103,6 +103,17 @@ def handle_key(key: str, view: dict, store) -> str | None:
     return KEYS_HELP     # any other key (a resize or an arrow arrives as "") only shows the help
 
 
+def still_the_file(store) -> None:
+    """Raise StoreGone when the store's file was removed or replaced: a view that kept the old
+    file open would keep the new one from opening (docs/store.md), so top stops and says why."""
+    try:
+        store.health()
+    except StoreGone:
+        raise
+    except StoreError:
+        pass   # a store that cannot take writes can still be watched
+
+
 def _live(screen, observer: Observer, store_name: str) -> None:
     try:
         curses.curs_set(0)
@@ -115,6 +126,7 @@ def _live(screen, observer: Observer, store_name: str) -> None:
     while True:
         if time.monotonic() >= next_sample:
             next_sample = time.monotonic() + REFRESH_S
+            still_the_file(observer.store)
             observer.sample()
             view = observer.view()
         _draw(screen, render(view, store_name) + ["", message])

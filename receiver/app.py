@@ -283,12 +283,18 @@ class Receiver:
 
     # --- GET /healthz ---------------------------------------------------------------------------
     def _health(self) -> Response:
-        """200 when the store can take writes, 503 (with the reason) otherwise."""
+        """200 when the store can take writes, 503 (with the reason) otherwise; 503 too while the
+        store's integrity check at open stands failed (acknowledged events may have been lost:
+        docs/store.md, "Integrity check"), so that nothing starts serving as if all were well."""
         try:
             self._store.health()
+            integrity = self._store.integrity()
         except StoreError as exc:
             self._stop_if_gone(exc)
             return Response(503, json.dumps({"status": "unavailable", "reason": str(exc)}).encode())
+        if integrity:
+            return Response(503, json.dumps({"status": "integrity_failed", "reason": (
+                "the store failed its integrity check at open; `frontdesk status` says what")}).encode())
         return Response(200, b'{"status": "ok"}')
 
 

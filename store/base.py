@@ -125,6 +125,9 @@ class Store(abc.ABC):
         no such check)."""
         return None
 
+    def clear_integrity(self) -> None:
+        """Forget the last failed integrity check: an operator has dealt with it."""
+
     @abc.abstractmethod
     def health(self) -> None:
         """Raise StoreUnavailable (with the reason) unless the store can take writes now. Never

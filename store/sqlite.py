@@ -18,15 +18,17 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sqlite3
-import struct
 import threading
 import time
+from collections import Counter
 
 from frontdesk.protocol.events import conversation_key, make_document
 
 from .base import (AppendResult, ChangeFeed, JournalEntry, Store, StoreError, StoreGone, StoreUnavailable,
                    spent_error)
+from . import companions, wal
 from .feed import FeedNotifier, SocketFeed, feed_folder
 from .groupcommit import AppendRequest, GroupCommitter, follow_change
 
@@ -52,13 +54,21 @@ FILE_MODE = 0o600
 QUICK_CHECK_MAX_BYTES = 256 << 20
 PROBE_BYTES = 64 << 10   # the health probe's write (_probe_write)
 INTEGRITY_CONTROL = "integrity"   # controls row: the last failed check, until an operator clears it
-_WAL_HEADER = struct.Struct(">IIIIIIII")   # magic, version, page size, checkpoint no, salt1, salt2, checksum
-_WAL_FRAME_HEADER = struct.Struct(">IIIIII")   # page no, db size after commit (0: not a commit), salts, checksum
+# A WAL found damaged is kept with the database file as they were: <db>.damaged-<X> and
+# <db>-wal.damaged-<X>, X the WAL generation's salts (names SQLite never pairs: opening the copy
+# of the database cannot replay or delete the copy of the WAL). store/salvage.py reads them.
+DAMAGED_SUFFIX = ".damaged-"
 BUSY_TIMEOUT_S = 10.0       # how long a write waits for a transaction of a foreign writer
 WRITER_LOCK_SUFFIX = ".writelock"
 _ID_QUERY_CHUNK = 500       # ids per duplicate lookup (SQLite allows 32766 parameters)
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 PURGE_CHUNK = 500           # rows deleted per transaction, so writers are never held up long
+# The stores this process holds open: path -> the (device, inode) of each one's file. SQLite's
+# locks on a database and its -shm file are POSIX locks, which closing *any* descriptor of that
+# file in the process drops: the checks at open that read those files with descriptors of their
+# own (store/companions.py, store/wal.py) run only where this process holds no store of the path.
+_OPEN_IN_PROCESS: dict[str, Counter] = {}
+_OPEN_IN_PROCESS_LOCK = threading.Lock()
 
 # Schema migrations: index i brings user_version i to i + 1. Append, never edit.
 MIGRATIONS: list[list[str]] = [
@@ -160,6 +170,20 @@ class WriterLock:
         os.close(self._fd)
 
 
+def _copy_private(source: str, copy: str) -> None:
+    """Copy a file to a new file only its owner can read, on disk before this returns (a copy left
+    half-written by a failure is removed)."""
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        with open(fd, "wb") as out, open(source, "rb") as found:
+            shutil.copyfileobj(found, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError:
+        os.unlink(copy)
+        raise
+
+
 def _id_chunks(ids: list[str]):
     """(placeholders, ids) pieces for `IN (...)` queries, within SQLite's parameter limit."""
     for first in range(0, len(ids), _ID_QUERY_CHUNK):
@@ -181,18 +205,25 @@ class SQLiteStore(Store):
         self.path = path_from_url(url)
         self.db_name = os.path.splitext(os.path.basename(self.path))[0]
         self._check_location()
-        self._create_private()
         # one writer lock per connection: they exclude each other across threads and processes
         self._shared_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._writer_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
         self._checkpoint_lock = WriterLock(self.path + WRITER_LOCK_SUFFIX)
-        self._conn = self._connect(BOOKKEEPING_SYNC)
+        self._real_path = os.path.realpath(self.path)
+        self._identity = None
+        try:
+            with self._shared_lock:   # the writers of every frontdesk process wait while the files are looked at
+                wal_damage = self._prepare_files()
+            self._conn = self._connect(BOOKKEEPING_SYNC)
+        except StoreError:   # (a supervisor may try again every second: nothing may be left open)
+            self._release_locks()
+            raise
         self._lock = threading.Lock()           # guards self._conn
         self._closed = False
-        self._identity = self._file_identity()   # (device, inode) of the file opened
-        self._migrate()
-        if check_integrity:
-            self._check_integrity()
+        with self._shared_lock:   # a writer like any other: never while another process scans the WAL
+            self._migrate()
+        if wal_damage or check_integrity:
+            self._check_integrity(wal_damage, quick_check=check_integrity)
         self._writer_conn = self._connect("FULL")
         # Reads on a connection of their own: in WAL mode they never wait for a writer, so a
         # read (the rate limiter's journal look-up for every call) does not queue behind a
@@ -220,6 +251,30 @@ class SQLiteStore(Store):
                 raise StoreError(f"store {self.path}: file is not readable and writable by this user")
         elif not os.access(folder, os.W_OK):
             raise StoreError(f"store {self.path}: folder {folder} is not writable by this user")
+
+    def _prepare_files(self) -> str | None:
+        """Before the first connection, with frontdesk's writers held off: make sure the -wal and
+        -shm beside the path are this file's (store/companions.py), create the file if need be,
+        scan the WAL when SQLite will recover it (_scan_wal: no process has the file open) and
+        count this store as open in the process. Returns the WAL's problem, if it has one."""
+        with _OPEN_IN_PROCESS_LOCK:
+            held_here = _OPEN_IN_PROCESS.get(self._real_path)
+            if held_here and self._file_identity() not in held_here:
+                raise StoreError(f"store {self.path}: this process still has the database file that was "
+                                 "removed or replaced open; close it first")
+            first_here = not held_here
+            if first_here and companions.held_by_another_file(self.path):
+                raise StoreError(f"store {self.path}: its -wal and -shm files are still in use by processes of "
+                                 "the database file that was removed or replaced; it opens once they have stopped")
+            if first_here and not os.path.exists(self.path):
+                for kept in companions.move_orphans(self.path):
+                    log.warning("event=orphaned_wal_moved path=%s kept=%s", self.path, kept)
+            self._create_private()
+            recovers = first_here and not companions.open_elsewhere(self.path)
+            wal_damage = self._scan_wal() if recovers else None
+            self._identity = self._file_identity()   # (device, inode) of the file opened
+            _OPEN_IN_PROCESS.setdefault(self._real_path, Counter())[self._identity] += 1
+        return wal_damage
 
     def _create_private(self) -> None:
         """Create the database file 0600 unless it exists (sqlite3 would create it 0644)."""
@@ -281,66 +336,93 @@ class SQLiteStore(Store):
             raise
 
     # --- the integrity check at open ----------------------------------------------------------------
-    def _check_integrity(self) -> None:
+    def _scan_wal(self) -> str | None:
+        """Find committed transactions that SQLite's recovery would drop from the WAL (store/wal.py).
+
+        An open that SQLite will recover the WAL in (no process has the file open: after a crash,
+        or when everything was stopped) does it before its first connection (that one replays the
+        WAL, and the last one to close merges and deletes it), with the writers of every frontdesk
+        process held off (a writer may overwrite or reset the WAL); one that finds any keeps copies
+        of the WAL and the database as found first. Returns the problem, for the report. While
+        other processes have the file open, its wal-index is live and SQLite recovers nothing: a
+        process restarted then (a crash of one) pays nothing."""
+        try:
+            damage = wal.scan(self.path)
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: cannot read its WAL: {exc.strerror or exc}") from None
+        if damage is None:
+            return None
+        return f"{damage.describe()}; {self._keep_copies(damage)}"
+
+    def _keep_copies(self, damage: wal.Damage) -> str:
+        """Copy the database file and its WAL as found beside them, once per WAL generation (0600:
+        they hold users' messages), and say where; `frontdesk integrity salvage` gets what can be got
+        back from them. Called with the writers held off and no connection open."""
+        mark = DAMAGED_SUFFIX + (damage.generation.hex() or time.strftime("%Y%m%dT%H%M%S"))
+        copies = [(self.path + "-wal", self.path + "-wal" + mark), (self.path, self.path + mark)]
+        kept = " and ".join(copy for _, copy in copies)
+        if os.path.exists(copies[0][1]):
+            return f"the WAL and the database as found are kept in {kept}"   # by an earlier open
+        try:
+            for found, copy in copies:
+                _copy_private(found, copy)
+        except OSError as exc:
+            for _, copy in copies[:-1]:   # the WAL's, when the database's failed: both or neither
+                if os.path.exists(copy):
+                    os.unlink(copy)
+            return f"no copy of the WAL and the database could be kept ({exc.filename}: {exc.strerror})"
+        log.info("event=damaged_wal_kept path=%s copies=%s wal_bytes=%d", self.path, kept, damage.size)
+        return f"the WAL and the database as found are kept in {kept}"
+
+    def _check_integrity(self, wal_damage: str | None, quick_check: bool) -> None:
         """Say loudly when the file has lost or broken data, instead of carrying on silently.
 
-        Two checks. The WAL: SQLite replays the WAL up to the first frame whose checksum fails and
-        silently drops the rest, committed transactions included (acknowledged events!); a commit
-        frame of the WAL's current generation after the last frame SQLite took means exactly that
-        (a crash in the middle of a write leaves no such commit frame). It reads 24 bytes per frame
-        after the last valid one, with frontdesk's writers held off. Then PRAGMA quick_check, for
-        files up to QUICK_CHECK_MAX_BYTES. A failure is logged CRITICAL and kept in the controls
-        table, where `frontdesk status` shows it (and exits 3) until an operator clears it."""
-        problems = []
-        try:
-            with self._shared_lock:
-                dropped = self._dropped_wal_commits()
-            if dropped:
-                problems.append(f"the WAL held {dropped} committed transaction(s) after a damaged frame: "
-                                "SQLite dropped them (acknowledged events may be lost)")
-            size = os.path.getsize(self.path)
-            if size > QUICK_CHECK_MAX_BYTES:
-                log.info("store_quick_check_skipped path=%s bytes=%d above=%d", self.path, size,
-                         QUICK_CHECK_MAX_BYTES)
-            else:
-                rows = [row[0] for row in self._conn.execute("PRAGMA quick_check(20)")]
-                if rows != ["ok"]:
-                    problems.append("quick_check: " + "; ".join(rows))
-        except (sqlite3.Error, OSError) as exc:
-            problems.append(f"the check itself failed: {exc}")
+        The WAL was scanned before this connection opened (_scan_wal). With `quick_check`, PRAGMA
+        quick_check reads the database file too (files up to QUICK_CHECK_MAX_BYTES): a damaged page
+        can go unnoticed until something reads it. A failure is logged CRITICAL and kept in the
+        controls table, where `frontdesk status` shows it (and exits 3) and the receiver's /healthz
+        answers 503, until an operator clears it (docs/store.md, "Integrity check")."""
+        problems = [wal_damage] if wal_damage else []
+        if quick_check:
+            try:
+                size = os.path.getsize(self.path)
+                if size > QUICK_CHECK_MAX_BYTES:
+                    log.info("store_quick_check_skipped path=%s bytes=%d above=%d", self.path, size,
+                             QUICK_CHECK_MAX_BYTES)
+                else:
+                    rows = [row[0] for row in self._conn.execute("PRAGMA quick_check(20)")]
+                    if rows != ["ok"]:
+                        problems.append("quick_check: " + "; ".join(rows))
+            except sqlite3.Error as exc:   # a page too broken to check ("database disk image is malformed")
+                problems.append(f"quick_check: {exc}")
+            except OSError as exc:
+                problems.append(f"the check itself failed: {exc.strerror or exc}")
         if problems:
             report = {"ok": False, "checked_at": time.time(), "problems": problems}
             log.critical("event=store_integrity_failed path=%s problems=%r", self.path, problems)
             self.set_control(INTEGRITY_CONTROL, report)
+        if wal_damage:
+            self._retire_damaged_wal()
 
-    def _dropped_wal_commits(self) -> int:
-        """Commit frames of the WAL's current generation beyond the frames SQLite took."""
-        wal = self.path + "-wal"
-        _, taken, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    def _retire_damaged_wal(self) -> None:
+        """Merge what SQLite kept into the database and empty the WAL: the frames it dropped (kept
+        in the copy) would otherwise stay in the file behind new ones, to be found at every open."""
         try:
-            with open(wal, "rb") as f:
-                header = f.read(_WAL_HEADER.size)
-                if len(header) < _WAL_HEADER.size or taken < 0:
-                    return 0
-                page_size, salts = _WAL_HEADER.unpack(header)[2], _WAL_HEADER.unpack(header)[4:6]
-                frame_bytes = _WAL_FRAME_HEADER.size + page_size
-                dropped, frame = 0, taken
-                while True:
-                    f.seek(_WAL_HEADER.size + frame * frame_bytes)
-                    raw = f.read(_WAL_FRAME_HEADER.size)
-                    if len(raw) < _WAL_FRAME_HEADER.size:
-                        return dropped
-                    _, commit_size, salt1, salt2, _, _ = _WAL_FRAME_HEADER.unpack(raw)
-                    if (salt1, salt2) != salts:
-                        return dropped   # left over from an earlier generation: not ours
-                    dropped += commit_size != 0
-                    frame += 1
-        except FileNotFoundError:
-            return 0
+            with self._shared_lock:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            busy, reason = 1, str(exc)
+        else:
+            reason = "readers of other processes kept it busy"
+        if busy:
+            log.warning("event=damaged_wal_not_emptied path=%s reason=%s", self.path, reason)
 
     def integrity(self) -> dict | None:
         """The last failed integrity check ({"ok": False, "checked_at", "problems"}), or None."""
         return self.get_control(INTEGRITY_CONTROL)
+
+    def clear_integrity(self) -> None:
+        self._transaction(lambda conn: conn.execute("DELETE FROM controls WHERE name = ?", (INTEGRITY_CONTROL,)))
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -837,6 +919,19 @@ class SQLiteStore(Store):
         with self._read_lock:
             self._reader.close()
         self._writer_conn.close()
+        self._release_locks()
+
+    def _release_locks(self) -> None:
+        """The writer locks, and this store's count among the ones the process holds open."""
         self._shared_lock.close()
         self._writer_lock.close()
         self._checkpoint_lock.close()
+        with _OPEN_IN_PROCESS_LOCK:
+            held_here = _OPEN_IN_PROCESS.get(self._real_path)
+            if held_here is None or self._identity not in held_here:
+                return   # an open that failed before it counted
+            held_here[self._identity] -= 1
+            if held_here[self._identity] <= 0:
+                del held_here[self._identity]
+            if not held_here:
+                del _OPEN_IN_PROCESS[self._real_path]
