@@ -69,8 +69,8 @@ def test_frontdesk_run_carries_on_with_the_file_now_at_the_path(harness, how):
     accepted = f"after{len(answers) - 1}"
     wait_until(lambda: any(r[0] == "end" and r[1] == accepted for r in harness.records()), timeout=30,
                message="the restarted dispatcher delivered it")
-    log = harness.log_text(0)
-    assert re.search(r"frontdesk\.statuspage\[\d+\] event=store_file_gone .*action=exit_for_restart", log), log
+    wait_until(lambda: re.search(r"frontdesk\.statuspage\[\d+\] event=store_file_gone .*action=exit_for_restart",
+                                 harness.log_text(0)), timeout=30, message="the status page saw the file go")
     wait_until(lambda: status_page_health(admin) == 200, timeout=30, message="the status page, on the new file")
     log = harness.log_text(0)
     assert process.poll() is None and "Traceback" not in log and "disk I/O error" not in log
