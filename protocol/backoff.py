@@ -7,4 +7,5 @@ from __future__ import annotations
 def doubling_delay(first_s: float, attempt: int, max_s: float) -> float:
     """The delay before retry number `attempt` (1 for the first retry): `first_s`, doubled for each
     attempt after the first, never above `max_s`. An attempt below 1 counts as the first."""
-    return min(first_s * 2 ** max(attempt - 1, 0), max_s)
+    doublings = min(max(attempt - 1, 0), 64)   # past 64 every cap is reached; and no float overflow
+    return min(first_s * 2 ** doublings, max_s)
