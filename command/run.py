@@ -32,7 +32,7 @@ def _open_store(settings):
 def sandbox_settings(settings):
     """Point the system at the local emulator; fill in dev credentials where none are set."""
     base = f"http://{settings.sandbox_listen}"
-    changes = {"api_base": base, "api_data_base": base}
+    changes = {"api_base": base, "api_data_base": base, "api_trace": True}   # trace: for the chat page
     if not settings.channel_secret:
         changes["channel_secret"] = SANDBOX_CHANNEL_SECRET
     if not settings.channel_access_token:
@@ -117,6 +117,7 @@ def _print_banner(settings, sandbox: bool) -> None:
         lines += [
             f"  LINE API sandbox  http://{settings.sandbox_listen} (replies: "
             f"http://{settings.sandbox_listen}/sandbox/deliveries)",
+            f"  chat page         http://{settings.sandbox_listen}/chat (play users, see what the bot sends)",
             "send 5 signed example webhooks and see what the users received:",
             f"  LINE_CHANNEL_SECRET={shown_secret} " + shlex.join(["frontdesk", *demo_command(settings)[3:]]),
         ]

@@ -33,8 +33,9 @@ from frontdesk.protocol.config import Settings
 from frontdesk.protocol.line_endpoints import LIMITS
 from frontdesk.protocol.wsgi import CLOSE_WITHOUT_ANSWER
 
-from . import channel, chats, content, messages, richmenu, shop, statistics
+from . import channel, chatpage, chats, content, messages, richmenu, shop, statistics
 from .api import MESSAGES, UUID_PATTERN, LineError, send_json
+from .history import ChatHistory
 from .statistics import Statistics
 from .world import World
 
@@ -44,6 +45,7 @@ RETRY_KEY_ENDPOINTS = frozenset({"push", "multicast", "narrowcast", "broadcast"}
 RETRY_KEY_LIFETIME_MS = 24 * 3600 * 1000
 MAX_WAIT_S = 30.0          # longest long-poll of /sandbox/deliveries
 MAX_PAGE = 10000           # most deliveries in one page
+TRACE_HEADER = "X-Frontdesk-Trace"   # frontdesk's rate limiter names the events a call serves (api_trace)
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -122,8 +124,12 @@ class SandboxState:
         self.world = World()
         self.narrowcasts: dict[str, tuple[float, int]] = {}  # request id -> (accepted at ms, target count)
         self.richmenus = richmenu.RichMenus()
-        self.channel = channel.ChannelSettings(f"http://{settings.listen}/callback")
+        # The receiver of the same settings: where the chat page's webhooks go until the endpoint is set.
+        self.channel = channel.ChannelSettings(f"http://{settings.listen}{settings.callback_path}")
         self.shop = shop.Shop(self.world)
+        self.history = ChatHistory()
+        self.uploads = content.Uploads()
+        self.latency_ms = settings.sandbox_latency_ms
 
     @staticmethod
     def now_ms() -> float:
@@ -177,7 +183,8 @@ class SandboxState:
             if sent is not None:
                 delivery["sent_message_ids"] = [m["id"] for m in sent]
             self.next_delivery_id += 1
-            self.deliveries.append(_JSON.encode(delivery).encode())
+            encoded = _JSON.encode(delivery).encode()
+            self.deliveries.append(encoded)
             self.delivery_ids.append(delivery["id"])
             if len(self.deliveries) > self.recorder_size:
                 drop = max(1, self.recorder_size // 10)
@@ -186,6 +193,8 @@ class SandboxState:
             self.statistics.record(endpoint, len(messages), len(to) if recipients is None else recipients,
                                    now_ms, extra and extra.get("customAggregationUnits"))
             self.changed.notify_all()
+        traced = req.context.trace_events
+        self.history.add_delivery(delivery, encoded, source_event or (traced[0] if traced else None))
         return delivery
 
     def _forget_expired(self, now_ms: float) -> None:
@@ -209,6 +218,7 @@ class SandboxState:
         with self.lock:
             self.stopping = True
             self.changed.notify_all()
+        self.history.stop_waiting()
 
     def reset(self) -> int:
         with self.lock:
@@ -251,6 +261,10 @@ class ApiMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = new_request_id()
         req.context.drop = False
+        req.context.started = time.perf_counter()
+        req.context.raw_body = None          # read_json keeps the body it parsed, for the inspector
+        req.context.trace_events = ()        # the events the call serves, as far as the sandbox can tell
+        req.context.trace = None
 
     def process_resource(self, req, resp, resource, params) -> None:
         endpoint_for = getattr(resource, "endpoint_for", None)
@@ -258,6 +272,10 @@ class ApiMiddleware:
             req.context.endpoint = None
             return
         req.context.endpoint = endpoint = endpoint_for(req.method)
+        trace = req.get_header(TRACE_HEADER)
+        if trace is not None:
+            req.context.trace = _read_trace(trace)
+            req.context.trace_events = tuple(entry["event"] for entry in req.context.trace)
         authorization = req.get_header("Authorization")
         if not authorization:
             raise LineError(401, MESSAGES["no_auth"])
@@ -288,10 +306,43 @@ class ApiMiddleware:
             return
         status = int(str(resp.status).split()[0])
         self.state.count_call(endpoint, status, req.context.drop)
+        self._record(req, resp, endpoint, status)
         if req.context.drop:
             log.debug("event=connection_dropped endpoint=%s request_id=%s status=%d", endpoint,
                       req.context.request_id, status)
             req.env[CLOSE_WITHOUT_ANSWER] = True
+
+
+    def _record(self, req, resp, endpoint: str, status: int) -> None:
+        """The call for the chat page's inspector: its bodies (references, not copies), time and
+        the events it served (frontdesk's trace header, else a reply token's event)."""
+        events = req.context.trace_events or ((req.context.reply_event,) if getattr(
+            req.context, "reply_event", None) else ())
+        self.state.history.add_call({
+            "request_id": req.context.request_id, "time": time.time() * 1000.0, "endpoint": endpoint,
+            "method": req.method, "path": req.relative_uri, "status": status,
+            "ms": round(self.state.latency_ms + (time.perf_counter() - req.context.started) * 1000.0, 3),
+            "events": events, "trace": req.context.trace, "dropped": req.context.drop,
+            "request": req.context.raw_body if req.context.raw_body is not None else _described(req),
+            "response": resp.data if (resp.content_type or "").startswith(falcon.MEDIA_JSON)
+            else f"<{len(resp.data or b'')} bytes, {resp.content_type}>"})
+
+
+def _read_trace(header: str) -> list[dict]:
+    """frontdesk's trace header: a JSON list of {"event", "call", "handler", "received_at",
+    "handed_at"}; what is not that is ignored (the call is still answered)."""
+    try:
+        entries = json.loads(header)
+    except ValueError:
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [entry for entry in entries if isinstance(entry, dict) and isinstance(entry.get("event"), str)]
+
+
+def _described(req: falcon.Request) -> str | None:
+    """A body the endpoint did not parse as JSON (an image upload): its size and type only."""
+    return f"<{req.content_length} bytes, {req.content_type}>" if req.content_length else None
 
 
 class Deliveries:
@@ -358,9 +409,10 @@ def create_app(settings: Settings, channel_secret: str, access_token: str,
     state = state if state is not None else SandboxState(settings, channel_secret)
     app = falcon.App(middleware=[ApiMiddleware(settings, state, access_token)])
     app.req_options.strip_url_path_trailing_slash = True
-    routes = {**API_ROUTES, "/sandbox/deliveries": Deliveries, "/sandbox/stats": Stats}
+    routes = {**API_ROUTES, "/sandbox/deliveries": Deliveries, "/sandbox/stats": Stats, **chatpage.ROUTES}
     for path, resource in routes.items():
         app.add_route(path, resource(state))
+    app.add_static_route("/chat/static", chatpage.STATIC_FOLDER)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(LineError, _line_error)
     return app
