@@ -22,6 +22,7 @@ Routes (no authentication, like the recorder: the sandbox listens on loopback):
 | `POST /sandbox/chats/sent` | events posted to the receiver directly (`frontdesk say`, bench) |
 | `GET /sandbox/chats/{userId}/richmenu?alias=` | the user's rich menu (linked, default, or an alias's) |
 | `GET /sandbox/richmenus/{richMenuId}/image` | a rich menu's image |
+| `GET /sandbox/uploads/{messageId}` | what a user uploaded |
 | `GET /sandbox/events/{eventId}/trace`, `GET /sandbox/calls/{requestId}` | the inspector's figures |
 
 POSTs must say `Content-Type: application/json`: a form on another web site cannot send that
@@ -204,11 +205,12 @@ class History(PageResource):
 
 
 class Events(PageResource):
-    """POST /sandbox/chats/{chatId}/events {"user", "kind", "text"?, "details"?, "content"?}: one
-    event as that user, signed and posted to the webhook endpoint (on a thread: it waits for the
-    receiver). `details` overrides generated fields (webhooks.EventFactory.event); `content`
-    {"data": base64, "type": mime} is an uploaded image, video, audio or file, served to the bot
-    by the content API. Answers {"event", "status", "ack_ms", "webhook"}."""
+    """POST /sandbox/chats/{chatId}/events {"user", "kind", "text"?, "details"?, "content"?,
+    "displayText"?}: one event as that user, signed and posted to the webhook endpoint (on a
+    thread: it waits for the receiver). `details` overrides generated fields
+    (webhooks.EventFactory.event); `content` {"data": base64, "type": mime} is an uploaded image,
+    video, audio or file, served to the bot by the content API; `displayText` is what LINE shows in
+    the chat for a postback action that has one. Answers {"event", "status", "ack_ms", "webhook"}."""
 
     def __init__(self, state):
         super().__init__(state)
@@ -223,9 +225,11 @@ class Events(PageResource):
             raise _bad(f"`kind` must be one of: {', '.join(sorted(PLAYABLE_KINDS))}")
         if kind_of_chat == "user" and uid != chat_id:
             raise _bad("in a one-to-one chat only its user speaks")
-        text, details = body.get("text"), body.get("details")
+        text, details, shown = body.get("text"), body.get("details"), body.get("displayText")
         if text is not None and not isinstance(text, str):
             raise _bad("`text` must be a string")
+        if shown is not None and not isinstance(shown, str):
+            raise _bad("`displayText` must be a string")
         if details is not None and not isinstance(details, dict):
             raise _bad("`details` must be a map of event fields")
         source = {"user": lambda: user_source(uid), "group": lambda: group_source(chat_id, uid),
@@ -242,7 +246,7 @@ class Events(PageResource):
         started = time.perf_counter()
         status = post_webhook(url, self.state.channel_secret, self.factory.body([event]), WEBHOOK_TIMEOUT_S)
         ack_ms = round((time.perf_counter() - started) * 1000.0, 2)
-        self.state.history.add_user_turn(event, status, ack_ms, "page")
+        self.state.history.add_user_turn(event, status, ack_ms, "page", shown)
         send_json(resp, 200, {"event": event, "status": status, "ack_ms": ack_ms, "webhook": url})
 
     def _keep_upload(self, event: dict, content) -> None:
@@ -339,6 +343,16 @@ class RichMenuImage(PageResource):
         resp.content_type, resp.data = image
 
 
+class Upload(PageResource):
+    """GET /sandbox/uploads/{messageId}: what a user of the page uploaded, for the page to show."""
+
+    def on_get(self, req, resp, message_id):
+        upload = self.state.uploads.get(message_id)
+        if upload is None:
+            raise LineError(404, f"no upload {message_id[:40]!r} is held")
+        resp.content_type, resp.data = upload
+
+
 class EventTrace(PageResource):
     """GET /sandbox/events/{eventId}/trace: the inspector's view of one event (history.trace)."""
 
@@ -366,6 +380,7 @@ ROUTES = {
     "/sandbox/chats/{chat_id}/transcript": Transcript,
     "/sandbox/chats/{chat_id}/richmenu": UserRichMenu,
     "/sandbox/richmenus/{menu_id}/image": RichMenuImage,
+    "/sandbox/uploads/{message_id}": Upload,
     "/sandbox/events/{event_id}/trace": EventTrace,
     "/sandbox/calls/{request_id}": Call,
 }

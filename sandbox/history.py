@@ -112,14 +112,19 @@ class ChatHistory:
             self._turns[item.event_id] = item
         self.changed.notify_all()
 
-    def add_user_turn(self, event: dict, status: int, ack_ms: float | None, by: str) -> bool:
-        """An event a user sent to the bot and the webhook's answer; False for an event without a
-        source (botSuspended and the like belong to no chat)."""
+    def add_user_turn(self, event: dict, status: int, ack_ms: float | None, by: str,
+                      display_text: str | None = None) -> bool:
+        """An event a user sent to the bot and the webhook's answer (`display_text`: what the chat
+        shows for a postback with a displayText); False for an event without a source
+        (botSuspended and the like belong to no chat)."""
         chat_id = event_chat(event)
         if chat_id is None or not isinstance(event.get("webhookEventId"), str):
             return False
         when = event.get("timestamp") if isinstance(event.get("timestamp"), (int, float)) else time.time() * 1000
-        body = _JSON.encode({"event": event, "status": status, "ack_ms": ack_ms, "by": by}).encode()
+        turn = {"event": event, "status": status, "ack_ms": ack_ms, "by": by}
+        if display_text is not None:
+            turn["displayText"] = display_text
+        body = _JSON.encode(turn).encode()
         with self.lock:
             self._add(chat_id, lambda seq: Item(
                 seq, when, "user", (b'{"seq":%d,"time":%s,"kind":"user",' % (seq, _JSON.encode(when).encode()),
