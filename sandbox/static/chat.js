@@ -569,9 +569,9 @@ async function loadChat() {
 
 async function follow() {
   // the history, long-polled: each answer brings the items after the newest seq seen
-  for (;;) {
+  for (let first = true; ; first = false) {
     try {
-      const page = await call(`/sandbox/chats/${chatId}/history?since=${state.seq}&wait=25`);
+      const page = await call(`/sandbox/chats/${chatId}/history?since=${state.seq}&wait=${first ? 0 : 25}`);
       if (page.items.length) {
         addItems(page.items);
         drawAll();
