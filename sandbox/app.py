@@ -35,7 +35,7 @@ from frontdesk.protocol.wsgi import CLOSE_WITHOUT_ANSWER
 
 from . import channel, chatpage, chats, content, messages, richmenu, shop, statistics
 from .api import MESSAGES, UUID_PATTERN, LineError, send_json
-from .history import ChatHistory
+from .history import Call, ChatHistory, read_trace
 from .statistics import Statistics
 from .world import World
 
@@ -274,8 +274,8 @@ class ApiMiddleware:
         req.context.endpoint = endpoint = endpoint_for(req.method)
         trace = req.get_header(TRACE_HEADER)
         if trace is not None:
-            req.context.trace = _read_trace(trace)
-            req.context.trace_events = tuple(entry["event"] for entry in req.context.trace)
+            req.context.trace = trace
+            req.context.trace_events = tuple(entry["event"] for entry in read_trace(trace))
         authorization = req.get_header("Authorization")
         if not authorization:
             raise LineError(401, MESSAGES["no_auth"])
@@ -318,26 +318,13 @@ class ApiMiddleware:
         the events it served (frontdesk's trace header, else a reply token's event)."""
         events = req.context.trace_events or ((req.context.reply_event,) if getattr(
             req.context, "reply_event", None) else ())
-        self.state.history.add_call({
-            "request_id": req.context.request_id, "time": time.time() * 1000.0, "endpoint": endpoint,
-            "method": req.method, "path": req.relative_uri, "status": status,
-            "ms": round(self.state.latency_ms + (time.perf_counter() - req.context.started) * 1000.0, 3),
-            "events": events, "trace": req.context.trace, "dropped": req.context.drop,
-            "request": req.context.raw_body if req.context.raw_body is not None else _described(req),
-            "response": resp.data if (resp.content_type or "").startswith(falcon.MEDIA_JSON)
-            else f"<{len(resp.data or b'')} bytes, {resp.content_type}>"})
-
-
-def _read_trace(header: str) -> list[dict]:
-    """frontdesk's trace header: a JSON list of {"event", "call", "handler", "received_at",
-    "handed_at"}; what is not that is ignored (the call is still answered)."""
-    try:
-        entries = json.loads(header)
-    except ValueError:
-        return []
-    if not isinstance(entries, list):
-        return []
-    return [entry for entry in entries if isinstance(entry, dict) and isinstance(entry.get("event"), str)]
+        self.state.history.add_call(Call(
+            req.context.request_id, time.time() * 1000.0, endpoint, req.method, req.relative_uri, status,
+            round(self.state.latency_ms + (time.perf_counter() - req.context.started) * 1000.0, 3), events,
+            req.context.trace, req.context.drop,
+            req.context.raw_body if req.context.raw_body is not None else _described(req),
+            resp.data if (resp.content_type or "").startswith(falcon.MEDIA_JSON)
+            else f"<{len(resp.data or b'')} bytes, {resp.content_type}>"))
 
 
 def _described(req: falcon.Request) -> str | None:

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 HISTORY_PER_CHAT = 200
 MAX_CHATS = 1000
@@ -30,20 +30,43 @@ SENDING_ENDPOINTS = ("reply", "push", "multicast", "broadcast", "narrowcast")
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-@dataclass(frozen=True)
-class Item:
-    """One thing a chat saw. `parts` joined are its JSON; `answers` is the event a bot turn
-    answered when known (a reply's token names it, a traced call's header too)."""
+class Item(NamedTuple):
+    """One thing a chat saw; its JSON is made when it is read. Held as a plain tuple of plain
+    values (Item._make reads one), which the garbage collector stops tracking: the history may
+    hold 200,000 of them, and tracked objects (a class, a NamedTuple) made every collection
+    slower (sandbox CPU per API call +25 % under bench)."""
     seq: int
-    time: float                 # epoch ms: an event's timestamp, a delivery's time
-    kind: str                   # "user", "bot" or "loading"
-    parts: tuple[bytes, ...]
-    event_id: str | None = None     # a user turn's webhookEventId
-    answers: str | None = None      # a bot turn's event, when known
-    status: int = 200               # a user turn's webhook status
+    time: float                      # epoch ms: an event's timestamp, a delivery's time
+    kind: str                        # "user", "bot" or "loading"
+    payload: bytes                   # bot: the recorder's JSON of the delivery; else a JSON object
+    event_id: str | None = None      # a user turn's webhookEventId
+    answers: str | None = None       # a bot turn's event, when known (a reply's token, a traced call)
+    status: int = 200                # a user turn's webhook status
 
     def json(self) -> bytes:
-        return b"".join(self.parts)
+        head = b'{"seq":%d,"time":%s,"kind":"%s"' % (self.seq, _JSON.encode(self.time).encode(), self.kind.encode())
+        if self.kind == "bot":
+            return head + b',"answers":%s,"delivery":%s}' % (_JSON.encode(self.answers).encode(), self.payload)
+        return head + b"," + self.payload[1:]
+
+
+class Call(NamedTuple):
+    """An API call the sandbox answered, for the inspector; held as a plain tuple, like Item."""
+    request_id: str
+    time: float                      # epoch ms
+    endpoint: str
+    method: str
+    path: str
+    status: int
+    ms: float
+    events: tuple[str, ...]          # the events it served
+    trace: str | None                # frontdesk's X-Frontdesk-Trace, as sent (JSON)
+    dropped: bool
+    request: bytes | str | None      # the body as sent, or a description of it
+    response: bytes | str | None
+
+
+_EVENT_ID = Item._fields.index("event_id")
 
 
 def chat_type(chat_id: str) -> str:
@@ -87,29 +110,28 @@ class ChatHistory:
         self.seq = 0
         self._chats: OrderedDict[str, deque[Item]] = OrderedDict()   # least recently active first
         self._turns: dict[str, Item] = {}                             # user turns by event id
-        self._calls: OrderedDict[str, dict] = OrderedDict()          # API calls by request id
-        self._calls_by_event: dict[str, list[str]] = {}               # event id -> request ids
+        self._calls: OrderedDict[str, Call] = OrderedDict()          # API calls by request id
+        self._calls_by_event: dict[str, tuple[str, ...]] = {}          # event id -> request ids
 
     # --- recording ---------------------------------------------------------------------------------------
-    def _add(self, chat_id: str, item_of) -> None:
-        """Append the item `item_of(seq)` to a chat (call with the lock held)."""
-        self.seq += 1
-        item = item_of(self.seq)
+    def _add(self, chat_id: str, item: tuple) -> None:
+        """Append an item (an Item's plain tuple, numbered with self.seq) to a chat; call with the
+        lock held."""
         items = self._chats.get(chat_id)
         if items is None:
             items = self._chats[chat_id] = deque(maxlen=self.per_chat)
             if len(self._chats) > self.max_chats:
                 _, dropped = self._chats.popitem(last=False)
                 for old in dropped:
-                    if old.event_id is not None:
-                        self._turns.pop(old.event_id, None)
+                    if old[_EVENT_ID] is not None:
+                        self._turns.pop(old[_EVENT_ID], None)
         else:
             self._chats.move_to_end(chat_id)
-        if len(items) == items.maxlen and items[0].event_id is not None:
-            self._turns.pop(items[0].event_id, None)
+        if len(items) == items.maxlen and items[0][_EVENT_ID] is not None:
+            self._turns.pop(items[0][_EVENT_ID], None)
         items.append(item)
-        if item.event_id is not None:
-            self._turns[item.event_id] = item
+        if item[_EVENT_ID] is not None:
+            self._turns[item[_EVENT_ID]] = item
         self.changed.notify_all()
 
     def add_user_turn(self, event: dict, status: int, ack_ms: float | None, by: str,
@@ -126,49 +148,43 @@ class ChatHistory:
             turn["displayText"] = display_text
         body = _JSON.encode(turn).encode()
         with self.lock:
-            self._add(chat_id, lambda seq: Item(
-                seq, when, "user", (b'{"seq":%d,"time":%s,"kind":"user",' % (seq, _JSON.encode(when).encode()),
-                                    body[1:]), event["webhookEventId"], None, status))
+            self.seq += 1
+            self._add(chat_id, (self.seq, when, "user", body, event["webhookEventId"], None, status))
         return True
 
     def add_delivery(self, delivery: dict, encoded: bytes, answers: str | None) -> None:
-        """A delivery the sandbox accepted (`encoded` is the recorder's JSON of it): shown in the
-        chat it went to, each user's for a multicast, every one-to-one chat for a broadcast."""
+        """A delivery the sandbox accepted (`encoded` is the recorder's JSON of it, shared): shown in
+        the chat it went to, each user's for a multicast, every one-to-one chat for a broadcast."""
         endpoint = delivery["endpoint"]
         if endpoint not in SENDING_ENDPOINTS:
             return
-        chats = delivery["to"] if endpoint in ("reply", "push", "multicast") else [EVERYONE]
-        head = b',"answers":%s,"delivery":' % _JSON.encode(answers).encode()
+        chats = delivery["to"] if endpoint in ("reply", "push", "multicast") else (EVERYONE,)
         with self.lock:
             for chat_id in chats:
-                self._add(chat_id, lambda seq: Item(
-                    seq, delivery["time"], "bot",
-                    (b'{"seq":%d,"time":%s,"kind":"bot"' % (seq, _JSON.encode(delivery["time"]).encode()), head,
-                     encoded, b"}"), None, answers))
+                self.seq += 1
+                self._add(chat_id, (self.seq, delivery["time"], "bot", encoded, None, answers, 200))
 
     def add_loading(self, chat_id: str, seconds: int) -> None:
         """The bot started the loading animation in a one-to-one chat."""
         now = time.time() * 1000
         with self.lock:
-            self._add(chat_id, lambda seq: Item(seq, now, "loading", (_JSON.encode(
-                {"seq": seq, "time": now, "kind": "loading", "seconds": seconds}).encode(),)))
+            self.seq += 1
+            self._add(chat_id, (self.seq, now, "loading", _JSON.encode({"seconds": seconds}).encode(), None, None, 200))
 
-    def add_call(self, call: dict) -> None:
-        """An API call the sandbox answered: {"request_id", "time", "endpoint", "method", "path",
-        "status", "ms", "events" (the events it served), "trace" (frontdesk's), "request",
-        "response" (bodies as sent)}."""
+    def add_call(self, call: Call) -> None:
         with self.lock:
-            self._calls[call["request_id"]] = call
-            for event_id in call["events"]:
-                self._calls_by_event.setdefault(event_id, []).append(call["request_id"])
+            self._calls[call.request_id] = tuple(call)
+            for event_id in call.events:
+                self._calls_by_event[event_id] = self._calls_by_event.get(event_id, ()) + (call.request_id,)
             if len(self._calls) > self.calls_kept:
-                _, old = self._calls.popitem(last=False)
-                for event_id in old["events"]:
-                    ids = self._calls_by_event.get(event_id)
-                    if ids is not None:
-                        ids.remove(old["request_id"])
-                        if not ids:
-                            del self._calls_by_event[event_id]
+                _, held = self._calls.popitem(last=False)
+                old = Call._make(held)
+                for event_id in old.events:
+                    ids = tuple(r for r in self._calls_by_event.get(event_id, ()) if r != old.request_id)
+                    if ids:
+                        self._calls_by_event[event_id] = ids
+                    else:
+                        self._calls_by_event.pop(event_id, None)
 
     def stop_waiting(self) -> None:
         with self.lock:
@@ -181,7 +197,7 @@ class ChatHistory:
         items = list(self._chats.get(chat_id, ()))
         if chat_type(chat_id) == "user":
             items += self._chats.get(EVERYONE, ())
-        return sorted(items, key=lambda item: (item.time, item.seq))
+        return sorted(map(Item._make, items), key=lambda item: (item.time, item.seq))
 
     def page(self, chat_id: str, since: int, wait_s: float) -> bytes:
         """`{"seq": <newest seq>, "items": [...]}`: the chat's items with a seq above `since`, in
@@ -197,32 +213,33 @@ class ChatHistory:
         """The last item of the chat (and of broadcasts, for a one-to-one chat): enough to tell
         whether anything came since a seq, since seqs only grow."""
         names = (chat_id, EVERYONE) if chat_type(chat_id) == "user" else (chat_id,)
-        return [self._chats[name][-1] for name in names if self._chats.get(name)]
+        return [Item._make(self._chats[name][-1]) for name in names if self._chats.get(name)]
 
     def chats(self) -> list[dict]:
         """Every chat held, most recently active first: id, type, items held, last activity."""
         with self.lock:
             return [{"chatId": chat_id, "type": chat_type(chat_id), "items": len(items),
-                     "last_time": items[-1].time if items else None}
+                     "last_time": Item._make(items[-1]).time if items else None}
                     for chat_id, items in reversed(self._chats.items()) if chat_id != EVERYONE]
 
     def call(self, request_id: str) -> dict | None:
-        """One API call for the inspector, bodies parsed; None once forgotten."""
+        """One API call for the inspector, bodies parsed; None once forgotten (CALLS_KEPT)."""
         with self.lock:
             call = self._calls.get(request_id)
-        return None if call is None else _shown(call)
+        return None if call is None else _shown(Call._make(call))
 
     def trace(self, event_id: str) -> dict:
         """An event's path for the inspector: the user turn (webhook JSON, status, ack), each API
         call that served it (with frontdesk's trace: handler, times), and what was delivered."""
         with self.lock:
             turn = self._turns.get(event_id)
-            calls = [self._calls[r] for r in self._calls_by_event.get(event_id, ()) if r in self._calls]
+            turn = None if turn is None else Item._make(turn)
+            calls = [Call._make(self._calls[r]) for r in self._calls_by_event.get(event_id, ()) if r in self._calls]
             chat_id = None if turn is None else event_chat(json.loads(turn.json())["event"])
             deliveries = [json.loads(item.json()) for item in (self._items(chat_id) if chat_id else ())
                           if item.kind == "bot" and item.answers == event_id]
         return {"turn": None if turn is None else json.loads(turn.json()),
-                "calls": [_shown(call) for call in sorted(calls, key=lambda c: c["time"])],
+                "calls": [_shown(call) for call in sorted(calls, key=lambda c: c.time)],
                 "deliveries": deliveries}
 
     def transcript(self, chat_id: str, name_of) -> dict:
@@ -262,5 +279,21 @@ def _replayable(event: dict) -> dict:
     return event
 
 
-def _shown(call: dict) -> dict:
-    return {**call, "request": _readable(_cut(call["request"])), "response": _readable(_cut(call["response"]))}
+def _shown(call: Call) -> dict:
+    """A call for the inspector: bodies and trace parsed."""
+    shown = call._asdict()
+    shown.update(events=list(call.events), request=_readable(_cut(call.request)),
+                 response=_readable(_cut(call.response)), trace=read_trace(call.trace))
+    return shown
+
+
+def read_trace(header: str | None) -> list[dict]:
+    """frontdesk's trace header: a JSON list of {"event", "call", "handler", "received_at",
+    "handed_at"} (ratelimiter/line_api.py); whatever is not that is left out."""
+    try:
+        entries = json.loads(header) if header else []
+    except ValueError:
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [entry for entry in entries if isinstance(entry, dict) and isinstance(entry.get("event"), str)]

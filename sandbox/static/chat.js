@@ -294,7 +294,7 @@ function botRow(item) {
   for (const message of delivery.messages || []) {
     const sender = senderOf(message);
     const line = el("div", { class: "row-bot" });
-    const face = el("span", { class: "avatar bot" }, sender && sender.name ? sender.name[0] : "B");
+    const face = el("span", { class: "avatar bot" }, sender && sender.name ? sender.name[0] : "bot");
     if (sender && /^https?:/.test(sender.iconUrl || "")) {
       const img = el("img", { alt: "" });
       img.addEventListener("error", () => img.remove());
@@ -313,7 +313,7 @@ function botRow(item) {
 function drawLoading() {
   const last = state.items[state.items.length - 1];
   if (!last || last.kind !== "loading" || Date.now() > last.time + last.seconds * 1000) return;
-  const dots = el("div", { class: "row-bot loading" }, el("span", { class: "avatar bot" }, "B"),
+  const dots = el("div", { class: "row-bot loading" }, el("span", { class: "avatar bot" }, "bot"),
                   el("div", { class: "bubble dots", title: `loading animation (${last.seconds} s)` }, el("i"), el("i"), el("i")));
   $("messages").append(dots);
   setTimeout(drawAll, last.time + last.seconds * 1000 - Date.now() + 50);
@@ -347,24 +347,25 @@ async function inspectEvent(eventId) {
   const trace = await call(`/sandbox/events/${eventId}/trace`);
   if (!trace.turn) { openInspector("Event", el("p", {}, "This event is no longer held.")); return; }
   const event = trace.turn.event, t0 = event.timestamp;
-  const steps = [el("li", {}, el("b", {}, "+0 ms"), ` ${event.type} sent by ${trace.turn.by}`),
-                 el("li", {}, el("b", {}, trace.turn.ack_ms === null ? "?" : "+" + ms(trace.turn.ack_ms)),
-                    ` webhook answered ${trace.turn.status || "nothing"}` + (trace.turn.ack_ms === null ? "" : ` after ${ms(trace.turn.ack_ms)}`))];
+  const steps = [];   // [offset ms, list item]: shown in time order
+  const step = (offset, text, cls, ...more) =>
+    steps.push([offset, el("li", { class: cls || "" }, el("b", {}, offset === null ? "?" : "+" + ms(offset)), " " + text, ...more)]);
+  step(0, `${event.type} sent by ${trace.turn.by}`);
+  step(trace.turn.ack_ms, `webhook answered ${trace.turn.status || "nothing"}` +
+       (trace.turn.ack_ms === null ? "" : ` after ${ms(trace.turn.ack_ms)}`), trace.turn.status === 200 ? "" : "bad");
   const traced = trace.calls.flatMap((c) => c.trace || []).find((t) => t.event === eventId);
   if (traced) {
-    steps.push(el("li", {}, el("b", {}, "+" + ms(traced.received_at - t0)), " stored by the receiver"),
-               el("li", {}, el("b", {}, "+" + ms(traced.handed_at - t0)), ` handed to ${traced.handler} after ${ms(traced.handed_at - t0)}`));
+    step(traced.received_at - t0, "stored by the receiver");
+    step(traced.handed_at - t0, `handed to ${traced.handler} after ${ms(traced.handed_at - t0)}`);
   }
   for (const c of trace.calls) {
-    steps.push(el("li", { class: c.status >= 400 ? "bad" : "" }, el("b", {}, "+" + ms(c.time - t0)),
-                  ` ${c.method} ${c.path} → ${c.status} in ${ms(c.ms)}`,
-                  fold("request", code(c.request === null ? "(no body)" : c.request)), fold("response", code(c.response))));
+    step(c.time - t0, `${c.method} ${c.path} → ${c.status} in ${ms(c.ms)}`, c.status >= 400 ? "bad" : "",
+         fold("request", code(c.request === null ? "(no body)" : c.request)), fold("response", code(c.response)));
   }
-  for (const d of trace.deliveries) {
-    steps.push(el("li", { class: "good" }, el("b", {}, "+" + ms(d.time - t0)), ` delivered (${d.delivery.endpoint}) after ${ms(d.time - t0)}`));
-  }
-  if (!trace.calls.length) steps.push(el("li", {}, "no API call for this event (yet)"));
-  openInspector(`${event.type} event`, el("h4", {}, "Path"), el("ol", { class: "timeline" }, steps),
+  for (const d of trace.deliveries) step(d.time - t0, `delivered (${d.delivery.endpoint}) after ${ms(d.time - t0)}`, "good");
+  steps.sort((a, b) => (a[0] ?? Infinity) - (b[0] ?? Infinity));
+  if (!trace.calls.length) steps.push([null, el("li", {}, "no API call for this event (yet)")]);
+  openInspector(`${event.type} event`, el("h4", {}, "Path"), el("ol", { class: "timeline" }, steps.map((s) => s[1])),
                 el("h4", {}, "Webhook event sent"), code(event));
 }
 
@@ -407,7 +408,7 @@ async function drawMenu() {
   }
   const bar = el("button", { class: "chat-bar", type: "button", onclick: () => { state.menuOpen = !state.menuOpen; drawMenu(); } },
                  `${menu.chatBarText} ${state.menuOpen ? "▾" : "▴"}`);
-  box.replaceChildren(...(state.menuOpen ? [area, bar] : [bar]));
+  box.replaceChildren(...(state.menuOpen ? [el("div", { class: "menu-frame" }, area), bar] : [bar]));
   box.dataset.menu = found.richMenuId;
 }
 
