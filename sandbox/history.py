@@ -51,19 +51,24 @@ class Item(NamedTuple):
 
 
 class Call(NamedTuple):
-    """An API call the sandbox answered, for the inspector; held as a plain tuple, like Item."""
+    """An API call the sandbox answered, for the inspector; held as a plain tuple, like Item, made
+    on the hot path from references (nothing parsed or copied)."""
     request_id: str
-    time: float                      # epoch ms
+    time: float                      # epoch ms, when it arrived (after the injected latency)
     endpoint: str
     method: str
     path: str
     status: int
     ms: float
-    events: tuple[str, ...]          # the events it served
-    trace: str | None                # frontdesk's X-Frontdesk-Trace, as sent (JSON)
+    reply_event: str | None          # the event a reply's token names
+    trace: str | None                # frontdesk's X-Frontdesk-Trace as sent (JSON): the events it serves
     dropped: bool
     request: bytes | str | None      # the body as sent, or a description of it
     response: bytes | str | None
+
+    def serves(self, event_id: str) -> bool:
+        return self.reply_event == event_id or (self.trace is not None and event_id in self.trace and any(
+            entry["event"] == event_id for entry in read_trace(self.trace)))
 
 
 _EVENT_ID = Item._fields.index("event_id")
@@ -110,8 +115,7 @@ class ChatHistory:
         self.seq = 0
         self._chats: OrderedDict[str, deque[Item]] = OrderedDict()   # least recently active first
         self._turns: dict[str, Item] = {}                             # user turns by event id
-        self._calls: OrderedDict[str, Call] = OrderedDict()          # API calls by request id
-        self._calls_by_event: dict[str, tuple[str, ...]] = {}          # event id -> request ids
+        self._calls: OrderedDict[str, tuple] = OrderedDict()         # API calls (Call tuples) by request id
 
     # --- recording ---------------------------------------------------------------------------------------
     def _add(self, chat_id: str, item: tuple) -> None:
@@ -171,20 +175,12 @@ class ChatHistory:
             self.seq += 1
             self._add(chat_id, (self.seq, now, "loading", _JSON.encode({"seconds": seconds}).encode(), None, None, 200))
 
-    def add_call(self, call: Call) -> None:
+    def add_call(self, call: tuple) -> None:
+        """An API call the sandbox answered: a Call's plain tuple."""
         with self.lock:
-            self._calls[call.request_id] = tuple(call)
-            for event_id in call.events:
-                self._calls_by_event[event_id] = self._calls_by_event.get(event_id, ()) + (call.request_id,)
+            self._calls[call[0]] = call
             if len(self._calls) > self.calls_kept:
-                _, held = self._calls.popitem(last=False)
-                old = Call._make(held)
-                for event_id in old.events:
-                    ids = tuple(r for r in self._calls_by_event.get(event_id, ()) if r != old.request_id)
-                    if ids:
-                        self._calls_by_event[event_id] = ids
-                    else:
-                        self._calls_by_event.pop(event_id, None)
+                self._calls.popitem(last=False)
 
     def stop_waiting(self) -> None:
         with self.lock:
@@ -234,7 +230,7 @@ class ChatHistory:
         with self.lock:
             turn = self._turns.get(event_id)
             turn = None if turn is None else Item._make(turn)
-            calls = [Call._make(self._calls[r]) for r in self._calls_by_event.get(event_id, ()) if r in self._calls]
+            calls = [call for call in map(Call._make, self._calls.values()) if call.serves(event_id)]
             chat_id = None if turn is None else event_chat(json.loads(turn.json())["event"])
             deliveries = [json.loads(item.json()) for item in (self._items(chat_id) if chat_id else ())
                           if item.kind == "bot" and item.answers == event_id]
@@ -282,7 +278,7 @@ def _replayable(event: dict) -> dict:
 def _shown(call: Call) -> dict:
     """A call for the inspector: bodies and trace parsed."""
     shown = call._asdict()
-    shown.update(events=list(call.events), request=_readable(_cut(call.request)),
+    shown.update(ms=round(call.ms, 3), request=_readable(_cut(call.request)),
                  response=_readable(_cut(call.response)), trace=read_trace(call.trace))
     return shown
 

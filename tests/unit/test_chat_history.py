@@ -143,44 +143,47 @@ def test_a_group_transcript_names_each_speaker_once():
     assert [t["user"] for t in transcript["turns"]] == [AIKO, BEN, AIKO]
 
 
-def call(request_id: str, events: tuple, at_ms: float, status: int = 200, trace: str | None = None) -> Call:
-    return Call(request_id, at_ms, "reply", "POST", "/v2/bot/message/reply", status, 0.5, events, trace, False,
-                b'{"replyToken":"t"}', b'{"message":"Invalid reply token"}')
+def call(request_id: str, event_id: str, at_ms: float, status: int = 200, traced: bool = False) -> tuple:
+    """A reply call (its token names the event), or with traced=True one frontdesk's trace ties to it."""
+    trace = json.dumps([{"event": event_id, "call": 2, "handler": "handler-1"}]) if traced else None
+    return tuple(Call(request_id, at_ms, "reply", "POST", "/v2/bot/message/reply", status, 0.5,
+                      None if traced else event_id, trace, False,
+                      b'{"replyToken":"t"}', b'{"message":"Invalid reply token"}'))
 
 
 def test_an_events_trace_holds_its_turn_calls_and_deliveries():
     history = ChatHistory()
     event = said(history, user_source(AIKO), "hi", 1_000)
     event_id = event["webhookEventId"]
-    history.add_call(call("r2", (event_id,), 1_020, trace='[{"event":"%s","call":2,"handler":"handler-1"}]' % event_id))
-    history.add_call(call("r1", (event_id,), 1_010, status=400))
-    history.add_call(call("other", ("another event",), 1_015))
+    history.add_call(call("r2", event_id, 1_020, traced=True))
+    history.add_call(call("r1", event_id, 1_010, status=400))
+    history.add_call(call("other", "another event", 1_015))
+    history.add_call(call("named-inside", "x" + event_id, 1_016, traced=True))   # not the same event
     delivered(history, "push", [AIKO], "pushed", 1_030, answers=event_id)
     trace = history.trace(event_id)
     assert trace["turn"]["event"]["webhookEventId"] == event_id and trace["turn"]["ack_ms"] == 1.5
     assert [c["request_id"] for c in trace["calls"]] == ["r1", "r2"]          # in time order
     assert trace["calls"][0]["response"] == {"message": "Invalid reply token"}  # bodies parsed for reading
+    assert trace["calls"][1]["trace"] == [{"event": event_id, "call": 2, "handler": "handler-1"}]
     assert [d["delivery"]["endpoint"] for d in trace["deliveries"]] == ["push"]
     assert history.call("r1")["request"] == {"replyToken": "t"}
-    assert trace["calls"][1]["trace"] == [{"event": event_id, "call": 2, "handler": "handler-1"}]
 
 
 def test_the_newest_calls_are_kept():
     history = ChatHistory(calls_kept=2)
     for n in range(3):
-        history.add_call(call(f"r{n}", ("e",), n))
+        history.add_call(call(f"r{n}", "e", n))
     assert history.call("r0") is None and history.call("r2") is not None
     assert [c["request_id"] for c in history.trace("e")["calls"]] == ["r1", "r2"]
 
 
 def test_what_the_history_holds_is_not_tracked_by_the_garbage_collector():
-    """200,000 tracked objects made every collection scan them: the sandbox's CPU per API call
-    grew by a quarter under bench until items became tuples of plain values."""
+    """Held as objects, the history's items made every collection scan them: tuples of plain
+    values are dropped from the collector's lists."""
     history = ChatHistory()
     event = said(history, user_source(AIKO), "hi", 1)
     delivered(history, "reply", [AIKO], "answer", 2, answers=event["webhookEventId"])
-    history.add_call(call("r", (event["webhookEventId"],), 3, trace="[]"))
+    history.add_call(call("r", event["webhookEventId"], 3, traced=True))
     gc.collect()
-    gc.collect()   # a tuple holding a tuple is untracked once the inner one is
-    held = list(history._chats[AIKO]) + list(history._calls.values())   # as held: plain tuples
+    held = list(history._chats[AIKO]) + list(history._calls.values())
     assert held and not any(gc.is_tracked(thing) for thing in held)
