@@ -41,7 +41,7 @@ import time
 
 import falcon
 
-from .api import LineError, USER_ID_PATTERN, send_json
+from .api import USER_ID_PATTERN, LineError, send_json
 from .history import chat_type
 from .webhooks import (GROUP_CHAT_KINDS, GROUP_ONLY_KINDS, USER_EVENT_KINDS, EventFactory, group_source,
                        post_webhook, room_source, user_source)

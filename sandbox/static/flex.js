@@ -13,6 +13,7 @@ const JUSTIFY = { "flex-start": "flex-start", "flex-end": "flex-end", center: "c
                   "space-between": "space-between", "space-around": "space-around", "space-evenly": "space-evenly" };
 const ALIGN = { start: "flex-start", end: "flex-end", center: "center" };
 const GRAVITY = { top: "flex-start", bottom: "flex-end", center: "center" };
+const PADDING_SIDES = [["Top", "paddingTop"], ["Bottom", "paddingBottom"], ["Start", "paddingInlineStart"], ["End", "paddingInlineEnd"]];
 
 // A length: a keyword of `table`, or "12px" / "50%" as given; anything else gives `fallback`.
 function length(value, table, fallback) {
@@ -52,9 +53,8 @@ function flexBubble(bubble, act) {
     if (style.separator && !first) holder.style.borderTop = "1px solid " + (safeColor(style.separatorColor) || "#e5e5e5");
     const inner = component(part, { layout: "vertical", act, block });
     if (part.type === "box" && part.paddingAll === undefined) {
-      for (const side of ["Top", "Bottom", "Start", "End"]) {
-        if (part["padding" + side] === undefined) inner.style["padding" + {Top: "Top", Bottom: "Bottom", Start: "InlineStart", End: "InlineEnd"}[side]] = BLOCK_PADDING[block];
-      }
+      // a block's box has LINE's padding for the block on each side it sets none of its own
+      for (const [side, css] of PADDING_SIDES) if (part["padding" + side] === undefined) inner.style[css] = BLOCK_PADDING[block];
     }
     if (block === "body" || part.flex !== undefined) holder.style.flex = block === "body" ? "1 1 auto" : "0 0 auto";
     holder.append(inner);
@@ -119,7 +119,7 @@ function box(c, parent) {
   }
   const all = length(c.paddingAll, SPACE_PX, null);
   if (all !== null) s.padding = all;
-  for (const [side, css] of [["Top", "paddingTop"], ["Bottom", "paddingBottom"], ["Start", "paddingInlineStart"], ["End", "paddingInlineEnd"]]) {
+  for (const [side, css] of PADDING_SIDES) {
     const v = length(c["padding" + side], SPACE_PX, null);
     if (v !== null) s[css] = v;
   }

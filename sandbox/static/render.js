@@ -1,6 +1,6 @@
 // LINE message objects drawn as the LINE app shows them. `act(action)` is called when the user
 // taps something with an action; `ctx.nameOf(userId)` names mentioned users.
-import { el, safeColor, actionLabel } from "./dom.js";
+import { el, actionLabel } from "./dom.js";
 import { flexContainer, picture } from "./flex.js";
 
 const TEMPLATE_RATIO = { rectangle: 1 / 1.51, square: 1 };
@@ -180,4 +180,3 @@ export function quickReplyChips(message, ctx) {
   });
 }
 
-export { safeColor };
