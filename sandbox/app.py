@@ -394,7 +394,6 @@ def create_app(settings: Settings, channel_secret: str, access_token: str,
     routes = {**API_ROUTES, "/sandbox/deliveries": Deliveries, "/sandbox/stats": Stats, **chatpage.ROUTES}
     for path, resource in routes.items():
         app.add_route(path, resource(state))
-    app.add_static_route("/chat/static", chatpage.STATIC_FOLDER)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(LineError, _line_error)
     return app

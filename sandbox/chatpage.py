@@ -5,14 +5,15 @@ The page plays the users: each event it sends is built by the webhook generator 
 signed with the channel secret and posted to the channel's webhook endpoint (the receiver of the
 same settings unless set through the API, as on LINE), like every webhook LINE sends. What the bot
 answers comes back through the chat's history (history.py), long-polled. The page itself is
-plain files in sandbox/static/ (no build step); it puts every text into the page as text, never
+plain files beside this module (chat.html, chat.css, chat*.js: no build step), served by name
+from PAGE_FILES and nothing else of the folder; it puts every text into the page as text, never
 as markup, and its Content-Security-Policy runs no script but its own.
 
 Routes (no authentication, like the recorder: the sandbox listens on loopback):
 
 | route | what |
 | --- | --- |
-| `GET /chat` | the page |
+| `GET /chat`, `GET /chat/static/{name}` | the page, its styles and scripts |
 | `GET /sandbox/chats` | people, groups and rooms made on the page, chats with history |
 | `POST /sandbox/people`, `POST /sandbox/groups` | name a user; make a group or room with members |
 | `GET /sandbox/chats/{chatId}` | a chat: type, name, members |
@@ -46,7 +47,11 @@ from .history import chat_type
 from .webhooks import (GROUP_CHAT_KINDS, GROUP_ONLY_KINDS, USER_EVENT_KINDS, EventFactory, group_source,
                        post_webhook, room_source, user_source)
 
-STATIC_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The page's files (package data beside this module, as the status page's): name -> content type.
+PAGE_FILES = {"chat.css": "text/css; charset=utf-8", "chat.js": "text/javascript; charset=utf-8",
+              "chat-dom.js": "text/javascript; charset=utf-8", "chat-flex.js": "text/javascript; charset=utf-8",
+              "chat-render.js": "text/javascript; charset=utf-8"}
 CHAT_ID_PATTERN = re.compile(r"[UCR][0-9a-f]{32}")
 PLAYABLE_KINDS = frozenset(USER_EVENT_KINDS + GROUP_ONLY_KINDS + GROUP_CHAT_KINDS)
 UPLOAD_KINDS = frozenset({"image", "video", "audio", "file"})
@@ -106,9 +111,21 @@ class ChatPage(PageResource):
     """GET /chat: the page (it reads ?user=, ?group= or ?room= itself)."""
 
     def on_get(self, req, resp):
-        with open(os.path.join(STATIC_FOLDER, "chat.html"), "rb") as page:
+        with open(os.path.join(HERE, "chat.html"), "rb") as page:
             resp.data = page.read()
         resp.content_type = falcon.MEDIA_HTML
+        resp.set_headers(PAGE_HEADERS)
+
+
+class PageFile(PageResource):
+    """GET /chat/static/{name}: the page's styles and scripts, by name."""
+
+    def on_get(self, req, resp, name):
+        if name not in PAGE_FILES:
+            raise LineError(404, f"the chat page has no file {name[:60]!r}")
+        with open(os.path.join(HERE, name), "rb") as page_file:
+            resp.data = page_file.read()
+        resp.content_type = PAGE_FILES[name]
         resp.set_headers(PAGE_HEADERS)
 
 
@@ -370,6 +387,7 @@ class Call(PageResource):
 
 ROUTES = {
     "/chat": ChatPage,
+    "/chat/static/{name}": PageFile,
     "/sandbox/chats": Chats,
     "/sandbox/people": People,
     "/sandbox/groups": Groups,

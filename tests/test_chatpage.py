@@ -180,3 +180,5 @@ def test_the_page_is_served_with_a_policy_that_runs_only_its_own_scripts(page):
     assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
     script = requests.get(f"{page.url}/chat/static/chat.js", timeout=10)
     assert script.status_code == 200 and "innerHTML" not in script.text
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    assert requests.get(f"{page.url}/chat/static/chatpage.py", timeout=10).status_code == 404   # named files only

@@ -1,7 +1,7 @@
 // LINE message objects drawn as the LINE app shows them. `act(action)` is called when the user
 // taps something with an action; `ctx.nameOf(userId)` names mentioned users.
-import { el, actionLabel } from "./dom.js";
-import { flexContainer, picture } from "./flex.js";
+import { el, actionLabel } from "./chat-dom.js";
+import { flexContainer, picture } from "./chat-flex.js";
 
 const TEMPLATE_RATIO = { rectangle: 1 / 1.51, square: 1 };
 

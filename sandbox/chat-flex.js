@@ -1,7 +1,7 @@
 // Flex Messages drawn as the LINE app lays them out: boxes are CSS flex boxes (LINE's layout is
 // CSS Flexbox), keyword sizes are the pixel values of LINE's Flex layout tables. Every text goes
 // into the page as text (textContent), never as markup.
-import { el, safeColor, actionLabel } from "./dom.js";
+import { el, safeColor, actionLabel } from "./chat-dom.js";
 
 const TEXT_PX = { xxs: 11, xs: 13, sm: 14, md: 16, lg: 19, xl: 22, xxl: 29, "3xl": 35, "4xl": 48, "5xl": 74 };
 const SPACE_PX = { none: 0, xs: 2, sm: 4, md: 8, lg: 12, xl: 16, xxl: 20 };

@@ -1,8 +1,8 @@
 // The chat page: plays LINE users against the bot behind the sandbox. Events go out through the
 // sandbox (/sandbox/chats/<id>/events), which signs and posts them to the receiver; the chat's
 // history (what users sent, what the bot delivered) is long-polled and drawn in time order.
-import { el, json, actionLabel } from "./dom.js";
-import { renderMessage, senderOf, quickReplyChips } from "./render.js";
+import { el, json, actionLabel } from "./chat-dom.js";
+import { renderMessage, senderOf, quickReplyChips } from "./chat-render.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
