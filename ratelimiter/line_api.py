@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
@@ -23,6 +24,7 @@ MAX_MESSAGES = 5
 MAX_MULTICAST_TO = 500
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
 MAX_TRACED_CALLS = 10     # a batched multicast's trace header names its first ten members
+MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*", re.ASCII)   # a Content-Type we send: type/subtype only
 
 
 class ArgsError(ValueError):
@@ -137,8 +139,9 @@ def build_request(method: str, args: dict, key: str | None) -> HttpRequest:
         if query is not None and not isinstance(query, dict):
             raise ArgsError("call: `query` must be a map")
         content_type = args.get("content_type")
-        if isinstance(args.get("body"), bytes) and (not isinstance(content_type, str) or "/" not in content_type):
-            raise ArgsError("call: a `body` of bytes needs `content_type` (e.g. image/png)")
+        if isinstance(args.get("body"), bytes) and not (isinstance(content_type, str)
+                                                       and MEDIA_TYPE.fullmatch(content_type)):
+            raise ArgsError("call: a `body` of bytes needs `content_type`, a media type such as image/png")
         endpoint = HttpRequest(verb, path).endpoint
         return HttpRequest(verb, path, args.get("body"), query, bool(args.get("data_api")),
                            retry_key=key if endpoint in RETRY_KEY_ENDPOINTS and verb == "POST" else None,

@@ -20,9 +20,12 @@ def test_a_call_with_a_body_of_bytes_keeps_its_bytes_and_type_through_the_journa
     assert HttpRequest.from_journal(journaled) == request
 
 
-def test_a_body_of_bytes_without_its_type_is_refused_naming_it():
+@pytest.mark.parametrize("content_type", [None, "png", "image/png\r\nX-Injected: 1", "image/pñg", 5])
+def test_a_body_of_bytes_without_a_plain_media_type_is_refused_naming_it(content_type):
+    """The type goes into a header line: nothing but type/subtype may reach it."""
     with pytest.raises(ArgsError, match="content_type"):
-        build_request("call", {"method": "POST", "path": "/v2/bot/richmenu/rm-1/content", "body": IMAGE}, None)
+        build_request("call", {"method": "POST", "path": "/v2/bot/richmenu/rm-1/content", "body": IMAGE,
+                               "content_type": content_type}, None)
 
 
 def test_a_json_body_is_journaled_as_before():
