@@ -55,6 +55,7 @@ PAGE_FILES = {"chat.css": "text/css; charset=utf-8", "chat.js": "text/javascript
 CHAT_ID_PATTERN = re.compile(r"[UCR][0-9a-f]{32}")
 PLAYABLE_KINDS = frozenset(USER_EVENT_KINDS + GROUP_ONLY_KINDS + GROUP_CHAT_KINDS)
 UPLOAD_KINDS = frozenset({"image", "video", "audio", "file"})
+MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*", re.ASCII)
 MAX_WAIT_S = 30.0
 WEBHOOK_TIMEOUT_S = 10.0
 MAX_NAME = 40
@@ -65,6 +66,8 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+# What users or bots uploaded (an SVG may hold a script): shown as images, never run as pages.
+UPLOAD_HEADERS = {"Content-Security-Policy": "default-src 'none'; sandbox", "X-Content-Type-Options": "nosniff"}
 
 
 def _bad(message: str) -> LineError:
@@ -274,7 +277,7 @@ class Events(PageResource):
         except (binascii.Error, ValueError):
             raise _bad("`content.data` is not base64") from None
         media_type = content.get("type") or "application/octet-stream"
-        if not isinstance(media_type, str) or "/" not in media_type:
+        if not isinstance(media_type, str) or not MEDIA_TYPE.fullmatch(media_type):   # served back as a header
             raise _bad("`content.type` must be a media type such as image/png")
         message = event["message"]
         if message["type"] == "file":
@@ -358,6 +361,7 @@ class RichMenuImage(PageResource):
         if image is None:
             raise LineError(404, f"rich menu {menu_id[:60]!r} has no image")
         resp.content_type, resp.data = image
+        resp.set_headers(UPLOAD_HEADERS)
 
 
 class Upload(PageResource):
@@ -368,6 +372,7 @@ class Upload(PageResource):
         if upload is None:
             raise LineError(404, f"no upload {message_id[:40]!r} is held")
         resp.content_type, resp.data = upload
+        resp.set_headers(UPLOAD_HEADERS)
 
 
 class EventTrace(PageResource):

@@ -100,7 +100,8 @@ def test_an_uploaded_picture_reaches_the_bot_through_the_content_api(page):
     event = page.say(aiko, aiko, "image", content={"data": base64.b64encode(PNG).decode(), "type": "image/png"})
     [answer] = page.bot_messages(aiko)
     assert answer["text"] == f"Got your picture: {len(PNG)} bytes of image/png."
-    assert requests.get(f"{page.url}/sandbox/uploads/{event['message']['id']}", timeout=10).content == PNG
+    shown = requests.get(f"{page.url}/sandbox/uploads/{event['message']['id']}", timeout=10)
+    assert shown.content == PNG and shown.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
 
 
 def test_the_bot_makes_and_links_a_rich_menu_whose_image_the_page_shows(page):
@@ -158,6 +159,9 @@ def test_what_say_and_bench_post_themselves_shows_in_the_chats(system, page):
     ("/sandbox/chats/U" + "0" * 32 + "/events", {"user": "U" + "0" * 32, "kind": "join"}, 400, "group or room source"),
     ("/sandbox/chats/U" + "0" * 32 + "/events", {"user": "U" + "0" * 32, "kind": "image",
                                                  "content": {"data": "not base64!", "type": "image/png"}}, 400, "base64"),
+    ("/sandbox/chats/U" + "0" * 32 + "/events", {"user": "U" + "0" * 32, "kind": "image",
+                                                 "content": {"data": "", "type": "image/png\r\nX-A: 1"}}, 400,
+     "`content.type` must be a media type"),
     ("/sandbox/people", {"displayName": ""}, 400, "`displayName` must be a text"),
     ("/sandbox/groups", {"type": "group", "members": []}, 400, "`members` must be a list"),
     ("/sandbox/chats/sent", {"by": "say", "events": [{"event": {}}]}, 400, "each of `events`"),
