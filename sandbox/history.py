@@ -111,6 +111,7 @@ class ChatHistory:
         self.per_chat, self.max_chats, self.calls_kept = per_chat, max_chats, calls_kept
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
+        self._waiting = 0                 # long polls waiting on `changed`
         self.stopping = False
         self.seq = 0
         self._chats: OrderedDict[str, deque[Item]] = OrderedDict()   # least recently active first
@@ -136,7 +137,8 @@ class ChatHistory:
         items.append(item)
         if item[_EVENT_ID] is not None:
             self._turns[item[_EVENT_ID]] = item
-        self.changed.notify_all()
+        if self._waiting:   # a notify costs ~1 us even with no one to wake: most items have no reader
+            self.changed.notify_all()
 
     def add_user_turn(self, event: dict, status: int, ack_ms: float | None, by: str,
                       display_text: str | None = None) -> bool:
@@ -200,8 +202,12 @@ class ChatHistory:
         time order; with wait_s, block until there is one or the sandbox stops (long poll)."""
         with self.lock:
             if wait_s > 0:
-                self.changed.wait_for(lambda: self.stopping or any(
-                    item.seq > since for item in self._newest(chat_id)), timeout=wait_s)
+                self._waiting += 1
+                try:
+                    self.changed.wait_for(lambda: self.stopping or any(
+                        item.seq > since for item in self._newest(chat_id)), timeout=wait_s)
+                finally:
+                    self._waiting -= 1
             items = [item.json() for item in self._items(chat_id) if item.seq > since]
             return b'{"seq":%d,"items":[%s]}' % (self.seq, b",".join(items))
 
