@@ -33,8 +33,8 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 class Item(NamedTuple):
     """One thing a chat saw; its JSON is made when it is read. Held as a plain tuple of plain
     values (Item._make reads one), which the garbage collector stops tracking: the history may
-    hold 200,000 of them, and tracked objects (a class, a NamedTuple) made every collection
-    slower (sandbox CPU per API call +25 % under bench)."""
+    hold 200,000 of them, and every tracked object (a class's, a NamedTuple's) is scanned again
+    by each full collection of the sandbox's process."""
     seq: int
     time: float                      # epoch ms: an event's timestamp, a delivery's time
     kind: str                        # "user", "bot" or "loading"

@@ -178,8 +178,8 @@ def test_the_newest_calls_are_kept():
 
 
 def test_what_the_history_holds_is_not_tracked_by_the_garbage_collector():
-    """Held as objects, the history's items made every collection scan them: tuples of plain
-    values are dropped from the collector's lists."""
+    """Up to 200,000 items are held: as objects, every full collection would scan them all;
+    tuples of plain values are dropped from the collector's lists."""
     history = ChatHistory()
     event = said(history, user_source(AIKO), "hi", 1)
     delivered(history, "reply", [AIKO], "answer", 2, answers=event["webhookEventId"])
