@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from typing import Callable
 
 import requests
@@ -30,7 +30,8 @@ import requests
 from frontdesk.protocol.config import ConfigError, Settings, sandbox_credentials
 from frontdesk.store import StoreError, open_store, sqlite_file_missing
 
-from frontdesk.sandbox.webhooks import EVENT_KINDS, EventFactory, describe_source, source_for, user_id
+from frontdesk.sandbox.webhooks import (EVENT_KINDS, EventFactory, describe_source, report_sent, source_for,
+                                        user_id)
 
 from .cpu import RoleCpu
 from .load import WebhookSender
@@ -42,6 +43,7 @@ ANSWERED_KINDS = frozenset({"text", "image", "video", "audio", "location", "stic
 PAGE = 10000
 USERS = 100               # distinct users when --users is not given
 DUPLICATE_GRACE_S = 1.0   # after everything arrived, how long to keep listening for repeats
+REPORTED_EVENTS = 5000    # a run's newest events, told to the sandbox's chat page once the run is measured
 
 
 def parse_mix(text: str) -> list[tuple[str, float]]:
@@ -148,6 +150,7 @@ def run_bench(settings: Settings, args) -> int:
     run_id = os.urandom(3).hex()
     bench = Bench(settings, args, url, sandbox, count, mix, run_id, before)
     report = bench.run()
+    bench.report_sent()
     if getattr(args, "show", False):
         report["received"] = bench.received()
     if args.json:
@@ -169,6 +172,8 @@ class Bench:
         self.per_request = args.events_per_request
         self.requests = math.ceil(count / self.per_request)
         self.event_ids: list[str | None] = [None] * count
+        self.sent_events: deque[tuple[int, dict]] = deque(maxlen=REPORTED_EVENTS)   # (n, event), for the chat page
+        self.posted: list = []
         self.sender = WebhookSender(url, self.secret, connections=args.connections)
         self.progress = Progress(sys.stderr)
         planned_s = count / args.rate
@@ -186,6 +191,7 @@ class Bench:
             user = self.plan.users[n]
             event = self.factory.event(kind, source_for(kind, self.plan.user_ids[user], chat=user), text=trace)
             self.event_ids[n] = event["webhookEventId"]
+            self.sent_events.append((n, event))
             events.append(event)
         return self.factory.body(events)
 
@@ -206,7 +212,7 @@ class Bench:
         if self.chaos:
             self.chaos.start()
         try:
-            posted = self.sender.run(self.requests, rate, self.build)
+            posted = self.posted = self.sender.run(self.requests, rate, self.build)
         finally:
             if self.chaos:
                 self.chaos.stop()
@@ -226,6 +232,18 @@ class Bench:
         finally:
             self.progress.stop()
         return self._report(posted, acked_events, expected, matcher, after, send_s)
+
+    def report_sent(self) -> None:
+        """Tell the sandbox's chat history what this run sent (its newest REPORTED_EVENTS events),
+        once the run is measured, so the chat page shows bench's users too and no figure moves."""
+        answers = {}
+        for request in self.posted:
+            first = request.index * self.per_request
+            for n in range(first, min(self.count, first + self.per_request)):
+                answers[n] = (request.status, round((request.answered - request.sent) * 1000.0, 2))
+        report_sent(self.sandbox.base_url, [{"event": event, "status": answers.get(n, (0, None))[0],
+                                             "ack_ms": answers.get(n, (0, None))[1]}
+                                            for n, event in self.sent_events], "bench")
 
     def _acked_events(self, posted) -> dict[int, float]:
         """Event number -> the due time (monotonic) of its request, for events answered 200."""

@@ -36,7 +36,7 @@ def sandbox_settings(settings):
     """Point the system at the local emulator; fill in dev credentials where none are set, and
     the receiver's callback URL as the public URL (the sandbox's webhook URL) unless one is."""
     base = f"http://{settings.sandbox_listen}"
-    changes = {"api_base": base, "api_data_base": base}
+    changes = {"api_base": base, "api_data_base": base, "api_trace": True}   # trace: for the chat page
     if not settings.public_url:
         changes["public_url"] = f"http://{settings.listen}{settings.callback_path}"
     if not settings.channel_secret:
@@ -133,6 +133,7 @@ def _print_banner(settings, sandbox: bool) -> None:
         lines += [
             f"  LINE API sandbox  http://{settings.sandbox_listen} (replies: "
             f"http://{settings.sandbox_listen}/sandbox/deliveries)",
+            f"  chat page         http://{settings.sandbox_listen}/chat (play users, see what the bot sends)",
             "send 5 signed example webhooks and see what the users received:",
             f"  LINE_CHANNEL_SECRET={shown_secret} " + shlex.join(["frontdesk", *demo_command(settings)[3:]]),
         ]

@@ -370,6 +370,9 @@ class Arbiter:
             o = delivery.doc["o"]
             context = {"received_at": o["received_at"], "source": o["event"].get("source"),
                        "reply_token": o["event"].get("replyToken")}
+            if self.settings.api_trace:   # for the sandbox's inspector: who had the event, since when
+                context.update(handler=process.name, handed_at=round(
+                    (time.time() - (time.monotonic() - delivery.started)) * 1000))
         self.apilink.call(process, request.msgid, [{"event_id": event_id, "call_no": call_no,
                                                     "method": request.method, "context": context},
                                                    params[1]], delivery)

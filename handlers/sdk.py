@@ -158,11 +158,13 @@ class Api:
         """`{"content_type": str, "data": bytes}` of an image, video, audio or file message."""
         return self.call_method("content", {"messageId": message_id})
 
-    def call(self, method: str, path: str, query: dict | None = None, body=None, data_api: bool = False):
-        """Any other Messaging API endpoint: returns `{"status": int, "body": ...}`."""
+    def call(self, method: str, path: str, query: dict | None = None, body=None, data_api: bool = False,
+             content_type: str | None = None):
+        """Any other Messaging API endpoint: returns `{"status": int, "body": ...}`. A `body` of
+        bytes (a rich menu image) is sent as is, with `content_type`."""
         return self.call_method("call", _drop_none({
             "method": method, "path": path, "query": query, "body": body,
-            "data_api": data_api or None}))
+            "data_api": data_api or None, "content_type": content_type}))
 
     def user_get(self, user_id: str):
         return self.call_method("user_get", {"userId": user_id})

@@ -230,6 +230,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob("profile_ttl_s", float, 86400.0, "How long a cached profile answers profile calls.",
          minimum=0.0),
     Knob("content_max_bytes", int, 50 * 1024 * 1024, "Largest content download.", minimum=1),
+    Knob("api_trace", bool, False,
+         "Send each API call with an `X-Frontdesk-Trace` header naming the events it serves, the "
+         "handler and when the event was stored and handed to it: the sandbox's chat page shows an "
+         "event's path with it. `frontdesk run --sandbox` turns it on; LINE itself ignores it."),
     # --- sandbox (the local LINE API emulator)
     Knob("sandbox_listen", str, "127.0.0.1:8100", "Sandbox LINE API address HOST:PORT."),
     Knob("sandbox_latency_ms", float, 0.0, "Latency the sandbox adds to every API answer.",

@@ -36,7 +36,7 @@ from .buckets import Scheduler
 from .http import ApiConnectionError
 from .journal import StoreWriter, fingerprint, journaled
 from .line_api import (ArgsError, HttpRequest, LineApi, batch_retry_key, build_request, push_target,
-                       response_error, retry_key)
+                       response_error, retry_key, trace_header)
 from .profiles import ProfileCache
 from .shared_budget import SharedBudget
 
@@ -526,7 +526,8 @@ class RateLimiter:
         request = send.request
         endpoint = request.endpoint
         try:
-            response = await api.send(request, self.content_max if request.data_api else None)
+            response = await api.send(request, self.content_max if request.data_api else None,
+                                      trace_header(send.calls) if self.settings.api_trace else None)
         except ApiConnectionError as exc:
             self.counters.http(endpoint, 0)
             safe = not exc.sent or _line_drops_a_repeat(send)

@@ -5,7 +5,9 @@ The bearer token is sent in a header and never logged or put in an error.
 """
 from __future__ import annotations
 
+import base64
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
@@ -21,6 +23,8 @@ RETRY_KEY_ENDPOINTS = frozenset({"push", "multicast", "broadcast", "narrowcast"}
 MAX_MESSAGES = 5
 MAX_MULTICAST_TO = 500
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
+MAX_TRACED_CALLS = 10     # a batched multicast's trace header names its first ten members
+MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*", re.ASCII)   # a Content-Type we send: type/subtype only
 
 
 class ArgsError(ValueError):
@@ -36,6 +40,7 @@ class HttpRequest:
     query: dict | None = None
     data_api: bool = False
     retry_key: str | None = None
+    content_type: str | None = None    # a body of bytes is sent as is, with this type (a rich menu image)
 
     @property
     def endpoint(self) -> str:
@@ -43,13 +48,17 @@ class HttpRequest:
         return endpoint_name(self.method, self.path)
 
     def to_journal(self) -> dict:
-        return {"method": self.method, "path": self.path, "body": self.body, "query": self.query,
-                "data_api": self.data_api, "retry_key": self.retry_key}
+        raw = isinstance(self.body, bytes)   # the journal holds JSON: bytes go as base64
+        return {"method": self.method, "path": self.path, "body": None if raw else self.body,
+                "query": self.query, "data_api": self.data_api, "retry_key": self.retry_key,
+                **({"body_base64": base64.b64encode(self.body).decode(), "content_type": self.content_type}
+                   if raw else {})}
 
     @classmethod
     def from_journal(cls, data: dict) -> "HttpRequest":
-        return cls(data["method"], data["path"], data.get("body"), data.get("query"),
-                   bool(data.get("data_api")), data.get("retry_key"))
+        body = base64.b64decode(data["body_base64"]) if "body_base64" in data else data.get("body")
+        return cls(data["method"], data["path"], body, data.get("query"),
+                   bool(data.get("data_api")), data.get("retry_key"), data.get("content_type"))
 
 
 @dataclass
@@ -129,10 +138,25 @@ def build_request(method: str, args: dict, key: str | None) -> HttpRequest:
         query = args.get("query")
         if query is not None and not isinstance(query, dict):
             raise ArgsError("call: `query` must be a map")
+        content_type = args.get("content_type")
+        if isinstance(args.get("body"), bytes) and not (isinstance(content_type, str)
+                                                       and MEDIA_TYPE.fullmatch(content_type)):
+            raise ArgsError("call: a `body` of bytes needs `content_type`, a media type such as image/png")
         endpoint = HttpRequest(verb, path).endpoint
         return HttpRequest(verb, path, args.get("body"), query, bool(args.get("data_api")),
-                           retry_key=key if endpoint in RETRY_KEY_ENDPOINTS and verb == "POST" else None)
+                           retry_key=key if endpoint in RETRY_KEY_ENDPOINTS and verb == "POST" else None,
+                           content_type=content_type if isinstance(args.get("body"), bytes) else None)
     raise ArgsError(f"unknown API method {method!r}")
+
+
+def trace_header(calls) -> str | None:
+    """X-Frontdesk-Trace (setting api_trace): the events a request serves, as JSON, for the
+    sandbox's chat page: each event with the n-th call, the handler that had it, and when it was
+    stored (received_at) and handed to that handler (handed_at), epoch ms."""
+    entries = [{"event": call.event_id, "call": call.call_no, "handler": call.context.get("handler"),
+                "received_at": call.context.get("received_at"), "handed_at": call.context.get("handed_at")}
+               for call in calls[:MAX_TRACED_CALLS] if call.event_id is not None]
+    return json.dumps(entries, separators=(",", ":")) if entries else None
 
 
 def push_target(source: dict | None) -> str | None:
@@ -164,16 +188,22 @@ class LineApi:
         self.api = HttpConnection(settings.api_base, headers, *timeouts)
         self.data = HttpConnection(settings.api_data_base, headers, *timeouts)
 
-    async def send(self, request: HttpRequest, max_bytes: int | None = None) -> HttpResponse:
-        """Send `request`. A body over max_bytes gives status 413 and body None (connection dropped).
-        Raises ApiConnectionError."""
+    async def send(self, request: HttpRequest, max_bytes: int | None = None,
+                   trace: str | None = None) -> HttpResponse:
+        """Send `request` (with `trace` as X-Frontdesk-Trace). A body over max_bytes gives status
+        413 and body None (connection dropped). Raises ApiConnectionError."""
         headers = {}
         body = None
-        if request.body is not None:
+        if isinstance(request.body, bytes):
+            body = request.body
+            headers["Content-Type"] = request.content_type
+        elif request.body is not None:
             body = json.dumps(request.body, separators=(",", ":"), ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"
         if request.retry_key:
             headers["X-Line-Retry-Key"] = request.retry_key
+        if trace:
+            headers["X-Frontdesk-Trace"] = trace
         path = request.path + ("?" + urlencode(request.query) if request.query else "")
         connection = self.data if request.data_api else self.api
         status, response_headers, data = await connection.request(request.method, path, headers, body, max_bytes)

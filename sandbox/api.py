@@ -179,7 +179,8 @@ def send_json(resp: falcon.Response, status: int, body) -> None:
 
 
 def read_json(req: falcon.Request) -> dict:
-    raw = req.bounded_stream.read()
+    """The request's JSON object; the raw bytes stay on req.context for the chat page's inspector."""
+    raw = req.context.raw_body = req.bounded_stream.read()
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -37,8 +37,9 @@ from frontdesk.protocol.config import SANDBOX_CHANNEL_ID, Settings
 from frontdesk.protocol.line_endpoints import LIMITS
 from frontdesk.protocol.wsgi import CLOSE_WITHOUT_ANSWER
 
-from . import channel, chats, content, messages, richmenu, shop, statistics, tokens
+from . import channel, chatpage, chats, content, messages, richmenu, shop, statistics, tokens
 from .api import MESSAGES, UUID_PATTERN, LineError, send_json
+from .history import ChatHistory, read_trace
 from .statistics import Statistics
 from .world import World
 
@@ -48,6 +49,7 @@ RETRY_KEY_ENDPOINTS = frozenset({"push", "multicast", "narrowcast", "broadcast"}
 RETRY_KEY_LIFETIME_MS = 24 * 3600 * 1000
 MAX_WAIT_S = 30.0          # longest long-poll of /sandbox/deliveries
 MAX_PAGE = 10000           # most deliveries in one page
+TRACE_HEADER = "X-Frontdesk-Trace"   # frontdesk's rate limiter names the events a call serves (api_trace)
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -144,6 +146,9 @@ class SandboxState:
         self.tokens = tokens.ChannelTokens(settings.channel_id or SANDBOX_CHANNEL_ID, channel_secret,
                                            access_token)
         self.shop = shop.Shop(self.world)
+        self.history = ChatHistory()
+        self.uploads = content.Uploads()
+        self.latency_ms = settings.sandbox_latency_ms
 
     @staticmethod
     def now_ms() -> float:
@@ -201,7 +206,8 @@ class SandboxState:
             if sent is not None:
                 delivery["sent_message_ids"] = [m["id"] for m in sent]
             self.next_delivery_id += 1
-            self.deliveries.append(_JSON.encode(delivery).encode())
+            encoded = _JSON.encode(delivery).encode()
+            self.deliveries.append(encoded)
             self.delivery_ids.append(delivery["id"])
             if len(self.deliveries) > self.recorder_size:
                 drop = max(1, self.recorder_size // 10)
@@ -209,6 +215,8 @@ class SandboxState:
                 self.dropped_deliveries += drop
             self.statistics.record(endpoint, count, now_ms, extra and extra.get("customAggregationUnits"))
             self.changed.notify_all()
+        traced = read_trace(req.context.trace) if source_event is None and req.context.trace else ()
+        self.history.add_delivery(delivery, encoded, source_event or (traced[0]["event"] if traced else None))
         return delivery
 
     def _forget_expired(self, now_ms: float) -> None:
@@ -232,6 +240,7 @@ class SandboxState:
         with self.lock:
             self.stopping = True
             self.changed.notify_all()
+        self.history.stop_waiting()
 
     def reset(self) -> int:
         with self.lock:
@@ -274,6 +283,10 @@ class ApiMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = new_request_id()
         req.context.drop = False
+        req.context.started = time.perf_counter()
+        req.context.arrived_ms = time.time() * 1000.0   # the call's time in the inspector
+        req.context.raw_body = None          # read_json keeps the body it parsed, for the inspector
+        req.context.reply_event = None       # a reply's token names the event it answers
 
     def process_resource(self, req, resp, resource, params) -> None:
         endpoint_for = getattr(resource, "endpoint_for", None)
@@ -281,6 +294,7 @@ class ApiMiddleware:
             req.context.endpoint = None
             return
         req.context.endpoint = endpoint = endpoint_for(req.method)
+        req.context.trace = req.get_header(TRACE_HEADER)   # read only when the inspector asks
         if resource.authenticated:
             self._authenticate(req, endpoint)
         if not self.state.bucket(endpoint).take():
@@ -325,10 +339,31 @@ class ApiMiddleware:
         resp.set_header("Date", http_date())
         status = int(str(resp.status).split()[0])
         self.state.count_call(endpoint, status, req.context.drop)
+        self._record(req, resp, endpoint, status)
         if req.context.drop:
             log.debug("event=connection_dropped endpoint=%s request_id=%s status=%d", endpoint,
                       req.context.request_id, status)
             req.env[CLOSE_WITHOUT_ANSWER] = True
+
+
+    def _record(self, req, resp, endpoint: str, status: int) -> None:
+        """The call for the chat page's inspector, as a history.Call of references (bodies as sent,
+        frontdesk's trace header unread): a few microseconds on the hot path."""
+        body = req.context.raw_body
+        if body is None and req.method != "GET":
+            body = _described(req)
+        content_type = resp.content_type or ""
+        self.state.history.add_call((
+            req.context.request_id, req.context.arrived_ms, endpoint, req.method,
+            req.path + "?" + req.query_string if req.query_string else req.path, status,
+            self.state.latency_ms + (time.perf_counter() - req.context.started) * 1000.0, req.context.reply_event,
+            req.context.trace, req.context.drop, body,
+            resp.data if content_type.startswith("application/json") else f"<{len(resp.data or b'')} bytes, {content_type}>"))
+
+
+def _described(req: falcon.Request) -> str | None:
+    """A body the endpoint did not parse as JSON (an image upload): its size and type only."""
+    return f"<{req.content_length} bytes, {req.content_type}>" if req.content_length else None
 
 
 class Deliveries:
@@ -398,7 +433,7 @@ def create_app(settings: Settings, channel_secret: str, access_token: str,
     state = state if state is not None else SandboxState(settings, channel_secret, access_token)
     app = falcon.App(middleware=[ApiMiddleware(settings, state)])
     app.req_options.strip_url_path_trailing_slash = True
-    for path, resource in {**API_ROUTES, **CONTROL_ROUTES}.items():
+    for path, resource in {**API_ROUTES, **CONTROL_ROUTES, **chatpage.ROUTES}.items():
         app.add_route(path, resource(state))
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(LineError, _line_error)

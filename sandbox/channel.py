@@ -159,6 +159,7 @@ class LoadingAnimation(Endpoint):
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not 5 <= seconds <= 60 or seconds % 5:
             check.fail("loadingSeconds", "must be a multiple of 5 between 5 and 60")
         check.raise_if_failed()
+        self.state.history.add_loading(value, seconds)   # the chat page shows the animation
         send_json(resp, 202, {})
 
 

@@ -5,21 +5,18 @@ from __future__ import annotations
 import re
 
 from .api import USER_ID_PATTERN, Endpoint, not_found, page, send_json
+from .world import World
 
 GROUP_PATTERN = re.compile(r"C[0-9a-f]{32}")
 ROOM_PATTERN = re.compile(r"R[0-9a-f]{32}")
 _CHAT_PATTERNS = {"group": GROUP_PATTERN, "room": ROOM_PATTERN}
 
 
-def display_name(some_id: str) -> str:
-    """Deterministic profile names, so tests know what to expect: User-<last 4 chars>."""
-    return f"User-{some_id[-4:]}"
-
-
-def _profile(user_id: str) -> dict:
+def _profile(world: World, user_id: str) -> dict:
+    """The name the chat page gave the user, else User-<last 4 characters of the id>."""
     if not USER_ID_PATTERN.fullmatch(user_id):
         raise not_found()
-    return {"userId": user_id, "displayName": display_name(user_id), "language": "ja",
+    return {"userId": user_id, "displayName": world.person(user_id)["displayName"], "language": "ja",
             "pictureUrl": f"https://profile.line-scdn.net/sandbox/{user_id}", "statusMessage": "Hello, LINE!"}
 
 
@@ -27,7 +24,7 @@ class Profile(Endpoint):
     endpoint = "profile"
 
     def on_get(self, req, resp, user_id):
-        send_json(resp, 200, _profile(user_id))
+        send_json(resp, 200, _profile(self.state.world, user_id))
 
 
 class Followers(Endpoint):
@@ -53,14 +50,15 @@ class MemberProfile(Chat):
 
     def on_get(self, req, resp, chat_id, user_id):
         self.members(chat_id)   # 404 for an id of the wrong kind, and once the bot left
-        profile = _profile(user_id)
+        profile = _profile(self.state.world, user_id)
         send_json(resp, 200, {k: profile[k] for k in ("userId", "displayName", "pictureUrl")})
 
 
 class GroupSummary(Chat):
     def on_get(self, req, resp, chat_id):
         self.members(chat_id)
-        send_json(resp, 200, {"groupId": chat_id, "groupName": f"Group-{chat_id[-4:]}",
+        played = self.state.world.played_chat(chat_id)
+        send_json(resp, 200, {"groupId": chat_id, "groupName": played["name"] if played else f"Group-{chat_id[-4:]}",
                               "pictureUrl": f"https://profile.line-scdn.net/sandbox/{chat_id}"})
 
 

@@ -42,6 +42,7 @@ class Reply(Endpoint):
             token = read_reply_token(self.state.channel_secret, body["replyToken"])
         except ReplyTokenError:
             raise LineError(400, MESSAGES["bad_reply_token"]) from None
+        req.context.reply_event = token.event_id or None   # the inspector shows the call under its event
         expires_ms = token.issued_ms + self.state.reply_token_ttl_ms
         if time.time() * 1000.0 > expires_ms:
             raise LineError(400, MESSAGES["bad_reply_token"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 from frontdesk.protocol import http_server
@@ -31,8 +32,10 @@ from .app import SandboxState, create_app
 
 log = logging.getLogger("frontdesk.sandbox")
 
-# (method, path) of the calls that may block: run on threads, not on the loop.
+# (method, path) of the calls that may block: run on threads, not on the loop. The chat page's
+# history long-polls and its events wait for the receiver (sandbox/chatpage.py).
 BLOCKING_CALLS = frozenset({("POST", "/v2/bot/channel/webhook/test"), ("GET", "/sandbox/deliveries")})
+BLOCKING_CHAT_CALLS = re.compile(r"(GET /sandbox/chats/[^/]+/history|POST /sandbox/chats/[^/]+/events)/?")
 # The largest body the API takes is a rich menu image (1 MB; the app answers LINE's 413 above
 # it, which it can only do for a body the server has read): room for that, and for a chunked
 # upload that runs past it.
@@ -51,7 +54,7 @@ class SandboxHandler:
         self.threads = threads
 
     def __call__(self, request: Request) -> Response | asyncio.Future:
-        if self.latency_s and not request.path.startswith("/sandbox/"):   # the recorder is never delayed
+        if self.latency_s and not request.path.startswith(("/sandbox/", "/chat")):   # only the API is delayed
             loop = asyncio.get_running_loop()
             later = loop.create_future()
             loop.call_later(self.latency_s, self._after_latency, request, later)
@@ -69,7 +72,8 @@ class SandboxHandler:
             answer.add_done_callback(functools.partial(_pass_on, later))
 
     def _answer(self, request: Request) -> Response | asyncio.Future:
-        if (request.method, request.path.rstrip("/")) in BLOCKING_CALLS:
+        if (request.method, request.path.rstrip("/")) in BLOCKING_CALLS or \
+                BLOCKING_CHAT_CALLS.fullmatch(f"{request.method} {request.path}"):
             return asyncio.get_running_loop().run_in_executor(self.threads, self.bridge, request)
         return self.bridge(request)
 

@@ -182,9 +182,11 @@ class EventFactory:
         return str(next(self._message_ids) * 10 + _CONTENT_CODES.get(kind, 0))
 
     def event(self, kind: str, source: dict | None, *, text: str | None = None, timestamp_ms: int | None = None,
-              redelivery: bool = False) -> dict:
+              redelivery: bool = False, details: dict | None = None) -> dict:
         """One event of `kind` (see EVENT_KINDS) from `source` (None for NO_SOURCE_KINDS; source_for
-        gives the right one); `text` for text messages and postback data.
+        gives the right one); `text` for text messages and postback data. `details` replaces
+        generated kind-specific fields, a map merging into the generated map (`{"message":
+        {"emojis": [...]}}` keeps the message's id), so a played user can send exactly what LINE would.
 
         join, leave, memberJoined and memberLeft come from a group or room source without userId,
         as LINE sends them (a given userId is the member who joined or left). Raises ValueError
@@ -203,7 +205,11 @@ class EventFactory:
         event.update(webhookEventId=event_id, deliveryContext={"isRedelivery": redelivery})
         if kind not in NO_REPLY_KINDS:
             event["replyToken"] = mint_reply_token(self.secret, source_key(source), event_id, now_ms)
-        event.update(getattr(self, "_" + kind)(source, text))
+        fields = getattr(self, "_" + kind)(source, text)
+        for name, value in (details or {}).items():
+            generated = fields.get(name)
+            fields[name] = {**generated, **value} if isinstance(generated, dict) and isinstance(value, dict) else value
+        event.update(fields)
         return event
 
     # One builder per kind: the kind-specific fields of the event.
@@ -362,3 +368,32 @@ class WebhookConnection:
 
     def close(self) -> None:
         self._http.close()
+
+
+REPORT_BATCH = 1000   # events per request telling the sandbox what was sent
+
+
+def report_sent(sandbox_url: str, sent: list[dict], by: str, timeout: float = 10.0) -> int:
+    """Tell the sandbox's chat history what was posted to the receiver directly, so that the chat
+    page shows it (`frontdesk say`, `frontdesk bench`): `sent` holds `{"event": <the event>,
+    "status": <the webhook's HTTP status>, "ack_ms"?: <its answer time>}` per event, `by` names
+    the sender. Posted in batches of REPORT_BATCH; returns how many events the sandbox recorded
+    (0 when it could not be reached: the chat page then misses them, nothing else does)."""
+    parts = urllib.parse.urlsplit(sandbox_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    recorded = 0
+    try:
+        for start in range(0, len(sent), REPORT_BATCH):
+            body = json.dumps({"by": by, "events": sent[start:start + REPORT_BATCH]}, ensure_ascii=False,
+                              separators=(",", ":")).encode()
+            connection.request("POST", "/sandbox/chats/sent", body, {"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            data = answer.read()
+            if answer.status != 200:
+                break
+            recorded += json.loads(data)["recorded"]
+    except (OSError, http.client.HTTPException, ValueError, KeyError):
+        pass
+    finally:
+        connection.close()
+    return recorded
