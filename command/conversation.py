@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import requests
 
 from frontdesk.protocol.events import conversation_key
-from frontdesk.sandbox.webhooks import EventFactory, post_webhook
+from frontdesk.sandbox.webhooks import EventFactory, post_webhook, report_sent
 from frontdesk.store import StoreError, open_store, sqlite_file_missing
 
 QUIET_S = 0.3          # a turn is over when this long passed after its last answer (and the bot is done)
@@ -39,8 +39,9 @@ class Outcome:
 class Player:
     """One connection to a running system: its receiver, its sandbox and (if given) its store."""
 
-    def __init__(self, url: str, sandbox_url: str, secret: str, store_url: str | None = None):
+    def __init__(self, url: str, sandbox_url: str, secret: str, store_url: str | None = None, by: str = "say"):
         self.url = url
+        self.by = by               # who the chat page says sent the events (say, test)
         self.sandbox_url = sandbox_url.rstrip("/")
         self.secret = secret
         self.factory = EventFactory(secret)
@@ -72,7 +73,10 @@ class Player:
     def send(self, event: dict) -> int:
         """Post `event` as LINE would; its HTTP status (0: no answer)."""
         before = self._stats()
+        started = time.monotonic()
         status = post_webhook(self.url, self.secret, self.factory.body([event]))
+        ack_ms = (time.monotonic() - started) * 1000
+        report_sent(self.sandbox_url, [{"event": event, "status": status, "ack_ms": ack_ms}], self.by)   # the chat page
         # A 200 means the event is stored: if the count did not grow, the store we read is not
         # the system's (another folder's frontdesk.db), and says nothing about this event.
         self._watched = status == 200 and _total(self._stats()) > _total(before)

@@ -103,7 +103,7 @@ def replay(transcript, system: System | None = None, *, handler: str | None = No
         with start_system(handler=handler) as started:
             return replay(transcript, started, timeout=timeout)
     try:
-        player = Player(system.url, system.sandbox_url, system.secret, system.store)
+        player = Player(system.url, system.sandbox_url, system.secret, system.store, by="test")
     except PlayerError as exc:
         raise SystemUnavailable(str(exc)) from None
     with player:

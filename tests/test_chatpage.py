@@ -6,13 +6,13 @@ the errors a bad request gets."""
 from __future__ import annotations
 
 import base64
+import subprocess
 import sys
 
 import pytest
 import requests
 
 from frontdesk.protocol.config import SANDBOX_ACCESS_TOKEN
-from frontdesk.sandbox.webhooks import EventFactory, post_webhook, report_sent, user_source
 from tests.helpers import wait_until
 from tests.test_webhooks import bench_system, running_system
 
@@ -137,10 +137,10 @@ def test_a_group_made_on_the_page_has_its_members_names_and_a_mention_names_the_
 def test_what_say_and_bench_post_themselves_shows_in_the_chats(system, page):
     url, sandbox_url, env = system
     aiko = page.person("Aiko Say")
-    factory = EventFactory(env.get("LINE_CHANNEL_SECRET") or "frontdesk-sandbox-secret")
-    event = factory.event("text", user_source(aiko), text="flex")
-    status = post_webhook(url, factory.secret, factory.body([event]))
-    assert report_sent(sandbox_url, [{"event": event, "status": status}], "say") == 1
+    said = subprocess.run([sys.executable, "-m", "frontdesk", "say", "flex", "--user", aiko, "--url", url,
+                           "--sandbox-url", sandbox_url, "--timeout", "30"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert said.returncode == 0, said.stdout + said.stderr
     page.bot_messages(aiko)
     kinds = [(item["kind"], item.get("by")) for item in page.get(f"/sandbox/chats/{aiko}/history")["items"]]
     assert kinds == [("user", "say"), ("bot", None)]
