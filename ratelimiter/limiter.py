@@ -13,9 +13,10 @@ At most once per (event, n-th call): before a call goes out its journal entry sa
 with the exact HTTP request; after the answer, "done" or "failed". A repeated call is answered
 from the journal. A "started" entry left by a killed process is sent again only when LINE can
 drop the repeat: push, multicast, broadcast and narrowcast carry an X-Line-Retry-Key (409 =
-success); a reply token is single-use, so a repeated reply LINE refuses as an invalid token was
-delivered by the first attempt (taken as success, never turned into a push). Any other call in
-that state is answered "outcome unknown" and never sent again.
+success); a reply token is single-use, so a repeated reply LINE refuses as an invalid token within
+the token's lifetime was delivered by the first attempt (taken as success, never turned into a
+push). Any other call in that state is answered "outcome unknown" and never sent again. The same
+holds after an attempt that got no answer or a 5xx: ratelimiter/outcome.py decides.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from .http import ApiConnectionError
 from .journal import StoreWriter, fingerprint, journaled
 from .line_api import (ArgsError, HttpRequest, LineApi, batch_retry_key, build_request, push_target,
                        response_error, retry_key)
+from .outcome import Refusal, connection_error_text, refused_reply, reply_goes_as, why_a_repeat_is_dropped
 from .profiles import ProfileCache
 from .shared_budget import SharedBudget
 
@@ -92,10 +94,13 @@ class Send:
 
 
 def _line_drops_a_repeat(send: Send) -> bool:
-    """Can this request go again after LINE may have acted on it? A GET changes nothing, a retry
-    key makes LINE answer 409 to a repeat, and a reply token works once (a repeat is refused)."""
-    request = send.request
-    return request.retry_key is not None or request.method == "GET" or send.sent_as == "reply"
+    """Can this request go again after LINE may have acted on it? (outcome.py says why.)"""
+    return why_a_repeat_is_dropped(send.request, send.sent_as) is not None
+
+
+def _age_s(call: Call) -> float:
+    """Seconds since the call's event reached frontdesk (its reply token's age, near enough)."""
+    return time.time() - call.context.get("received_at", time.time() * 1000) / 1000.0
 
 
 def parse_call(params) -> Call:
@@ -302,8 +307,7 @@ class RateLimiter:
         """Turn a new call into a queued Send (or a batch member)."""
         if call.method == "reply":
             build_request("reply", call.args, None)  # checks the arguments even if it becomes a push
-            age_s = time.time() - call.context.get("received_at", time.time() * 1000) / 1000.0
-            if age_s > self.settings.reply_max_age_s:
+            if reply_goes_as(_age_s(call), self.settings.reply_max_age_s, call.repeat) == "push":
                 self.counters.add("replies_as_push")
                 self._submit(Send(self._reply_as_push(call), [call], "push"))
                 return
@@ -376,10 +380,11 @@ class RateLimiter:
             return True
         if entry.state == "failed" and (request is None or request.retry_key is None):
             # A retryable failure (429, 5xx, no answer) of a call LINE cannot recognise a repeat of
-            # by key: made again as if new, so a reply whose token is now too old goes as a push.
-            # After a 5xx LINE may have used the token: a refusal of it then means "delivered".
+            # by key: made again as if new, so a reply whose token is now too old goes as a push,
+            # unless an attempt may have reached LINE (sent, then no answer or a 5xx): then its
+            # token may be used, and a refusal of it means "delivered" (outcome.py).
             self.counters.add("retried_from_journal")
-            call.repeat = error.get("status", 0) >= 500
+            call.repeat = response.get("maybe_sent", error.get("status", 0) >= 500)
             self._in_flight[call.key] = call
             return False
         if not resendable:  # "started", and LINE could not tell a repeat: it may have been delivered
@@ -507,9 +512,11 @@ class RateLimiter:
         entries = []
         for call, request in send.journal_requests():
             error, result = call.answer
+            # maybe_sent: LINE may have acted on a failed attempt (a reply's token may be used)
+            response = ({"error": error, "maybe_sent": send.repeat} if error else {"result": result})
             entries.append(JournalEntry(
                 call.event_id, call.call_no, call.fingerprint, "failed" if error else "done",
-                request, {"error": error} if error else {"result": result}, time.time()))
+                request, response, time.time()))
 
         def leave() -> None:
             for call in send.calls:
@@ -529,14 +536,14 @@ class RateLimiter:
             response = await api.send(request, self.content_max if request.data_api else None)
         except ApiConnectionError as exc:
             self.counters.http(endpoint, 0)
-            safe = not exc.sent or _line_drops_a_repeat(send)
+            repeat_dropped_because = why_a_repeat_is_dropped(request, send.sent_as)
+            safe = not exc.sent or repeat_dropped_because is not None
             log.warning("api_connection_error endpoint=%s attempt=%d sent=%s reason=%r",
                         endpoint, send.attempts, exc.sent, str(exc))
             send.repeat = send.repeat or exc.sent
             if safe and self._retry(send, BACKOFF_FIRST_S, pause=False):
                 return False
-            message = str(exc) if not exc.sent else (
-                f"{exc}; the request was sent, so whether LINE acted on it is unknown (not sent again)")
+            message = connection_error_text(str(exc), exc.sent, repeat_dropped_because)
             return self._finish(send, api_error(message, 0, retryable=safe), None)
         status = response.status
         self.counters.http(endpoint, status)
@@ -567,11 +574,6 @@ class RateLimiter:
                 "and at most max_frame_bytes)", 413), None)
         error = response_error(response, retryable=False)
         if send.sent_as == "reply" and status == 400 and "invalid reply token" in error["message"].lower():
-            if send.repeat:   # the first attempt used the token: the reply was delivered then
-                self.counters.add("replies_delivered_before")
-                log.warning("reply_repeat_refused event=%s call_no=%d action=taken_as_delivered",
-                            *send.calls[0].key)
-                return self._finish(send, None, {"sent_as": "reply", "delivered_by_earlier_attempt": True})
             return self._reply_token_refused(send, error)
         if send.sent_as == "multicast" and status == 400 and len(send.calls) > 1:
             return self._split_batch(send, error)
@@ -587,8 +589,27 @@ class RateLimiter:
         return True
 
     def _reply_token_refused(self, send: Send, error: dict) -> bool:
-        """LINE refused the reply token (used or expired): nothing was delivered, so push instead."""
+        """LINE refused the reply token (used or expired). After an attempt that may have reached
+        LINE, a refusal within the token's lifetime means that attempt delivered the reply; past
+        it the outcome is unknown and nothing more is sent. Otherwise nothing was delivered: the
+        messages go as a push (outcome.py)."""
         call = send.calls[0]
+        age_s = _age_s(call)
+        meaning = refused_reply(age_s, self.settings.reply_max_age_s, send.repeat)
+        if meaning is Refusal.DELIVERED:
+            self.counters.add("replies_delivered_before")
+            log.warning("reply_repeat_refused event=%s call_no=%d age_s=%.1f action=taken_as_delivered",
+                        call.event_id, call.call_no or 0, age_s)
+            return self._finish(send, None, {"sent_as": "reply", "delivered_by_earlier_attempt": True})
+        if meaning is Refusal.UNKNOWN:
+            self.counters.add("replies_outcome_unknown")
+            log.warning("reply_repeat_refused event=%s call_no=%d age_s=%.1f action=outcome_unknown",
+                        call.event_id, call.call_no or 0, age_s)
+            return self._finish(send, dict(error, retryable=False, message=(
+                f"{error['message']}: outcome unknown: an earlier attempt may have delivered this reply, "
+                f"but the token is {age_s:.0f} s old (past reply_max_age_s="
+                f"{self.settings.reply_max_age_s:g}) and may have expired unused; not sent as a push "
+                "(at most once)")), None)
         try:
             send.request = self._reply_as_push(call)
         except ArgsError as exc:
