@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
 from frontdesk.protocol.frames import EncodeError, FrameDecoder, ProtocolError, encode_frame
 from frontdesk.protocol.rpc import Notification, Request, Response, api_error, error_value, parse_message
@@ -51,12 +51,13 @@ BACKOFF_429_FIRST_S = 0.2   # first pause of an endpoint after a 429; doubles ea
 BACKOFF_MAX_S = 5.0
 STATS_INTERVAL_S = 1.0
 FRAME_OVERHEAD = 1024       # room in a frame around a content download's bytes
+OUT_HIGH_WATER = 8 * 1024 * 1024   # answers not yet taken by the dispatcher: read no more calls past it
 
 
 class Call:
     """One handler call (or a journal entry of one, recovered after a restart), and who waits for it."""
     __slots__ = ("event_id", "call_no", "method", "args", "context", "fingerprint", "msgids", "answer",
-                 "repeat")
+                 "repeat", "cancelled")
 
     def __init__(self, event_id, call_no, method, args, context, fp):
         self.event_id, self.call_no, self.method = event_id, call_no, method
@@ -64,6 +65,7 @@ class Call:
         self.msgids: list[int] = []
         self.answer: tuple | None = None    # (error, result) once known
         self.repeat = False   # an earlier attempt may have reached LINE (a reply's token may be used)
+        self.cancelled = False   # everyone who asked for it is gone (the dispatcher's `cancel`)
 
     @property
     def key(self) -> tuple[str, int] | None:
@@ -146,21 +148,27 @@ class Counters:
 
 
 class _StdinProtocol(asyncio.Protocol):
-    """Frames from the dispatcher; EOF (or broken framing) ends the rate limiter's input."""
+    """Frames from the dispatcher; EOF (or broken framing) ends the rate limiter's input. Reading
+    pauses while the answers not yet taken by the dispatcher pass OUT_HIGH_WATER (RateLimiter.take_input)."""
 
     def __init__(self, limiter: "RateLimiter", max_frame_bytes: int):
         self.limiter = limiter
         self.decoder = FrameDecoder(max_frame_bytes)
         self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if self.ended.done():
             return
         try:
             for value in self.decoder.feed(data):
-                self.limiter.on_message(parse_message(value))
+                self.limiter.inbox.append(parse_message(value))
         except ProtocolError as exc:
             self.ended.set_result(exc)
+        self.limiter.take_input()
 
     def eof_received(self):
         if not self.ended.done():
@@ -181,6 +189,9 @@ class RateLimiter:
         self.store = store
         self._out_fd = out_fd
         self._out = bytearray()
+        self.inbox: deque = deque()            # messages read, not yet handled (take_input)
+        self._stdin: _StdinProtocol | None = None
+        self._waiting: dict[int, Call] = {}    # the dispatcher's msgid -> the call it waits for
         self._in_flight: dict[tuple[str, int], Call] = {}
         self.counters = Counters()
         self.scheduler = Scheduler(settings.rate_limits)
@@ -215,15 +226,32 @@ class RateLimiter:
                 self._out.clear()   # the dispatcher is gone; its calls are re-made from the journal
                 return
             del self._out[:written]
+            if self.inbox:
+                self.take_input()
 
     def _writable(self) -> None:
         self.loop.remove_writer(self._out_fd)
         self._flush()
 
+    def take_input(self) -> None:
+        """Handle the messages read while the dispatcher takes our answers: past OUT_HIGH_WATER of
+        them unread, stop reading stdin until it has taken them. A handler asking for big answers
+        (user data, content) faster than it reads them once grew this process to 2 GB; now its
+        calls wait in the pipe and the dispatcher, which bounds them per handler."""
+        while self.inbox and len(self._out) < OUT_HIGH_WATER:
+            self.on_message(self.inbox.popleft())
+        transport = self._stdin.transport if self._stdin is not None else None
+        if transport is not None and not transport.is_closing():
+            if self.inbox:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
     def _answer(self, call: Call, error, result) -> None:
         call.answer = (error, result)
         msgids, call.msgids = call.msgids, []
         for msgid in msgids:
+            self._waiting.pop(msgid, None)
             try:
                 self._write(Response(msgid, error, result))
             except EncodeError as exc:   # e.g. an integer in LINE's JSON that msgpack cannot carry
@@ -241,10 +269,12 @@ class RateLimiter:
         senders = [asyncio.create_task(self._send_loop()) for _ in range(self.settings.api_connections)]
         self._stats_timer = self.loop.call_later(STATS_INTERVAL_S, self._publish_stats)
         self.recover()
-        transport, reader = await self.loop.connect_read_pipe(
+        transport, self._stdin = await self.loop.connect_read_pipe(
             lambda: _StdinProtocol(self, self.settings.max_frame_bytes), os.fdopen(stdin_fd, "rb", 0))
-        ended = await reader.ended
+        ended = await self._stdin.ended
         transport.close()
+        while self.inbox:   # what was read before the end, answered whatever the dispatcher has taken
+            self.on_message(self.inbox.popleft())
         status = 0
         if ended is not None:
             log.error("protocol_error reason=%r action=finish_queued_and_exit", str(ended))
@@ -268,8 +298,11 @@ class RateLimiter:
 
     # --- reading calls ------------------------------------------------------------------------------
     def on_message(self, message) -> None:
+        if isinstance(message, Notification) and message.method == "cancel":
+            self._cancel(message.params[0] if message.params and isinstance(message.params[0], list) else [])
+            return
         if not isinstance(message, Request):
-            return  # the dispatcher sends no notifications we act on; responses answer nothing of ours
+            return  # responses answer nothing of ours; other notifications mean nothing to us
         if message.method != "call":
             self._write(Response(message.msgid, error_value(f"unknown method {message.method}"), None))
             return
@@ -279,11 +312,38 @@ class RateLimiter:
             self._write(Response(message.msgid, api_error(f"bad call: {exc}"), None))
             return
         call.msgids.append(message.msgid)
+        self._waiting[message.msgid] = call
         try:
             self._dispatch(call)
         except StoreError as exc:
             log.error("store_error method=%s reason=%r", call.method, str(exc))
             self._answer(call, api_error(f"store unavailable: {exc}", retryable=True), None)
+
+    def _cancel(self, msgids: list) -> None:
+        """The handler that asked is gone (the dispatcher's `cancel`): answer each msgid once now
+        (the dispatcher drops it), write nothing more for it, and let a call nobody else waits for
+        be withdrawn before it goes out (_withdrawn)."""
+        cancelled = 0
+        for msgid in msgids:
+            call = self._waiting.pop(msgid, None) if type(msgid) is int else None
+            if call is None:
+                continue   # answered already
+            call.msgids.remove(msgid)
+            call.cancelled = not call.msgids
+            cancelled += 1
+            self._write(Response(msgid, api_error("cancelled: the handler that made this call is gone"), None))
+        self.counters.add("calls_cancelled", cancelled)
+
+    def _withdrawn(self, send: Send) -> bool:
+        """A Send whose calls were all cancelled, each for an event, and that has not gone out is
+        not sent: the event's next delivery makes its calls again. A call made for no event is
+        made anyway (nobody else would), its answer dropped."""
+        if not send.journal or send.attempts or not all(c.cancelled and c.key is not None for c in send.calls):
+            return False
+        for call in send.calls:
+            self._forget(call)
+        self.counters.add("calls_withdrawn", len(send.calls))
+        return True
 
     def _dispatch(self, call: Call) -> None:
         if call.method == "user_get":
@@ -349,6 +409,8 @@ class RateLimiter:
         if current is not None and current.fingerprint == call.fingerprint:
             if current.answer is None:
                 current.msgids.extend(call.msgids)
+                current.cancelled = False   # someone waits for it again
+                self._waiting.update((msgid, current) for msgid in call.msgids)
                 return True
             self._answer(call, *current.answer)
             return True
@@ -476,6 +538,8 @@ class RateLimiter:
         api = LineApi(self.settings)
         try:
             while (send := await self.scheduler.take()) is not None:
+                if self._withdrawn(send):
+                    continue
                 try:
                     if await self._journal_started(send) and await self._attempt(api, send):
                         self._journal_finished(send)
