@@ -239,6 +239,28 @@ def describe_exit(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
+class ReadWatch:
+    """Since when a child has taken nothing from its stdin while bytes waited for it: a handler
+    that takes nothing for event_deadline_s is stuck, whatever it does on its stdout."""
+    __slots__ = ("since",)
+
+    def __init__(self):
+        self.since: float | None = None
+
+    def flushed(self, before: int, after: int, now: float) -> bool:
+        """After a write: `before` bytes were queued, `after` still are. Whether it took any."""
+        took = after < before
+        if not after:
+            self.since = None
+        elif took or self.since is None:
+            self.since = now
+        return took
+
+    def due(self, limit_s: float) -> float | None:
+        """When it is stuck if it takes nothing more (None: nothing waits for it)."""
+        return None if self.since is None else self.since + limit_s
+
+
 @dataclass
 class Delivery:
     """One event handed to one handler: its deadline moves on every sign of progress."""
@@ -283,7 +305,7 @@ class HandlerProcess(FramedChild):
         self.reserved: Delivery | None = None   # a suspect event waiting to run here alone
         self.solo = False                       # the one event in flight must run alone
         self._msgids = rpc.MsgIds(start=1)
-        self._unread_since: float | None = None   # bytes wait for it, and it has read none since
+        self._reads = ReadWatch()
         self._timer = time.monotonic() + settings.handler_start_timeout_s
         self.send(rpc.Request(0, "hello", [{"protocol": PROTOCOL_VERSIONS,
                                             "dispatcher": f"frontdesk/{VERSION}",
@@ -366,17 +388,11 @@ class HandlerProcess(FramedChild):
                       f"(handler_outbound_max_bytes={self.settings.handler_outbound_max_bytes})")
 
     def flush(self) -> None:
-        """Write what is queued; note when it last read anything (a handler that reads nothing
-        for event_deadline_s while bytes wait is stuck), and tell the arbiter when it read some
-        (calls held back for its unread bytes may go now)."""
+        """Write what is queued; note when it last read anything (ReadWatch), and tell the
+        arbiter when it read some (calls held back for its unread bytes may go now)."""
         before = len(self._out)
         super().flush()
-        after = len(self._out)
-        if not after:
-            self._unread_since = None
-        elif after < before or self._unread_since is None:
-            self._unread_since = time.monotonic()
-        if after < before:
+        if self._reads.flushed(before, len(self._out), time.monotonic()):
             self.arbiter.handler_read(self)
 
     def _idle(self, now: float) -> None:
@@ -427,8 +443,9 @@ class HandlerProcess(FramedChild):
         times = [d.deadline for d in self.in_flight.values()]
         if self.state in (STARTING, CLOSING, STOPPING):
             times.append(self._timer)
-        if self._unread_since is not None and self.state != STOPPING:
-            times.append(self._unread_since + self.settings.event_deadline_s)
+        stuck_at = self._reads.due(self.settings.event_deadline_s)
+        if stuck_at is not None and self.state != STOPPING:
+            times.append(stuck_at)
         return min(times) if times else None
 
     def check_timers(self, now: float) -> None:
@@ -440,8 +457,7 @@ class HandlerProcess(FramedChild):
             log.warning("handler_killed name=%s pid=%d signal=KILL", self.name, self.pid)
             self.signal(signal.SIGKILL)
             self._timer = float("inf")
-        elif (self.state != STOPPING and self._unread_since is not None
-              and now >= self._unread_since + self.settings.event_deadline_s):
+        elif self.state != STOPPING and now >= (self._reads.due(self.settings.event_deadline_s) or math.inf):
             queued = len(self._out)
             self.discard_output()
             self.fail(f"stuck: read nothing of its stdin for event_deadline_s="

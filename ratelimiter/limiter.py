@@ -100,6 +100,14 @@ def _line_drops_a_repeat(send: Send) -> bool:
     return why_a_repeat_is_dropped(send.request, send.sent_as) is not None
 
 
+def may_withdraw(send: Send) -> bool:
+    """A Send whose calls were all cancelled (the handlers that asked are gone), each made for an
+    event, and that has not gone out, is not sent: nothing of it was journaled, and the event's
+    next delivery makes its calls again. A call made for no event is made anyway (nobody else
+    would), its answer dropped; one that went out once goes on (its journal entry says so)."""
+    return send.journal and not send.attempts and all(c.cancelled and c.key is not None for c in send.calls)
+
+
 def _age_s(call: Call) -> float:
     """Seconds since the call's event reached frontdesk (its reply token's age, near enough)."""
     return time.time() - call.context.get("received_at", time.time() * 1000) / 1000.0
@@ -335,10 +343,8 @@ class RateLimiter:
         self.counters.add("calls_cancelled", cancelled)
 
     def _withdrawn(self, send: Send) -> bool:
-        """A Send whose calls were all cancelled, each for an event, and that has not gone out is
-        not sent: the event's next delivery makes its calls again. A call made for no event is
-        made anyway (nobody else would), its answer dropped."""
-        if not send.journal or send.attempts or not all(c.cancelled and c.key is not None for c in send.calls):
+        """Forget a Send that may be withdrawn (may_withdraw) instead of sending it."""
+        if not may_withdraw(send):
             return False
         for call in send.calls:
             self._forget(call)
