@@ -39,13 +39,14 @@ class PendingCall:
     params: list             # the "call" request's params: [call map, args]
     delivery: object         # the event delivery it was made for (its deadline waits), or None
     size: int                # bytes of its frame to the rate limiter (CallBounds)
+    event: tuple             # its event's key in CallBounds (event_key)
     dropped: bool = False    # its handler is gone: the answer goes to nobody
 
-    @property
-    def event(self):
-        """The key of its event in CallBounds: one delivery of one handler; its handler's calls
-        made for no event count as one event."""
-        return (self.handler, None if self.delivery is None else self.delivery.msgid)
+
+def event_key(handler, delivery) -> tuple:
+    """An event's key in CallBounds: one delivery of one handler; the handler's calls made for no
+    event count as one event."""
+    return (handler, None if delivery is None else delivery.msgid)
 
 
 class RateLimiterProcess(FramedChild):
@@ -117,17 +118,18 @@ class ApiLink:
         request and encodes whenever that one decoded."""
         msgid = self._msgids.next()
         frame = encode_frame(rpc.Request(msgid, "call", params).to_wire())
-        call = PendingCall(handler, handler_msgid, params, delivery, len(frame))
+        call = PendingCall(handler, handler_msgid, params, delivery, len(frame), event_key(handler, delivery))
         if delivery is not None:
             handler.call_waiting(delivery)   # waiting on frontdesk, held here or not
         self._send(self.bounds.offer(handler, call.event, call.size, handler.unread_bytes, (msgid, call, frame)))
-        handler.pause_reading(self.bounds.holding(handler))
+        if self.bounds.has_held(handler):
+            handler.pause_reading(self.bounds.holding(handler))
 
     def release(self, handler) -> None:
         """Send the held calls of `handler` that fit now (an answer came, or it read what it owed)."""
-        going = self.bounds.releasable(handler, handler.unread_bytes)
-        if going:
-            self._send(going)
+        if not self.bounds.has_held(handler):
+            return
+        self._send(self.bounds.releasable(handler, handler.unread_bytes))
         handler.pause_reading(self.bounds.holding(handler))
 
     def _send(self, going: list) -> None:

@@ -47,7 +47,10 @@ class CallBounds:
 
     def offer(self, handler, event, size: int, unread: int, item) -> list:
         """A new call of `handler` (for `event`, or None). Returns the items that may go to the rate
-        limiter now, counted as outstanding: this one, unless it has to wait (then none)."""
+        limiter now, counted as outstanding: this one, unless it has to wait behind others."""
+        if handler not in self._held and self._fits(handler, event, size, unread):
+            self._count(handler, event, size)    # the common case: nothing waits, it fits
+            return [item]
         self._held.setdefault(handler, deque()).append(Held(event, size, item))
         return self.releasable(handler, unread)
 
@@ -74,14 +77,15 @@ class CallBounds:
             if call.event is not None and not self._event_fits(call.event, call.size):
                 waiting.append(call)
                 continue
-            self._add(self._handlers, handler, call.size)
-            if call.event is not None:
-                self._add(self._events, call.event, call.size)
+            self._count(handler, call.event, call.size)
             going.append(call.item)
         held.extendleft(reversed(waiting))
         if not held:
             del self._held[handler]
         return going
+
+    def has_held(self, handler) -> bool:
+        return handler in self._held
 
     def holding(self, handler) -> bool:
         """Whether `handler` holds a bound's worth of calls here: stop reading it until they go."""
@@ -102,6 +106,14 @@ class CallBounds:
         return self._handlers.get(handler, Load())
 
     # --- the rules ------------------------------------------------------------------------------
+    def _fits(self, handler, event, size: int, unread: int) -> bool:
+        return self._handler_fits(handler, size, unread) and (event is None or self._event_fits(event, size))
+
+    def _count(self, handler, event, size: int) -> None:
+        self._add(self._handlers, handler, size)
+        if event is not None:
+            self._add(self._events, event, size)
+
     def _handler_fits(self, handler, size: int, unread: int) -> bool:
         load = self._handlers.get(handler, Load())
         if load.calls == 0 and unread == 0:
