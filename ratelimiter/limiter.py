@@ -668,12 +668,12 @@ class RateLimiter:
         meaning = refused_reply(age_s, self.settings.reply_max_age_s, send.repeat)
         if meaning is Refusal.DELIVERED:
             self.counters.add("replies_delivered_before")
-            log.warning("reply_repeat_refused event=%s call_no=%d age_s=%.1f action=taken_as_delivered",
+            log.warning("event=reply_repeat_refused event_id=%s call_no=%d age_s=%.1f action=taken_as_delivered",
                         call.event_id, call.call_no or 0, age_s)
             return self._finish(send, None, {"sent_as": "reply", "delivered_by_earlier_attempt": True})
         if meaning is Refusal.UNKNOWN:
             self.counters.add("replies_outcome_unknown")
-            log.warning("reply_repeat_refused event=%s call_no=%d age_s=%.1f action=outcome_unknown",
+            log.warning("event=reply_repeat_refused event_id=%s call_no=%d age_s=%.1f action=outcome_unknown",
                         call.event_id, call.call_no or 0, age_s)
             return self._finish(send, dict(error, retryable=False, message=(
                 f"{error['message']}: outcome unknown: an earlier attempt may have delivered this reply, "
