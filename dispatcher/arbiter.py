@@ -327,6 +327,7 @@ class Arbiter:
         is tied to: those `blamed` (late for their deadline), or the one event it held alone.
         When it held several and nothing says which one killed it, none is charged: each is given
         back and retried alone (a suspect), so a crash of its own is charged to it next time."""
+        self.apilink.forget(process)   # its calls' answers are owed to nobody now
         deliveries = process.take_in_flight()
         process.died_holding += len(deliveries)
         untouched = process.take_reserved()
@@ -343,6 +344,10 @@ class Arbiter:
                     self.suspects.discard(delivery.event_id)
         self.router.release(untouched)
         self._schedule_store_wakeup()
+
+    def handler_read(self, process: HandlerProcess) -> None:
+        """The handler took bytes from its stdin: calls held back for its unread bytes may go."""
+        self.apilink.release(process)
 
     def api_call(self, process: HandlerProcess, request: rpc.Request) -> None:
         params = request.params
@@ -440,6 +445,7 @@ class Arbiter:
         reason = process.failure or describe_exit(process.returncode)
         if process.in_flight or process.reserved:   # it exited before we read its EOF: retried
             self.handler_lost_events(process, reason)
+        self.apilink.forget(process)
         process.exited()
         self.handled_by_gone += process.handled
         slot = next((s for s in self.slots if process in (s.process, s.replacement)), None)

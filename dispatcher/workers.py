@@ -53,6 +53,7 @@ class FramedChild:
         self._stdout = self.proc.stdout.fileno()
         self._stderr = self.proc.stderr.fileno() if collect_stderr else None
         self._stderr_buffer = bytearray()
+        self._reading = True     # False: its stdout is not read for now (back-pressure)
         for fd in (self._stdin, self._stdout, self._stderr):
             if fd is not None:
                 os.set_blocking(fd, False)
@@ -91,6 +92,11 @@ class FramedChild:
         elif self._close_after_flush:
             self._close_stdin_now()
 
+    @property
+    def unread_bytes(self) -> int:
+        """Bytes queued for the child that its stdin has not taken yet."""
+        return len(self._out)
+
     def discard_output(self) -> None:
         """Drop everything queued and close the child's stdin: it will be sent nothing more."""
         self._out.clear()
@@ -119,9 +125,19 @@ class FramedChild:
                 pass
 
     # --- from the child ---------------------------------------------------------------------------
+    def pause_reading(self, paused: bool) -> None:
+        """Stop (or resume) reading the child's stdout: once its pipe is full, its writes block."""
+        if self._stdout is None or self._reading is not paused:
+            return   # closed, or already so
+        self._reading = not paused
+        if paused:
+            self.loop.remove(self._stdout)
+        else:
+            self.loop.add_reader(self._stdout, self._on_stdout)
+
     def _on_stdout(self) -> None:
         """Read what is there (until EAGAIN), decode frames, hand messages to the subclass."""
-        while self._stdout is not None:
+        while self._stdout is not None and self._reading:
             try:
                 data = os.read(self._stdout, READ_SIZE)
             except BlockingIOError:
@@ -192,6 +208,7 @@ class FramedChild:
             return self.returncode
         if self.proc.poll() is None:
             return None
+        self._reading = True
         self._on_stdout()          # acks written just before exiting still count
         while self._stderr is not None and self._on_stderr():
             pass
@@ -221,6 +238,28 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exited with status {returncode}"
+
+
+class ReadWatch:
+    """Since when a child has taken nothing from its stdin while bytes waited for it: a handler
+    that takes nothing for event_deadline_s is stuck, whatever it does on its stdout."""
+    __slots__ = ("since",)
+
+    def __init__(self):
+        self.since: float | None = None
+
+    def flushed(self, before: int, after: int, now: float) -> bool:
+        """After a write: `before` bytes were queued, `after` still are. Whether it took any."""
+        took = after < before
+        if not after:
+            self.since = None
+        elif took or self.since is None:
+            self.since = now
+        return took
+
+    def due(self, limit_s: float) -> float | None:
+        """When it is stuck if it takes nothing more (None: nothing waits for it)."""
+        return None if self.since is None else self.since + limit_s
 
 
 @dataclass
@@ -267,6 +306,7 @@ class HandlerProcess(FramedChild):
         self.reserved: Delivery | None = None   # a suspect event waiting to run here alone
         self.solo = False                       # the one event in flight must run alone
         self._msgids = rpc.MsgIds(start=1)
+        self._reads = ReadWatch()
         self._timer = time.monotonic() + settings.handler_start_timeout_s
         self.send(rpc.Request(0, "hello", [{"protocol": PROTOCOL_VERSIONS,
                                             "dispatcher": f"frontdesk/{VERSION}",
@@ -348,6 +388,14 @@ class HandlerProcess(FramedChild):
             self.fail(f"stuck: stopped reading its stdin with {queued} bytes queued "
                       f"(handler_outbound_max_bytes={self.settings.handler_outbound_max_bytes})")
 
+    def flush(self) -> None:
+        """Write what is queued; note when it last read anything (ReadWatch), and tell the
+        arbiter when it read some (calls held back for its unread bytes may go now)."""
+        before = len(self._out)
+        super().flush()
+        if self._reads.flushed(before, len(self._out), time.monotonic()):
+            self.arbiter.handler_read(self)
+
     def _idle(self, now: float) -> None:
         if self._busy_since is not None:
             self.busy_s += now - self._busy_since
@@ -396,6 +444,9 @@ class HandlerProcess(FramedChild):
         times = [d.deadline for d in self.in_flight.values()]
         if self.state in (STARTING, CLOSING, STOPPING):
             times.append(self._timer)
+        stuck_at = self._reads.due(self.settings.event_deadline_s)
+        if stuck_at is not None and self.state != STOPPING:
+            times.append(stuck_at)
         return min(times) if times else None
 
     def check_timers(self, now: float) -> None:
@@ -407,6 +458,11 @@ class HandlerProcess(FramedChild):
             log.warning("handler_killed name=%s pid=%d signal=KILL", self.name, self.pid)
             self.signal(signal.SIGKILL)
             self._timer = float("inf")
+        elif self.state != STOPPING and now >= (self._reads.due(self.settings.event_deadline_s) or math.inf):
+            queued = len(self._out)
+            self.discard_output()
+            self.fail(f"stuck: read nothing of its stdin for event_deadline_s="
+                      f"{self.settings.event_deadline_s:g} with {queued} bytes waiting")
         else:
             late = [d for d in self.in_flight.values() if now >= d.deadline]
             if late:

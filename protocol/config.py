@@ -177,6 +177,21 @@ KNOBS: tuple[Knob, ...] = (
     Knob("max_calls_per_event", int, 100,
          "API calls one delivery of an event may make; calls past it get an error naming this limit.",
          minimum=1),
+    Knob("handler_api_max_calls", int, 64,
+         "API calls one handler process may have at the rate limiter at once; more wait in the "
+         "dispatcher, and a handler with this many waiting is not read until they go "
+         "(docs/dispatcher.md, \"A handler that stops reading\").", minimum=1),
+    Knob("handler_api_max_bytes", int, 4 * 1024 * 1024,
+         "Bytes of one handler process's calls at the rate limiter plus the bytes it has not read "
+         "yet (answers, events); past it its calls wait in the dispatcher. A call goes alone "
+         "whatever its size.", minimum=1),
+    Knob("event_api_max_calls", int, 2,
+         "API calls one event may have at the rate limiter at once (a handler's calls made for no "
+         "event count as one event); more wait in the dispatcher while its other events go on.",
+         minimum=1),
+    Knob("event_api_max_bytes", int, 1024 * 1024,
+         "Bytes of one event's calls at the rate limiter at once; past it they wait in the dispatcher. "
+         "A call goes alone whatever its size.", minimum=1),
     Knob("kill_grace_s", float, 5.0, "Time between TERM and KILL for a handler being stopped.",
          minimum=0.0),
     Knob("handler_start_timeout_s", float, 10.0, "Time a new handler has to complete the handshake.",

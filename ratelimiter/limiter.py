@@ -13,9 +13,10 @@ At most once per (event, n-th call): before a call goes out its journal entry sa
 with the exact HTTP request; after the answer, "done" or "failed". A repeated call is answered
 from the journal. A "started" entry left by a killed process is sent again only when LINE can
 drop the repeat: push, multicast, broadcast and narrowcast carry an X-Line-Retry-Key (409 =
-success); a reply token is single-use, so a repeated reply LINE refuses as an invalid token was
-delivered by the first attempt (taken as success, never turned into a push). Any other call in
-that state is answered "outcome unknown" and never sent again.
+success); a reply token is single-use, so a repeated reply LINE refuses as an invalid token within
+the token's lifetime was delivered by the first attempt (taken as success, never turned into a
+push). Any other call in that state is answered "outcome unknown" and never sent again. The same
+holds after an attempt that got no answer or a 5xx: ratelimiter/outcome.py decides.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import logging
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
 from frontdesk.protocol.frames import EncodeError, FrameDecoder, ProtocolError, encode_frame
 from frontdesk.protocol.rpc import Notification, Request, Response, api_error, error_value, parse_message
@@ -37,6 +38,7 @@ from .http import ApiConnectionError
 from .journal import StoreWriter, fingerprint, journaled
 from .line_api import (ArgsError, HttpRequest, LineApi, batch_retry_key, build_request, push_target,
                        response_error, retry_key, trace_header)
+from .outcome import Refusal, connection_error_text, refused_reply, reply_goes_as, why_a_repeat_is_dropped
 from .profiles import ProfileCache
 from .shared_budget import SharedBudget
 
@@ -49,12 +51,13 @@ BACKOFF_429_FIRST_S = 0.2   # first pause of an endpoint after a 429; doubles ea
 BACKOFF_MAX_S = 5.0
 STATS_INTERVAL_S = 1.0
 FRAME_OVERHEAD = 1024       # room in a frame around a content download's bytes
+OUT_HIGH_WATER = 8 * 1024 * 1024   # answers not yet taken by the dispatcher: read no more calls past it
 
 
 class Call:
     """One handler call (or a journal entry of one, recovered after a restart), and who waits for it."""
     __slots__ = ("event_id", "call_no", "method", "args", "context", "fingerprint", "msgids", "answer",
-                 "repeat")
+                 "repeat", "cancelled")
 
     def __init__(self, event_id, call_no, method, args, context, fp):
         self.event_id, self.call_no, self.method = event_id, call_no, method
@@ -62,6 +65,7 @@ class Call:
         self.msgids: list[int] = []
         self.answer: tuple | None = None    # (error, result) once known
         self.repeat = False   # an earlier attempt may have reached LINE (a reply's token may be used)
+        self.cancelled = False   # everyone who asked for it is gone (the dispatcher's `cancel`)
 
     @property
     def key(self) -> tuple[str, int] | None:
@@ -92,10 +96,21 @@ class Send:
 
 
 def _line_drops_a_repeat(send: Send) -> bool:
-    """Can this request go again after LINE may have acted on it? A GET changes nothing, a retry
-    key makes LINE answer 409 to a repeat, and a reply token works once (a repeat is refused)."""
-    request = send.request
-    return request.retry_key is not None or request.method == "GET" or send.sent_as == "reply"
+    """Can this request go again after LINE may have acted on it? (outcome.py says why.)"""
+    return why_a_repeat_is_dropped(send.request, send.sent_as) is not None
+
+
+def may_withdraw(send: Send) -> bool:
+    """A Send whose calls were all cancelled (the handlers that asked are gone), each made for an
+    event, and that has not gone out, is not sent: nothing of it was journaled, and the event's
+    next delivery makes its calls again. A call made for no event is made anyway (nobody else
+    would), its answer dropped; one that went out once goes on (its journal entry says so)."""
+    return send.journal and not send.attempts and all(c.cancelled and c.key is not None for c in send.calls)
+
+
+def _age_s(call: Call) -> float:
+    """Seconds since the call's event reached frontdesk (its reply token's age, near enough)."""
+    return time.time() - call.context.get("received_at", time.time() * 1000) / 1000.0
 
 
 def parse_call(params) -> Call:
@@ -141,21 +156,27 @@ class Counters:
 
 
 class _StdinProtocol(asyncio.Protocol):
-    """Frames from the dispatcher; EOF (or broken framing) ends the rate limiter's input."""
+    """Frames from the dispatcher; EOF (or broken framing) ends the rate limiter's input. Reading
+    pauses while the answers not yet taken by the dispatcher pass OUT_HIGH_WATER (RateLimiter.take_input)."""
 
     def __init__(self, limiter: "RateLimiter", max_frame_bytes: int):
         self.limiter = limiter
         self.decoder = FrameDecoder(max_frame_bytes)
         self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if self.ended.done():
             return
         try:
             for value in self.decoder.feed(data):
-                self.limiter.on_message(parse_message(value))
+                self.limiter.inbox.append(parse_message(value))
         except ProtocolError as exc:
             self.ended.set_result(exc)
+        self.limiter.take_input()
 
     def eof_received(self):
         if not self.ended.done():
@@ -176,6 +197,9 @@ class RateLimiter:
         self.store = store
         self._out_fd = out_fd
         self._out = bytearray()
+        self.inbox: deque = deque()            # messages read, not yet handled (take_input)
+        self._stdin: _StdinProtocol | None = None
+        self._waiting: dict[int, Call] = {}    # the dispatcher's msgid -> the call it waits for
         self._in_flight: dict[tuple[str, int], Call] = {}
         self.counters = Counters()
         self.scheduler = Scheduler(settings.rate_limits)
@@ -210,15 +234,32 @@ class RateLimiter:
                 self._out.clear()   # the dispatcher is gone; its calls are re-made from the journal
                 return
             del self._out[:written]
+            if self.inbox:
+                self.take_input()
 
     def _writable(self) -> None:
         self.loop.remove_writer(self._out_fd)
         self._flush()
 
+    def take_input(self) -> None:
+        """Handle the messages read while the dispatcher takes our answers: past OUT_HIGH_WATER of
+        them unread, stop reading stdin until it has taken them. A handler asking for big answers
+        (user data, content) faster than it reads them once grew this process to 2 GB; now its
+        calls wait in the pipe and the dispatcher, which bounds them per handler."""
+        while self.inbox and len(self._out) < OUT_HIGH_WATER:
+            self.on_message(self.inbox.popleft())
+        transport = self._stdin.transport if self._stdin is not None else None
+        if transport is not None and not transport.is_closing():
+            if self.inbox:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
     def _answer(self, call: Call, error, result) -> None:
         call.answer = (error, result)
         msgids, call.msgids = call.msgids, []
         for msgid in msgids:
+            self._waiting.pop(msgid, None)
             try:
                 self._write(Response(msgid, error, result))
             except EncodeError as exc:   # e.g. an integer in LINE's JSON that msgpack cannot carry
@@ -236,10 +277,12 @@ class RateLimiter:
         senders = [asyncio.create_task(self._send_loop()) for _ in range(self.settings.api_connections)]
         self._stats_timer = self.loop.call_later(STATS_INTERVAL_S, self._publish_stats)
         self.recover()
-        transport, reader = await self.loop.connect_read_pipe(
+        transport, self._stdin = await self.loop.connect_read_pipe(
             lambda: _StdinProtocol(self, self.settings.max_frame_bytes), os.fdopen(stdin_fd, "rb", 0))
-        ended = await reader.ended
+        ended = await self._stdin.ended
         transport.close()
+        while self.inbox:   # what was read before the end, answered whatever the dispatcher has taken
+            self.on_message(self.inbox.popleft())
         status = 0
         if ended is not None:
             log.error("protocol_error reason=%r action=finish_queued_and_exit", str(ended))
@@ -263,8 +306,11 @@ class RateLimiter:
 
     # --- reading calls ------------------------------------------------------------------------------
     def on_message(self, message) -> None:
+        if isinstance(message, Notification) and message.method == "cancel":
+            self._cancel(message.params[0] if message.params and isinstance(message.params[0], list) else [])
+            return
         if not isinstance(message, Request):
-            return  # the dispatcher sends no notifications we act on; responses answer nothing of ours
+            return  # responses answer nothing of ours; other notifications mean nothing to us
         if message.method != "call":
             self._write(Response(message.msgid, error_value(f"unknown method {message.method}"), None))
             return
@@ -274,11 +320,36 @@ class RateLimiter:
             self._write(Response(message.msgid, api_error(f"bad call: {exc}"), None))
             return
         call.msgids.append(message.msgid)
+        self._waiting[message.msgid] = call
         try:
             self._dispatch(call)
         except StoreError as exc:
             log.error("store_error method=%s reason=%r", call.method, str(exc))
             self._answer(call, api_error(f"store unavailable: {exc}", retryable=True), None)
+
+    def _cancel(self, msgids: list) -> None:
+        """The handler that asked is gone (the dispatcher's `cancel`): answer each msgid once now
+        (the dispatcher drops it), write nothing more for it, and let a call nobody else waits for
+        be withdrawn before it goes out (_withdrawn)."""
+        cancelled = 0
+        for msgid in msgids:
+            call = self._waiting.pop(msgid, None) if type(msgid) is int else None
+            if call is None:
+                continue   # answered already
+            call.msgids.remove(msgid)
+            call.cancelled = not call.msgids
+            cancelled += 1
+            self._write(Response(msgid, api_error("cancelled: the handler that made this call is gone"), None))
+        self.counters.add("calls_cancelled", cancelled)
+
+    def _withdrawn(self, send: Send) -> bool:
+        """Forget a Send that may be withdrawn (may_withdraw) instead of sending it."""
+        if not may_withdraw(send):
+            return False
+        for call in send.calls:
+            self._forget(call)
+        self.counters.add("calls_withdrawn", len(send.calls))
+        return True
 
     def _dispatch(self, call: Call) -> None:
         if call.method == "user_get":
@@ -302,8 +373,7 @@ class RateLimiter:
         """Turn a new call into a queued Send (or a batch member)."""
         if call.method == "reply":
             build_request("reply", call.args, None)  # checks the arguments even if it becomes a push
-            age_s = time.time() - call.context.get("received_at", time.time() * 1000) / 1000.0
-            if age_s > self.settings.reply_max_age_s:
+            if reply_goes_as(_age_s(call), self.settings.reply_max_age_s, call.repeat) == "push":
                 self.counters.add("replies_as_push")
                 self._submit(Send(self._reply_as_push(call), [call], "push"))
                 return
@@ -345,6 +415,8 @@ class RateLimiter:
         if current is not None and current.fingerprint == call.fingerprint:
             if current.answer is None:
                 current.msgids.extend(call.msgids)
+                current.cancelled = False   # someone waits for it again
+                self._waiting.update((msgid, current) for msgid in call.msgids)
                 return True
             self._answer(call, *current.answer)
             return True
@@ -376,10 +448,11 @@ class RateLimiter:
             return True
         if entry.state == "failed" and (request is None or request.retry_key is None):
             # A retryable failure (429, 5xx, no answer) of a call LINE cannot recognise a repeat of
-            # by key: made again as if new, so a reply whose token is now too old goes as a push.
-            # After a 5xx LINE may have used the token: a refusal of it then means "delivered".
+            # by key: made again as if new, so a reply whose token is now too old goes as a push,
+            # unless an attempt may have reached LINE (sent, then no answer or a 5xx): then its
+            # token may be used, and a refusal of it means "delivered" (outcome.py).
             self.counters.add("retried_from_journal")
-            call.repeat = error.get("status", 0) >= 500
+            call.repeat = response.get("maybe_sent", error.get("status", 0) >= 500)
             self._in_flight[call.key] = call
             return False
         if not resendable:  # "started", and LINE could not tell a repeat: it may have been delivered
@@ -471,6 +544,8 @@ class RateLimiter:
         api = LineApi(self.settings)
         try:
             while (send := await self.scheduler.take()) is not None:
+                if self._withdrawn(send):
+                    continue
                 try:
                     if await self._journal_started(send) and await self._attempt(api, send):
                         self._journal_finished(send)
@@ -507,9 +582,11 @@ class RateLimiter:
         entries = []
         for call, request in send.journal_requests():
             error, result = call.answer
+            # maybe_sent: LINE may have acted on a failed attempt (a reply's token may be used)
+            response = ({"error": error, "maybe_sent": send.repeat} if error else {"result": result})
             entries.append(JournalEntry(
                 call.event_id, call.call_no, call.fingerprint, "failed" if error else "done",
-                request, {"error": error} if error else {"result": result}, time.time()))
+                request, response, time.time()))
 
         def leave() -> None:
             for call in send.calls:
@@ -530,14 +607,14 @@ class RateLimiter:
                                       trace_header(send.calls) if self.settings.api_trace else None)
         except ApiConnectionError as exc:
             self.counters.http(endpoint, 0)
-            safe = not exc.sent or _line_drops_a_repeat(send)
+            repeat_dropped_because = why_a_repeat_is_dropped(request, send.sent_as)
+            safe = not exc.sent or repeat_dropped_because is not None
             log.warning("api_connection_error endpoint=%s attempt=%d sent=%s reason=%r",
                         endpoint, send.attempts, exc.sent, str(exc))
             send.repeat = send.repeat or exc.sent
             if safe and self._retry(send, BACKOFF_FIRST_S, pause=False):
                 return False
-            message = str(exc) if not exc.sent else (
-                f"{exc}; the request was sent, so whether LINE acted on it is unknown (not sent again)")
+            message = connection_error_text(str(exc), exc.sent, repeat_dropped_because)
             return self._finish(send, api_error(message, 0, retryable=safe), None)
         status = response.status
         self.counters.http(endpoint, status)
@@ -568,11 +645,6 @@ class RateLimiter:
                 "and at most max_frame_bytes)", 413), None)
         error = response_error(response, retryable=False)
         if send.sent_as == "reply" and status == 400 and "invalid reply token" in error["message"].lower():
-            if send.repeat:   # the first attempt used the token: the reply was delivered then
-                self.counters.add("replies_delivered_before")
-                log.warning("reply_repeat_refused event=%s call_no=%d action=taken_as_delivered",
-                            *send.calls[0].key)
-                return self._finish(send, None, {"sent_as": "reply", "delivered_by_earlier_attempt": True})
             return self._reply_token_refused(send, error)
         if send.sent_as == "multicast" and status == 400 and len(send.calls) > 1:
             return self._split_batch(send, error)
@@ -588,8 +660,27 @@ class RateLimiter:
         return True
 
     def _reply_token_refused(self, send: Send, error: dict) -> bool:
-        """LINE refused the reply token (used or expired): nothing was delivered, so push instead."""
+        """LINE refused the reply token (used or expired). After an attempt that may have reached
+        LINE, a refusal within the token's lifetime means that attempt delivered the reply; past
+        it the outcome is unknown and nothing more is sent. Otherwise nothing was delivered: the
+        messages go as a push (outcome.py)."""
         call = send.calls[0]
+        age_s = _age_s(call)
+        meaning = refused_reply(age_s, self.settings.reply_max_age_s, send.repeat)
+        if meaning is Refusal.DELIVERED:
+            self.counters.add("replies_delivered_before")
+            log.warning("event=reply_repeat_refused event_id=%s call_no=%d age_s=%.1f action=taken_as_delivered",
+                        call.event_id, call.call_no or 0, age_s)
+            return self._finish(send, None, {"sent_as": "reply", "delivered_by_earlier_attempt": True})
+        if meaning is Refusal.UNKNOWN:
+            self.counters.add("replies_outcome_unknown")
+            log.warning("event=reply_repeat_refused event_id=%s call_no=%d age_s=%.1f action=outcome_unknown",
+                        call.event_id, call.call_no or 0, age_s)
+            return self._finish(send, dict(error, retryable=False, message=(
+                f"{error['message']}: outcome unknown: an earlier attempt may have delivered this reply, "
+                f"but the token is {age_s:.0f} s old (past reply_max_age_s="
+                f"{self.settings.reply_max_age_s:g}) and may have expired unused; not sent as a push "
+                "(at most once)")), None)
         try:
             send.request = self._reply_as_push(call)
         except ArgsError as exc:

@@ -2,6 +2,8 @@
 real HTTP, a real SQLite store. Each limit and error path of issue 5."""
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 import uuid
 
@@ -327,26 +329,70 @@ def test_dropped_connection_after_delivery_push_resent_409_reply_resent_refused(
     assert len(reply_deliveries) == len({d["to"][0] for d in reply_deliveries}) == 20  # each once, none twice
 
 
-@pytest.mark.parametrize("reply_max_age_s,sent_as", [(50, "reply"), (1, "push")])
-def test_a_reply_that_failed_retryably_is_sent_again_on_the_events_next_attempt(system, reply_max_age_s,
-                                                                                sent_as):
-    """LINE answered 5xx every time (api_max_retries used up): the journal keeps "failed, retryable",
-    which is no final outcome. The event's next attempt (or `frontdesk dead-letters retry`) repeats
-    the call; it goes out again — as a push once the token is too old — not answered from the journal."""
-    broken, limiter = system({"sandbox_fault_rate": 1}, api_max_retries=1)
+@pytest.mark.parametrize("failure,reply_max_age_s,sent_as", [
+    ("5xx", 50, "reply"), ("5xx", 1, "reply"), ("unreachable", 50, "reply"), ("unreachable", 1, "push")])
+def test_a_reply_that_failed_retryably_is_sent_again_on_the_events_next_attempt(system, tmp_path, failure,
+                                                                                reply_max_age_s, sent_as):
+    """LINE answered 5xx every time, or could not be reached (api_max_retries used up): the journal
+    keeps "failed, retryable", which is no final outcome. The event's next attempt (or `frontdesk
+    dead-letters retry`) repeats the call; it goes out again, not answered from the journal. A
+    token older than reply_max_age_s makes it a push only when no attempt reached LINE: after a
+    5xx LINE may have used the token, so the token is tried (here LINE had done nothing: delivered)."""
     ev, to = event_id(), user_id(7)
     args = {"replyToken": mint_reply_token(SECRET, to, ev), "messages": TEXT}
     context = {"received_at": now_ms() - 2000, "source": {"type": "user", "userId": to}}
-    error, _ = limiter.result(limiter.call("reply", args, ev, 1, context))
-    assert error["status"] == 500 and error["retryable"] is True and broken.deliveries() == []
-    assert broken.stats()["calls"]["reply"] == {"500": 2}
-    limiter.kill()
-    # LINE works again; the same store (call journal); the token is now "too old" for the second case
+    with contextlib.ExitStack() as stack:
+        if failure == "5xx":
+            broken = stack.enter_context(running_sandbox(tmp_path, sandbox_fault_rate=1))
+            url = broken.url
+        else:   # a port held but not listening: connections are refused, the request never leaves
+            holder = stack.enter_context(socket.socket())
+            holder.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{holder.getsockname()[1]}"
+        env = limiter_env(url, TOKEN, f"sqlite:///{tmp_path}/rl.db", api_max_retries=1)
+        limiter = stack.enter_context(RateLimiterProcess(env, tmp_path / "ratelimiter-1.log", cwd=tmp_path))
+        error, _ = limiter.result(limiter.call("reply", args, ev, 1, context))
+        assert error["status"] == (500 if failure == "5xx" else 0) and error["retryable"] is True
+        if failure == "5xx":
+            assert broken.deliveries() == [] and broken.stats()["calls"]["reply"] == {"500": 2}
+    # LINE works now; the same store (call journal); the token is "too old" for reply_max_age_s=1
     sandbox, limiter = system(reply_max_age_s=reply_max_age_s)
     error, result = limiter.result(limiter.call("reply", args, ev, 1, context))
     assert error is None and result["sent_as"] == sent_as
     assert [(d["endpoint"], d["to"]) for d in sandbox.deliveries()] == [(sent_as, [to])]
     assert limiter.result(limiter.call("reply", args, ev, 1, context)) == (None, result)   # final now
+
+
+@pytest.mark.parametrize("reply_max_age_s", [50, 1])
+def test_a_reply_sent_before_its_connection_dropped_is_never_pushed_on_the_events_next_attempt(
+        system, tmp_path, reply_max_age_s):
+    """The sandbox delivers the reply, then drops the connection (every time; no retries left):
+    the call fails retryably and the handler's event comes again. Its repeat finds the token used.
+    Within the token's lifetime (reply_max_age_s) that refusal means the first attempt delivered
+    it; past it the outcome is unknown. Either way it never goes out a second time as a push."""
+    ev, to = event_id(), user_id(9)
+    args = {"replyToken": mint_reply_token(SECRET, to, ev), "messages": TEXT}
+    context = {"received_at": now_ms() - 2000, "source": {"type": "user", "userId": to}}
+    with running_sandbox(tmp_path, sandbox_drop_rate=1) as dropping:
+        env = limiter_env(dropping.url, TOKEN, f"sqlite:///{tmp_path}/rl.db", api_max_retries=0)
+        with RateLimiterProcess(env, tmp_path / "ratelimiter-1.log", cwd=tmp_path) as limiter:
+            error, _ = limiter.result(limiter.call("reply", args, ev, 1, context))
+        assert [(d["endpoint"], d["to"]) for d in dropping.deliveries()] == [("reply", [to])]
+    assert error["status"] == 0 and error["retryable"] is True
+    assert "LINE may have acted on it (a repeat is safe: a reply token works once)" in error["message"]
+    assert "not sent again" not in error["message"]
+    # LINE (a fresh sandbox, told that the token was used) and the same call journal, as on the
+    # event's next attempt
+    sandbox, limiter = system(reply_max_age_s=reply_max_age_s)
+    assert requests.post(f"{sandbox.url}/v2/bot/message/reply", json=args, timeout=5,
+                         headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    error, result = limiter.result(limiter.call("reply", args, ev, 1, context))
+    if reply_max_age_s == 50:
+        assert error is None and result == {"sent_as": "reply", "delivered_by_earlier_attempt": True}
+    else:
+        assert result is None and error["retryable"] is False and "outcome unknown" in error["message"]
+    assert [d["endpoint"] for d in sandbox.deliveries()] == ["reply"]    # the one that used the token
+    assert limiter.result(limiter.call("reply", args, ev, 1, context)) == (error, result)   # final now
 
 
 def test_a_final_refusal_is_answered_from_the_journal_and_not_sent_again(system):

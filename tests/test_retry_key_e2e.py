@@ -12,7 +12,7 @@ import requests
 from frontdesk.sandbox.webhooks import EventFactory, post_webhook, user_id, user_source
 from frontdesk.store import open_store
 from tests.helpers import wait_until
-from tests.test_webhooks import running_system
+from tests.test_webhooks import bench_system, running_system
 
 PUSHER = """
 from frontdesk import Bot
@@ -57,3 +57,16 @@ def test_a_push_whose_answer_was_lost_still_gives_the_handler_the_accepted_sent_
     assert {user: records[user]["data"]["sent"] for user in users} == pushes
     assert stats["calls"]["push"].get("409", 0) > 0         # some pushes went twice: LINE dropped the repeat
     assert any(records[user]["data"]["repeat"] for user in users)
+
+
+def test_replies_whose_connection_dropped_reach_each_user_once_and_never_as_a_push(tmp_path):
+    """The sandbox drops 60 % of connections after the call took effect, and the rate limiter gives
+    up after one retry, so many replies fail (retryably) after LINE delivered them and their events
+    come again. The repeat finds the token used: delivered by the earlier attempt, not a push."""
+    with running_system(tmp_path, sandbox_drop_rate=0.6, api_max_retries=1, retry_backoff_s=0.05,
+                        retry_backoff_max_s=0.2, max_attempts=30) as system:
+        report = bench_system(system, "--count", "40", "--rate", "20", "--users", "10")
+    assert report["acked"] == report["expected"] == report["delivered"] == 40
+    assert report["duplicates"] == 0 and report["lost"] == 0 and report["replies_as_push"] == 0
+    log = (tmp_path / "run.log").read_text(errors="replace")
+    assert "action=taken_as_delivered" in log   # the path under test was taken
