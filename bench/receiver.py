@@ -61,7 +61,7 @@ def bare_handler(settings: config.Settings):
 
 
 def _serve_bare() -> int:
-    from frontdesk.protocol.roles import setup_logging
+    from frontdesk.protocol.logs import setup_logging
     from frontdesk.receiver.server import serve
 
     settings = config.load()

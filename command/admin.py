@@ -16,7 +16,7 @@ import urllib.request
 from contextlib import contextmanager
 
 from frontdesk.protocol import config
-from frontdesk.protocol.roles import status_role
+from frontdesk.protocol.process import status_role
 from frontdesk.store import StoreError, open_store
 from frontdesk.store.mongo import redact_url as public_url
 from frontdesk.store.sqlite import path_from_url

@@ -13,7 +13,7 @@ import sys
 
 from frontdesk.protocol import config
 from frontdesk.protocol.credentials import protect_held_secrets
-from frontdesk.protocol.roles import setup_logging
+from frontdesk.protocol.logs import setup_logging
 
 from .logs import ROLES as LOG_ROLES
 
@@ -198,9 +198,9 @@ def _flags(args: argparse.Namespace) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        if key not in config.KNOBS_BY_NAME:
+        if key not in config.KNOBS_BY_NAME and key not in config.RENAMED:
             raise config.ConfigError(f"--set: unknown setting {key!r}")
-        knob = config.KNOBS_BY_NAME[key]
+        knob = config.KNOBS_BY_NAME[config.RENAMED.get(key, key)]
         if knob.secret:   # /proc/<pid>/cmdline is open to every user of the machine
             raise config.ConfigError(f"--set {key}: a secret on the command line is visible to every user of "
                                      f"this machine (ps); give it in {knob.file_env_name}, systemd's credential "
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = config.load(_flags(args), config_file=args.config)
         # `frontdesk logs` reads the file: its own lines (if any) go to stderr, and it creates nothing
         setup_logging(settings.log_level, "" if args.command == "logs" else settings.log_file)
+        settings.log_deprecations()
     except config.ConfigError as exc:
         print(f"frontdesk: configuration error: {exc}", file=sys.stderr)
         return 2

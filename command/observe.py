@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
-from frontdesk.protocol.roles import status_role
+from frontdesk.protocol.process import status_role
 
 STATUS_INTERVAL_S = 1.0     # every process publishes this often
 STALE_AFTER_S = 5.0         # a status older than this: its process stopped publishing

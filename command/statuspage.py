@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
-from frontdesk.protocol.roles import status_role
+from frontdesk.protocol.process import status_role
 from frontdesk.store import StoreError, StoreGone, run_with_store
 
 from .advice import advise
@@ -300,7 +300,7 @@ if __name__ == "__main__":
     import signal
     import sys
 
-    from frontdesk.protocol.roles import run_role
+    from frontdesk.protocol.process import run_role
 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     sys.exit(run_role("statuspage", main))

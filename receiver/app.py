@@ -20,7 +20,7 @@ from typing import Callable
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.events import WebhookError, parse_webhook_body, signature_ok
 from frontdesk.protocol.http_server import Request, Response, error_body
-from frontdesk.protocol.roles import status_role
+from frontdesk.protocol.process import status_role
 from frontdesk.store import Store, StoreError, StoreGone
 
 from . import metrics as prom

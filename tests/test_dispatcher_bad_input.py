@@ -101,13 +101,6 @@ def test_api_calls_past_max_calls_per_event_get_an_error_naming_the_cap(harness)
     assert harness.store.dead_letters() == []
 
 
-def test_outbound_bound_below_one_frame_is_a_configuration_error():
-    from frontdesk.protocol.config import ConfigError, load
-
-    with pytest.raises(ConfigError, match="handler_outbound_max_bytes=100 .* is below max_frame_bytes=1000"):
-        load({"handler_outbound_max_bytes": 100, "max_frame_bytes": 1000}, environ={})
-
-
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=20)
     | st.integers(min_value=-(2**80), max_value=2**80),   # beyond 64 bits now and then
