@@ -38,8 +38,7 @@ class Receiver:
     (exit status 1) for its supervisor to restart it."""
 
     def __init__(self, settings: Settings, store: Store, busy: Callable[[], int | None] = lambda: None,
-                 fail: Callable[[str], None] = lambda reason: None, clock: Callable[[], float] = time.monotonic):
-        self._clock = clock   # time.monotonic, the clock of Request.arrived
+                 fail: Callable[[str], None] = lambda reason: None):
         self._secret = settings.channel_secret.encode()
         self._callback_path = settings.callback_path
         self._max_body_bytes = settings.max_body_bytes
@@ -80,21 +79,21 @@ class Receiver:
         if not events:   # LINE's connectivity check: nothing to store
             return self._answer(request, 200, 0, 0, 0)
         deadline = request.arrived + self._budget_s
-        if self._clock() >= deadline:
+        if time.monotonic() >= deadline:
             return self._answer(request, 503, len(events), 0, 0,
                                 Rejected(503, "queued past the ack budget before it could be stored"))
-        received_at_ms = int((time.time() - (self._clock() - request.arrived)) * 1000)
+        received_at_ms = int((time.time() - (time.monotonic() - request.arrived)) * 1000)
         self._loop = self._loop or asyncio.get_running_loop()
         future = self._loop.create_future()
         self.metrics.append_started()
-        started = self._clock()
+        started = time.monotonic()
         try:
             handle = self._store.append_nowait(destination, events, received_at_ms, deadline,
                                                self._durable_soon)
         except StoreError as exc:
-            self.metrics.append_finished(self._clock() - started)
+            self.metrics.append_finished(time.monotonic() - started)
             return self._answer(request, 503, len(events), 0, 0, _store_rejection(exc))
-        timer = self._loop.call_at(self._loop.time() + (deadline - self._clock()), self._deadline_passed,
+        timer = self._loop.call_at(self._loop.time() + (deadline - time.monotonic()), self._deadline_passed,
                                    handle, future, request, len(events), started)
         self._pending[id(handle)] = (future, request, len(events), started, timer)
         return future
@@ -116,7 +115,7 @@ class Receiver:
                 continue   # answered 503 at its deadline (abandoned, so nothing was stored)
             future, request, count, started, timer = pending
             timer.cancel()
-            self.metrics.append_finished(self._clock() - started)
+            self.metrics.append_finished(time.monotonic() - started)
             if handle.error is not None:
                 self._stop_if_gone(handle.error)
                 response = self._answer(request, 503, count, 0, 0, _store_rejection(handle.error))
@@ -141,13 +140,13 @@ class Receiver:
         if id(handle) not in self._pending or not self._store.abandon_append(handle):
             return   # being written: its outcome is coming
         del self._pending[id(handle)]
-        self.metrics.append_finished(self._clock() - started)
+        self.metrics.append_finished(time.monotonic() - started)
         future.set_result(self._answer(request, 503, count, 0, 0, _store_rejection(
             StoreError("the write could not start before its deadline"))))
 
     def _answer(self, request: Request, status: int, events: int, new: int, dup: int,
                 rejected: Rejected | None = None) -> Response:
-        elapsed = self._clock() - request.arrived
+        elapsed = time.monotonic() - request.arrived
         self.metrics.ack_seconds.observe(elapsed)
         level = logging.WARNING if status >= 500 else logging.INFO
         log.log(level, "event=webhook_answered status=%d events=%d new=%d dup=%d ms=%.1f%s", status, events,

@@ -77,7 +77,7 @@ def test_time_a_call_waits_in_frontdesks_rate_limiter_does_not_count_against_the
 
 def test_a_handler_that_stops_reading_is_declared_stuck_at_the_outbound_bound_and_its_event_retried(harness):
     """40 answers of 60 KB each pile up for a handler that no longer reads: at 1 MB queued the
-    dispatcher kills it (the issue saw 33 MB -> 1.23 GB) and the event goes to the next attempt."""
+    dispatcher kills it (unbounded, such a handler grew the dispatcher from 33 MB to 1.23 GB) and the event goes to the next attempt."""
     harness.store.user_set_data("Ubig", {"blob": "x" * 60_000})
     appended = harness.append({"Udeaf": ["deaf"], "Uother": ["hi"] * 3})
     # (a long deadline: the other events in flight on the deaf handler are never read, and must
