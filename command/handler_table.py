@@ -11,6 +11,7 @@ from typing import Callable, NamedTuple
 
 
 class Column(NamedTuple):
+    """One column: its title, its alignment and width, and how a handler's entry fills it."""
     title: str
     align: str        # a format alignment and width: "<12", ">7"
     cell: Callable[[dict], str]

@@ -26,6 +26,7 @@ BUSIEST_KEYS_MIN = 20       # below this many events not done, no key can be hot
 
 @dataclass
 class Sample:
+    """One read of the store (take_sample): what every figure of a view is computed from."""
     at: float                # epoch seconds, when it was read
     events: dict             # store.stats()
     statuses: dict           # store.get_statuses()

@@ -195,6 +195,7 @@ def page_html() -> bytes:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """The page's four routes, each answered from the sampler's last read (never from the store)."""
     server_version = "frontdesk-statuspage"
     sampler: Sampler       # set on the subclass made per server
 

@@ -33,6 +33,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Knob:
+    """One setting: its key, type and default, the help the README's table shows, and where a
+    secret may come from (`env`, `<ENV>_FILE`, `<ENV>_FD`, systemd's `credential`)."""
     name: str
     type: type
     default: Any
