@@ -56,6 +56,8 @@ def create_app(settings: config.Settings) -> falcon.App:
             )
 
     class Callback:
+        """The SDK echo's webhook route: verify, parse and reply inside the request."""
+
         def on_post(self, req, resp):
             signature = req.get_header("X-Line-Signature") or ""
             body = req.bounded_stream.read().decode()

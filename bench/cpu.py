@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 
-from frontdesk.protocol.roles import status_role
+from frontdesk.protocol.process import status_role
 from frontdesk.store import Store, StoreError
 
 ROLES = ("receiver", "dispatcher", "handlers", "ratelimiter", "sandbox", "bench")

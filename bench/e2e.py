@@ -163,6 +163,9 @@ def run_bench(settings: Settings, args) -> int:
 
 
 class Bench:
+    """One `frontdesk bench` e2e run: it owns the plan of events, the sending at the offered rate
+    and the counts of answers, then reads what the sandbox delivered into the report."""
+
     def __init__(self, settings, args, url, sandbox: Sandbox, count: int, mix, run_id: str, before: dict):
         self.args, self.url, self.sandbox, self.count, self.run_id = args, url, sandbox, count, run_id
         self.before = before

@@ -61,7 +61,7 @@ def bare_handler(settings: config.Settings):
 
 
 def _serve_bare() -> int:
-    from frontdesk.protocol.roles import setup_logging
+    from frontdesk.protocol.logs import setup_logging
     from frontdesk.receiver.server import serve
 
     settings = config.load()
@@ -229,11 +229,18 @@ class _ServerFailed(Exception):
 
 
 class _Server:
+    """One server under test in a process of its own, its output appended to `log_path`: built
+    first, started (and waited for until it listens) by `start()`."""
+
     def __init__(self, argv: list[str], env: dict, port: int, log_path: str):
-        self.port, self.log_path = port, log_path
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.argv, self.env, self.port, self.log_path = argv, env, port, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "_Server":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
+        return self
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -286,7 +293,7 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
 
     port = _free_port()
     bare_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}").to_environ(), **settings.secrets_environ()}
-    bare = _Server([sys.executable, "-m", "frontdesk.bench.receiver", "serve-bare"], bare_env, port, log_path)
+    bare = _Server([sys.executable, "-m", "frontdesk.bench.receiver", "serve-bare"], bare_env, port, log_path).start()
     try:
         a = _drive(port, settings, args, f"a{run_no}-", "closed")
     finally:
@@ -296,7 +303,7 @@ def _run_once(settings, args, workdir: str, run_no: int) -> dict:
     store_url = f"sqlite:///{workdir}/bench-{run_no}.db"
     receiver_env = {**env, **settings.replace(listen=f"127.0.0.1:{port}", store=store_url).to_environ(),
                     **settings.secrets_environ()}
-    receiver = _Server([sys.executable, "-m", "frontdesk.receiver"], receiver_env, port, log_path)
+    receiver = _Server([sys.executable, "-m", "frontdesk.receiver"], receiver_env, port, log_path).start()
     try:
         b = _drive(port, settings, args, f"b{run_no}-", "closed")
         half = _drive(port, settings, args, f"h{run_no}-", "open", b["rate"] / 2)

@@ -16,12 +16,13 @@ import urllib.request
 from contextlib import contextmanager
 
 from frontdesk.protocol import config
-from frontdesk.protocol.roles import status_role
+from frontdesk.protocol.process import status_role
 from frontdesk.store import StoreError, open_store
 from frontdesk.store.mongo import redact_url as public_url
 from frontdesk.store.sqlite import path_from_url
 
 from .advice import advise
+from .handler_table import handler_table
 from .observe import STALE_AFTER_S, Observer
 
 class _Failed(Exception):
@@ -194,21 +195,9 @@ def print_status_table(report: dict) -> None:
             print(f"{'':<{indent}}STALE: no status for {age:.0f} s (killed, or its host is down)")
         for line in _detail_lines(doc):
             print(f"{'':<{indent}}{line}")
-        _print_handlers(doc.get("handlers"), indent=indent)
+        for line in handler_table(doc.get("handlers"), indent=" " * indent):
+            print(line)
         _print_budget(doc.get("ratelimiter"), indent=indent)
-
-
-def _print_handlers(handlers, indent: int) -> None:
-    """One row per handler process: what an operator looks at when a pool misbehaves."""
-    if not isinstance(handlers, list) or not handlers:
-        return
-    pad = " " * indent
-    print(f"{pad}{'handler':<12} {'pid':>7}  {'state':<16} {'in_flight':>9} {'handled':>8} {'restarts':>8}")
-    for h in handlers:
-        if isinstance(h, dict):
-            print(f"{pad}{str(h.get('name', '?')):<12} {str(h.get('pid') or '-'):>7}  "
-                  f"{str(h.get('state', '?')):<16} {h.get('in_flight', 0):>9} {h.get('handled', 0):>8} "
-                  f"{h.get('restarts', 0):>8}")
 
 
 def _print_budget(ratelimiter, indent: int) -> None:

@@ -13,7 +13,7 @@ import sys
 
 from frontdesk.protocol import config
 from frontdesk.protocol.credentials import protect_held_secrets
-from frontdesk.protocol.roles import setup_logging
+from frontdesk.protocol.logs import setup_logging
 
 from .logs import ROLES as LOG_ROLES
 
@@ -108,7 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["sandbox"].add_argument("--drop-rate", dest="sandbox_drop_rate", type=float,
                                     help="share of API calls whose connection is dropped")
 
-    bench = parsers["bench"]
+    _bench_flags(parsers["bench"])
+    _user_flags(parsers)
+    _operator_flags(parsers)
+    return parser
+
+
+def _bench_flags(bench: argparse.ArgumentParser) -> None:
+    """`frontdesk bench`: the suite, the load offered and what the report shows."""
     bench.add_argument("--suite", choices=sorted(BENCH_SUITES), default="e2e",
                        help="what to measure (default e2e: the whole path)")
     bench.add_argument("--repeat", type=int, default=1, help="runs of a component suite (median reported)")
@@ -138,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--show", action="store_true",
                        help="e2e: also print what each user received for each event sent")
 
+
+def _user_flags(parsers: dict) -> None:
+    """The commands that play users or a dispatcher: say, test, check-handler."""
     say = parsers["say"]
     say.add_argument("text", nargs="?", help="the message text (text messages; postback data)")
     say.add_argument("--kind", default="text", help="event or message type: text, sticker, image, follow, "
@@ -162,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("handler_command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]",
                        help="the handler to check")
 
+
+def _operator_flags(parsers: dict) -> None:
+    """The operator commands: status, top, logs, scale, dead-letters, doctor, integrity, config."""
     parsers["status"].add_argument("--json", action="store_true", help="print one JSON object")
     parsers["status"].add_argument("--interval", type=float, metavar="S",
                                    help="measure rates (events/s, busy share, calls/s) for the advice over S "
@@ -188,7 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
                                            "hold and SQLite dropped; clear: forget the integrity report")
     parsers["config"].add_argument("--markdown", action="store_true",
                                    help="print the configuration reference table instead")
-    return parser
 
 
 def _flags(args: argparse.Namespace) -> dict:
@@ -198,9 +210,9 @@ def _flags(args: argparse.Namespace) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        if key not in config.KNOBS_BY_NAME:
+        if key not in config.KNOBS_BY_NAME and key not in config.RENAMED:
             raise config.ConfigError(f"--set: unknown setting {key!r}")
-        knob = config.KNOBS_BY_NAME[key]
+        knob = config.KNOBS_BY_NAME[config.RENAMED.get(key, key)]
         if knob.secret:   # /proc/<pid>/cmdline is open to every user of the machine
             raise config.ConfigError(f"--set {key}: a secret on the command line is visible to every user of "
                                      f"this machine (ps); give it in {knob.file_env_name}, systemd's credential "
@@ -221,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = config.load(_flags(args), config_file=args.config)
         # `frontdesk logs` reads the file: its own lines (if any) go to stderr, and it creates nothing
         setup_logging(settings.log_level, "" if args.command == "logs" else settings.log_file)
+        settings.log_deprecations()
     except config.ConfigError as exc:
         print(f"frontdesk: configuration error: {exc}", file=sys.stderr)
         return 2

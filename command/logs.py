@@ -1,7 +1,7 @@
 """`frontdesk logs [ROLE] [-f] [-n N]`: the log file's last lines, of every process or of one role.
 
 With `log_file` set, every process of a system appends its lines to that one file
-(protocol/roles.py). A line names its logger and pid (`time LEVEL logger[pid] ...`); the logger
+(protocol/logs.py). A line names its logger and pid (`time LEVEL logger[pid] ...`); the logger
 names the role (`frontdesk.dispatcher`), and the pid carries it to that process's other lines (a
 dispatcher's `frontdesk.store.sqlite` lines, its tracebacks). `handlers` are the lines the
 dispatcher logs for its handlers' stderr (`[handler-1 pid=…] …`). Following polls the file four

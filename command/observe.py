@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
-from frontdesk.protocol.roles import status_role
+from frontdesk.protocol.process import status_role
 
 STATUS_INTERVAL_S = 1.0     # every process publishes this often
 STALE_AFTER_S = 5.0         # a status older than this: its process stopped publishing
@@ -25,20 +26,22 @@ BUSIEST_KEYS_MIN = 20       # below this many events not done, no key can be hot
 
 @dataclass
 class Sample:
+    """One read of the store (take_sample): what every figure of a view is computed from."""
     at: float                # epoch seconds, when it was read
     events: dict             # store.stats()
     statuses: dict           # store.get_statuses()
     busiest_key: tuple[str, int] | None = None   # store.busiest_keys(1), read every few seconds
 
 
-def take_sample(store, with_busiest_key: bool = True) -> Sample:
+def take_sample(store, with_busiest_key: bool = True, wall: Callable[[], float] = time.time) -> Sample:
     """One read of the store: event counts and every status document (a few rows); with
-    with_busiest_key, the conversation with the most events not done, when there are enough."""
+    with_busiest_key, the conversation with the most events not done, when there are enough.
+    `wall` stamps it (status documents carry wall-clock times)."""
     events = store.stats()
     busiest = None
     if with_busiest_key and events.get("pending", 0) + events.get("in_flight", 0) >= BUSIEST_KEYS_MIN:
         busiest = next(iter(store.busiest_keys(1)), None)
-    return Sample(time.time(), events, store.get_statuses(), busiest)
+    return Sample(wall(), events, store.get_statuses(), busiest)
 
 
 def percentile(counts: list[int], q: float) -> float | None:
@@ -165,18 +168,23 @@ def queue_view(new: Sample, old: Sample | None) -> dict:
 
 
 class Observer:
-    """The last samples of one store, and the view between the newest and one RATE_WINDOW_S older."""
+    """The last samples of one store, and the view between the newest and one RATE_WINDOW_S older.
 
-    def __init__(self, store, keep_s: float = 2 * RATE_WINDOW_S):
+    It owns the samples (kept keep_s) and when the costly per-key count is read again; `clock`
+    (time.monotonic) paces that read, `wall` (time.time) stamps the samples."""
+
+    def __init__(self, store, keep_s: float = 2 * RATE_WINDOW_S, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
         self.store = store
         self.samples: deque[Sample] = deque()
         self.keep_s = keep_s
-        self._busiest_at = -BUSIEST_KEYS_EVERY_S
+        self._clock, self._wall = clock, wall
+        self._busiest_at: float | None = None
 
     def sample(self) -> Sample:
-        now = time.monotonic()
-        fresh = now - self._busiest_at >= BUSIEST_KEYS_EVERY_S
-        sample = take_sample(self.store, with_busiest_key=fresh)
+        now = self._clock()
+        fresh = self._busiest_at is None or now - self._busiest_at >= BUSIEST_KEYS_EVERY_S
+        sample = take_sample(self.store, with_busiest_key=fresh, wall=self._wall)
         if fresh:
             self._busiest_at = now
         elif self.samples:      # between reads, the last one stands

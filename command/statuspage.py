@@ -20,9 +20,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from typing import Callable
 
 from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
-from frontdesk.protocol.roles import status_role
+from frontdesk.protocol.process import status_role
+from frontdesk.protocol.prometheus import CONTENT_TYPE as METRICS_TYPE, Exposition
 from frontdesk.store import StoreError, StoreGone, run_with_store
 
 from .advice import advise
@@ -33,7 +35,6 @@ log = logging.getLogger("frontdesk.statuspage")
 SAMPLE_INTERVAL_S = 1.0
 HISTORY_S = 600.0           # the charts show the last ten minutes
 HEALTHY_SAMPLE_AGE_S = 5.0  # /healthz: 503 once the store has not answered for this long
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def history_point(view: dict) -> dict:
@@ -59,9 +60,11 @@ class Sampler:
     `gone(reason)`, for the page to stop and be started again on the file now at the path, as the
     receiver and the dispatcher are (docs/store.md)."""
 
-    def __init__(self, store, gone=lambda reason: None):
+    def __init__(self, store, gone: Callable[[str], None] = lambda reason: None,
+                 clock: Callable[[], float] = time.monotonic):
         self.store = store
         self.gone = gone
+        self.clock = clock
         self.observer = Observer(store, keep_s=2 * STALE_AFTER_S)
         self.lock = threading.Lock()
         self.history: list[dict] = []
@@ -98,13 +101,13 @@ class Sampler:
         except StoreError as exc:
             with self.lock:
                 if self.error != str(exc):
-                    log.error("store_call_failed op=sample error=%s", exc)
+                    log.error("event=store_call_failed op=sample error=%s", exc)
                 self.error = str(exc)
             return
         point = history_point(view)
         with self.lock:
             self.sample, self.view, self.error = sample, view, None
-            self.sampled_at = time.monotonic()
+            self.sampled_at = self.clock()
             self.history.append(point)
             while self.history and point["t"] - self.history[0]["t"] > HISTORY_S:
                 self.history.pop(0)
@@ -116,7 +119,7 @@ class Sampler:
 
     def health(self) -> tuple[int, dict]:
         with self.lock:
-            age = time.monotonic() - self.sampled_at
+            age = self.clock() - self.sampled_at
             if self.view is None or age > HEALTHY_SAMPLE_AGE_S:
                 return 503, {"status": "unavailable", "reason": self.error or f"no store read for {age:.0f} s"}
             return 200, {"status": "ok"}
@@ -129,44 +132,11 @@ class Sampler:
 
 # --- /metrics ----------------------------------------------------------------------------------
 
-def _escape(value) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class _Text:
-    """Prometheus text format, one metric family at a time."""
-
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str, samples) -> None:
-        self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        for labels, value in samples:
-            if value is None:
-                continue
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            number = str(value) if isinstance(value, int) else repr(float(value))
-            self.lines.append(f"{name}{{{label_text}}} {number}" if label_text else f"{name} {number}")
-
-    def histogram(self, name: str, help_text: str, series) -> None:
-        """series: (labels, cumulative counts per HANDLING_BUCKETS_S and +Inf, sum)."""
-        self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        for labels, counts, total in series:
-            base = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            cumulative = 0
-            for bound, count in zip((*HANDLING_BUCKETS_S, "+Inf"), counts):
-                cumulative += count
-                le = bound if isinstance(bound, str) else f"{bound:g}"
-                self.lines.append(f'{name}_bucket{{{base},le="{le}"}} {cumulative}')
-            self.lines.append(f"{name}_sum{{{base}}} {float(total)!r}")
-            self.lines.append(f"{name}_count{{{base}}} {cumulative}")
-
-
 def metrics_text(sample: Sample) -> str:
     """Everything the store and the published statuses say, as Prometheus metrics. Counters are
     the processes' own cumulative counts (they restart at zero with a process: Prometheus'
     rate() handles that); gauges are the values of the last read."""
-    out = _Text()
+    out = Exposition()
     events = sample.events
     out.family("frontdesk_store_events", "gauge", "Events in the store by state (read once a second).",
                [({"state": state}, events.get(state)) for state in ("pending", "in_flight", "done", "dead")])
@@ -191,9 +161,11 @@ def metrics_text(sample: Sample) -> str:
     out.family("frontdesk_handler_restarts_total", "counter", "Restarts after crashes of a handler slot.",
                [(labels, h.get("restarts")) for labels, h in handlers])
     out.histogram("frontdesk_handler_handling_seconds", "Event sent to a handler -> its answer, seconds.",
+                  HANDLING_BUCKETS_S,
                   [(labels, h["handling_counts"], h.get("handling_s", 0.0)) for labels, h in handlers
                    if isinstance(h.get("handling_counts"), list)])
     out.histogram("frontdesk_event_e2e_seconds", "Webhook received -> event acked by a handler, seconds.",
+                  HANDLING_BUCKETS_S,
                   [({"dispatcher": name}, doc["e2e_counts"], doc.get("e2e_s", 0.0)) for name, doc in dispatchers.items()
                    if isinstance(doc.get("e2e_counts"), list)])
     limiters = {name: (doc.get("ratelimiter") or {}) for name, doc in dispatchers.items()}
@@ -213,7 +185,7 @@ def metrics_text(sample: Sample) -> str:
                [({"dispatcher": name}, (limiter.get("stats") or {}).get("batches", 0)) for name, limiter in limiters.items()])
     out.family("frontdesk_ratelimiter_restarts_total", "counter", "Rate limiter restarts after crashes.",
                [({"dispatcher": name}, limiter.get("restarts", 0)) for name, limiter in limiters.items()])
-    return "\n".join(out.lines) + "\n"
+    return out.text()
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
@@ -223,6 +195,7 @@ def page_html() -> bytes:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """The page's four routes, each answered from the sampler's last read (never from the store)."""
     server_version = "frontdesk-statuspage"
     sampler: Sampler       # set on the subclass made per server
 
@@ -233,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/status.json":
             self._send(200, json.dumps(self.sampler.status_json(), default=str).encode(), "application/json")
         elif path == "/metrics":
-            self._send(200, self.sampler.metrics().encode(), PROMETHEUS_TYPE)
+            self._send(200, self.sampler.metrics().encode(), METRICS_TYPE)
         elif path == "/healthz":
             status, body = self.sampler.health()
             self._send(status, json.dumps(body).encode(), "application/json")
@@ -250,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format, *args) -> None:   # requests are not worth a log line each
-        log.debug("request %s", format % args)
+        log.debug("event=request_served line=%r", format % args)
 
 
 def serve(server: ThreadingHTTPServer, store) -> int:
@@ -269,7 +242,7 @@ def serve(server: ThreadingHTTPServer, store) -> int:
     server.RequestHandlerClass = type("StatusPageHandler", (_Handler,), {"sampler": sampler})
     sampler.start()
     host, port = server.server_address[:2]
-    log.info("statuspage_listening url=http://%s:%d/", host, port)
+    log.info("event=statuspage_listening url=http://%s:%d/", host, port)
     try:
         server.serve_forever()
     finally:
@@ -282,12 +255,12 @@ def main(settings) -> int:
     fails at once, before the store is touched), then serve."""
     host, _, port = settings.admin_listen.rpartition(":")
     if not host or not port.isdigit():
-        log.error("admin_listen_invalid value=%r expected=HOST:PORT", settings.admin_listen)
+        log.error("event=admin_listen_invalid value=%r expected=HOST:PORT", settings.admin_listen)
         return 2
     try:
         server = ThreadingHTTPServer((host, int(port)), _Handler)
     except OSError as exc:
-        log.error("listen_failed address=%s error=%s", settings.admin_listen, exc.strerror or exc)
+        log.error("event=listen_failed address=%s error=%s", settings.admin_listen, exc.strerror or exc)
         return 2
     server.daemon_threads = True
     try:
@@ -300,7 +273,7 @@ if __name__ == "__main__":
     import signal
     import sys
 
-    from frontdesk.protocol.roles import run_role
+    from frontdesk.protocol.process import run_role
 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     sys.exit(run_role("statuspage", main))

@@ -18,7 +18,7 @@ from frontdesk.dispatcher.loop import EventLoop, SignalQueue
 from frontdesk.dispatcher.supervise import RestartPolicy
 from frontdesk.dispatcher.workers import describe_exit
 from frontdesk.protocol.credentials import NO_SECRETS, ChildSecrets
-from frontdesk.protocol.roles import status_name
+from frontdesk.protocol.process import status_name
 from frontdesk.store import StoreError, StoreGone, open_store
 
 log = logging.getLogger("frontdesk.run")

@@ -19,20 +19,11 @@ from frontdesk.store import StoreError, StoreGone, open_store, sqlite_file_missi
 from frontdesk.store.mongo import redact_url
 
 from .advice import advise
+from .handler_table import figure, handler_table, percent
 from .observe import STATUS_INTERVAL_S, Observer
 
 REFRESH_S = 1.0
 KEYS_HELP = "keys: + one handler more  - one fewer  h rolling restart  q quit"
-
-
-def _num(value, digits: int = 0) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _pct(share) -> str:
-    return "-" if share is None else f"{share * 100:.0f}%"
 
 
 def render(view: dict, store_name: str) -> list[str]:
@@ -40,13 +31,13 @@ def render(view: dict, store_name: str) -> list[str]:
     q = view["queue"]
     lines = [f"frontdesk top  {store_name}  {time.strftime('%H:%M:%S', time.localtime(view['at']))}",
              f"queue  pending {q.get('pending', 0)}  in_flight {q.get('in_flight', 0)}  "
-             f"oldest {q.get('oldest_pending_s', 0):.1f}s  arrivals/s {_num(q.get('arrivals_per_s'), 1)}  "
-             f"completions/s {_num(q.get('completions_per_s'), 1)}  done {q.get('done', 0)}  "
+             f"oldest {q.get('oldest_pending_s', 0):.1f}s  arrivals/s {figure(q.get('arrivals_per_s'), 1)}  "
+             f"completions/s {figure(q.get('completions_per_s'), 1)}  done {q.get('done', 0)}  "
              f"dead letters {q.get('dead', 0)}"]
     if q.get("busiest_key") and q["busiest_key"]["share"] >= 0.1:   # below that, no conversation stands out
         busiest = q["busiest_key"]
         lines.append(f"       busiest conversation {busiest['key']}: {busiest['events']} events "
-                     f"({_pct(busiest['share'])} of those waiting)")
+                     f"({percent(busiest['share'])} of those waiting)")
     lines.append("")
     if not view["dispatchers"]:
         lines.append("no dispatcher has published a status")
@@ -54,26 +45,21 @@ def render(view: dict, store_name: str) -> list[str]:
         auto = d.get("autoscale")
         scale = f"auto {auto['min']}..{auto['max']}" if auto else "fixed"
         lines.append(f"dispatcher {d['name']}  {d['state']}{'  STALE' if d['stale'] else ''}  "
-                     f"handlers {d['handlers_target']} ({scale})  events/s {_num(d['events_per_s'], 1)}  "
-                     f"e2e p50 {_num(d['e2e_p50_ms'])}ms p99 {_num(d['e2e_p99_ms'])}ms")
+                     f"handlers {d['handlers_target']} ({scale})  events/s {figure(d['events_per_s'], 1)}  "
+                     f"e2e p50 {figure(d['e2e_p50_ms'])}ms p99 {figure(d['e2e_p99_ms'])}ms")
         if d.get("degraded"):
             lines.append(f"  DEGRADED: {d['degraded']}")
         if auto and auto.get("last_change"):
             lines.append(f"  autoscale: {auto['last_change']}")
-        lines.append(f"  {'handler':<12} {'pid':>7} {'state':<16} {'in_fl':>5} {'ev/s':>8} {'busy':>5} "
-                     f"{'p50ms':>6} {'p99ms':>6} {'handled':>8} {'restarts':>8}")
-        for h in d["handlers"]:
-            lines.append(f"  {h['name']:<12} {_num(h['pid']):>7} {h['state']:<16} {h['in_flight']:>5} "
-                         f"{_num(h['events_per_s'], 1):>8} {_pct(h['busy_share']):>5} {_num(h['p50_ms']):>6} "
-                         f"{_num(h['p99_ms']):>6} {h['handled']:>8} {h['restarts']:>8}")
+        lines += handler_table(d["handlers"], rates=True, indent="  ")
         r = d["ratelimiter"]
-        lines.append(f"  rate limiter pid {_num(r['pid'])}  restarts {r['restarts']}  pending calls "
+        lines.append(f"  rate limiter pid {figure(r['pid'])}  restarts {r['restarts']}  pending calls "
                      f"{r['pending_calls']}  429s {r['429s']}  batches {r['batches']} "
-                     f"({_num(r['batches_per_s'], 1)}/s)")
+                     f"({figure(r['batches_per_s'], 1)}/s)")
         if r["endpoints"]:
             lines.append(f"  {'endpoint':<12} {'calls/s':>8} {'limit/s':>8} {'queued':>7} {'429s':>6} {'calls':>8}")
         for e in r["endpoints"]:
-            lines.append(f"  {e['endpoint']:<12} {_num(e['calls_per_s'], 1):>8} {_num(e['limit_per_s'], 0):>8} "
+            lines.append(f"  {e['endpoint']:<12} {figure(e['calls_per_s'], 1):>8} {figure(e['limit_per_s'], 0):>8} "
                          f"{e['queued']:>7} {e['429s']:>6} {e['calls']:>8}")
         lines.append("")
     advice = advise(view)

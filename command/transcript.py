@@ -37,6 +37,7 @@ class TranscriptError(ValueError):
 
 @dataclass(frozen=True)
 class UserTurn:
+    """What one user said: the event the replay sends."""
     index: int        # position in the transcript's `turns`
     user: str
     event: dict
@@ -44,6 +45,7 @@ class UserTurn:
 
 @dataclass(frozen=True)
 class BotTurn:
+    """What the bot answered at one point: the replay compares these."""
     index: int | None   # position in `turns`; None for what a replay got
     kind: str
     messages: list
@@ -62,6 +64,7 @@ class Step:
 
 @dataclass
 class Transcript:
+    """A whole chat read from its file: who takes part, the steps to replay."""
     name: str                     # the file it came from, for messages
     chat_type: str
     chat_id: str
@@ -72,6 +75,7 @@ class Transcript:
 
 @dataclass(frozen=True)
 class Difference:
+    """One place where the bot's answers differ from the recorded ones."""
     path: str       # where in the transcript: turns[3].messages[0].text
     problem: str
 

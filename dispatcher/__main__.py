@@ -1,7 +1,7 @@
 """`python -m frontdesk.dispatcher`: the dispatcher (its handlers and rate limiter as children), with settings from the environment."""
 import sys
 
-from frontdesk.protocol.roles import run_role
+from frontdesk.protocol.process import run_role
 
 from .arbiter import main
 

@@ -27,7 +27,7 @@ from frontdesk.protocol import rpc
 from frontdesk.protocol.config import handler_command
 from frontdesk.protocol.credentials import without_secrets
 from frontdesk.protocol.frames import EncodeError
-from frontdesk.protocol.roles import status_name, status_role
+from frontdesk.protocol.process import status_name, status_role
 from frontdesk.store import StoreError, StoreGone, run_with_store
 
 from .apilink import ApiLink

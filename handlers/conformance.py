@@ -404,6 +404,8 @@ def _typed(value) -> str:
 
 # --- the checks -----------------------------------------------------------------------------------
 class Report:
+    """The kit's output: one PASS/FAIL/SKIP line per check and the counts for the summary."""
+
     def __init__(self, out):
         self.out = out
         self.counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
@@ -424,6 +426,9 @@ class Report:
 
 
 class Kit:
+    """The conformance suite against one handler command: it plays the dispatcher's side of
+    protocol/SPEC.md, check by check, and reports each (Report)."""
+
     def __init__(self, command: list[str], settings, timeout: float, out=sys.stdout):
         self.command = command
         self.timeout = timeout

@@ -320,7 +320,7 @@ class _Session:
         with self.calls_lock:
             pending = self.calls.pop(response.msgid, None)
         if pending is None:
-            log.warning("response for unknown msgid=%s ignored", response.msgid)
+            log.warning("event=unknown_response_ignored msgid=%s", response.msgid)
             return
         pending.resolve(response.error, response.result)
 
@@ -342,7 +342,7 @@ class _Session:
         try:
             self.send(Response(request.msgid, error, None))
         except (BrokenPipeError, ValueError, OSError) as exc:
-            log.warning("could not answer event msgid=%s: %s", request.msgid, exc)
+            log.warning("event=answer_failed msgid=%s error=%r", request.msgid, str(exc))
 
 
 def _nack_value(exc: BaseException, request: Request) -> dict:
@@ -352,7 +352,7 @@ def _nack_value(exc: BaseException, request: Request) -> dict:
     text = str(exc) or type(exc).__name__
     if not isinstance(exc, (Nack, ApiError)):
         text = f"{type(exc).__name__}: {text}"
-        log.error("handler raised %s", text, exc_info=exc)
+        log.error("event=handler_raised error=%r", text, exc_info=exc)
     # kept short, so the nack always fits in a frame (SPEC.md section 12)
     return error_value(text[:MAX_NACK_MESSAGE], retry=retry if isinstance(retry, bool) else True)
 

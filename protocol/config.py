@@ -8,11 +8,13 @@ secrets never go there: a child that needs one inherits a descriptor (protocol/c
 """
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from .frames import FRAME_ENVELOPE_BYTES
 from .line_endpoints import limits_text
 
 DEFAULT_CONFIG_FILE = "frontdesk.toml"
@@ -31,6 +33,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Knob:
+    """One setting: its key, type and default, the help the README's table shows, and where a
+    secret may come from (`env`, `<ENV>_FILE`, `<ENV>_FD`, systemd's `credential`)."""
     name: str
     type: type
     default: Any
@@ -122,7 +126,8 @@ KNOBS: tuple[Knob, ...] = (
          "stderr (reopened when logrotate moves it); `frontdesk logs [ROLE] -f` follows it. Empty: stderr."),
     # --- receiver
     Knob("callback_path", str, "/callback", "Webhook path."),
-    Knob("max_body_bytes", int, 1024 * 1024, "Largest webhook body accepted (413 beyond).", minimum=1),
+    Knob("max_body_bytes", int, 1024 * 1024, "Largest webhook body accepted (413 beyond); at most "
+         "max_frame_bytes - 1 KiB (the default follows a smaller max_frame_bytes).", minimum=1),
     Knob("ack_budget_s", float, 1.0,
          "Longest a webhook may wait for durable storage before it gets a fast 503.", minimum=0.01),
     Knob("receiver_connection_limit", int, 1000,
@@ -130,8 +135,8 @@ KNOBS: tuple[Knob, ...] = (
          "longest idle one, else of the one whose unfinished request started first (408); it gets 503 "
          "only while every open connection is waiting for its answer.", minimum=1),
     Knob("receiver_backlog", int, 2048, "Listen socket backlog.", minimum=1),
-    Knob("receiver_channel_timeout_s", int, 30, "An idle keep-alive connection is closed after this.",
-         minimum=1),
+    Knob("receiver_idle_timeout_s", int, 30, "An idle keep-alive connection is closed after this (the old "
+         "key receiver_channel_timeout_s still works, with a warning).", minimum=1),
     Knob("receiver_request_timeout_s", float, 10.0,
          "A request not complete (headers and body) this long after its first byte gets 408 and its "
          "connection is closed: a slow client cannot hold a connection.", minimum=0.1),
@@ -244,7 +249,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob("batching", bool, True, "Turn push-to-multicast batching on or off."),
     Knob("profile_ttl_s", float, 86400.0, "How long a cached profile answers profile calls.",
          minimum=0.0),
-    Knob("content_max_bytes", int, 50 * 1024 * 1024, "Largest content download.", minimum=1),
+    Knob("content_max_bytes", int, 16 * 1024 * 1024 - FRAME_ENVELOPE_BYTES,
+         "Largest content download. It reaches the handler in one frame, so at most max_frame_bytes - 1 KiB "
+         "(the default follows a smaller max_frame_bytes).",
+         minimum=1),
     Knob("api_trace", bool, False,
          "Send each API call with an `X-Frontdesk-Trace` header naming the events it serves, the "
          "handler and when the event was stored and handed to it: the sandbox's chat page shows an "
@@ -269,6 +277,65 @@ KNOBS: tuple[Knob, ...] = (
 )
 
 KNOBS_BY_NAME = {knob.name: knob for knob in KNOBS}
+
+# Keys that were renamed, old -> new. The old key still works under every source (flag, `--set`,
+# environment `FRONTDESK_<OLD>`, file) when the new one is not given under the same source, and the
+# process logs a warning naming the new key (Settings.log_deprecations).
+RENAMED = {"receiver_channel_timeout_s": "receiver_idle_timeout_s"}
+OLD_NAMES = {new: old for old, new in RENAMED.items()}
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """A combination the table implies: `low` may not be above `high` less `room`. With
+    `default_follows`, a `low` left at its default is lowered to fit instead (a default is no
+    statement of the user's); a value given for it is checked."""
+    low: str
+    high: str
+    why: str
+    room: int = 0
+    default_follows: bool = False
+
+    def broken_by(self, values: dict[str, Any]) -> bool:
+        return values[self.low] > values[self.high] - self.room
+
+
+# Checked after every knob is resolved (load): each broken one is an error naming both keys.
+CEILINGS: tuple[Ceiling, ...] = (
+    Ceiling("max_frame_bytes", "handler_outbound_max_bytes",
+            "the dispatcher must be able to hold one whole frame for a handler"),
+    Ceiling("max_body_bytes", "max_frame_bytes",
+            "each event of a webhook reaches its handler in one frame, with room for its envelope",
+            room=FRAME_ENVELOPE_BYTES, default_follows=True),
+    Ceiling("content_max_bytes", "max_frame_bytes",
+            "a content download reaches the handler in one frame, with room for the answer around it",
+            room=FRAME_ENVELOPE_BYTES, default_follows=True),
+    Ceiling("handlers_min", "handlers_max", "handlers = auto grows and shrinks the pool between the two"),
+    Ceiling("retry_backoff_s", "retry_backoff_max_s",
+            "the first retry delay after a nack cannot be longer than the longest"),
+)
+
+
+def check_combinations(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """Apply CEILINGS to resolved values (a default that follows its ceiling is lowered in place).
+
+    Raises:
+        ConfigError: a broken ceiling, naming both keys with their values and sources: a
+            contradiction is refused, never clamped silently.
+    """
+    for ceiling in CEILINGS:
+        if not ceiling.broken_by(values):
+            continue
+        room = f" - {ceiling.room}" if ceiling.room else ""
+        lowered = values[ceiling.high] - ceiling.room
+        if ceiling.default_follows and sources[ceiling.low] == "default" and lowered >= (
+                KNOBS_BY_NAME[ceiling.low].minimum or 0):
+            values[ceiling.low] = lowered
+            sources[ceiling.low] = f"default, lowered to {ceiling.high}{room}"
+            continue
+        raise ConfigError(f"{ceiling.low}={values[ceiling.low]} (from {sources[ceiling.low]}) is above "
+                          f"{ceiling.high}={values[ceiling.high]}{room} (from {sources[ceiling.high]}): "
+                          f"{ceiling.why}")
 
 
 def _convert(knob: Knob, raw: Any, source: str) -> Any:
@@ -309,13 +376,88 @@ def _convert(knob: Knob, raw: Any, source: str) -> Any:
 
 
 class Settings:
-    """Resolved configuration: one attribute per knob, plus where each value came from."""
+    """Resolved configuration: one typed attribute per knob (KNOBS says what each means), plus
+    where each value came from. Built by load(); a process passes it to whatever it starts."""
+
+    channel_secret: str
+    channel_access_token: str
+    channel_id: str
+    public_url: str
+    quota_warning_share: float
+    store: str
+    listen: str
+    admin_listen: str
+    api_base: str
+    api_data_base: str
+    log_level: str
+    log_file: str
+    callback_path: str
+    max_body_bytes: int
+    ack_budget_s: float
+    receiver_connection_limit: int
+    receiver_backlog: int
+    receiver_idle_timeout_s: int
+    receiver_request_timeout_s: float
+    append_linger_ms: float
+    max_attempts: int
+    retry_backoff_s: float
+    retry_backoff_max_s: float
+    lease_s: float
+    retention_s: float
+    feed_rescan_s: float
+    handler: str
+    handlers: int | str          # a count, or "auto"
+    handlers_min: int
+    handlers_max: int
+    autoscale_backlog_s: float
+    autoscale_idle_s: float
+    handler_user: str
+    max_frame_bytes: int
+    event_deadline_s: float
+    handler_outbound_max_bytes: int
+    max_calls_per_event: int
+    kill_grace_s: float
+    handler_start_timeout_s: float
+    restart_backoff_max_s: float
+    restart_intensity: int
+    restart_period_s: float
+    loop_coalesce_ms: float
+    store_turn_ms: float
+    claim_run: int
+    drain_grace_s: float
+    api_connections: int
+    api_connect_timeout_s: float
+    api_read_timeout_s: float
+    api_max_retries: int
+    rate_limits: dict[str, tuple[float, float]]     # endpoint -> (count, period in seconds)
+    shared_rate_budget: bool
+    reply_max_age_s: float
+    batch_window_ms: float
+    batching: bool
+    profile_ttl_s: float
+    content_max_bytes: int
+    sandbox_listen: str
+    sandbox_latency_ms: float
+    sandbox_fault_rate: float
+    sandbox_drop_rate: float
+    sandbox_rate_limits: dict[str, tuple[float, float]]
+    sandbox_reply_token_ttl_s: float
+    sandbox_threads: int
+    sandbox_recorder_size: int
 
     def __init__(self, values: dict[str, Any], sources: dict[str, str],
-                 secret_fds: dict[str, int] | None = None):
+                 secret_fds: dict[str, int] | None = None,
+                 deprecations: tuple[tuple[str, str], ...] = ()):
         self.__dict__.update(values)
         self._sources = sources
         self._secret_fds = secret_fds or {}   # knob name -> inherited descriptor, kept unread
+        self.deprecations = deprecations      # (renamed key used, where it was given)
+
+    def log_deprecations(self) -> None:
+        """One warning per renamed key this configuration used, naming the key to write instead."""
+        for old, source in self.deprecations:
+            logging.getLogger("frontdesk.config").warning(
+                "event=setting_renamed old=%s new=%s source=%r", old, RENAMED[old], source)
 
     def source(self, name: str) -> str:
         return self._sources[name]
@@ -398,16 +540,25 @@ def load(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     environ = os.environ if environ is None else environ
     file_values, file_name = _read_file(config_file or environ.get("FRONTDESK_CONFIG"))
-    unknown = sorted(set(flags) - set(KNOBS_BY_NAME))
+    unknown = sorted(set(flags) - set(KNOBS_BY_NAME) - set(RENAMED))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
     values, sources, secret_fds = {}, {}, {}
+    deprecations: list[tuple[str, str]] = []
     for knob in KNOBS:
         secret_file = _secret_file(knob, environ) if knob.secret else None
+        old = OLD_NAMES.get(knob.name)
+        old_env = "FRONTDESK_" + old.upper() if old else None
         if knob.name in flags:
             raw, source = flags[knob.name], "command line"
+        elif old is not None and old in flags:
+            raw, source = flags[old], "command line"
+            deprecations.append((old, f"command line {old}"))
         elif knob.env_name in environ:
             raw, source = environ[knob.env_name], f"environment {knob.env_name}"
+        elif old_env is not None and old_env in environ:
+            raw, source = environ[old_env], f"environment {old_env}"
+            deprecations.append((old, source))
         elif knob.secret and environ.get(knob.fd_env_name):
             source = f"environment {knob.fd_env_name}"
             fd = _descriptor(environ[knob.fd_env_name], source)
@@ -420,18 +571,15 @@ def load(
             raw = _read_secret(path, source)
         elif knob.name in file_values:
             raw, source = file_values[knob.name], file_name
+        elif old is not None and old in file_values:
+            raw, source = file_values[old], file_name
+            deprecations.append((old, f"{file_name} {old}"))
         else:
             values[knob.name], sources[knob.name] = _convert(knob, knob.default, "default"), "default"
             continue
         values[knob.name], sources[knob.name] = _convert(knob, raw, source), source
-    if values["handler_outbound_max_bytes"] < values["max_frame_bytes"]:
-        raise ConfigError(f"handler_outbound_max_bytes={values['handler_outbound_max_bytes']} "
-                          f"({sources['handler_outbound_max_bytes']}) is below max_frame_bytes="
-                          f"{values['max_frame_bytes']} ({sources['max_frame_bytes']}): one frame must fit")
-    if values["handlers_min"] > values["handlers_max"]:
-        raise ConfigError(f"handlers_min={values['handlers_min']} (from {sources['handlers_min']}) is above "
-                          f"handlers_max={values['handlers_max']} (from {sources['handlers_max']})")
-    return Settings(values, sources, secret_fds)
+    check_combinations(values, sources)
+    return Settings(values, sources, secret_fds, tuple(deprecations))
 
 
 def _secret_file(knob: Knob, environ) -> tuple[str, str] | None:
@@ -511,7 +659,7 @@ def _read_file(path: str | None) -> tuple[dict[str, Any], str]:
             flat.update(value)
         else:
             flat[key] = value
-    unknown = sorted(set(flat) - set(KNOBS_BY_NAME))
+    unknown = sorted(set(flat) - set(KNOBS_BY_NAME) - set(RENAMED))
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
     return flat, path

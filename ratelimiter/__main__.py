@@ -1,7 +1,7 @@
 """`python -m frontdesk.ratelimiter`: the rate limiter (started by a dispatcher: frames on stdin and stdout), with settings from the environment."""
 import sys
 
-from frontdesk.protocol.roles import run_role
+from frontdesk.protocol.process import run_role
 
 from .limiter import main
 

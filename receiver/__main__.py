@@ -1,7 +1,7 @@
 """`python -m frontdesk.receiver`: the webhook receiver, with settings from the environment."""
 import sys
 
-from frontdesk.protocol.roles import run_role
+from frontdesk.protocol.process import run_role
 
 from .server import main
 

@@ -1,10 +1,10 @@
 """The webhook receiver's routes: verify, validate, store durably, then answer.
 
-The order is the contract (docs/receiver.md, "What each request gets"): size limit (the HTTP
-server refuses a larger body before reading it), signature over the raw bytes, then parsing, then
-one durable append of every event of the body, which must start within the ack budget counted
-from the request's arrival. Only a 200 means anything was stored. The routes run on the
-receiver's event loop (protocol/http_server.py); the append is handed to the store's writer
+The order is the contract (docs/receiver.md, "What each request gets"): the route (path, then
+method), then the webhook's checks (receiver/intake.py: size, signature over the raw bytes, JSON,
+events), then one durable append of every event of the body, which must start within the ack
+budget counted from the request's arrival. Only a 200 means anything was stored. The routes run
+on the receiver's event loop (protocol/http_server.py); the append is handed to the store's writer
 thread and answered when it is durable.
 """
 from __future__ import annotations
@@ -18,149 +18,34 @@ from collections import deque
 from typing import Callable
 
 from frontdesk.protocol.config import Settings
-from frontdesk.protocol.events import WebhookError, parse_webhook_body, signature_ok
 from frontdesk.protocol.http_server import Request, Response, error_body
-from frontdesk.protocol.roles import status_role
+from frontdesk.protocol.prometheus import CONTENT_TYPE as METRICS_TYPE
 from frontdesk.store import Store, StoreError, StoreGone
 
-from . import metrics as prom
+from .intake import Rejected, check_webhook
+from .metrics import CachedStats, ReceiverMetrics
 
 log = logging.getLogger("frontdesk.receiver")
 
-STATS_TTL_S = 1.0  # /metrics reads the store's queue counts at most this often
-STATUS_FRESH_S = 10.0  # a dispatcher publishes every second: older than this, it is gone
-
-
-class _Rejected(Exception):
-    """A webhook answered with an error: the log line gets `reason`, the client `public`
-    (the same unless the reason holds server details such as file paths)."""
-
-    def __init__(self, status: int, reason: str, public: str | None = None):
-        super().__init__(reason)
-        self.status, self.reason = status, reason
-        self.public = reason if public is None else public
-
-
-class ReceiverMetrics:
-    """Everything /metrics shows; one instance per app."""
-
-    def __init__(self, registry: prom.Registry):
-        self.registry = registry
-        self.requests = registry.counter(
-            "frontdesk_receiver_requests_total", "HTTP requests answered, by route and status code.",
-            ("route", "status"))
-        self.events_stored = registry.counter(
-            "frontdesk_receiver_events_stored_total", "Webhook events newly stored.")
-        self.duplicates = registry.counter(
-            "frontdesk_receiver_events_duplicate_total",
-            "Webhook events acknowledged but already stored (redeliveries).")
-        self.ack_seconds = registry.histogram(
-            "frontdesk_receiver_ack_seconds", "Webhook arrival to answer, seconds.")
-        self.append_seconds = registry.histogram(
-            "frontdesk_receiver_store_append_seconds",
-            "One store append (waiting for the group commit included), seconds.")
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
-        registry.gauge("frontdesk_receiver_appends_in_flight",
-                       "Requests waiting for their events to become durable.", lambda: self._in_flight)
-
-    def append_started(self) -> None:
-        with self._in_flight_lock:
-            self._in_flight += 1
-
-    def append_finished(self, seconds: float) -> None:
-        with self._in_flight_lock:
-            self._in_flight -= 1
-        self.append_seconds.observe(seconds)
-
-
-class _CachedStats:
-    """store.stats() and the processes' statuses at most once per STATS_TTL_S: a scrape must not
-    load the store."""
-
-    def __init__(self, store: Store):
-        self._store = store
-        self._lock = threading.Lock()
-        self._read_at = -STATS_TTL_S
-        self._stats: dict = {}
-        self._statuses: dict[str, dict] = {}
-
-    def _refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._read_at < STATS_TTL_S:
-            return
-        self._read_at = now
-        try:
-            self._stats, self._statuses = self._store.stats(), self._store.get_statuses()
-        except StoreError as exc:
-            log.warning("event=stats_failed reason=%s", exc)
-            self._stats, self._statuses = {}, {}
-
-    def get(self, name: str) -> float | None:
-        with self._lock:
-            self._refresh()
-            return self._stats.get(name)
-
-    def dispatchers(self) -> dict[str, dict]:
-        """Status documents of dispatchers that published lately (a dead one's doc goes stale)."""
-        with self._lock:
-            self._refresh()
-            fresh_after = time.time() - STATUS_FRESH_S
-            return {name: doc for name, doc in self._statuses.items()
-                    if status_role(name) == "dispatcher" and doc.get("updated_at", 0) >= fresh_after}
-
-
-def _pool_gauges(registry: prom.Registry, stats: _CachedStats) -> None:
-    """The handler pools as `frontdesk status` shows them, for alerting on a degraded pool."""
-    registry.gauge("frontdesk_handler_pool_degraded",
-                   "1 while a dispatcher's handler pool is degraded (restart intensity exceeded).",
-                   lambda: [((name, doc.get("degraded") or ""), 1 if doc.get("degraded") else 0)
-                            for name, doc in sorted(stats.dispatchers().items())],
-                   labelnames=("process", "reason"))
-    registry.gauge("frontdesk_handlers_ready", "Handler processes ready, per dispatcher.",
-                   lambda: [((name,), sum(1 for h in doc.get("handlers", []) if h.get("state") == "ready"))
-                            for name, doc in sorted(stats.dispatchers().items())],
-                   labelnames=("process",))
-
-
-def _budget_gauge(registry: prom.Registry, stats: _CachedStats) -> None:
-    """Each rate limiter's share of each endpoint's shared budget (docs/ratelimiter.md)."""
-    def shares():
-        return [((name, endpoint), figures.get("share", 0.0))
-                for name, doc in sorted(stats.dispatchers().items())
-                for endpoint, figures in sorted((((doc.get("ratelimiter") or {}).get("stats") or {})
-                                                 .get("budget") or {}).items())]
-    registry.gauge("frontdesk_rate_budget_share",
-                   "Part of an endpoint's rate (rate_limits) a dispatcher's rate limiter reserved in its "
-                   "last second; all of them on one store add up to at most 1.", shares,
-                   labelnames=("process", "endpoint"))
-
 
 class Receiver:
-    """The receiver's routes on its event loop: POST <callback_path>, GET /healthz, GET /metrics."""
+    """The receiver's routes on its event loop: POST <callback_path>, GET /healthz, GET /metrics.
+
+    It owns the appends in progress: each webhook that passed its checks (receiver/intake.py) is
+    handed to the store's group-commit writer (`append_nowait`) and answered on the loop when the
+    writer says it is durable, or with 503 when it could not start within the ack budget. `busy`
+    reads the HTTP server's count of requests not answered yet; `fail(reason)` stops the receiver
+    (exit status 1) for its supervisor to restart it."""
 
     def __init__(self, settings: Settings, store: Store, busy: Callable[[], int | None] = lambda: None,
                  fail: Callable[[str], None] = lambda reason: None):
         self._secret = settings.channel_secret.encode()
         self._callback_path = settings.callback_path
+        self._max_body_bytes = settings.max_body_bytes
         self._budget_s = settings.ack_budget_s
         self._store = store
-        self._fail = fail   # stops the receiver (exit status 1) for its supervisor to restart it
-        self.metrics = ReceiverMetrics(prom.Registry())
-        self._stats = _CachedStats(store)
-        registry = self.metrics.registry
-        registry.gauge("frontdesk_store_pending_events",
-                       "Events stored and not yet delivered (read at most once a second).",
-                       lambda: self._stats.get("pending"))
-        registry.gauge("frontdesk_store_in_flight_events",
-                       "Events leased to a dispatcher (read at most once a second).",
-                       lambda: self._stats.get("in_flight"))
-        registry.gauge("frontdesk_store_dead_events", "Dead letters (read at most once a second).",
-                       lambda: self._stats.get("dead"))
-        registry.gauge("frontdesk_receiver_server_queue_depth",
-                       "Requests read and not answered yet.", busy)
-        _pool_gauges(registry, self._stats)
-        _budget_gauge(registry, self._stats)
+        self._fail = fail
+        self.metrics = ReceiverMetrics(CachedStats(store), busy)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._durable: deque = deque()     # appends the writer thread finished, for the loop
         self._durable_lock = threading.Lock()
@@ -174,10 +59,10 @@ class Receiver:
             route, answer = "/healthz", self._health() if request.method == "GET" else _method_not_allowed(request)
         elif request.path == "/metrics":
             route = "/metrics"
-            answer = Response(200, self.metrics.registry.render().encode(), prom.CONTENT_TYPE) \
+            answer = Response(200, self.metrics.registry.render().encode(), METRICS_TYPE) \
                 if request.method == "GET" else _method_not_allowed(request)
         else:
-            log.info("status=404 method=%s path=%r", request.method, request.path[:200])
+            log.info("event=request_refused status=404 method=%s path=%r", request.method, request.path[:200])
             route, answer = "unmatched", Response(404, error_body(404, f"no route {request.path[:200]!r}"))
         if isinstance(answer, Response):
             self.metrics.requests.inc(route, str(answer.status))
@@ -188,15 +73,15 @@ class Receiver:
     # --- POST /callback ----------------------------------------------------------------------
     def _callback(self, request: Request) -> Response | asyncio.Future:
         try:
-            destination, events = self._check(request)
-        except _Rejected as rejected:
+            destination, events = check_webhook(request, self._secret, self._max_body_bytes)
+        except Rejected as rejected:
             return self._answer(request, rejected.status, 0, 0, 0, rejected)
         if not events:   # LINE's connectivity check: nothing to store
             return self._answer(request, 200, 0, 0, 0)
         deadline = request.arrived + self._budget_s
         if time.monotonic() >= deadline:
             return self._answer(request, 503, len(events), 0, 0,
-                                _Rejected(503, "queued past the ack budget before it could be stored"))
+                                Rejected(503, "queued past the ack budget before it could be stored"))
         received_at_ms = int((time.time() - (time.monotonic() - request.arrived)) * 1000)
         self._loop = self._loop or asyncio.get_running_loop()
         future = self._loop.create_future()
@@ -212,17 +97,6 @@ class Receiver:
                                    handle, future, request, len(events), started)
         self._pending[id(handle)] = (future, request, len(events), started, timer)
         return future
-
-    def _check(self, request: Request) -> tuple[str, list[dict]]:
-        signature = request.headers.get("x-line-signature")
-        if not signature:
-            raise _Rejected(401, "the x-line-signature header is missing")
-        if not signature_ok(self._secret, request.body, signature):
-            raise _Rejected(401, "x-line-signature does not match the body")
-        try:
-            return parse_webhook_body(request.body)
-        except WebhookError as exc:
-            raise _Rejected(400, str(exc)) from None
 
     def _durable_soon(self, handle) -> None:
         """On the writer thread: queue the finished append for the loop (one wake-up per group)."""
@@ -271,12 +145,12 @@ class Receiver:
             StoreError("the write could not start before its deadline"))))
 
     def _answer(self, request: Request, status: int, events: int, new: int, dup: int,
-                rejected: _Rejected | None = None) -> Response:
+                rejected: Rejected | None = None) -> Response:
         elapsed = time.monotonic() - request.arrived
         self.metrics.ack_seconds.observe(elapsed)
         level = logging.WARNING if status >= 500 else logging.INFO
-        log.log(level, "status=%d events=%d new=%d dup=%d ms=%.1f%s", status, events, new, dup,
-                elapsed * 1000, f" reason={rejected.reason!r}" if rejected else "")
+        log.log(level, "event=webhook_answered status=%d events=%d new=%d dup=%d ms=%.1f%s", status, events,
+                new, dup, elapsed * 1000, f" reason={rejected.reason!r}" if rejected else "")
         if rejected:
             return Response(status, error_body(status, rejected.public))
         return Response(200, b'{"status":"ok"}')
@@ -298,10 +172,10 @@ class Receiver:
         return Response(200, b'{"status": "ok"}')
 
 
-def _store_rejection(exc: Exception) -> _Rejected:
-    return _Rejected(503, f"store unavailable: {exc}", "the events cannot be stored now; send them again later")
+def _store_rejection(exc: Exception) -> Rejected:
+    return Rejected(503, f"store unavailable: {exc}", "the events cannot be stored now; send them again later")
 
 
 def _method_not_allowed(request: Request) -> Response:
-    log.info("status=405 method=%s path=%r", request.method, request.path[:200])
+    log.info("event=request_refused status=405 method=%s path=%r", request.method, request.path[:200])
     return Response(405, error_body(405, f"{request.method} is not allowed here"))

@@ -1,124 +1,133 @@
-"""A tiny Prometheus text-format registry: labelled counters, histograms and callback gauges.
+"""What the receiver's `GET /metrics` shows: its own counters and latencies, and the store's and
+the dispatchers' figures read at most once a second (a scrape must not load the store).
 
-Just enough for `GET /metrics` without a dependency. Every update takes one lock, so metrics
-are safe to touch from any thread (the receiver's loop, the store's writer callbacks).
+Written in the one Prometheus text format of protocol/prometheus.py.
 """
 from __future__ import annotations
 
-import bisect
-import math
+import logging
 import threading
+import time
 from typing import Callable
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from frontdesk.protocol.process import status_role
+from frontdesk.protocol.prometheus import Registry
+from frontdesk.store import Store, StoreError
 
+log = logging.getLogger("frontdesk.receiver")
+
+STATS_TTL_S = 1.0  # /metrics reads the store's queue counts at most this often
+STATUS_FRESH_S = 10.0  # a dispatcher publishes every second: older than this, it is gone
 # Seconds; fine steps below 50 ms (the ack target) and coarse ones up to LINE's 2 s limit.
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
-def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+class CachedStats:
+    """store.stats() and the processes' statuses at most once per STATS_TTL_S; `clock` is
+    time.monotonic (injected for tests), `wall` time.time (a status's updated_at is wall time)."""
 
-
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-class Counter:
-    def __init__(self, lock: threading.Lock, name: str, help: str, labelnames: tuple[str, ...]):
-        self._lock, self.name, self.help, self.labelnames = lock, name, help, labelnames
-        self._values: dict[tuple[str, ...], float] = {}
-
-    def inc(self, *labelvalues: str, amount: float = 1.0) -> None:
-        with self._lock:
-            self._values[labelvalues] = self._values.get(labelvalues, 0.0) + amount
-
-    def value(self, *labelvalues: str) -> float:
-        with self._lock:
-            return self._values.get(labelvalues, 0.0)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        with self._lock:
-            items = sorted(self._values.items())
-        if not items and not self.labelnames:
-            items = [((), 0.0)]
-        lines += [f"{self.name}{_labels(self.labelnames, k)} {_number(v)}" for k, v in items]
-        return lines
-
-
-class Histogram:
-    def __init__(self, lock: threading.Lock, name: str, help: str, buckets: tuple[float, ...]):
-        self._lock, self.name, self.help = lock, name, help
-        self.buckets = tuple(sorted(buckets))
-        self._counts = [0] * (len(self.buckets) + 1)  # the last slot is +Inf
-        self._sum = 0.0
-
-    def observe(self, value: float) -> None:
-        slot = bisect.bisect_left(self.buckets, value)
-        with self._lock:
-            self._counts[slot] += 1
-            self._sum += value
-
-    def render(self) -> list[str]:
-        with self._lock:
-            counts, total = list(self._counts), self._sum
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        cumulative = 0
-        for bound, count in zip(self.buckets + (math.inf,), counts):
-            cumulative += count
-            lines.append(f'{self.name}_bucket{{le="{_number(bound)}"}} {cumulative}')
-        lines += [f"{self.name}_sum {_number(total)}", f"{self.name}_count {cumulative}"]
-        return lines
-
-
-class Gauge:
-    """Values read when scraped (queue depths and the like); the callback must be cheap. Without
-    labels it returns one number or None; with labels, a list of (label values, number)."""
-
-    def __init__(self, name: str, help: str, read: Callable, labelnames: tuple[str, ...] = ()):
-        self.name, self.help, self._read, self.labelnames = name, help, read, labelnames
-
-    def render(self) -> list[str]:
-        if self.labelnames:
-            samples = self._read()
-        else:
-            value = self._read()
-            samples = [] if value is None else [((), value)]
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
-        lines += [f"{self.name}{_labels(self.labelnames, k)} {_number(v)}" for k, v in samples]
-        return lines
-
-
-class Registry:
-    def __init__(self):
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
+        self._store = store
+        self._clock, self._wall = clock, wall
         self._lock = threading.Lock()
-        self._metrics: list = []
+        self._read_at: float | None = None
+        self._stats: dict = {}
+        self._statuses: dict[str, dict] = {}
 
-    def counter(self, name: str, help: str, labelnames: tuple[str, ...] = ()) -> Counter:
-        return self._add(Counter(self._lock, name, help, labelnames))
+    def _refresh(self) -> None:
+        now = self._clock()
+        if self._read_at is not None and now - self._read_at < STATS_TTL_S:
+            return
+        self._read_at = now
+        try:
+            self._stats, self._statuses = self._store.stats(), self._store.get_statuses()
+        except StoreError as exc:
+            log.warning("event=stats_failed reason=%s", exc)
+            self._stats, self._statuses = {}, {}
 
-    def histogram(self, name: str, help: str, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
-        return self._add(Histogram(self._lock, name, help, buckets))
+    def get(self, name: str) -> float | None:
+        with self._lock:
+            self._refresh()
+            return self._stats.get(name)
 
-    def gauge(self, name: str, help: str, read: Callable, labelnames: tuple[str, ...] = ()) -> Gauge:
-        return self._add(Gauge(name, help, read, labelnames))
+    def dispatchers(self) -> dict[str, dict]:
+        """Status documents of dispatchers that published lately (a dead one's doc goes stale)."""
+        with self._lock:
+            self._refresh()
+            fresh_after = self._wall() - STATUS_FRESH_S
+            return {name: doc for name, doc in self._statuses.items()
+                    if status_role(name) == "dispatcher" and doc.get("updated_at", 0) >= fresh_after}
 
-    def _add(self, metric):
-        self._metrics.append(metric)
-        return metric
 
-    def render(self) -> str:
-        lines = []
-        for metric in self._metrics:
-            lines += metric.render()
-        return "\n".join(lines) + "\n"
+class ReceiverMetrics:
+    """Everything /metrics shows; one instance per receiver. It owns the counters the routes
+    update and the gauges read at scrape time (the store's through CachedStats, `busy` for the
+    HTTP server's requests read and not answered yet)."""
+
+    def __init__(self, stats: CachedStats, busy: Callable[[], int | None]):
+        self.registry = registry = Registry()
+        self.requests = registry.counter(
+            "frontdesk_receiver_requests_total", "HTTP requests answered, by route and status code.",
+            ("route", "status"))
+        self.events_stored = registry.counter(
+            "frontdesk_receiver_events_stored_total", "Webhook events newly stored.")
+        self.duplicates = registry.counter(
+            "frontdesk_receiver_events_duplicate_total",
+            "Webhook events acknowledged but already stored (redeliveries).")
+        self.ack_seconds = registry.histogram(
+            "frontdesk_receiver_ack_seconds", "Webhook arrival to answer, seconds.", LATENCY_BUCKETS)
+        self.append_seconds = registry.histogram(
+            "frontdesk_receiver_store_append_seconds",
+            "One store append (waiting for the group commit included), seconds.", LATENCY_BUCKETS)
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        registry.gauge("frontdesk_receiver_appends_in_flight",
+                       "Requests waiting for their events to become durable.", lambda: self._in_flight)
+        registry.gauge("frontdesk_store_pending_events",
+                       "Events stored and not yet delivered (read at most once a second).",
+                       lambda: stats.get("pending"))
+        registry.gauge("frontdesk_store_in_flight_events",
+                       "Events leased to a dispatcher (read at most once a second).",
+                       lambda: stats.get("in_flight"))
+        registry.gauge("frontdesk_store_dead_events", "Dead letters (read at most once a second).",
+                       lambda: stats.get("dead"))
+        registry.gauge("frontdesk_receiver_server_queue_depth", "Requests read and not answered yet.", busy)
+        self._pool_gauges(stats)
+        self._budget_gauge(stats)
+
+    def append_started(self) -> None:
+        with self._in_flight_lock:
+            self._in_flight += 1
+
+    def append_finished(self, seconds: float) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= 1
+        self.append_seconds.observe(seconds)
+
+    def _pool_gauges(self, stats: CachedStats) -> None:
+        """The handler pools as `frontdesk status` shows them, for alerting on a degraded pool."""
+        self.registry.gauge(
+            "frontdesk_handler_pool_degraded",
+            "1 while a dispatcher's handler pool is degraded (restart intensity exceeded).",
+            lambda: [((name, doc.get("degraded") or ""), 1 if doc.get("degraded") else 0)
+                     for name, doc in sorted(stats.dispatchers().items())],
+            labelnames=("process", "reason"))
+        self.registry.gauge(
+            "frontdesk_handlers_ready", "Handler processes ready, per dispatcher.",
+            lambda: [((name,), sum(1 for h in doc.get("handlers", []) if h.get("state") == "ready"))
+                     for name, doc in sorted(stats.dispatchers().items())],
+            labelnames=("process",))
+
+    def _budget_gauge(self, stats: CachedStats) -> None:
+        """Each rate limiter's share of each endpoint's shared budget (docs/ratelimiter.md)."""
+        def shares():
+            return [((name, endpoint), figures.get("share", 0.0))
+                    for name, doc in sorted(stats.dispatchers().items())
+                    for endpoint, figures in sorted((((doc.get("ratelimiter") or {}).get("stats") or {})
+                                                     .get("budget") or {}).items())]
+        self.registry.gauge(
+            "frontdesk_rate_budget_share",
+            "Part of an endpoint's rate (rate_limits) a dispatcher's rate limiter reserved in its "
+            "last second; all of them on one store add up to at most 1.", shares,
+            labelnames=("process", "endpoint"))

@@ -26,7 +26,7 @@ FLUSH_TIMEOUT_S = 2.0  # at shutdown, longest wait for the answers of requests a
 
 def limits(settings: Settings) -> Limits:
     return Limits(settings.max_body_bytes, settings.receiver_request_timeout_s,
-                  settings.receiver_channel_timeout_s, settings.receiver_connection_limit)
+                  settings.receiver_idle_timeout_s, settings.receiver_connection_limit)
 
 
 async def serve(settings: Settings, handler_factory) -> str | None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from frontdesk.admin import print_status_table
 from frontdesk.demo import accepting
 from frontdesk.store import open_store
 from tests.helpers import free_port, wait_until
@@ -246,18 +245,6 @@ def test_status_takes_its_rates_from_the_running_status_page(url, tmp_path):
         page.terminate()
         page.wait(timeout=30)
         store.close()
-
-
-def test_status_marks_a_silent_process_stale_and_a_stopped_one_not(capsys):
-    now = time.time()
-    print_status_table({"store": "sqlite:///x.db", "events": {"pending": 0, "in_flight": 0, "done": 0, "dead": 0,
-                                                            "oldest_pending_s": 0.0},
-                        "processes": {"run:h:1": {"state": "running", "updated_at": now - 42},
-                                      "run:h:2": {"state": "stopped", "updated_at": now - 42},
-                                      "run:h:3": {"state": "running", "updated_at": now}}})
-    lines = capsys.readouterr().out.splitlines()
-    stale = [n for n, line in enumerate(lines) if "STALE: no status for 42 s" in line]
-    assert len(stale) == 1 and "run:h:1" in lines[stale[0] - 1]
 
 
 def test_a_cleanly_stopped_dispatcher_leaves_no_status(harness):

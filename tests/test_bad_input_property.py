@@ -1,4 +1,4 @@
-"""Generated JSON through the whole intake (issue 14): a real receiver, a real dispatcher and a
+"""Generated JSON through the whole intake: a real receiver, a real dispatcher and a
 handler on one SQLite store, reused across examples. Whatever a signed webhook holds, it is
 either refused with 400 and a reason, or accepted and then delivered to the handler (or dead-
 lettered with a reason); no process crashes."""

@@ -12,7 +12,7 @@ from frontdesk.handlers.conformance import Kit
 from frontdesk.protocol import config
 
 ROOT = Path(__file__).resolve().parents[1]
-BROKEN = [sys.executable, str(ROOT / "tests" / "handlers" / "broken.py")]
+BROKEN = [sys.executable, "-m", "tests.handlers.broken"]
 
 
 def check_handler(*command: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -121,7 +121,7 @@ def test_a_run_keeps_its_keys_order_through_nacks_and_crashes_and_charges_only_r
 
 def test_a_nack_gives_the_rest_of_its_run_back_while_it_waits_for_its_retry(harness):
     appended = harness.append({"Ua": ["hi", "nack", "hi", "hi"]})
-    harness.start(handlers=1, claim_run=16, retry_backoff_s=30)
+    harness.start(handlers=1, claim_run=16, retry_backoff_s=30, retry_backoff_max_s=30)
     wait_until(lambda: harness.store.stats() == {**harness.store.stats(), "done": 1, "pending": 3, "in_flight": 0},
                10, message="the nacked event and the two behind it pending, none leased")
     assert [r[1] for r in harness.records() if r[0] == "start"] == appended[:2]

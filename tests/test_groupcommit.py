@@ -123,7 +123,7 @@ def _event(event_id: str, text: str = "hi") -> dict:
 
 
 def test_one_unstorable_write_fails_alone_and_the_rest_of_its_group_is_stored(tmp_path):
-    """Issue 14, defect 4, on a real SQLite file: a lone surrogate (SQLite cannot encode it) in one
+    """On a real SQLite file: a lone surrogate (SQLite cannot encode it) in one
     of 20 appends that share a commit; that append gets its error, the other 19 are stored."""
     import fcntl
     import os

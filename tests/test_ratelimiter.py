@@ -1,5 +1,5 @@
 """The rate limiter process, call by call: a real `python -m frontdesk.ratelimiter` subprocess, the sandbox as LINE over
-real HTTP, a real SQLite store. Each limit and error path of issue 5."""
+real HTTP, a real SQLite store. Each limit and error path of docs/ratelimiter.md."""
 from __future__ import annotations
 
 import contextlib

@@ -147,48 +147,22 @@ def test_valid_signed_body_is_stored_then_answered_200(receiver, store):
         assert document["key"] == event["source"]["userId"]
 
 
-def _nested(levels: int):
-    """A value `levels` arrays deep (inside an event, which is itself 3 levels into the body)."""
-    value: object = 1
-    for _ in range(levels):
-        value = [value]
-    return value
-
-
 def _body_over_limit() -> bytes:
     event = make_event(text="x" * MAX_BODY)
     return make_body(event)
 
 
-# name -> (how to send it, expected status, a word the error must contain)
+# name -> (how to send it, expected status, a word the error must contain): one of each kind through
+# real HTTP; every case of each kind, and their order, in-process in tests/unit/test_receiver.py
 REJECTIONS = {
     "wrong signature": (lambda r, b: r.post(b, signature=sign(b, "another-secret")), 401, "signature"),
     "missing signature": (lambda r, b: r.post(b, signature=None), 401, "signature"),
-    "signature over different bytes": (
-        lambda r, b: r.post(b, signature=sign(b.replace(b"hello", b"hellO"), SECRET)), 401, "signature"),
-    "empty signature": (lambda r, b: r.post(b, signature=""), 401, "signature"),
     "malformed JSON": (lambda r, b: r.post(b[:-1]), 400, "JSON"),
-    "JSON not an object": (lambda r, b: r.post(b"[" + b + b"]"), 400, "object"),
-    "events not a list": (
-        lambda r, b: r.post(json.dumps({"destination": "U", "events": {"a": 1}}).encode()), 400, "events"),
     "event without webhookEventId": (
         lambda r, b: r.post(make_body({k: v for k, v in make_event().items() if k != "webhookEventId"})),
         400, "webhookEventId"),
-    "body over the limit": (lambda r, b: r.post(_body_over_limit()), 413, "limit"),
-    # what msgpack cannot carry to a handler (issue 14, defect 1): refused, never stored
-    "integer beyond 64 bits": (lambda r, b: r.post(make_body({**make_event(), "timestamp": 10**30})),
-                               400, "integer outside"),
-    "integer below int64": (lambda r, b: r.post(make_body({**make_event(), "x": -2**63 - 1})),
-                            400, "integer outside"),
-    "nested 65 deep": (lambda r, b: r.post(make_body({**make_event(), "x": _nested(65 - 3)})),
-                       400, "nested deeper than 64"),
-    "nested 1,500 deep": (lambda r, b: r.post(make_body({**make_event(), "x": "X"}).replace(
-        b'"X"', b"[" * 1500 + b"]" * 1500)), 400, "nested deeper than 64"),
-    "NaN": (lambda r, b: r.post(make_body({**make_event(), "x": float("nan")})), 400, "NaN"),
-    "Infinity": (lambda r, b: r.post(make_body({**make_event(), "x": float("-inf")})), 400, "-Infinity"),
     "lone surrogate": (lambda r, b: r.post(make_body(make_event(text="\ud800 alone"))), 400, "lone surrogate"),
-    "UTF-16 body": (lambda r, b: r.post(b.decode().encode("utf-16")), 400, "not UTF-8"),
-    "UTF-32 body without BOM": (lambda r, b: r.post(b.decode().encode("utf-32-le")), 400, "JSON"),
+    "body over the limit": (lambda r, b: r.post(_body_over_limit()), 413, "limit"),
     "wrong method": (lambda r, b: requests.get(r.url + "/callback", timeout=5), 405, ""),
     "wrong path": (lambda r, b: r.post(b, path="/webhook"), 404, ""),
 }
@@ -203,14 +177,6 @@ def test_rejected_request_gets_its_status_and_stores_nothing(receiver, store, ca
     if word:
         assert word in response.json()["description"]
     assert stored_total(store) == before
-
-
-def test_the_deepest_and_widest_carriable_values_are_stored(receiver, store):
-    """The bounds are exact: 64 levels, -2**63 and 2**64 - 1, surrogate pairs are fine."""
-    event = {**make_event(text="\U0001F600 is a pair"), "x": _nested(64 - 3), "low": -2**63, "high": 2**64 - 1}
-    before = stored_total(store)
-    assert receiver.post(make_body(event)).status_code == 200
-    assert stored_total(store) == before + 1
 
 
 def test_chunked_body_over_the_limit_gets_413(receiver, store):
@@ -234,13 +200,6 @@ def test_huge_content_length_is_refused_before_the_body_is_sent(receiver):
         assert conn.getresponse().status == 413
     finally:
         conn.close()
-
-
-def test_empty_events_is_a_connectivity_check(receiver, store):
-    before = stored_total(store)
-    response = receiver.post(json.dumps({"destination": "Ubot", "events": []}).encode())
-    assert response.status_code == 200
-    assert stored_total(store) == before
 
 
 def test_redelivery_is_acknowledged_and_stored_once(receiver, store):
@@ -399,8 +358,8 @@ def test_store_that_cannot_write_gets_503_and_stores_nothing(tmp_path):
 
 
 def test_healthz_recovers_by_itself_within_seconds_once_the_disk_has_room_again(tmp_path):
-    """Issue 14, defect 5: after a disk-full spell /healthz turns 200 again without any webhook
-    succeeding first (a load balancer following /healthz sends none)."""
+    """After a disk-full spell /healthz turns 200 again without any webhook succeeding first (a
+    load balancer following /healthz sends none, so a receiver that waited for one stayed 503)."""
     running = Receiver(tmp_path, preexec_fn=_limit_file_size)
     try:
         running.wait_ready()
@@ -458,7 +417,7 @@ def test_store_locked_by_another_process_still_gets_an_answer_within_2s(tmp_path
 
 @pytest.mark.parametrize("how", ["removed", "replaced"])
 def test_a_store_file_removed_or_replaced_underneath_gets_503_and_the_receiver_exits(tmp_path, how):
-    """Issue 14, defect 6: webhooks after the file at the store's path changed are never answered
+    """Webhooks after the file at the store's path changed are never answered
     200 (they would go to a file nobody reads); the receiver says so loudly and exits 1, for its
     supervisor to start it again on the file now at that path."""
     running = Receiver(tmp_path)
@@ -617,8 +576,8 @@ def test_idle_connections_at_the_limit_make_room_for_a_webhook(strict_receiver):
 
 
 def test_a_webhook_gets_its_200_within_2s_while_twice_the_connection_limit_of_slow_clients_connect(tmp_path):
-    """Issue 14, defect 10, scaled down: a limit of 100 and 200 slow clients (each sent the start
-    of a request, then nothing more) instead of 1,000 and 2,000. Each newcomer takes the place of
+    """Slow clients holding every connection, scaled down: a limit of 100 and 200 slow clients (each
+    sent the start of a request, then nothing more) instead of the default 1,000 and 2,000. Each newcomer takes the place of
     the slowest connection, so LINE's webhooks are still served in time."""
     import socket
 

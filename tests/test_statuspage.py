@@ -1,6 +1,6 @@
-"""The status page: its Prometheus text in-process, then a real `frontdesk run --sandbox` whose
-admin listener is read over HTTP and rendered by headless Chromium (the page's tables carry the
-live values, its charts move as events flow)."""
+"""The status page: a real `frontdesk run --sandbox` whose admin listener is read over HTTP and
+rendered by headless Chromium (the page's tables carry the live values, its charts move as events
+flow). Its Prometheus text in-process: tests/unit/test_prometheus.py."""
 from __future__ import annotations
 
 import os
@@ -13,14 +13,12 @@ import sys
 import pytest
 import requests
 
-from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
-from frontdesk.observe import Sample
-from frontdesk.statuspage import Sampler, metrics_text
+from frontdesk.statuspage import Sampler
 from frontdesk.store import open_store
 from tests.helpers import free_port, wait_until
+from tests.prometheus_text import parse_families
 from tests.test_webhooks import bench_system, running_system
 
-SAMPLE_LINE = re.compile(r'^[a-z_][a-z0-9_]*(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+]+(Inf)?$')
 CHROMIUM = next((path for path in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if path),
                 None)
 
@@ -31,50 +29,6 @@ def healthy(admin: str) -> bool:
         return requests.get(f"http://{admin}/healthz", timeout=5).status_code == 200
     except requests.ConnectionError:
         return False
-
-
-def _parse_metrics(text: str) -> dict[str, list[str]]:
-    """name -> its sample lines; every line must be a comment or a well-formed sample."""
-    families: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            families[line.split()[2]] = []
-        elif not line.startswith("# HELP "):
-            assert SAMPLE_LINE.match(line), line
-            name = line.split("{")[0].split(" ")[0]
-            base = re.sub(r"_(bucket|sum|count)$", "", name)
-            families[base if base in families else name].append(line)
-    return families
-
-
-def test_metrics_text_carries_counters_histograms_and_exact_big_counts():
-    counts = [0] * (len(HANDLING_BUCKETS_S) + 1)
-    counts[1] = 1_234_567
-    handler = {"name": "handler-1", "pid": 7, "state": "ready", "in_flight": 2, "handled": 1_234_567,
-               "busy_s": 12.5, "handling_s": 2000.0, "handling_counts": counts, "restarts": 1}
-    gone = {"name": "handler-2", "pid": None, "state": "waiting_restart", "in_flight": 0, "handled": 0}
-    doc = {"pid": 1, "state": "running", "updated_at": 100.0, "handlers_target": 2, "handlers": [handler, gone],
-           "e2e_counts": counts, "e2e_s": 30.0, "degraded": None,
-           "ratelimiter": {"restarts": 0, "limits_per_s": {"reply": 2000.0},
-                           "stats": {"calls": {"reply": {"200": 10, "429": 2}}, "batches": 3,
-                                     "queues": {"reply": {"queued": 4}}}}}
-    stale = {**doc, "updated_at": 10.0}
-    sample = Sample(101.0, {"pending": 5, "in_flight": 2, "done": 9, "dead": 1, "oldest_pending_s": 3.5},
-                    {"dispatcher:h:1": doc, "dispatcher:h:2": stale, "run:h:3": {"updated_at": 100.0}})
-    families = _parse_metrics(metrics_text(sample))
-    assert 'frontdesk_store_events{state="dead"} 1' in families["frontdesk_store_events"]
-    assert families["frontdesk_store_oldest_pending_seconds"] == ["frontdesk_store_oldest_pending_seconds 3.5"]
-    assert families["frontdesk_dispatcher_up"] == ['frontdesk_dispatcher_up{dispatcher="dispatcher:h:1"} 1']
-    assert families["frontdesk_handler_events_total"] == [
-        'frontdesk_handler_events_total{dispatcher="dispatcher:h:1",handler="handler-1"} 1234567']
-    handling = families["frontdesk_handler_handling_seconds"]
-    assert 'frontdesk_handler_handling_seconds_bucket{dispatcher="dispatcher:h:1",handler="handler-1",le="0.001"} 0' \
-        in handling
-    assert handling[-1] == 'frontdesk_handler_handling_seconds_count{dispatcher="dispatcher:h:1",handler="handler-1"} 1234567'
-    assert 'frontdesk_api_calls_total{dispatcher="dispatcher:h:1",endpoint="reply",status="429"} 2' \
-        in families["frontdesk_api_calls_total"]
-    assert families["frontdesk_api_queued_calls"] == [
-        'frontdesk_api_queued_calls{dispatcher="dispatcher:h:1",endpoint="reply"} 4']
 
 
 def _dom(url: str) -> str:
@@ -115,7 +69,7 @@ def test_the_admin_listener_serves_status_json_metrics_and_healthz(tmp_path):
             status = requests.get(f"http://{admin}/status.json", timeout=5).json()
             return sum(d["handled"] for d in status["view"]["dispatchers"])
         wait_until(lambda: handled() >= 100, timeout=30, message="the page saw the events handled")
-        metrics = _parse_metrics(requests.get(f"http://{admin}/metrics", timeout=5).text)
+        metrics = parse_families(requests.get(f"http://{admin}/metrics", timeout=5).text)
         assert sum(int(line.rsplit(" ", 1)[1]) for line in metrics["frontdesk_handler_events_total"]) >= 100
         e2e_count = next(line for line in metrics["frontdesk_event_e2e_seconds"] if "_count" in line)
         assert int(e2e_count.rsplit(" ", 1)[1]) >= 100
@@ -184,16 +138,3 @@ def test_a_taken_or_malformed_admin_address_fails_at_once_naming_it(tmp_path):
                                 "--admin-listen", "8001"], env=env, capture_output=True, text=True, timeout=30)
     assert malformed.returncode == 2 and "admin_listen_invalid value='8001' expected=HOST:PORT" in malformed.stderr
     assert not list(tmp_path.iterdir())     # the store was never opened
-
-
-def test_healthz_says_503_with_the_reason_while_the_store_does_not_answer(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/fd.db")
-    sampler = Sampler(store)
-    sampler.read_once()
-    assert sampler.health() == (200, {"status": "ok"})
-    store.close()
-    sampler.read_once()
-    sampler.sampled_at -= 10          # as if the last good read were 10 s old
-    status, body = sampler.health()
-    assert status == 503 and "is closed" in body["reason"]
-    assert sampler.status_json()["error"] == body["reason"]

@@ -79,12 +79,12 @@ async function onEvent(id, event) {
     if (event.message.type === 'text') return answer(id, event, `はい、${event.message.text}、ですね。`);
     const phrase = PHRASES[event.message.type];
     if (phrase) return answer(id, event, phrase);
-    console.error(`event=${id} message_type=${event.message.type} unanswered`);
+    console.error(`event=message_unanswered event_id=${id} message_type=${event.message.type}`);
   } else if (event.type === 'follow') {
     await answer(id, event, 'ようこそ！');
-    console.error(`event=${id} user=${userId} followed: profile recorded`);
+    console.error(`event=follow_answered event_id=${id} user=${userId}`);
   } else if (event.type === 'unfollow') {
-    console.error(`event=${id} user=${userId} blocked the bot`);
+    console.error(`event=unfollow_recorded event_id=${id} user=${userId}`);
     await call(id, 'user_set_data', { userId, data: { blocked_at: event.timestamp } });
   }
   // Other event types: nothing to do; returning acks them.
@@ -101,7 +101,7 @@ async function handleEvent(msgid, doc) {
   let error = null;
   if (malformed(doc)) {
     error = { message: `malformed event document: ${JSON.stringify(doc).slice(0, 200)}`, retry: false };
-    console.error(error.message);
+    console.error(`event=malformed_event_document msgid=${msgid}`);
     return send([1, msgid, error, null]);
   }
   try {
@@ -109,7 +109,7 @@ async function handleEvent(msgid, doc) {
   } catch (err) {
     error = { message: String((err && err.message) || err).slice(0, MAX_NACK_MESSAGE),
               retry: err && err.retry !== undefined ? Boolean(err.retry) : true };
-    console.error(`event=${doc.o._id} nack: ${error.message}`);
+    console.error(`event=event_nacked event_id=${doc.o._id} error=${JSON.stringify(error.message)}`);
   }
   send([1, msgid, error, null]); // ack (error nil) or nack
 }
@@ -137,7 +137,7 @@ function onMessage(m) {
     else send([1, m[1], { message: `unknown method ${m[2]}` }, null]);
   } else if (kind === 1 && m.length === 4) { // the answer to one of our API calls
     const pending = calls.get(m[1]);
-    if (!pending) return console.error(`response for unknown msgid=${m[1]} ignored`);
+    if (!pending) return console.error(`event=unknown_response_ignored msgid=${m[1]}`);
     calls.delete(m[1]);
     if (m[2] === null || m[2] === undefined) pending.resolve(m[3]);
     else pending.reject(new ApiError(m[2]));

@@ -43,7 +43,7 @@ def on_text(event, api):
 def on_other_message(event, api):
     phrase = PHRASES.get(event.message.type)
     if phrase is None:  # e.g. file: the original answered nothing for unknown content types
-        log.info("event=%s message_type=%s unanswered", event.id, event.message.type)
+        log.info("event=message_unanswered event_id=%s message_type=%s", event.id, event.message.type)
         return
     answer(event, api, phrase)
 
@@ -51,12 +51,12 @@ def on_other_message(event, api):
 @bot.on("follow")
 def on_follow(event, api):
     answer(event, api, "ようこそ！")
-    log.info("event=%s user=%s followed: profile recorded", event.id, event.user_id)
+    log.info("event=follow_answered event_id=%s user=%s", event.id, event.user_id)
 
 
 @bot.on("unfollow")
 def on_unfollow(event, api):
-    log.info("event=%s user=%s blocked the bot", event.id, event.user_id)
+    log.info("event=unfollow_recorded event_id=%s user=%s", event.id, event.user_id)
     api.user_set_data(event.user_id, {"blocked_at": event.timestamp})
 
 

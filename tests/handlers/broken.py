@@ -16,7 +16,8 @@ and acks events correctly except for its one fault:
 import sys
 import threading
 
-from frontdesk.protocol.frames import ProtocolError, read_frame, write_frame
+from frontdesk.protocol.frames import ProtocolError
+from tests.frame_stream import read_frame, write_frame
 from frontdesk.protocol.rpc import Request, Response, parse_message
 
 MODE = sys.argv[1]

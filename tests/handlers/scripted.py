@@ -27,7 +27,8 @@ import threading
 import time
 import zlib
 
-from frontdesk.protocol.frames import ProtocolError, encode_frame, read_frame, unpack
+from frontdesk.protocol.frames import ProtocolError, encode_frame, unpack
+from tests.frame_stream import read_frame
 
 WINDOW = int(os.environ.get("FD_TEST_WINDOW", "4"))
 DELAY_MS = float(os.environ.get("FD_TEST_DELAY_MS", "0"))

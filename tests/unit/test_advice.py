@@ -2,6 +2,8 @@
 (command/advice.py), in-process: samples are built as the store would return them."""
 from __future__ import annotations
 
+import pytest
+
 from frontdesk.advice import advise
 from frontdesk.observe import Sample, build_view, percentile
 from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
@@ -121,3 +123,75 @@ def test_one_conversation_holding_much_of_the_queue_is_named_a_hot_key():
     assert advice.startswith("one conversation (Uhot) holds 40 % of the waiting events (36): they go one at a time")
     spread = Sample(101.0, events(pending=90), {}, busiest_key=("Ucalm", 9))
     assert not [line for line in advise(build_view(spread, [])) if "hot key" in line]
+
+
+# --- each rule, case by case --------------------------------------------------------------------
+
+def _busy_view(busy_s: float, done_before: int, done_after: int, pending: int, oldest: float = 0.0,
+               autoscale=None, count: int = 2) -> dict:
+    old = Sample(100.0, events(done=done_before), {NAME: dispatcher(100.0, [
+        handler(f"handler-{n}", n, 0, 0.0) for n in range(1, count + 1)], autoscale=autoscale)})
+    new = Sample(101.0, events(done=done_after, pending=pending, oldest=oldest), {NAME: dispatcher(101.0, [
+        handler(f"handler-{n}", n, 10, busy_s) for n in range(1, count + 1)], autoscale=autoscale)})
+    return view_of(old, new)
+
+
+def test_a_busy_autoscaled_pool_is_told_to_raise_handlers_max_not_to_scale():
+    (advice,) = advise(_busy_view(0.95, 1000, 1100, 120, autoscale={"min": 1, "max": 2}))
+    assert advice.endswith("(raise handlers_max)")
+
+
+def test_a_busy_pool_whose_queue_does_not_grow_and_whose_oldest_event_is_young_gets_no_advice():
+    assert advise(_busy_view(0.95, 1000, 1100, 0, oldest=1.0)) == []
+
+
+def test_a_busy_pool_whose_oldest_event_waits_is_told_how_long_even_when_the_queue_shrinks():
+    (advice,) = advise(_busy_view(0.95, 1000, 1100, 0, oldest=8.0))
+    assert "the oldest event waits 8 s: about 3 handlers would keep up" in advice
+
+
+def test_a_busy_pool_that_completed_nothing_is_told_one_handler_more():
+    (advice,) = advise(_busy_view(0.95, 1000, 1000, 50, oldest=9.0))
+    assert "about 3 handlers would keep up (frontdesk scale 3)" in advice
+
+
+def test_an_idle_autoscaled_pool_or_a_single_handler_is_never_told_to_shrink():
+    assert advise(_busy_view(0.05, 0, 60, 0, autoscale={"min": 1, "max": 6}, count=6)) == []
+    assert advise(_busy_view(0.05, 0, 60, 0, count=1)) == []
+
+
+def test_an_idle_pool_with_events_waiting_is_not_told_to_shrink():
+    assert advise(_busy_view(0.05, 0, 60, 3, count=6)) == []
+
+
+def test_the_first_sample_has_no_rates_so_the_pool_rule_stays_silent():
+    first = Sample(101.0, events(pending=500, oldest=60.0), {NAME: dispatcher(101.0, [handler("handler-1", 1, 0, 1.0)])})
+    assert [line for line in advise(build_view(first, [])) if "handlers" in line and "busy" in line] == []
+
+
+def test_an_endpoint_with_a_limits_worth_queued_counts_as_at_its_limit_whatever_its_rate():
+    old = Sample(100.0, events(), {NAME: dispatcher(100.0, [handler("handler-1", 1, 0, 0.0)], calls={"200": 0})})
+    new = Sample(101.0, events(pending=10, oldest=9.0),
+                 {NAME: dispatcher(101.0, [handler("handler-1", 1, 10, 1.0)], calls={"200": 10}, queued=2000)})
+    (advice,) = advise(view_of(old, new))
+    assert advice.startswith("rate limiter at its reply limit (10 of 2000 calls/s, 2000 queued)")
+
+
+def test_a_degraded_rate_limiter_is_named():
+    view = _busy_view(0.5, 0, 10, 0)
+    view["dispatchers"][0]["ratelimiter"]["degraded"] = "5 crashes within 60 s"
+    assert advise(view) == ["rate limiter degraded (5 crashes within 60 s)"]
+
+
+@pytest.mark.parametrize("share, named", [(0.29, False), (0.30, True)])
+def test_a_hot_key_is_named_from_its_share_of_the_waiting_events(share, named):
+    view = build_view(Sample(101.0, events(pending=100), {}, busiest_key=("Uhot", int(share * 100))), [])
+    assert any("hot key" in line for line in advise(view)) is named
+
+
+def test_advice_comes_most_urgent_first():
+    view = _busy_view(0.5, 0, 10, 0)
+    view["dispatchers"][0]["degraded"] = "handlers: 6 crashes"
+    view["queue"]["dead"] = 2
+    advice = advise(view)
+    assert advice[0].startswith("handler pool degraded") and advice[-1].startswith("2 dead letters")

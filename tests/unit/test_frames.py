@@ -5,8 +5,8 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from frontdesk.protocol.frames import (HEADER, FrameDecoder, ProtocolError, encode_frame, pack, read_frame,
-                             unpack, write_frame)
+from frontdesk.protocol.frames import HEADER, FrameDecoder, ProtocolError, encode_frame, pack, unpack
+from tests.frame_stream import read_frame, write_frame
 
 # Every value the pinned options can carry: nil, bool, 64-bit ints, floats, str, bin, arrays, str-keyed maps.
 values = st.recursive(
