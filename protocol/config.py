@@ -416,6 +416,10 @@ class Settings:
     event_deadline_s: float
     handler_outbound_max_bytes: int
     max_calls_per_event: int
+    handler_api_max_calls: int
+    handler_api_max_bytes: int
+    event_api_max_calls: int
+    event_api_max_bytes: int
     kill_grace_s: float
     handler_start_timeout_s: float
     restart_backoff_max_s: float
@@ -436,6 +440,7 @@ class Settings:
     batching: bool
     profile_ttl_s: float
     content_max_bytes: int
+    api_trace: bool
     sandbox_listen: str
     sandbox_latency_ms: float
     sandbox_fault_rate: float
