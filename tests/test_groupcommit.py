@@ -48,7 +48,7 @@ def committer():
 
     def make(linger_s: float, learned_busy: bool = False):
         commit = Recorder()
-        made.append(GroupCommitter("test", commit, lambda: None, linger_s=linger_s))
+        made.append(GroupCommitter("test", commit, lambda: None, linger_s=linger_s).start())
         if learned_busy:   # it has seen writes come often
             write_burst(made[-1])
             commit.groups.clear()
@@ -128,9 +128,10 @@ def test_one_unstorable_write_fails_alone_and_the_rest_of_its_group_is_stored(tm
     import fcntl
     import os
 
-    from frontdesk.store.sqlite import WRITER_LOCK_SUFFIX, SQLiteStore
+    from frontdesk.store.sqlite import SQLiteStore
+    from frontdesk.store.sqlite_connections import WRITER_LOCK_SUFFIX
 
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'fd.db'}")
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'fd.db'}").open()
     finished = []
     try:
         lock = os.open(str(tmp_path / "fd.db") + WRITER_LOCK_SUFFIX, os.O_RDONLY)
@@ -174,7 +175,7 @@ def test_after_a_failed_write_a_probe_clears_the_error_once_the_store_can_write_
         if disk_full.is_set():
             raise StoreUnavailable("database or disk is full")
 
-    committer = GroupCommitter("test", commit, lambda: None, probe=probe)
+    committer = GroupCommitter("test", commit, lambda: None, probe=probe).start()
     try:
         with pytest.raises(StoreUnavailable):
             committer.write(WriteRequest())
