@@ -22,7 +22,7 @@ the change feed, closing). Each concern is tested on its own (tests/unit/).
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, Generic, Protocol, TypeVar
 
 from .base import (AppendResult, Budget, Journal, JournalEntry, Observation, Queue, Retention, Store,
                    StoreUnavailable, Users)
@@ -34,13 +34,16 @@ class Connections(Protocol):
     closed: bool
 
 
-class ComposedStore(Store):
+C = TypeVar("C", bound=Connections)
+
+
+class ComposedStore(Store, Generic[C]):
     """A Store whose every method is one of its concerns'; appends go to the group commit.
 
     Subclasses build the concerns in their constructor (nothing opened) and open them in
     `open()`; `health()` is shared, with `_check_backend()` for what only the backend knows."""
 
-    def __init__(self, name: str, db: Connections, writer: GroupCommitter, queue: Queue,
+    def __init__(self, name: str, db: C, writer: GroupCommitter, queue: Queue,
                  retention: Retention, journal: Journal, budget: Budget, users: Users,
                  observation: Observation):
         self._name = name   # as messages show the store (a path, a URL without its password)

@@ -34,7 +34,7 @@ from .sqlite_users import SQLiteUsers
 __all__ = ["SQLiteStore", "path_from_url"]
 
 
-class SQLiteStore(ComposedStore):
+class SQLiteStore(ComposedStore[SQLiteConnections]):
     """The Store contract on one SQLite file. Built closed: `open()` opens it (open_store does).
 
     Owns the order of opening: the file's checks and the WAL scan with every frontdesk writer
