@@ -77,11 +77,12 @@ class SQLiteStore(ComposedStore[SQLiteConnections]):
                 self._integrity.check(wal_damage, quick_check=self._check_integrity)
             db.open_writers()
             self._notifier.open()
+            self._checkpointer.start()
         except BaseException:   # (a supervisor may try again every second: nothing may be left open)
+            self._checkpointer.stop()
             self._notifier.close()
             db.close()
             raise
-        self._checkpointer.start()
         self._writer.start()
         return self
 

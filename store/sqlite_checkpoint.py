@@ -36,24 +36,26 @@ class Checkpointer:
         self._path = path
         self._connect = connect
         self._lock = lock   # the writer lock a RESTART holds (opened with the store)
+        self._conn: sqlite3.Connection | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="store-checkpoint", daemon=True)
 
     def start(self) -> None:
+        """Open its connection (raises StoreError as any connection does), then start the thread."""
+        self._conn = self._connect(BOOKKEEPING_SYNC)
         self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._thread.ident is not None:   # started
             self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _run(self) -> None:
-        conn = self._connect(BOOKKEEPING_SYNC)
-        try:
-            while not self._stopping.wait(CHECKPOINT_INTERVAL_S):
-                self.checkpoint(conn)
-        finally:
-            conn.close()
+        while not self._stopping.wait(CHECKPOINT_INTERVAL_S):
+            self.checkpoint(self._conn)
 
     def checkpoint(self, conn: sqlite3.Connection) -> None:
         """One look at the WAL: nothing, a passive checkpoint, or a restart past the bound."""
