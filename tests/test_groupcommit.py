@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from frontdesk.store.base import StoreUnavailable
 from frontdesk.store.groupcommit import GroupCommitter, WriteRequest
 from tests.helpers import wait_until
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from frontdesk.store import JournalEntry, StoreError, StoreUnavailable, open_store
+from frontdesk.store import JournalEntry, StoreUnavailable, open_store
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
