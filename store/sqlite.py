@@ -54,13 +54,13 @@ class SQLiteStore(ComposedStore[SQLiteConnections]):
         users = SQLiteUsers(db)
         observation = SQLiteObservation(db, clock)
         self._integrity = SQLiteIntegrity(db, observation, clock)
-        self._retention = SQLiteRetention(db, self._notifier.notify, clock)
+        retention = self._sqlite_retention = SQLiteRetention(db, self._notifier.notify, clock)
         self._checkpointer = Checkpointer(self.path, db.connect, lambda: db.checkpoint_lock)
         appends = SQLiteAppends(db, users)
         writer = GroupCommitter(self.path, appends.commit, self._notifier.notify, append_linger_s,
                                 probe=appends.probe)
         super().__init__(self.path, db, writer, SQLiteQueue(db, self.db_name, self._notifier.notify, clock),
-                         self._retention, SQLiteJournal(db, clock), SQLiteBudget(db), users, observation)
+                         retention, SQLiteJournal(db, clock), SQLiteBudget(db), users, observation)
 
     def open(self) -> "SQLiteStore":
         """Open the file (see the class docstring). Raises StoreError naming what is wrong."""
@@ -105,7 +105,7 @@ class SQLiteStore(ComposedStore[SQLiteConnections]):
             return
         self._db.closed = True
         self._writer.stop()
-        self._retention.close()
+        self._sqlite_retention.close()
         self._checkpointer.stop()
         for follower in self._followers:
             follower.close()
