@@ -32,8 +32,11 @@ class Checkpointer:
     restarts the WAL under the writer lock. Built idle: `start()`, then `stop()`."""
 
     def __init__(self, path: str, connect: Callable[[str], sqlite3.Connection],
-                 lock: Callable[[], WriterLock]):
+                 lock: Callable[[], WriterLock], wal_bytes: int = CHECKPOINT_WAL_BYTES,
+                 bound_bytes: int = WAL_BOUND_BYTES):
         self._path = path
+        self._wal_bytes = wal_bytes
+        self._bound_bytes = bound_bytes
         self._connect = connect
         self._lock = lock   # the writer lock a RESTART holds (opened with the store)
         self._conn: sqlite3.Connection | None = None
@@ -61,10 +64,10 @@ class Checkpointer:
         """One look at the WAL: nothing, a passive checkpoint, or a restart past the bound."""
         try:
             size = os.path.getsize(self._path + "-wal")
-            if size >= WAL_BOUND_BYTES:
+            if size >= self._bound_bytes:
                 with self._lock():
                     conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-            elif size >= CHECKPOINT_WAL_BYTES:
+            elif size >= self._wal_bytes:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except FileNotFoundError:
             pass
