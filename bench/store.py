@@ -44,7 +44,7 @@ def _event(n: int, user: str) -> dict:
 
 
 def _scratch_store(folder: str, name: str) -> SQLiteStore:
-    return SQLiteStore(f"sqlite:///{os.path.join(folder, name)}.db")
+    return SQLiteStore(f"sqlite:///{os.path.join(folder, name)}.db").open()
 
 
 def bench_append(folder: str, events_per_request: int) -> float:
@@ -88,7 +88,7 @@ def bench_claim_ack(folder: str) -> float:
 _APPENDER = """
 import json, sys, time
 from frontdesk.store.sqlite import SQLiteStore
-store = SQLiteStore(sys.argv[1])
+store = SQLiteStore(sys.argv[1]).open()
 count, rate = int(sys.argv[2]), float(sys.argv[3])
 sys.stdin.readline()                      # go
 committed, start = [], time.monotonic()

@@ -373,7 +373,7 @@ def main_dead_letters(settings, args) -> int:
 @_reported
 def main_integrity(settings, args) -> int:
     """salvage: append again the events that kept copies of a damaged WAL hold and SQLite dropped
-    (store/salvage.py); clear: forget the integrity report, once an operator has dealt with it."""
+    (store/sqlite_salvage.py); clear: forget the integrity report, once an operator has dealt with it."""
     if args.action == "clear":
         with _store("integrity", settings.store) as store:
             report = store.integrity()
@@ -382,7 +382,7 @@ def main_integrity(settings, args) -> int:
         return 0
     if not settings.store.startswith("sqlite:///"):
         _fail("integrity", "salvage: only a SQLite store keeps copies of a damaged WAL", 2)
-    from frontdesk.store import salvage
+    from frontdesk.store import sqlite_salvage as salvage
     from frontdesk.store.sqlite import path_from_url
 
     pairs = salvage.copies_beside(path_from_url(settings.store))

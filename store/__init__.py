@@ -16,17 +16,17 @@ def open_store(url: str, append_linger_s: float = 0.0, check_integrity: bool = F
 
     `append_linger_s`: how long a group commit of appends waits for more appends to share it
     (the receiver's append_linger_ms); 0 for every other user of the store.
-    `check_integrity`: SQLite checks its files at open (SQLiteStore._check_integrity); the
+    `check_integrity`: SQLite checks its files at open (store/sqlite_integrity.py); the
     long-lived processes ask for it, operator commands do not.
     """
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url, append_linger_s, check_integrity)
+        return SQLiteStore(url, append_linger_s, check_integrity).open()
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from .mongo import MongoStore
 
-        return MongoStore(url, append_linger_s)
+        return MongoStore(url, append_linger_s).open()
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise StoreError(f"store URL scheme {scheme!r} is not supported (use sqlite:///path.db or mongodb://…)")
 

@@ -1,5 +1,5 @@
 """The store contract: the queue, its change feed, the call journal, the shared rate budget and
-the per-user DB.
+the per-user DB (docs/store.md).
 
 The receiver, the dispatcher and the rate limiter use only this interface; `store.open_store`
 picks the implementation from the URL. Every method is safe to call from several threads of
@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from .groupcommit import GroupCommitter
+    from .groupcommit import AppendRequest
+
+# An event's state, as both backends store it (SQLite's `state` column, MongoDB's `state` field).
+PENDING, LEASED, DONE, DEAD = 0, 1, 2, 3
 
 
 class StoreError(Exception):
@@ -57,12 +60,6 @@ class JournalEntry:
     updated_at: float = 0.0
 
 
-def spent_error(max_attempts: int, last_error: str | None) -> str:
-    """The dead letter's reason for an event whose every attempt ended without an answer."""
-    return (f"max_attempts={max_attempts} deliveries made, none answered; last: "
-            f"{last_error or 'its lease ran out (the dispatcher or handler holding it stopped)'}")[:500]
-
-
 class ChangeFeed(abc.ABC):
     """A wake-up source for a dispatcher: readable when events may have been appended.
 
@@ -86,65 +83,19 @@ class ChangeFeed(abc.ABC):
     def close(self) -> None: ...
 
 
-class Store(abc.ABC):
-    url: str
-    _writer: "GroupCommitter"   # every backend group-commits its appends (store/groupcommit.py)
-    # --- queue: writing ------------------------------------------------------------------
-    def append(self, destination: str, events: list[dict], received_at_ms: int,
-               deadline: float | None = None) -> AppendResult:
-        """Store one webhook body's events atomically and durably, dedupe by webhookEventId.
 
-        Returns only after this call's events are durable (group commit: concurrent callers
-        share one commit). follow/unfollow events also update the users table. Raises
-        StoreUnavailable when the write cannot be made, or when `deadline` (a time.monotonic()
-        value) passes before the write has started: then nothing of this call is stored, so
-        the receiver can answer a fast 503 and "only a 200 stores anything" still holds.
-        """
-        return self._writer.append(destination, events, received_at_ms, deadline)
+class Queue(abc.ABC):
+    """The contract's queue, handing out: claims and leases, acks, nacks, releases."""
 
-    def append_nowait(self, destination: str, events: list[dict], received_at_ms: int,
-                      deadline: float | None, on_done) -> object:
-        """`append` without waiting (for a caller on an event loop): returns a handle at once;
-        on_done(handle) runs on the store's writer thread when handle.result (an AppendResult) or
-        handle.error (a StoreUnavailable) is set. When the deadline passes first, the caller asks
-        abandon_append(handle): True means nothing of it will be stored."""
-        from .groupcommit import AppendRequest   # (groupcommit imports this module)
-
-        request = AppendRequest(destination, events, received_at_ms, deadline)
-        self._writer.submit(request, on_done)
-        return request
-
-    def abandon_append(self, handle) -> bool:
-        """Give up on an append_nowait: True when it will never be stored, False when it is being
-        written (on_done still comes)."""
-        return self._writer.abandon(handle)
-
-    def integrity(self) -> dict | None:
-        """The last failed integrity check of the store's files ({"ok": False, "checked_at",
-        "problems"}) until an operator clears it; None when there is none (or the backend has
-        no such check)."""
-        return None
-
-    def clear_integrity(self) -> None:
-        """Forget the last failed integrity check: an operator has dealt with it."""
-
-    @abc.abstractmethod
-    def health(self) -> None:
-        """Raise StoreUnavailable (with the reason) unless the store can take writes now. Never
-        blocks (the receiver asks on its event loop): a backend that must ask a server answers
-        from a check made on a thread of its own, at most a second or two old."""
-
-    # --- queue: handing out --------------------------------------------------------------
     @abc.abstractmethod
     def claim(self, owner: str, limit: int, lease_s: float, max_attempts: int | None = None,
               run: int = 1) -> list[dict]:
         """Lease up to `limit` deliverable events to `owner`, oldest first, one per key.
 
-        Returns event documents (see protocol.events.make_document) with `attempt` already
-        counting this delivery. An event is deliverable when it is pending (or its lease
-        expired), its not_before has passed, and no older event of its key is pending or leased.
-        An event that already had `max_attempts` deliveries (its last lease ran out: the process
-        holding it died) is dead-lettered instead of handed out, with `spent_error`'s reason.
+        An event is deliverable when it is pending (or its lease expired), its not_before has
+        passed, and no older event of its key is pending or leased. An event that already had
+        `max_attempts` deliveries (its last lease ran out: the process holding it died) is
+        dead-lettered instead of handed out, with `rules.spent_error`'s reason.
 
         With `run` > 1, when fewer deliverable events than `limit` are found, up to `run` - 1
         events following each one of its key are leased too (`limit` in all): the unbroken run
@@ -153,6 +104,10 @@ class Store(abc.ABC):
         charged when the ack of the event before it makes it its key's head while still leased
         to the same owner (its document's `attempt` already counts that delivery); one given back
         by `release` or `nack`, or left behind by a dead owner, was never charged.
+
+        Returns:
+            list[dict]: event documents (protocol.events.make_document) in store order, with
+            `attempt` already counting this delivery; [] when `limit` <= 0.
         """
 
     @abc.abstractmethod
@@ -162,17 +117,26 @@ class Store(abc.ABC):
     def ack_and_claim(self, owner: str, event_ids: list[str], limit: int, lease_s: float,
                       max_attempts: int | None = None, run: int = 1) -> list[dict]:
         """`ack` then `claim` in one call. A backend may do both in one transaction: one write
-        instead of two per dispatcher turn, and the next event of an acked key goes out at once."""
+        instead of two per dispatcher turn, and the next event of an acked key goes out at once.
+
+        Returns:
+            list[dict]: what `claim` returns.
+        """
         self.ack(owner, event_ids)
         return self.claim(owner, limit, lease_s, max_attempts, run)
 
     @abc.abstractmethod
     def nack(self, owner: str, event_id: str, error: str, retry: bool, max_attempts: int,
              backoff_s: float, backoff_max_s: float) -> str:
-        """Record a failure: retry later (backoff doubling per attempt) or dead-letter.
+        """Record a failure: retry later or dead-letter (store/rules.py `after_nack`).
 
-        Dead-letters when retry is False or the attempt count reached max_attempts. Returns
-        the new state ("pending" or "dead"); ignored (returns "lost") if not leased to owner.
+        Dead-letters when retry is False or the attempt count reached max_attempts; otherwise
+        the event is pending again after protocol.backoff.doubling_delay(backoff_s, attempt,
+        backoff_max_s).
+
+        Returns:
+            str: the new state, "pending" or "dead"; "lost" (nothing changed) when the event is
+            not leased to owner.
         """
 
     @abc.abstractmethod
@@ -185,62 +149,90 @@ class Store(abc.ABC):
         """End every lease of an owner known to be dead now, as if each had run out: its events
         are deliverable again at once (the delivery counts as an attempt) and the change feeds
         wake. A follower of the owner's runs is taken over as its key's head, never as a follower
-        of another run. Returns how many."""
+        of another run.
+
+        Returns:
+            int: how many leases ended.
+        """
 
     @abc.abstractmethod
     def extend_leases(self, owner: str, event_ids: list[str], lease_s: float) -> None:
-        """Keep leases of events still being worked on alive."""
+        """Keep leases of events still being worked on alive (lease_s from now); ids not leased
+        to owner are ignored."""
 
     @abc.abstractmethod
     def next_wakeup(self) -> float | None:
-        """Epoch seconds of the earliest future not_before or lease expiry, or None."""
+        """Returns: epoch seconds of the earliest future not_before or lease expiry of a key's
+        head, or None when nothing is waiting for a time."""
 
-    @abc.abstractmethod
-    def change_feed(self) -> ChangeFeed:
-        """A new follower wake-up source (one per dispatcher), following from when it returns
-        (see ChangeFeed). Raises StoreError when it cannot be set up."""
 
-    # --- dead letters and retention -------------------------------------------------------
+class Retention(abc.ABC):
+    """The contract's dead letters and retention: what leaves the queue, and how it goes."""
+
     @abc.abstractmethod
     def dead_letters(self, limit: int = 100) -> list[dict]:
-        """Dead events, oldest first: {"id", "key", "attempts", "error", "dead_at", "event"}.
-
-        At most `limit`, as SQL's LIMIT: 0 gives none, a negative limit no limit."""
+        """Returns: dead events, oldest first, as {"id", "key", "attempts", "error", "dead_at",
+        "event"}; at most `limit`, as SQL's LIMIT: 0 gives none, a negative limit no limit."""
 
     @abc.abstractmethod
     def retry_dead(self, event_ids: list[str] | None = None) -> int:
-        """Re-queue dead letters (all when None) with a fresh attempt count; returns how many.
-        Any number: a backend commits them in chunks (each chunk is re-queued whole or not at all)."""
+        """Re-queue dead letters (all when None) at the end of the queue with a fresh attempt
+        count. Any number: a backend commits them in chunks (each chunk whole or not at all).
+
+        Returns:
+            int: how many were re-queued (unknown ids and events not dead are skipped).
+        """
 
     @abc.abstractmethod
     def drop_dead(self, event_ids: list[str] | None = None) -> int:
         """Delete dead letters (all when None) and their call-journal entries, in chunks as
-        retry_dead; returns how many."""
+        retry_dead.
+
+        Returns:
+            int: how many were deleted.
+        """
 
     @abc.abstractmethod
     def purge_done(self, older_than_s: float) -> int:
-        """Remove done events finished more than older_than_s ago, and their call-journal entries;
-        returns how many. The only retention there is: nothing else deletes done events."""
+        """Remove done events finished more than older_than_s ago, and their call-journal entries:
+        the only retention there is (nothing else deletes done events).
 
-    # --- call journal ----------------------------------------------------------------------
-    @abc.abstractmethod
-    def journal_get(self, event_id: str, call_no: int) -> JournalEntry | None: ...
+        Returns:
+            int: how many were removed.
+        """
+
+
+class Journal(abc.ABC):
+    """The contract's call journal: the rate limiter's record of every API call of an event, which
+    makes API effects at most once per (event, n-th call)."""
 
     @abc.abstractmethod
+    def journal_get(self, event_id: str, call_no: int) -> JournalEntry | None:
+        """Returns: the entry for the event's call_no-th API call, or None."""
+
     def journal_put(self, entry: JournalEntry) -> None:
-        """Insert or replace (durably) the entry for (event_id, call_no)."""
+        """Insert or replace (durably) the entry for (event_id, call_no); updated_at 0 means now."""
+        self.journal_put_many([entry])
 
+    @abc.abstractmethod
     def journal_put_many(self, entries: list[JournalEntry]) -> None:
-        """journal_put for several entries; backends override it to make them one durable write
-        (the rate limiter journals every call twice: one commit per call caps it near 1,400 calls/s)."""
-        for entry in entries:
-            self.journal_put(entry)
+        """journal_put for several entries in one durable write (the rate limiter journals every
+        call twice: one commit per call capped it near 1,400 calls/s).
+
+        Raises:
+            TypeError, ValueError: a request or response that cannot be stored (not JSON;
+                MongoDB: an integer beyond 64 bits); nothing is written.
+        """
 
     @abc.abstractmethod
     def journal_unfinished(self) -> list[JournalEntry]:
-        """Entries still "started" (a restarted rate limiter resolves them)."""
+        """Returns: entries still "started", oldest first (a restarted rate limiter resolves them)."""
 
-    # --- shared rate budget ------------------------------------------------------------------
+
+class Budget(abc.ABC):
+    """The contract's shared rate budget: every rate limiter on the store reserves LINE's call
+    time here, so that together they stay under LINE's limits."""
+
     @abc.abstractmethod
     def budget_lease(self, endpoint: str, seconds: float, now: float,
                      max_ahead_s: float) -> tuple[bool, float]:
@@ -248,49 +240,77 @@ class Store(abc.ABC):
         on this store (ratelimiter/shared_budget.py spends it at the endpoint's rate).
 
         One record per endpoint holds the time up to which its budget is reserved, so reservations
-        never overlap. Returns (True, start): [start, start + seconds) (epoch s) is the caller's,
-        start being `now` or the end of the last reservation, whichever is later. Returns
-        (False, reserved_until) when the budget is reserved beyond now + max_ahead_s already:
-        nothing was reserved; ask again once reserved_until - max_ahead_s has passed.
-        Raises StoreUnavailable when the store cannot take the write.
+        never overlap.
+
+        Returns:
+            (True, start): [start, start + seconds) (epoch s) is the caller's, start being `now`
+            or the end of the last reservation, whichever is later.
+            (False, reserved_until): the budget is reserved beyond now + max_ahead_s already:
+            nothing was reserved; ask again once reserved_until - max_ahead_s has passed.
         """
 
-    # --- users (profile cache and follow state) ---------------------------------------------
-    @abc.abstractmethod
-    def user_get(self, user_id: str) -> dict | None:
-        """{"user_id", "profile", "profile_fetched_at", "followed", "followed_at",
-        "unfollowed_at", "data"} or None."""
+
+class Users(abc.ABC):
+    """The contract's per-user DB: profile cache, follow state and the bot's own data."""
 
     @abc.abstractmethod
-    def user_put_profile(self, user_id: str, profile: dict, fetched_at: float) -> None: ...
+    def user_get(self, user_id: str) -> dict | None:
+        """Returns: {"user_id", "profile", "profile_fetched_at", "followed", "followed_at",
+        "unfollowed_at", "data"}, or None for a user the store has never heard of."""
+
+    @abc.abstractmethod
+    def user_put_profile(self, user_id: str, profile: dict, fetched_at: float) -> None:
+        """Cache a user's LINE profile (fetched_at: epoch s).
+
+        Raises:
+            TypeError, ValueError: as user_set_data.
+        """
 
     @abc.abstractmethod
     def user_set_data(self, user_id: str, data: dict) -> None:
         """Replace the bot's own small per-user data map, stored as JSON stores it (map keys
-        become strings). Raises TypeError or ValueError when it cannot be stored (not JSON;
-        MongoDB: an integer beyond 64 bits)."""
+        become strings).
 
-    # --- observation and control -------------------------------------------------------------
+        Raises:
+            TypeError, ValueError: it cannot be stored (not JSON; MongoDB: an integer beyond
+                64 bits); nothing changed.
+        """
+
+
+class Observation(abc.ABC):
+    """The contract's observation and control: counts and hot keys for operators, status
+    documents processes publish, and operator controls to running processes."""
+
     @abc.abstractmethod
     def stats(self) -> dict:
-        """{"pending", "in_flight", "done", "dead", "oldest_pending_s"}: events waiting, leased to a
-        dispatcher (a lease past its expiry may count as either until it is claimed again), done,
-        dead; the age of the oldest event not done yet, pending or leased. Cheap at any queue size
-        and retention: operators poll it (`frontdesk status`, every /metrics scrape)."""
+        """Cheap at any queue size and retention: operators poll it (`frontdesk status`, every
+        /metrics scrape).
+
+        Returns:
+            {"pending", "in_flight", "done", "dead", "oldest_pending_s"}: events waiting, leased
+            to a dispatcher (a lease past its expiry may count as either until it is claimed
+            again), done, dead; the age of the oldest event not done yet, pending or leased.
+        """
 
     @abc.abstractmethod
     def busiest_keys(self, limit: int = 1) -> list[tuple[str, int]]:
-        """[(conversation key, events not done)], most first, at most `limit`: a hot key shows here
-        (its events go one at a time, so more handlers do not drain it faster). `limit` as SQL's
-        LIMIT: 0 gives none, a negative limit no limit. Reads every event not done yet:
-        operators' tools call it every few seconds at most, never the hot path."""
+        """A hot key shows here (its events go one at a time, so more handlers do not drain it
+        faster). Reads every event not done yet: operators' tools call it every few seconds at
+        most, never the hot path.
+
+        Returns:
+            [(conversation key, events not done)], most first, at most `limit` (as SQL's LIMIT:
+            0 gives none, a negative limit no limit).
+        """
 
     @abc.abstractmethod
     def put_status(self, name: str, status: dict) -> None:
         """Publish a process's status document (dispatchers publish theirs every second)."""
 
     @abc.abstractmethod
-    def get_statuses(self) -> dict[str, dict]: ...
+    def get_statuses(self) -> dict[str, dict]:
+        """Returns: every published status document by name, each with "updated_at" (epoch s,
+        this host's clock) added."""
 
     @abc.abstractmethod
     def delete_status(self, name: str) -> None:
@@ -299,14 +319,113 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def prune_statuses(self, older_than_s: float) -> int:
         """Remove status documents not updated for older_than_s (processes that died without a
-        word); returns how many."""
+        word).
+
+        Returns:
+            int: how many were removed.
+        """
 
     @abc.abstractmethod
     def set_control(self, name: str, value) -> None:
         """Operator requests to running processes, e.g. ("handlers", 4) from `frontdesk scale`."""
 
     @abc.abstractmethod
-    def get_control(self, name: str): ...
+    def get_control(self, name: str):
+        """Returns: the control's value as set (a JSON value), or None when it was never set."""
+
+
+class Store(Queue, Retention, Journal, Budget, Users, Observation):
+    """The one contract every part of frontdesk uses to reach the store, whichever backend.
+
+    It exists so that the receiver, the dispatcher, the rate limiter and the operator commands
+    never know which database holds the queue: SQLite (store/sqlite.py) and MongoDB
+    (store/mongo.py) both implement it, each as a facade over the same concerns
+    (store/composed.py). It owns every durable fact of a running system: the events and their
+    states, the call journal, the rate budget, users, process statuses and operator controls.
+
+    Errors: any method may raise StoreUnavailable when the store cannot serve it now (closed,
+    a disk or I/O error, a busy lock past its timeout, no primary), and a SQLite store StoreGone
+    when its file was removed or replaced since it was opened (the caller must exit; see
+    StoreGone). Opening raises StoreError. The methods below name only what else they raise.
+    """
+    url: str
 
     @abc.abstractmethod
-    def close(self) -> None: ...
+    def append(self, destination: str, events: list[dict], received_at_ms: int,
+               deadline: float | None = None) -> AppendResult:
+        """Store one webhook body's events atomically and durably, deduplicated by webhookEventId.
+
+        Returns only after this call's events are durable (group commit: concurrent callers
+        share one commit). follow/unfollow events also update the users table.
+
+        Args:
+            deadline: a time.monotonic() value; when it passes before the write has started,
+                nothing of this call is stored (so "only a 200 stores anything" holds).
+
+        Returns:
+            AppendResult: the ids stored now, and the ids that were already stored.
+
+        Raises:
+            StoreUnavailable: the write cannot be made, the deadline passed first, or this one
+                request holds what the store cannot encode (the others of its group are stored).
+        """
+
+    @abc.abstractmethod
+    def append_nowait(self, destination: str, events: list[dict], received_at_ms: int,
+                      deadline: float | None, on_done: Callable[["AppendRequest"], None]) -> "AppendRequest":
+        """`append` without waiting, for a caller on an event loop.
+
+        Returns:
+            AppendRequest: a handle, at once; on_done(handle) runs on the store's writer thread
+            once handle.result (an AppendResult) or handle.error (a StoreUnavailable) is set.
+            When the deadline passes first, the caller asks abandon_append(handle).
+
+        Raises:
+            StoreUnavailable: the store is closed.
+        """
+
+    @abc.abstractmethod
+    def abandon_append(self, handle: "AppendRequest") -> bool:
+        """Give up on an append_nowait.
+
+        Returns:
+            bool: True when it will never be stored; False when it is being written (on_done
+            still comes, with its outcome).
+        """
+
+    def integrity(self) -> dict | None:
+        """The last failed integrity check of the store's files.
+
+        Returns:
+            {"ok": False, "checked_at", "problems"} until an operator clears it; None when
+            there is none (or the backend has no such check).
+        """
+        return None
+
+    def clear_integrity(self) -> None:
+        """Forget the last failed integrity check: an operator has dealt with it."""
+
+    @abc.abstractmethod
+    def health(self) -> None:
+        """Check that the store can take writes now, without blocking (the receiver asks on its
+        event loop): a backend that must ask a server answers from a check made on a thread of
+        its own, at most a second or two old.
+
+        Raises:
+            StoreUnavailable: with the reason, unless the store can take writes now.
+            StoreGone: (SQLite) the file was removed or replaced.
+        """
+
+    @abc.abstractmethod
+    def change_feed(self) -> ChangeFeed:
+        """A new follower wake-up source (one per dispatcher), following from when it returns
+        (see ChangeFeed).
+
+        Raises:
+            StoreError: it cannot be set up (SQLite: the feed folder; MongoDB: the change stream).
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finish what is queued, stop the store's threads, close its connections. Idempotent;
+        every later call raises StoreUnavailable."""

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import random
 
-PENDING, LEASED, DONE, DEAD = 0, 1, 2, 3
+from .base import DEAD, DONE, LEASED, PENDING
+
 NAMES = {PENDING: "pending", LEASED: "in_flight", DONE: "done", DEAD: "dead"}
 SHARDS = 16
 _PREFIX = "state_counts:"
 
 
 class StateCounts:
+    """The SHARDS counter documents of one store's `counters` collection, and this process's shard."""
+
     def __init__(self, counters_collection, shard: int | None = None):
         self._counters = counters_collection
         self._shard_id = _PREFIX + str(random.randrange(SHARDS) if shard is None else shard)

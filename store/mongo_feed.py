@@ -20,11 +20,10 @@ import socket
 import threading
 from typing import Callable
 
-from .base import ChangeFeed
+from .base import PENDING, ChangeFeed
 
 log = logging.getLogger("frontdesk.store.mongo")
 
-PENDING = 0
 FEED_AWAIT_MS = 1000   # how long one getMore of the stream waits on the server
 RETRY_S = 1.0          # pause before opening a stream again after an error that may pass
 INVALID_RESUME_TOKEN, CHANGE_STREAM_FATAL, CHANGE_STREAM_HISTORY_LOST = 260, 280, 286
@@ -98,24 +97,28 @@ class StreamFollower:
 
 
 class MongoFeed(ChangeFeed):
-    """The ChangeFeed of a MongoStore: a socketpair whose reading end a selector waits on."""
+    """The ChangeFeed of a MongoStore: a socketpair whose reading end a selector waits on. Built
+    idle; `open()` opens the first stream (raises what pymongo raises) and starts the thread."""
 
     def __init__(self, events_collection):
         def watch(resume_after):
             return events_collection.watch(PIPELINE, resume_after=resume_after, max_await_time_ms=FEED_AWAIT_MS)
 
+        self._stopped = threading.Event()
+        self._follower = StreamFollower(watch, self._wake, self._stopped)
+        self._thread = threading.Thread(target=self._follower.run, name="store-feed", daemon=True)
+
+    def open(self) -> None:
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
-        self._stopped = threading.Event()
-        self._follower = StreamFollower(watch, self._wake, self._stopped)
         try:
             self._follower.open()
         except BaseException:
             self._reader.close()
             self._writer.close()
+            self._stopped.set()   # (close() has nothing left to do)
             raise
-        self._thread = threading.Thread(target=self._follower.run, name="store-feed", daemon=True)
         self._thread.start()
 
     def fileno(self) -> int:
@@ -138,6 +141,7 @@ class MongoFeed(ChangeFeed):
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self._thread.join(timeout=FEED_AWAIT_MS / 1000.0 + 5)
+        if self._thread.ident is not None:   # started
+            self._thread.join(timeout=FEED_AWAIT_MS / 1000.0 + 5)
         self._reader.close()
         self._writer.close()

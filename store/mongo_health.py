@@ -40,6 +40,10 @@ class ServerClock:
             return
         self.offset = server_time - (sent_at + answered_at) / 2
 
+    def local(self) -> float:
+        """This host's clock (readings of the server's are taken against it)."""
+        return self._local_clock()
+
     def now(self) -> float:
         return self._local_clock() + self.offset
 
@@ -52,7 +56,7 @@ class ServerClock:
 
 class HealthCheck:
     """Runs `check()` (raises when the store cannot take writes) on its own thread; `problem()`
-    never blocks."""
+    never blocks. Built idle: `start()` starts the thread, `stop()` ends it."""
 
     def __init__(self, check: Callable[[], None], interval_s: float = CHECK_INTERVAL_S,
                  refresh_s: float = REFRESH_S, stall_s: float = STALL_S,
@@ -68,7 +72,10 @@ class HealthCheck:
         self._asked = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="store-health", daemon=True)
+
+    def start(self) -> "HealthCheck":
         self._thread.start()
+        return self
 
     def problem(self) -> str | None:
         """Why the store cannot take writes, by the last check; None when it can."""

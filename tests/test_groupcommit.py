@@ -1,4 +1,6 @@
-"""The group committer in-process: requests that share a commit, the linger, the deadline."""
+"""The group committer with its real thread and clock: writes that share a commit while they come
+often, a lone write that does not wait, and one bad write among a group on a real SQLite file.
+Its rules one by one are tests/unit/test_groupcommit.py's."""
 from __future__ import annotations
 
 import threading
@@ -6,7 +8,6 @@ import time
 
 import pytest
 
-from frontdesk.store.base import StoreUnavailable
 from frontdesk.store.groupcommit import GroupCommitter, WriteRequest
 from tests.helpers import wait_until
 
@@ -48,7 +49,7 @@ def committer():
 
     def make(linger_s: float, learned_busy: bool = False):
         commit = Recorder()
-        made.append(GroupCommitter("test", commit, lambda: None, linger_s=linger_s))
+        made.append(GroupCommitter("test", commit, lambda: None, linger_s=linger_s).start())
         if learned_busy:   # it has seen writes come often
             write_burst(made[-1])
             commit.groups.clear()
@@ -76,61 +77,21 @@ def test_after_a_quiet_spell_a_lone_write_commits_without_lingering(committer):
     assert time.monotonic() - started < 5.0 and commit.groups == [1]   # not the 10 s linger
 
 
-def test_without_linger_a_lone_write_commits_at_once(committer):
-    writer, commit = committer(0.0)
-    assert [writer.write(WriteRequest()) for _ in range(3)] == ["stored"] * 3
-    assert commit.groups == [1, 1, 1]
-
-
-def test_a_request_past_its_deadline_while_the_writer_lingers_is_refused_and_never_written(committer):
-    writer, commit = committer(0.5, learned_busy=True)
-    with pytest.raises(StoreUnavailable, match="deadline"):
-        writer.write(WriteRequest(deadline=time.monotonic() + 0.05))
-    wait_until(lambda: commit.groups, message="the lingering group committed")
-    assert commit.groups == [0]   # taken by nobody: the late request was never written
-
-
-def test_a_submitted_write_calls_back_and_an_abandoned_one_is_never_written(committer):
-    writer, commit = committer(0.0)
-    done = threading.Event()
-    request = WriteRequest()
-    writer.submit(request, lambda finished: done.set())
-    assert done.wait(5) and request.result == "stored" and request.error is None
-    assert writer.abandon(request) is False        # already written: its outcome stands
-    blocked = threading.Event()
-    slow_commit_started = threading.Event()
-    original = commit.__call__
-
-    def slow(take):   # the writer is busy with an earlier group while the next request waits
-        slow_commit_started.set()
-        blocked.wait(5)
-        return original(take)
-    writer._commit = slow
-    first, late = WriteRequest(), WriteRequest()
-    writer.submit(first, lambda finished: None)
-    assert slow_commit_started.wait(5)
-    writer.submit(late, lambda finished: None)
-    assert writer.abandon(late) is True            # not taken yet: given up, never written
-    blocked.set()
-    wait_until(lambda: late.finished.is_set(), message="the abandoned request answered")
-    assert late.error is not None and late.result is None
-
-
-
 def _event(event_id: str, text: str = "hi") -> dict:
     return {"type": "message", "timestamp": 1, "webhookEventId": event_id,
             "source": {"type": "user", "userId": "U" + event_id}, "message": {"type": "text", "text": text}}
 
 
 def test_one_unstorable_write_fails_alone_and_the_rest_of_its_group_is_stored(tmp_path):
-    """On a real SQLite file: a lone surrogate (SQLite cannot encode it) in one
-    of 20 appends that share a commit; that append gets its error, the other 19 are stored."""
+    """On a real SQLite file: a lone surrogate (SQLite cannot encode it) in one of 20 appends that
+    share a commit; that append gets its error, the other 19 are stored."""
     import fcntl
     import os
 
-    from frontdesk.store.sqlite import WRITER_LOCK_SUFFIX, SQLiteStore
+    from frontdesk.store.sqlite import SQLiteStore
+    from frontdesk.store.sqlite_connections import WRITER_LOCK_SUFFIX
 
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'fd.db'}")
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'fd.db'}").open()
     finished = []
     try:
         lock = os.open(str(tmp_path / "fd.db") + WRITER_LOCK_SUFFIX, os.O_RDONLY)
@@ -152,44 +113,3 @@ def test_one_unstorable_write_fails_alone_and_the_rest_of_its_group_is_stored(tm
         store.health()   # one refused write is no outage
     finally:
         store.close()
-
-
-def test_after_a_failed_write_a_probe_clears_the_error_once_the_store_can_write_again():
-    """/healthz's probe in-process: asked while the last write failed, run on the writer thread at
-    most once per PROBE_INTERVAL_S, and a success clears last_error with no write needed."""
-    from frontdesk.store.groupcommit import PROBE_INTERVAL_S
-
-    disk_full = threading.Event()
-    disk_full.set()
-    probes = []
-
-    def commit(take):
-        take()
-        if disk_full.is_set():
-            raise StoreUnavailable("database or disk is full")
-        return True
-
-    def probe():
-        probes.append(time.monotonic())
-        if disk_full.is_set():
-            raise StoreUnavailable("database or disk is full")
-
-    committer = GroupCommitter("test", commit, lambda: None, probe=probe)
-    try:
-        with pytest.raises(StoreUnavailable):
-            committer.write(WriteRequest())
-        assert "disk is full" in committer.last_error
-        committer.ask_probe()
-        committer.ask_probe()   # within the interval: no second probe
-        wait_until(lambda: probes, timeout=5)
-        assert "disk is full" in committer.last_error and len(probes) == 1
-        disk_full.clear()       # the disk has room again
-        wait_until(lambda: committer.ask_probe() or committer.last_error is None,
-                   timeout=5 + PROBE_INTERVAL_S, interval=0.05, message="the probe cleared the error")
-        assert len(probes) == 2
-        probes.clear()
-        committer.ask_probe()   # healthy: nothing to find out
-        committer.write(WriteRequest())
-        assert probes == []
-    finally:
-        committer.stop()

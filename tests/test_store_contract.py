@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from frontdesk.store import JournalEntry, StoreError, StoreUnavailable, open_store
+from frontdesk.store import JournalEntry, StoreUnavailable, open_store
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -696,79 +696,6 @@ def test_retry_and_drop_all_dead_letters_beyond_one_transactions_worth(store):
     assert store.dead_letters(-1) == [] and store.stats()["dead"] == 0
 
 
-# --- SQLite specifics: opening ---------------------------------------------------------------------------
-
-def test_sqlite_corrupt_file_is_a_clear_error(tmp_path):
-    path = tmp_path / "junk.db"
-    path.write_bytes(b"this is not a database at all" * 100)
-    with pytest.raises(StoreError, match=f"{path}.*not a database"):
-        open_store(f"sqlite:///{path}")
-
-
-def test_sqlite_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(StoreError, match="does not exist"):
-        open_store(f"sqlite:///{tmp_path}/nowhere/x.db")
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_sqlite_unwritable_file_is_a_clear_error(tmp_path):
-    path = tmp_path / "ro.db"
-    open_store(f"sqlite:///{path}").close()
-    path.chmod(0o444)
-    with pytest.raises(StoreError, match="not readable and writable"):
-        open_store(f"sqlite:///{path}")
-
-
-def test_sqlite_newer_schema_is_refused(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "new.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version=99")
-    with pytest.raises(StoreError, match="schema version 99"):
-        open_store(f"sqlite:///{path}")
-
-
-def test_unknown_url_scheme():
-    with pytest.raises(StoreError, match="not supported"):
-        open_store("postgres://x")
-
-
-def test_stats_count_every_state_change_and_survive_the_migration_that_added_them(tmp_path):
-    """SQLite keeps the counts with triggers: every path that moves an event is counted, and a
-    file from before the counts (schema 1) gets them computed when it is opened."""
-    import sqlite3
-
-    url = f"sqlite:///{tmp_path}/counted.db"
-    store = open_store(url)
-    try:
-        store.append("Udest", [event(n, key) for n, key in enumerate("AABBCD")], now_ms())
-        claimed = ids(store.claim("d1", 10, 30))                        # A, B, C, D heads
-        store.ack("d1", claimed[:2])                                    # two done
-        store.nack("d1", claimed[2], "bad", False, 5, 1, 10)           # one dead
-        store.release("d1", [claimed[3]])                               # back to pending
-        store.retry_dead([claimed[2]])                                   # dead -> pending again
-        expected = {"pending": 4, "in_flight": 0, "done": 2, "dead": 0}
-        assert {k: store.stats()[k] for k in expected} == expected
-        store.drop_dead()
-        assert store.purge_done(0) == 2 and store.stats()["done"] == 0
-    finally:
-        store.close()
-    conn = sqlite3.connect(f"{tmp_path}/counted.db")   # back to schema 1: no counts
-    for name in ("events_counted_insert", "events_counted_delete", "events_counted_update"):
-        conn.execute(f"DROP TRIGGER {name}")
-    conn.execute("DROP TABLE event_counts")
-    conn.execute("DROP TABLE rate_budget")   # (schema 3)
-    conn.execute("PRAGMA user_version=1")
-    conn.commit()
-    conn.close()
-    store = open_store(url)
-    try:
-        assert store.stats()["pending"] == 4 and store.stats()["done"] == 0
-    finally:
-        store.close()
-
-
 # --- runs (claim_run): a key's following events leased with its head ---------------------------------
 def test_claim_run_leases_the_unbroken_run_behind_each_head_in_store_order(store):
     store.append("Udest", [event(1, "A"), event(2, "A"), event(3, "A"), event(4, "B"), event(5, "A")], now_ms())
@@ -888,12 +815,11 @@ def test_mongo_append_is_bounded_by_its_deadline_while_its_commit_cannot_go_thro
 def test_mongo_leases_are_the_servers_time_whatever_a_hosts_clock_says(mongo_db, store_url):
     """A host whose clock is two minutes behind leases for 30 s: by the server's clock, which both
     hosts use, the lease has not run out, so the other host cannot take the event."""
-    from frontdesk.store.mongo_health import ServerClock
+    from frontdesk.store.mongo import MongoStore
 
-    behind, other = open_store(store_url), open_store(store_url)
+    behind = MongoStore(store_url, clock=lambda: time.time() - 120).open()   # an offset of about +120 s
+    other = open_store(store_url)
     try:
-        behind._clock = ServerClock(lambda: time.time() - 120)
-        behind._hello()   # reads the server's clock: an offset of about +120 s
         behind.append("Udest", [event(1)], now_ms())
         assert ids(behind.claim("slow-host", 10, 30)) == ["ev00001"]
         assert other.claim("other-host", 10, 30) == []

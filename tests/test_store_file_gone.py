@@ -117,21 +117,6 @@ def test_the_file_now_at_the_path_opens_once_the_old_files_processes_have_stoppe
         store.close()
 
 
-def test_a_process_does_not_open_the_new_file_while_it_has_the_old_one_open(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fd.db'}"
-    old = open_store(url)
-    old.append("Ubot", [make_event()], 0)
-    os.remove(tmp_path / "fd.db")
-    with pytest.raises(StoreError, match="this process still has the database file that was removed"):
-        open_store(url)
-    old.close()
-    new = open_store(url)
-    try:
-        assert new.stats()["pending"] == 0
-    finally:
-        new.close()
-
-
 def test_a_wal_left_by_a_removed_file_is_moved_aside_not_replayed_into_the_new_one(tmp_path, caplog):
     running = Receiver(tmp_path)
     try:

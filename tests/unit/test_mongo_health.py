@@ -26,7 +26,7 @@ def test_health_answers_at_once_while_the_check_is_stuck_and_says_so_after_the_s
         calls.append(time.monotonic())
         released.wait(30)
 
-    health = HealthCheck(check, interval_s=0.0, stall_s=0.2)
+    health = HealthCheck(check, interval_s=0.0, stall_s=0.2).start()
     checks.append(health)
     started = time.monotonic()
     assert health.problem() is None                      # asks for a check, does not wait for it
@@ -46,7 +46,7 @@ def test_a_failed_check_is_the_problem_until_a_check_passes(checks):
         if failing.is_set():
             raise RuntimeError("no primary")
 
-    health = HealthCheck(check, interval_s=0.0)
+    health = HealthCheck(check, interval_s=0.0).start()
     checks.append(health)
     assert wait_until(health.problem, timeout=10) == "no primary"
     failing.clear()
@@ -55,7 +55,7 @@ def test_a_failed_check_is_the_problem_until_a_check_passes(checks):
 
 def test_checks_come_at_most_once_per_interval_however_often_health_is_asked(checks):
     calls = []
-    health = HealthCheck(lambda: calls.append(1), interval_s=3600.0, refresh_s=3600.0)
+    health = HealthCheck(lambda: calls.append(1), interval_s=3600.0, refresh_s=3600.0).start()
     checks.append(health)
     for _ in range(1000):
         assert health.problem() is None

@@ -1,4 +1,4 @@
-"""store/salvage.py on a store's files as a killed process leaves them, with the WAL damaged: the
+"""store/sqlite_salvage.py on a store's files as a killed process leaves them, with the WAL damaged: the
 events only the dropped transactions held, and whether each is left to deliver."""
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import os
 import shutil
 import sqlite3
 
-from frontdesk.store import salvage
-from frontdesk.store.sqlite import DONE, MIGRATIONS, PENDING
+from frontdesk.store import sqlite_salvage as salvage
+from frontdesk.store.base import DONE, PENDING
+from frontdesk.store.sqlite_schema import MIGRATIONS
 
 ROWS = 60
 

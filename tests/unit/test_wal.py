@@ -1,4 +1,4 @@
-"""The WAL scan (store/wal.py) on WAL files built byte by byte from sqlite.org/fileformat2.html,
+"""The WAL scan (store/sqlite_wal.py) on WAL files built byte by byte from sqlite.org/fileformat2.html,
 then damaged, and on WAL files SQLite itself wrote: what SQLite's recovery replays, and which
 committed transactions it would drop."""
 from __future__ import annotations
@@ -12,14 +12,14 @@ import sys
 
 import pytest
 
-from frontdesk.store import wal
+from frontdesk.store import sqlite_wal as wal
 
 SALTS = (0x1234, 0xABCD)
 OLD_SALTS = (0x1233, 0x5555)   # an earlier generation: salt-1 is one less, salt-2 another random value
 
 
 def spec_checksum(data: bytes, big_endian: bool, s0: int = 0, s1: int = 0) -> tuple[int, int]:
-    """The algorithm as the file format document gives it, written out independently of store/wal.py."""
+    """The algorithm as the file format document gives it, written out independently of store/sqlite_wal.py."""
     words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
     for i in range(0, len(words), 2):
         s0 = (s0 + words[i] + s1) % 2 ** 32

@@ -1,7 +1,7 @@
 """Getting back the events a damaged WAL lost, from the copies of the database file and its WAL
-that the SQLite store keeps when it finds one (store/sqlite.py; docs/store.md, "Integrity check").
+that the SQLite store keeps when it finds one (store/sqlite_integrity.py; docs/store.md, "Integrity check").
 
-The copies are merged twice into scratch databases (store/wal.py `replay`): as SQLite's recovery
+The copies are merged twice into scratch databases (store/sqlite_wal.py `replay`): as SQLite's recovery
 merged them (what it kept), and with every intact committed frame (what was committed, less the
 damaged frames). An event in the second and not in the first was stored, acknowledged, and then
 dropped; `frontdesk integrity salvage` appends those not finished before the crash to the store
@@ -18,8 +18,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import wal
-from .sqlite import DAMAGED_SUFFIX, DEAD, DONE
+from . import sqlite_wal
+from .base import DEAD, DONE
+from .sqlite_integrity import DAMAGED_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ def lost_events(db_copy: str, wal_copy: str) -> list[LostEvent]:
     sqlite3.DatabaseError when what can be merged is too broken to read."""
     with tempfile.TemporaryDirectory(prefix=".salvage-", dir=os.path.dirname(os.path.abspath(db_copy))) as scratch:
         kept, committed = os.path.join(scratch, "kept.db"), os.path.join(scratch, "committed.db")
-        wal.replay(db_copy, wal_copy, kept, everything=False)
-        wal.replay(db_copy, wal_copy, committed, everything=True)
+        sqlite_wal.replay(db_copy, wal_copy, kept, everything=False)
+        sqlite_wal.replay(db_copy, wal_copy, committed, everything=True)
         kept_ids = {row[0] for row in _events(kept, "id")}
         return [LostEvent(destination, _parsed(event), received_at, state in (DONE, DEAD))
                 for event_id, destination, event, received_at, state

@@ -35,22 +35,29 @@ def _address(token: str) -> str:
 
 
 class SocketFeed(ChangeFeed):
-    """The follower side: a datagram socket that becomes readable on a wake-up."""
+    """The follower side: a datagram socket that becomes readable on a wake-up. Built idle;
+    `open()` binds it and registers it in the feed folder."""
 
     def __init__(self, folder: str):
-        token = f"{os.getpid()}-{secrets.token_hex(8)}"
-        self._marker = os.path.join(folder, token)
+        self._folder = folder
+        self._token = f"{os.getpid()}-{secrets.token_hex(8)}"
+        self._marker = os.path.join(folder, self._token)
+        self._sock: socket.socket | None = None
+
+    def open(self) -> "SocketFeed":
+        """Bind the socket and announce it; raises StoreError when either cannot be done."""
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)   # the store's owner only, like the database
-            self._sock.bind(_address(token))
+            os.makedirs(self._folder, mode=0o700, exist_ok=True)   # the store's owner only, like the database
+            self._sock.bind(_address(self._token))
             self._sock.setblocking(False)
             # The socket exists before the marker that announces it, and outlives it on close.
             os.close(os.open(self._marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         except OSError as exc:
             self._sock.close()
-            raise StoreError(f"change feed folder {folder}: cannot register a follower: "
+            raise StoreError(f"change feed folder {self._folder}: cannot register a follower: "
                              f"{exc.strerror or exc}") from None
+        return self
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -63,7 +70,7 @@ class SocketFeed(ChangeFeed):
             pass
 
     def close(self) -> None:
-        if self._sock.fileno() < 0:
+        if self._sock is None or self._sock.fileno() < 0:
             return
         try:
             os.unlink(self._marker)
@@ -73,15 +80,19 @@ class SocketFeed(ChangeFeed):
 
 
 class FeedNotifier:
-    """The writer side: wakes every registered follower of one database file."""
+    """The writer side: wakes every registered follower of one database file. Built idle;
+    `open()` makes its socket."""
 
     def __init__(self, folder: str):
         self._folder = folder
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.setblocking(False)
+        self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._listed_mtime: int | None = None
         self._tokens: list[str] = []
+
+    def open(self) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
 
     def notify(self) -> None:
         with self._lock:
@@ -93,7 +104,7 @@ class FeedNotifier:
                 except (ConnectionRefusedError, FileNotFoundError):
                     self._forget(token)
                 except OSError as exc:
-                    log.debug("feed_send_failed follower=%s error=%s", token, exc)
+                    log.debug("event=feed_send_failed follower=%s error=%s", token, exc)
 
     def _followers(self) -> list[str]:
         try:
@@ -112,10 +123,11 @@ class FeedNotifier:
         """A follower whose socket is gone (its process died): remove its marker."""
         try:
             os.unlink(os.path.join(self._folder, token))
-            log.info("feed_follower_removed follower=%s reason=gone", token)
+            log.info("event=feed_follower_removed follower=%s reason=gone", token)
         except FileNotFoundError:
             pass
         self._listed_mtime = None
 
     def close(self) -> None:
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
