@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # The rooms whose log lines are converted; the others join as they are (their files listed apart).
-ROOMS = ("receiver", "command", "protocol", "handlers", "bench")
+ROOMS = ("receiver", "command", "protocol", "handlers", "bench", "store")
 NOT_YET = {"command/supervisor.py", "command/run.py", "protocol/http_server.py", "protocol/http1.py",
            "protocol/wsgi.py"}
 LEVELS = {"debug", "info", "warning", "error", "critical", "exception"}
