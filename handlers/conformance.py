@@ -29,6 +29,7 @@ from frontdesk.protocol.frames import HEADER, FrameDecoder, ProtocolError, encod
 
 KIT_VERSION = "frontdesk-check-handler/1"
 QUIET_S = 0.2  # a handler silent this long while API calls are held has shown all it will do
+KILL_JOIN_S = 5.0  # how long kill() waits for the reader threads to see the pipes end
 
 USER_A = "U4af4980629a0c4b5e6c3f1b6d6b7a8c9"
 USER_B = "U1b2c3d4e5f60718293a4b5c6d7e8f901"
@@ -216,27 +217,35 @@ class Handler:
         for thread in self._threads:
             thread.start()
 
+    # Each reader thread closes its own pipe when it has read it to the end. Closing it from
+    # another thread instead lets the descriptor's number be reused by the next handler's pipe
+    # while this thread is about to read it again: it would then read that handler's frames.
     def _read_stdout(self):
         decoder = FrameDecoder(self.max_frame_bytes)
-        fd = self.proc.stdout.fileno()
+        pipe = self.proc.stdout
         try:
-            while data := os.read(fd, 1 << 16):
+            while data := os.read(pipe.fileno(), 1 << 16):
                 for value in decoder.feed(data):
                     self.inbox.put(rpc.parse_message(value))
             if decoder.buffered:
                 raise ProtocolError(f"stdout ended inside a frame ({decoder.buffered} stray bytes)")
         except ProtocolError as exc:
             self.noise = f"stdout noise (not a valid frame): {exc}"
-        except (OSError, ValueError):
-            pass   # kill() closed the pipe under this read: the end, as at EOF
+        except OSError:
+            pass   # a read error: the end, as at EOF
+        finally:
+            pipe.close()
         self.inbox.put(None)  # end of stdout
 
     def _read_stderr(self):
+        pipe = self.proc.stderr
         try:
-            for line in self.proc.stderr:
+            for line in pipe:
                 self.stderr_tail.append(line.decode("utf-8", "replace").rstrip())
-        except (OSError, ValueError):
-            pass   # kill() closed the pipe under this read
+        except OSError:
+            pass
+        finally:
+            pipe.close()
 
     def last_words(self) -> str:
         return f"; stderr: {self.stderr_tail[-1][:200]}" if self.stderr_tail else ""
@@ -283,14 +292,14 @@ class Handler:
         return code
 
     def kill(self) -> None:
+        """KILL the process; its output pipes end with it and their threads close them (a
+        grandchild still holding one keeps that thread, and its descriptor, until it exits)."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                pipe.close()
-            except OSError:
-                pass
+        self.close_stdin()
+        for thread in self._threads:
+            thread.join(KILL_JOIN_S)
 
     # --- protocol steps ---------------------------------------------------------------------------
     def handshake(self, timeout: float, versions=(1,)) -> rpc.Response:

@@ -42,9 +42,9 @@ class RateLimiterProcess:
 
     def _read(self) -> None:
         decoder = FrameDecoder()
-        fd = self.proc.stdout.fileno()
-        try:
-            while data := os.read(fd, 1 << 16):
+        pipe = self.proc.stdout   # closed here, at its end: closed by another thread, its number
+        try:                      # could be reused by the next process's pipe before our next read
+            while data := os.read(pipe.fileno(), 1 << 16):
                 for value in decoder.feed(data):
                     message = parse_message(value)
                     with self._cond:
@@ -56,6 +56,7 @@ class RateLimiterProcess:
         except Exception as exc:  # noqa: BLE001 — reported to the test through stdout_error
             self.stdout_error = repr(exc)
         finally:
+            pipe.close()
             with self._cond:
                 self._cond.notify_all()
 
@@ -139,11 +140,10 @@ class RateLimiterProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
         self._reader.join(5)
         self._log.close()
 
