@@ -21,7 +21,8 @@ import os
 import sys
 import threading
 
-from frontdesk.protocol.frames import encode_frame, read_frame
+from frontdesk.protocol.frames import encode_frame
+from tests.frame_stream import read_frame
 
 WINDOW = int(os.environ.get("FD_TEST_WINDOW", "1"))
 HOARD_CALL = os.environ.get("FD_TEST_HOARD_CALL", "user_get")
