@@ -162,21 +162,40 @@ class Server:
             self._drained.set_result(None)
 
 
+def _headers(fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header lines as one dict, names in lower case; a name on several lines gets their values
+    joined in order (RFC 9110 5.3), except the SINGLE_VALUED ones, refused."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in fields:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name not in headers:
+            headers[name] = value
+        elif name in SINGLE_VALUED:
+            raise _Reject(400, f"more than one {raw_name.decode('latin-1')} header")
+        else:
+            headers[name] += ", " + value
+    return headers
+
+
 class _Incoming:
     """The request being read: what llhttp has handed over so far."""
-    __slots__ = ("url", "headers", "body", "method", "version", "head_done", "head_bytes", "progress",
-                 "silent_bytes", "continue_owed")
+    __slots__ = ("url", "fields", "headers", "body", "method", "version", "head_bytes", "silent_bytes",
+                 "continue_owed")
 
     def __init__(self):
         self.url = b""
-        self.headers: dict[str, str] = {}
+        self.fields: list[tuple[bytes, bytes]] = []   # header lines as llhttp hands them over, trailers too
+        self.headers: dict[str, str] | None = None     # set once the head is complete
         self.body = bytearray()
         self.method = self.version = ""
-        self.head_done = False
         self.head_bytes = 0        # request line and header lines handed over (trailers included)
-        self.progress = 0          # callbacks so far
         self.silent_bytes = 0      # bytes of reads in a row that completed nothing (see _count_silent)
         self.continue_owed = False
+
+    @property
+    def progress(self) -> tuple[int, int, int]:
+        """Changes with every piece llhttp hands over."""
+        return len(self.url), len(self.fields), len(self.body)
 
 
 class _Connection(asyncio.Protocol):
@@ -263,7 +282,7 @@ class _Connection(asyncio.Protocol):
             self.started = time.monotonic()
             self._arm(self.server.limits.request_timeout_s)
         incoming = self.incoming
-        progress = incoming.progress if incoming is not None else -1
+        progress = incoming.progress if incoming is not None else None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -283,7 +302,7 @@ class _Connection(asyncio.Protocol):
         if self.waiting is None:
             self._advance()
 
-    def _count_silent(self, before: _Incoming | None, progress: int, size: int) -> None:
+    def _count_silent(self, before: _Incoming | None, progress: tuple | None, size: int) -> None:
         """Bound what httptools buffers unseen: it hands a header line over only once the line is
         whole, so reads that complete nothing (one endless line) are counted here."""
         incoming = self.incoming
@@ -328,32 +347,20 @@ class _Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         incoming = self.incoming
         incoming.url += url
-        incoming.progress += 1
         incoming.head_bytes += len(url)
         if incoming.head_bytes > MAX_HEAD_BYTES:
             raise _Reject(431, "request headers larger than 64 KiB")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         incoming = self.incoming
-        incoming.progress += 1
+        incoming.fields.append((name, value))
         incoming.head_bytes += len(name) + len(value) + 4
         if incoming.head_bytes > MAX_HEAD_BYTES:
             raise _Reject(431, "request headers larger than 64 KiB")
-        if incoming.head_done:
-            return   # a trailer field: not passed on, so nothing in it can stand in for a header
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers = incoming.headers
-        if key not in headers:
-            headers[key] = text
-        elif key in SINGLE_VALUED:
-            raise _Reject(400, f"more than one {name.decode('latin-1')} header")
-        else:
-            headers[key] += ", " + text   # RFC 9110 5.3: one value, the lines joined in order
 
     def on_headers_complete(self) -> None:
         incoming = self.incoming
-        incoming.head_done = True
+        incoming.headers = _headers(incoming.fields)   # trailers, which come later, are left out
         incoming.version = self.parser.get_http_version()
         incoming.method = self.parser.get_method().decode("ascii")
         announced = self._check_framing(incoming)
@@ -397,7 +404,6 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         incoming = self.incoming
-        incoming.progress += 1
         limit = self.server.limits.max_body_bytes
         if len(incoming.body) + len(body) > limit:
             raise _Reject(413, f"body exceeds the limit of {limit} bytes")
