@@ -216,6 +216,7 @@ class _Connection(asyncio.Protocol):
         self.done_reading = False              # after a refusal or an upgrade: nothing more is read
         self.eof = False                       # the client will send nothing more
         self.started: float | None = None     # first byte of the request being read; None: idle
+        self.deadline = 0.0                    # when the request being read, or the idleness, times out
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.idle_since = 0.0                  # when it last had no request in progress
@@ -230,7 +231,8 @@ class _Connection(asyncio.Protocol):
             return
         server.connections.add(self)
         self.idle_since = time.monotonic()
-        self._arm(server.limits.idle_timeout_s)
+        self.deadline = self.idle_since + server.limits.idle_timeout_s
+        self._check_in(min(server.limits.request_timeout_s, server.limits.idle_timeout_s))
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -258,15 +260,23 @@ class _Connection(asyncio.Protocol):
         self.server.log.info("status=408 reason='evicted at the connection limit with its request unfinished'")
         self._send(Response(408, error_body(408, "the request was not complete in time")), False)
 
-    def _arm(self, seconds: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+    # One timer per connection looks at `deadline`, which each request only moves: arming and
+    # cancelling two timers per request cost more than parsing it (asyncio's timer heap). The timer
+    # looks again at least every `min(request_timeout_s, idle_timeout_s)`, the nearest any new
+    # deadline can be, so none is passed unseen.
+    def _check_in(self, seconds: float) -> None:
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._check_deadline)
 
-    def _timed_out(self) -> None:
+    def _check_deadline(self) -> None:
         self.timer = None
-        if self.waiting is not None:
-            return   # the answer is on its way
+        if self.closed:
+            return
+        limits = self.server.limits
+        shortest = min(limits.request_timeout_s, limits.idle_timeout_s)
+        left = self.deadline - time.monotonic()
+        if self.waiting is not None or left > 0:   # an answer on its way is never timed out
+            self._check_in(shortest if self.waiting is not None else min(left, shortest))
+            return
         if self.started is None:
             self.close()   # idle keep-alive connection
             return
@@ -280,7 +290,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.started is None:
             self.started = time.monotonic()
-            self._arm(self.server.limits.request_timeout_s)
+            self.deadline = self.started + self.server.limits.request_timeout_s
         incoming = self.incoming
         progress = incoming.progress if incoming is not None else None
         try:
@@ -465,7 +475,8 @@ class _Connection(asyncio.Protocol):
             busy = bool(self.queue) or self.incoming is not None
             self.started = now if busy else None
             self.idle_since = now
-            self._arm(self.server.limits.request_timeout_s if busy else self.server.limits.idle_timeout_s)
+            limits = self.server.limits
+            self.deadline = now + (limits.request_timeout_s if busy else limits.idle_timeout_s)
             if self.incoming is not None and self.incoming.continue_owed and not self.queue:
                 self.incoming.continue_owed = False
                 self.transport.write(CONTINUE)

@@ -319,3 +319,35 @@ def test_an_upgrade_is_answered_as_plain_http_and_one_with_a_body_is_refused():
     assert plain.startswith(b"HTTP/1.1 200 OK\r\n") and plain.count(b"HTTP/1.1") == 1
     assert b"Connection: close\r\n" in plain
     assert with_body.startswith(b"HTTP/1.1 400 ") and b"upgrade" in with_body
+
+
+def test_deadlines_idle_connections_close_after_the_idle_timeout_unfinished_requests_get_408():
+    """One timer per connection watches a deadline that each request moves: a request begun on a
+    connection that was idle must still time out by its own (shorter) deadline, and an idle
+    connection must not be closed early."""
+    limits = Limits(max_body_bytes=1 << 20, request_timeout_s=1.0, idle_timeout_s=3.0, max_connections=100)
+
+    async def until_closed(reader: asyncio.StreamReader, since: float) -> tuple[float, bytes]:
+        answer = await asyncio.wait_for(reader.read(), TIMEOUT_S)
+        return asyncio.get_running_loop().time() - since, answer
+
+    async def scenario():
+        listener, port = await _listening(Server(lambda r: Response(200), limits))
+        loop = asyncio.get_running_loop()
+        try:
+            opened = loop.time()   # before the server can have accepted it
+            idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+            idle = asyncio.ensure_future(until_closed(idle_reader, opened))
+            slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
+            slow_writer.write(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+            slow = await until_closed(slow_reader, loop.time())
+            idle_result = await idle
+            for writer in (idle_writer, slow_writer):
+                writer.close()
+            return idle_result, slow
+        finally:
+            listener.close()
+
+    (idle_after, idle_answer), (slow_after, slow_answer) = asyncio.run(scenario())
+    assert idle_answer == b"" and idle_after >= 3.0
+    assert slow_answer.startswith(b"HTTP/1.1 408 ") and 1.0 <= slow_after < 3.0
