@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from urllib.parse import urlsplit
 
 import httptools
@@ -68,6 +69,8 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpResponseParser | None = None   # a fresh one per request
         self.pending: _Response | None = None
+        self.deadline = 0.0              # when the awaited answer times out
+        self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.broken: str | None = None   # why the connection cannot be used again
 
@@ -77,11 +80,27 @@ class _Protocol(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def send(self, data: bytes, response: _Response) -> None:
-        """Write one request; its answer goes to `response`."""
+    def send(self, data: bytes, response: _Response, timeout: float) -> None:
+        """Write one request; its answer goes to `response`, or asyncio.TimeoutError to its future
+        once `timeout` has passed. One timer per connection watches the deadline each request
+        moves (later), re-armed only when it fires: cheaper than a timer per request."""
         self.pending = response
         self.parser = httptools.HttpResponseParser(self)
+        self.deadline = time.monotonic() + timeout
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(timeout, self._check_deadline)
         self.transport.write(data)
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        response = self.pending
+        if response is None:
+            return   # answered; the next request arms it again
+        left = self.deadline - time.monotonic()
+        if left > 0:
+            self.timer = asyncio.get_running_loop().call_later(left, self._check_deadline)
+        elif not response.future.done():
+            response.future.set_exception(asyncio.TimeoutError())
 
     def data_received(self, data: bytes) -> None:
         response = self.pending
@@ -109,6 +128,8 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
         if self.pending is not None:
             self._fail(f"connection lost: {exc}" if exc else "connection closed before the answer was complete")
 
@@ -230,10 +251,8 @@ class HttpConnection:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         response = _Response(future, method == "HEAD", max_bytes)
-        protocol.send("".join(head).encode("latin-1") + (body or b""), response)
+        protocol.send("".join(head).encode("latin-1") + (body or b""), response, self.read_timeout)
         sent_whole = protocol.transport.get_write_buffer_size() == 0   # else it may still be in our buffer
-        # a timer on the future itself: asyncio.wait_for adds two futures and a callback per call
-        timer = loop.call_later(self.read_timeout, _time_out, future)
         try:
             status, response_headers, response_body = await future
         except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
@@ -243,8 +262,6 @@ class HttpConnection:
                 reason = f"no answer within api_read_timeout_s={self.read_timeout:g}"
             raise ApiConnectionError(f"no answer from {self.host}: {reason}",
                                      sent=sent_whole or response.heard) from None
-        finally:
-            timer.cancel()
         if protocol.broken is not None:
             self.close()
         return status, response_headers, response_body
@@ -254,8 +271,3 @@ class HttpConnection:
             if self._protocol.transport is not None:
                 self._protocol.transport.close()
             self._protocol = None
-
-
-def _time_out(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(asyncio.TimeoutError())

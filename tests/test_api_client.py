@@ -21,9 +21,10 @@ class ScriptedServer:
     """Answers the n-th request it reads with answers[n]; None closes the connection unanswered.
     Connections stay open after an answer until the test ends, or close at once (`then_close`)."""
 
-    def __init__(self, answers: list[bytes | None], then_close: bool = False):
+    def __init__(self, answers: list[bytes | None], then_close: bool = False, latency_s: float = 0.0):
         self.answers = list(answers)
         self.then_close = then_close
+        self.latency_s = latency_s   # before each answer, as a slow API would take
         self.requests: list[h11.Request] = []
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -45,6 +46,8 @@ class ScriptedServer:
             if not await self._read_request(reader):
                 return
             answer = self.answers.pop(0)
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
             if answer is None:
                 writer.close()
                 return
@@ -69,15 +72,15 @@ class ScriptedServer:
                 return True
 
 
-def exchange(answers: list[bytes | None], *calls: tuple[str, int | None],
-             then_close: bool = False) -> tuple[list, ScriptedServer]:
+def exchange(answers: list[bytes | None], *calls: tuple[str, int | None], then_close: bool = False,
+             latency_s: float = 0.0, read_timeout_s: float = 5.0) -> tuple[list, ScriptedServer]:
     """Make `calls` ((method, max_bytes) each) in turn on one HttpConnection; each outcome is the
     (status, headers, body) returned or the ApiConnectionError raised."""
-    server = ScriptedServer(answers, then_close)
+    server = ScriptedServer(answers, then_close, latency_s)
 
     async def scenario() -> list:
         async with server as url:
-            connection = HttpConnection(url, {"Authorization": "Bearer test"}, 2.0, 5.0)
+            connection = HttpConnection(url, {"Authorization": "Bearer test"}, 2.0, read_timeout_s)
             outcomes = []
             for method, max_bytes in calls:
                 body = b"{}" if method == "POST" else None
@@ -206,3 +209,17 @@ def test_no_connection_means_not_sent():
         return caught.value
 
     assert asyncio.run(scenario()).sent is False
+
+
+def test_no_answer_within_the_read_timeout_is_an_error_that_says_the_request_was_sent():
+    (outcome,), _ = exchange([OK], ("POST", None), latency_s=30.0, read_timeout_s=0.5)
+    assert isinstance(outcome, ApiConnectionError) and outcome.sent
+    assert "no answer within api_read_timeout_s=0.5" in str(outcome)
+
+
+def test_each_call_gets_the_whole_read_timeout_on_a_connection_used_again():
+    """Four calls answered after 0.3 s each on one connection with a read timeout of 0.5 s: the
+    timeout counts from each call, not from the first."""
+    (outcomes, server) = exchange([OK] * 4, *[("POST", None)] * 4, latency_s=0.3, read_timeout_s=0.5)
+    assert [outcome[0] for outcome in outcomes] == [200] * 4
+    assert server.connections == 1
