@@ -12,8 +12,8 @@ discarded, the call counted as failed and sent again), a chunked body larger tha
 successful, truncated body, and two Content-Lengths last-wins. Now 1xx answers are skipped, 204
 and 304 have no body, malformed framing is an error, and a body over the limit is never a
 success. llhttp cannot know the request's method, so the answer to HEAD is taken as complete
-with its headers here (RFC 9110 9.3.2). h11 knows the method, but cost 85 µs more CPU per call
-than llhttp (docs/benchmarks.md), at up to 2,000 calls/s.
+with its headers here (RFC 9110 9.3.2). h11 knows the method, but cost 156 µs of CPU per call
+against llhttp's 63 (docs/benchmarks.md), at up to 2,000 calls/s.
 
 Not accepted: a body that ends only with the connection (no Content-Length, not chunked) — a
 cut connection would look the same, so it would be a success that may be truncated; LINE frames
