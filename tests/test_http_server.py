@@ -351,3 +351,38 @@ def test_deadlines_idle_connections_close_after_the_idle_timeout_unfinished_requ
     (idle_after, idle_answer), (slow_after, slow_answer) = asyncio.run(scenario())
     assert idle_answer == b"" and idle_after >= 3.0
     assert slow_answer.startswith(b"HTTP/1.1 408 ") and 1.0 <= slow_after < 3.0
+
+
+def test_a_header_line_that_never_ends_gets_431_before_much_of_it_is_held():
+    """httptools hands a header line over only once it is whole; the reads that complete nothing
+    are counted instead, so an endless line is refused after about 64 KiB. (The client, still
+    writing, may see the close as a reset before it reads the answer: the log says what it was.)"""
+    refusals: list[str] = []
+    log = logging.getLogger("tests.http_server.endless")
+    log.addHandler(type("Keep", (logging.Handler,), {"emit": lambda self, record: refusals.append(
+        record.getMessage())})())
+    log.setLevel(logging.INFO)
+
+    async def scenario() -> int:
+        server = Server(lambda r: Response(200), LIMITS, log)
+        listener, port = await _listening(server)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: ")
+            sent = 0
+            try:
+                while server.connections and sent < 4 << 20:
+                    writer.write(b"a" * 8192)
+                    sent += 8192
+                    await writer.drain()
+                    await asyncio.sleep(0)   # let the server read what came (it runs on this loop)
+            except ConnectionError:
+                pass   # closed while we wrote
+            writer.close()
+            return sent
+        finally:
+            listener.close()
+
+    sent = asyncio.run(scenario())
+    assert refusals == ["status=431 reason='a header line longer than 64 KiB'"]
+    assert sent < 1 << 20   # refused long before the line (or the client) stopped
