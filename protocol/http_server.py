@@ -16,6 +16,15 @@ on open connections (at the limit a newcomer takes the place of the idlest or sl
 so slow clients cannot shut LINE out; 503 only while every one is being answered), and a graceful
 stop that answers what was read. And one thing a stand-in for LINE needs: a response can say
 "close the connection without answering" (the sandbox's injected drops).
+
+Requests are parsed by httptools (llhttp, the parser of Node.js and uvicorn) at its default
+strictness, never by hand: a hand-written parser here once stored 14 of 16 webhooks with
+ambiguous or malformed framing (two Content-Lengths, Transfer-Encoding beside Content-Length,
+chunk sizes such as `0x1f` or `-1`, a bare LF inside a header) and answered two requests on one
+connection where a proxy in front would have seen one: request smuggling. llhttp refuses those;
+this module adds what RFC 9112 leaves to the server (`_check_framing`). Whatever cannot be read
+gets one 4xx (400, 411, 413, 431, 501 or 505), after the answers of the requests read before it,
+and the connection is closed: nothing of it reaches the handler.
 """
 from __future__ import annotations
 
@@ -24,13 +33,20 @@ import json
 import logging
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Callable
 
-from frontdesk.protocol.http1 import ChunkError, read_chunks
+import httptools
 
-MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 64 * 1024      # request line and headers (431 above it); trailers count too
+PIPELINE_DEPTH = 4              # requests read ahead of the one being answered before reading pauses
+# Headers that frontdesk's routes read as one value. A second copy is refused (400) rather than
+# read one way here and another way by a proxy in front: a forged X-Line-Signature before a valid
+# one must not pass. (Two Content-Lengths llhttp refuses itself.)
+SINGLE_VALUED = frozenset({"host", "content-type", "authorization", "x-line-signature", "x-line-retry-key"})
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 @dataclass
@@ -66,7 +82,8 @@ class Limits:
 
 
 class _Reject(Exception):
-    """A request that cannot be read: answered with `status`, then the connection is closed."""
+    """A request that cannot be read: answered with `status` (after the answers of the requests
+    read before it), then the connection is closed."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -78,18 +95,20 @@ def error_body(status: int, description: str) -> bytes:
     return json.dumps({"title": HTTPStatus(status).phrase, "description": description}).encode()
 
 
-def encode_response(response: Response, keep_alive: bool) -> bytes:
+def encode_response(response: Response, keep_alive: bool, head: bool = False) -> bytes:
+    """The answer's bytes; to a HEAD request, the head alone (its Content-Length still says how
+    long the body would be, RFC 9110 9.3.2)."""
     phrase = HTTPStatus(response.status).phrase
-    head = [f"HTTP/1.1 {response.status} {phrase}\r\n",
-            f"Content-Length: {len(response.body)}\r\n",
-            "Server: frontdesk\r\n"]
+    lines = [f"HTTP/1.1 {response.status} {phrase}\r\n",
+             f"Content-Length: {len(response.body)}\r\n",
+             "Server: frontdesk\r\n"]
     if response.content_type is not None:
-        head.insert(1, f"Content-Type: {response.content_type}\r\n")
-    head += [f"{name}: {value}\r\n" for name, value in response.headers.items()]
+        lines.insert(1, f"Content-Type: {response.content_type}\r\n")
+    lines += [f"{name}: {value}\r\n" for name, value in response.headers.items()]
     if not keep_alive:
-        head.append("Connection: close\r\n")
-    head.append("\r\n")
-    return "".join(head).encode("latin-1") + response.body
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1") + (b"" if head else response.body)
 
 
 class Server:
@@ -143,23 +162,64 @@ class Server:
             self._drained.set_result(None)
 
 
+def _headers(fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header lines as one dict, names in lower case; a name on several lines gets their values
+    joined in order (RFC 9110 5.3), except the SINGLE_VALUED ones, refused."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in fields:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name not in headers:
+            headers[name] = value
+        elif name in SINGLE_VALUED:
+            raise _Reject(400, f"more than one {raw_name.decode('latin-1')} header")
+        else:
+            headers[name] += ", " + value
+    return headers
+
+
+class _Incoming:
+    """The request being read: what llhttp has handed over so far."""
+    __slots__ = ("url", "fields", "headers", "body", "method", "version", "head_bytes", "silent_bytes",
+                 "continue_owed")
+
+    def __init__(self):
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []   # header lines as llhttp hands them over, trailers too
+        self.headers: dict[str, str] | None = None     # set once the head is complete
+        self.body = bytearray()
+        self.method = self.version = ""
+        self.head_bytes = 0        # request line and header lines handed over (trailers included)
+        self.silent_bytes = 0      # bytes of reads in a row that completed nothing (see _count_silent)
+        self.continue_owed = False
+
+    @property
+    def progress(self) -> tuple[int, int, int]:
+        """Changes with every piece llhttp hands over."""
+        return len(self.url), len(self.fields), len(self.body)
+
+
 class _Connection(asyncio.Protocol):
-    """One client connection: parse requests in order, one answered at a time."""
+    """One client connection. llhttp (httptools) parses whatever arrives into whole requests; they
+    are answered one at a time, in order. While more than PIPELINE_DEPTH wait behind the one being
+    answered, reading pauses (as uvicorn's httptools protocol does), so a client that pipelines
+    without reading its answers holds at most that many requests and one read's bytes."""
 
     def __init__(self, server: Server):
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.head: tuple[str, str, str, dict[str, str]] | None = None   # method, target, version, headers
-        self.body = bytearray()
-        self.chunked = False
-        self.length = 0
-        self.waiting: asyncio.Future | None = None    # the answer being computed
-        self.keep_alive = True
-        self.started: float | None = None              # first byte of the request being read
+        self.parser = httptools.HttpRequestParser(self)
+        self.incoming: _Incoming | None = None                # the request being read
+        self.queue: deque[tuple[Request, bool]] = deque()    # read, not answered: (request, keep-alive)
+        self.current: tuple[Request, bool] | None = None     # the request whose answer is awaited
+        self.waiting: asyncio.Future | None = None            # its answer being computed
+        self.refusal: _Reject | None = None    # unreadable bytes: answered after what was read before them
+        self.done_reading = False              # after a refusal or an upgrade: nothing more is read
+        self.eof = False                       # the client will send nothing more
+        self.started: float | None = None     # first byte of the request being read; None: idle
+        self.deadline = 0.0                    # when the request being read, or the idleness, times out
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
-        self.idle_since = 0.0                          # when it last had no request in progress
+        self.idle_since = 0.0                  # when it last had no request in progress
 
     # --- connection life ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -171,7 +231,8 @@ class _Connection(asyncio.Protocol):
             return
         server.connections.add(self)
         self.idle_since = time.monotonic()
-        self._arm(server.limits.idle_timeout_s)
+        self.deadline = self.idle_since + server.limits.idle_timeout_s
+        self._check_in(min(server.limits.request_timeout_s, server.limits.idle_timeout_s))
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -186,136 +247,203 @@ class _Connection(asyncio.Protocol):
 
     def eviction_rank(self) -> tuple[int, float]:
         """Lower goes first when room is needed (Server.make_room)."""
-        if self.started is None and not self.buffer:
+        if self.started is None:
             return 0, self.idle_since
-        return 1, self.started if self.started is not None else self.idle_since
+        return 1, self.started
 
     def evict(self) -> None:
         """Close to make room for a new connection; an unfinished request gets 408."""
         self.server.connections.discard(self)   # room now, before the transport says it is lost
-        if self.started is None and not self.buffer:
+        if self.started is None:
             self.close()
             return
         self.server.log.info("status=408 reason='evicted at the connection limit with its request unfinished'")
         self._send(Response(408, error_body(408, "the request was not complete in time")), False)
 
-    def _arm(self, seconds: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+    # One timer per connection looks at `deadline`, which each request only moves: arming and
+    # cancelling two timers per request cost more than parsing it (asyncio's timer heap). The timer
+    # looks again at least every `min(request_timeout_s, idle_timeout_s)`, the nearest any new
+    # deadline can be, so none is passed unseen.
+    def _check_in(self, seconds: float) -> None:
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._check_deadline)
 
-    def _timed_out(self) -> None:
+    def _check_deadline(self) -> None:
         self.timer = None
-        if self.waiting is not None:
-            return   # the answer is on its way
-        if self.started is None and not self.buffer:
+        if self.closed:
+            return
+        limits = self.server.limits
+        shortest = min(limits.request_timeout_s, limits.idle_timeout_s)
+        left = self.deadline - time.monotonic()
+        if self.waiting is not None or left > 0:   # an answer on its way is never timed out
+            self._check_in(shortest if self.waiting is not None else min(left, shortest))
+            return
+        if self.started is None:
             self.close()   # idle keep-alive connection
             return
         self.server.log.info("status=408 reason='the request was not complete within %gs'",
-                 self.server.limits.request_timeout_s)
+                             self.server.limits.request_timeout_s)
         self._send(Response(408, error_body(408, "the request was not complete in time")), False)
 
     # --- reading -----------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.done_reading:
             return
-        self.buffer += data
         if self.started is None:
             self.started = time.monotonic()
-            self._arm(self.server.limits.request_timeout_s)
+            self.deadline = self.started + self.server.limits.request_timeout_s
+        incoming = self.incoming
+        progress = incoming.progress if incoming is not None else None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade_ignored()
+        except httptools.HttpParserCallbackError as exc:   # raised by one of the callbacks below
+            cause = exc.__context__
+            if not isinstance(cause, _Reject):   # a bug must cost one connection, not the process
+                self.server.log.error("event=request_failed", exc_info=cause)
+                cause = _Reject(500, "internal error")
+            self._refuse(cause)
+        except httptools.HttpParserError as exc:
+            reason = str(exc)
+            status = 505 if reason == "Invalid HTTP version" else 400
+            self._refuse(_Reject(status, f"malformed request: {reason}"))
+        else:
+            self._count_silent(incoming, progress, len(data))
         if self.waiting is None:
             self._advance()
+
+    def _count_silent(self, before: _Incoming | None, progress: tuple | None, size: int) -> None:
+        """Bound what httptools buffers unseen: it hands a header line over only once the line is
+        whole, so reads that complete nothing (one endless line) are counted here."""
+        incoming = self.incoming
+        if incoming is None:
+            return
+        if incoming is not before or incoming.progress != progress:
+            incoming.silent_bytes = 0
+            return
+        incoming.silent_bytes += size
+        if incoming.silent_bytes > MAX_HEAD_BYTES:
+            self._refuse(_Reject(431, "a header line longer than 64 KiB"))
 
     def eof_received(self):
         if self.waiting is None:
             self.close()
             return False
-        self.keep_alive = False
-        return True   # keep the transport: the request being answered still gets its answer
+        self.eof = True
+        return True   # keep the transport: what was read still gets its answers
 
-    def _advance(self) -> None:
-        """Read as many whole requests as the buffer holds, answering each before the next."""
-        while not self.closed and self.waiting is None:
-            try:
-                request = self._parse()
-            except _Reject as exc:
-                self.server.log.info("status=%d reason=%r", exc.status, str(exc))
-                self._send(Response(exc.status, error_body(exc.status, str(exc))), False)
-                return
-            if request is None:
-                return
-            self._dispatch(request)
+    def _refuse(self, refusal: _Reject) -> None:
+        """Read nothing more; answer `refusal` after the requests read before it, then close."""
+        self.refusal = refusal
+        self._stop_reading()
 
-    def _parse(self) -> Request | None:
-        if self.head is None:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end > MAX_HEAD_BYTES or (end < 0 and len(self.buffer) > MAX_HEAD_BYTES):
-                raise _Reject(431, "request headers larger than 64 KiB")
-            if end < 0:
-                return None
-            self.head = self._parse_head(bytes(self.buffer[:end]))
-            del self.buffer[:end + 4]
-            if self.head[3].get("expect", "").lower() == "100-continue" and self.length:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if self.chunked:
-            if not self._read_chunks():
-                return None
-        else:
-            if len(self.buffer) < self.length:
-                return None
-            self.body += self.buffer[:self.length]
-            del self.buffer[:self.length]
-        method, target, version, headers = self.head
-        path, _, query = target.partition("?")
-        request = Request(method, path, headers, bytes(self.body), time.monotonic(), query, version)
-        self.head, self.body, self.chunked, self.length = None, bytearray(), False, 0
-        self.keep_alive = self._keeps_alive(version, headers)
-        return request
+    def _upgrade_ignored(self) -> None:
+        """llhttp stopped after a request asking to switch protocols (Upgrade, CONNECT): frontdesk
+        speaks only HTTP/1.1 (RFC 9110 allows ignoring Upgrade), so the request is answered as
+        plain HTTP and the connection closed after it, since what follows is not HTTP/1.1."""
+        request, _ = self.queue[-1]
+        self.queue[-1] = (request, False)
+        self._stop_reading()
 
-    def _parse_head(self, raw: bytes) -> tuple[str, str, str, dict[str, str]]:
-        """(method, target, version, headers), and the body's framing; raises _Reject."""
-        lines = raw.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _Reject(400, f"not an HTTP/1.x request line: {lines[0][:80]!r}")
-        method, target, version = parts
-        headers = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise _Reject(400, f"malformed header line: {line[:80]!r}")
-            headers[name.lower()] = value.strip()
+    def _stop_reading(self) -> None:
+        self.done_reading = True
+        if not self.closed:
+            self.transport.pause_reading()
+
+    # --- llhttp's callbacks, run inside feed_data; a _Reject raised here refuses the request ------
+    def on_message_begin(self) -> None:
+        self.incoming = _Incoming()
+
+    def on_url(self, url: bytes) -> None:
+        incoming = self.incoming
+        incoming.url += url
+        incoming.head_bytes += len(url)
+        if incoming.head_bytes > MAX_HEAD_BYTES:
+            raise _Reject(431, "request headers larger than 64 KiB")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        incoming = self.incoming
+        incoming.fields.append((name, value))
+        incoming.head_bytes += len(name) + len(value) + 4
+        if incoming.head_bytes > MAX_HEAD_BYTES:
+            raise _Reject(431, "request headers larger than 64 KiB")
+
+    def on_headers_complete(self) -> None:
+        incoming = self.incoming
+        incoming.headers = _headers(incoming.fields)   # trailers, which come later, are left out
+        incoming.version = self.parser.get_http_version()
+        incoming.method = self.parser.get_method().decode("ascii")
+        announced = self._check_framing(incoming)
+        if self.parser.should_upgrade() and (announced or incoming.method == "CONNECT"):
+            # llhttp would hand what follows the head to the new protocol, body included
+            raise _Reject(400, "protocol upgrades and CONNECT are not supported")
+        if announced and incoming.headers.get("expect", "").lower() == "100-continue":
+            if self.waiting is None and not self.queue:
+                self.transport.write(CONTINUE)
+            else:   # the answers before it come first
+                incoming.continue_owed = True
+
+    def _check_framing(self, incoming: _Incoming) -> bool:
+        """What RFC 9112 leaves to the server once llhttp has read a head; True when a body is
+        announced. llhttp has already refused two Content-Lengths, Content-Length beside
+        Transfer-Encoding, and a Transfer-Encoding whose last coding is not chunked."""
+        version, headers = incoming.version, incoming.headers
+        if version not in ("1.0", "1.1"):
+            raise _Reject(505, f"HTTP/{version} is not supported; send HTTP/1.1")
+        if version == "1.1" and "host" not in headers:
+            raise _Reject(400, "an HTTP/1.1 request needs a Host header")
+        coding = headers.get("transfer-encoding")
+        if coding is not None:
+            if version == "1.0":
+                raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+            codings = [c.strip().lower() for c in coding.split(",")]
+            if codings[-1] != "chunked":
+                raise _Reject(400, "chunked must be the final transfer coding")
+            if len(codings) > 1:
+                raise _Reject(501, f"transfer coding {', '.join(codings[:-1])!r} is not implemented")
+            return True
         limit = self.server.limits.max_body_bytes
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self.chunked = True
-        elif "content-length" in headers:
-            value = headers["content-length"]
-            if not value.isdigit():
-                raise _Reject(400, f"bad Content-Length {value[:40]!r}")
-            self.length = int(value)
-            if self.length > limit:
-                raise _Reject(413, f"body of {self.length} bytes exceeds the limit of {limit}")
-        elif method in ("POST", "PUT"):
+        if "content-length" in headers:
+            length = int(headers["content-length"])   # llhttp let only digits through
+            if length > limit:
+                raise _Reject(413, f"body of {length} bytes exceeds the limit of {limit}")
+            return length > 0
+        if incoming.method in ("POST", "PUT"):
             raise _Reject(411, "a body needs Content-Length or chunked transfer encoding")
-        return method, target, version, headers
+        return False
 
-    def _read_chunks(self) -> bool:
-        """Move whole chunks from the buffer to the body; True once the last chunk is in."""
+    def on_body(self, body: bytes) -> None:
+        incoming = self.incoming
         limit = self.server.limits.max_body_bytes
-        try:
-            complete = read_chunks(self.buffer, self.body, limit)
-        except ChunkError as exc:
-            raise _Reject(400, str(exc)) from None
-        if len(self.body) > limit:
+        if len(incoming.body) + len(body) > limit:
             raise _Reject(413, f"body exceeds the limit of {limit} bytes")
-        return complete
+        incoming.body += body
 
-    @staticmethod
-    def _keeps_alive(version: str, headers: dict[str, str]) -> bool:
-        connection = headers.get("connection", "").lower()
-        return "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
+    def on_message_complete(self) -> None:
+        incoming, self.incoming = self.incoming, None
+        path, _, query = incoming.url.decode("latin-1").partition("?")
+        request = Request(incoming.method, path, incoming.headers, bytes(incoming.body), time.monotonic(),
+                          query, "HTTP/" + incoming.version)
+        self.queue.append((request, self.parser.should_keep_alive()))
+        if len(self.queue) > PIPELINE_DEPTH:
+            self.transport.pause_reading()
 
     # --- answering -----------------------------------------------------------------------------
+    def _advance(self) -> None:
+        """Answer what was read, in order, one at a time; then the refusal, if any."""
+        while self.waiting is None and not self.closed:
+            if self.queue:
+                self.current = self.queue.popleft()
+                if len(self.queue) == PIPELINE_DEPTH and not self.done_reading:
+                    self.transport.resume_reading()
+                self._dispatch(self.current[0])
+            elif self.refusal is not None:
+                refusal = self.refusal
+                self.server.log.info("status=%d reason=%r", refusal.status, str(refusal))
+                self._send(Response(refusal.status, error_body(refusal.status, str(refusal))), False)
+            else:
+                return
+
     def _dispatch(self, request: Request) -> None:
         answer = self.server.handler(request)
         if isinstance(answer, Response):
@@ -332,25 +460,31 @@ class _Connection(asyncio.Protocol):
             self.server.log.exception("event=request_failed")
             response = Response(500, error_body(500, "internal error"))
         self._answered(response)
-        if not self.closed and self.buffer:
-            self._advance()
+        self._advance()
 
     def _answered(self, response: Response) -> None:
+        request, keep_alive = self.current
+        self.current = None
         if response.close_without_answer:
             self.close()   # what earlier answers wrote is still sent; pipelined requests are dropped
             return
-        keep_alive = self.keep_alive and not self.server.stopping
-        self._send(response, keep_alive)
+        keep_alive = keep_alive and not self.server.stopping and not (self.eof and not self.queue)
+        self._send(response, keep_alive, head=request.method == "HEAD")
         if keep_alive and not self.closed:
-            self.started = time.monotonic() if self.buffer else None
-            self.idle_since = time.monotonic()
-            self._arm(self.server.limits.request_timeout_s if self.buffer
-                      else self.server.limits.idle_timeout_s)
+            now = time.monotonic()
+            busy = bool(self.queue) or self.incoming is not None
+            self.started = now if busy else None
+            self.idle_since = now
+            limits = self.server.limits
+            self.deadline = now + (limits.request_timeout_s if busy else limits.idle_timeout_s)
+            if self.incoming is not None and self.incoming.continue_owed and not self.queue:
+                self.incoming.continue_owed = False
+                self.transport.write(CONTINUE)
 
-    def _send(self, response: Response, keep_alive: bool) -> None:
+    def _send(self, response: Response, keep_alive: bool, head: bool = False) -> None:
         if self.closed or self.transport.is_closing():
             return
-        self.transport.write(encode_response(response, keep_alive))
+        self.transport.write(encode_response(response, keep_alive, head))
         if not keep_alive:
             self.closed = True
             self.transport.close()   # after what was written is sent
