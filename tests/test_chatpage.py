@@ -95,6 +95,28 @@ def test_a_chats_transcript_holds_the_users_events_and_the_bots_answers(page):
     assert bot_turn == {"bot": "reply", "messages": [{"type": "sticker", "packageId": "446", "stickerId": "1988"}]}
 
 
+def test_an_exported_transcript_replays_green_and_red_with_a_diff_once_the_bot_changes(system, page, tmp_path):
+    """The page's export is `frontdesk test`'s input: against the bot that made it, every answer
+    matches; against another bot (the bundled echo, on a system `frontdesk test` starts itself)
+    it fails naming the transcript, the turn and the field."""
+    url, sandbox_url, env = system
+    aiko = page.person("Aiko Replay")
+    for count, word in enumerate(("sticker", "flex"), start=1):
+        page.say(aiko, aiko, text=word)
+        page.bot_messages(aiko, count)
+    exported = tmp_path / "aiko.json"
+    exported.write_bytes(requests.get(f"{page.url}/sandbox/chats/{aiko}/transcript", timeout=10).content)
+
+    def frontdesk_test(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "frontdesk", "test", *args, str(exported)], env=env,
+                              capture_output=True, text=True, timeout=180)
+    green = frontdesk_test("--url", url, "--sandbox-url", sandbox_url)
+    assert green.returncode == 0 and f"PASS {exported}" in green.stdout, green.stdout + green.stderr
+    red = frontdesk_test("--handler", "")
+    assert red.returncode == 1, red.stdout + red.stderr
+    assert f"FAIL {exported}" in red.stdout and "turns[1].messages[0]" in red.stdout, red.stdout
+
+
 def test_an_uploaded_picture_reaches_the_bot_through_the_content_api(page):
     aiko = page.person("Aiko Upload")
     event = page.say(aiko, aiko, "image", content={"data": base64.b64encode(PNG).decode(), "type": "image/png"})
