@@ -92,7 +92,7 @@ def test_ttin_adds_and_ttou_drains_then_removes_a_handler(harness):
     harness.wait_done(len(slow))
     harness.check_history(slow)      # the removed handler's events were finished, not retried
     assert all(r[4] == 1 for r in harness.records())
-    assert "clean=True" in harness.log_text()
+    assert "from=closing to=stopped how='exited with status 0'" in harness.log_text()   # drained, exit 0
 
 
 def test_hup_replaces_every_handler_one_by_one_without_losing_events(harness):
