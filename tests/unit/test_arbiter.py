@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from frontdesk.dispatcher.arbiter import DRAINING, RUNNING, STOPPED, STOPPING, Arbiter
+from frontdesk.dispatcher.arbiter import DRAINING, STOPPED, STOPPING, Arbiter
 from frontdesk.protocol import rpc
 from frontdesk.protocol.children.lifecycle import BACKOFF, CLOSING, DRAINING as CHILD_DRAINING, READY, STARTING
 from frontdesk.protocol.children.loop import HANDLED_SIGNALS, handler_name
@@ -399,5 +399,54 @@ def test_autoscale_grows_a_busy_pool_with_a_backlog_and_shrinks_an_idle_one(tmp_
             world.clock.advance(1)
             world.turn()
         assert world.arbiter.pool.target == 1
+    finally:
+        world.close()
+
+
+# --- a pool that cannot start ---------------------------------------------------------------------------
+def refuse_handshakes(world: World) -> None:
+    for pipes in world.pipes.made:
+        if pipes.name.startswith("handler-") and pipes.returncode is None and not pipes.signals:
+            pipes.say(rpc.Response(0, {"message": "no supported protocol version"}, None))
+
+
+def test_handlers_that_refuse_the_handshake_mark_the_pool_degraded_and_events_wait_in_the_store(tmp_path):
+    world = World(tmp_path, restart_intensity=2).open()
+    try:
+        world.append({"U1": ["a"], "U2": ["b"]})
+        for _ in range(4):                                   # each refuses, exits, is started again
+            world.turn()
+            refuse_handshakes(world)
+            for name in ("handler-1", "handler-2"):
+                if world.pipes.last(name).signals:
+                    world.exit(name, 1)
+            world.clock.advance(1)
+        world.turn()
+        doc = world.store.get_statuses()[world.arbiter.publisher.name]
+        assert "refused the handshake: no supported protocol version" in doc["degraded"]
+        assert "restart_intensity=2" in doc["degraded"]
+        assert world.stats() == {"pending": 2, "in_flight": 0, "done": 0, "dead": 0} and world.sent_ids() == []
+    finally:
+        world.close()
+
+
+def test_a_crash_looping_pool_recovers_once_its_handlers_start_and_the_mark_clears_after_a_quiet_period(tmp_path):
+    world = World(tmp_path, restart_intensity=1, restart_period_s=4).open()
+    try:
+        ids = world.append({"U1": ["a"], "U2": ["b"]})
+        world.turn()
+        for name in ("handler-1", "handler-2"):              # both die before their hello
+            world.exit(name, 1)
+        assert world.arbiter.policy.degraded is not None
+        world.clock.advance(1)
+        world.turn()
+        world.ready()                                        # "the fix is deployed": they start
+        for event in ids:
+            world.answer(event)
+        world.turn()
+        assert world.stats()["done"] == 2
+        world.clock.advance(5)
+        world.turn()
+        assert world.arbiter.policy.degraded is None
     finally:
         world.close()
