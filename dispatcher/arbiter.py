@@ -35,14 +35,15 @@ from .apilink import ApiLink
 from .autoscale import Autoscaler
 from .calls import CallRefused, call_params
 from .control import Controls
-from .deliveries import Delivery, Histogram
+from .deliveries import Delivery
 from .housekeeping import Purger
 from .pacer import StorePacer
 from .pool import Pool
 from .reclaim import reclaim_from_dead_predecessors
 from .router import Router
+from .settle import Settlement
 from .suspects import Suspects
-from .workers import HANDLING_BUCKETS_S, HandlerProcess
+from .workers import HandlerProcess
 
 log = logging.getLogger("frontdesk.dispatcher")
 
@@ -88,6 +89,7 @@ class Arbiter:
         self.pacer = StorePacer(store, self.router, settings, clock=clock, wall=wall)
         self.apilink = ApiLink(settings, env, self.loop, clock=clock, pipes=pipes)
         self.suspects = Suspects()
+        self.settlement = Settlement(self.router, self.suspects, self.pacer, wall)
         self.policy = RestartPolicy(settings, "handlers", log, clock)
         self.handler_argv = handler_command(settings)
         identity = identity_of(settings.handler_user)   # None: our own user
@@ -107,7 +109,6 @@ class Arbiter:
         self.state = RUNNING
         self.started_at = wall()
         self.exit_status = 0   # 1 after the store's file was removed or replaced (_store_gone)
-        self.e2e = Histogram(HANDLING_BUCKETS_S)   # webhook received -> ack, acked events
         self._drain_until = 0.0
         self._timers_due_at = 0.0    # the earliest timer when the loop last slept (_timeout)
 
@@ -212,33 +213,12 @@ class Arbiter:
         self.apilink.release(handler)
 
     def event_answered(self, handler: HandlerProcess, delivery: Delivery, error) -> None:
-        if self.suspects.ids:
-            self.suspects.cleared(delivery.event_id)   # it ran and answered: it did not crash anyone
-        if error is None:
-            self.router.ack(delivery.event_id, delivery.key)
-            self.e2e.add(self.wall() - delivery.doc["o"]["received_at"] / 1000)
-            return
-        message = error.get("message") if isinstance(error, dict) else None
-        retry = error.get("retry", True) if isinstance(error, dict) else True
-        self.router.nack(delivery.event_id, delivery.key,
-                         f"handler nack: {message if isinstance(message, str) else repr(error)[:200]}",
-                         retry is not False)
-        self.pacer.schedule_wakeup()
+        self.settlement.answered(delivery, error)
 
     def events_lost(self, handler: HandlerProcess, reason: str, blamed: set[int] | None) -> None:
         """A handler failed holding events: charged or given back by the suspects rule."""
         self.apilink.forget(handler)   # its calls' answers are owed to nobody now
-        deliveries = handler.take_in_flight()
-        untouched = handler.take_reserved()
-        charged, given_back = self.suspects.sort_lost(deliveries, blamed)
-        if blamed is None and given_back:
-            log.info("event=events_isolated handler=%s pid=%s count=%d", handler.name, handler.pid, len(given_back))
-        for delivery in charged:
-            if self.router.nack(delivery.event_id, delivery.key,
-                                f"handler {handler.name} pid {handler.pid} failed: {reason}", True) == "dead":
-                self.suspects.cleared(delivery.event_id)
-        self.router.release(untouched + given_back)
-        self.pacer.schedule_wakeup()
+        self.settlement.lost(handler, reason, blamed)
 
     def api_call(self, handler: HandlerProcess, request: rpc.Request) -> None:
         if request.method not in API_METHODS:
@@ -352,7 +332,7 @@ class Arbiter:
             "degraded": self.policy.degraded, "store_error": self.router.store_error,
             "handlers": handlers, "ratelimiter": self.apilink.status(),
             "autoscale": autoscaler.status() if autoscaler else None,
-            "e2e_counts": list(self.e2e.counts), "e2e_s": round(self.e2e.total_s, 3),
+            "e2e_counts": list(self.settlement.e2e.counts), "e2e_s": round(self.settlement.e2e.total_s, 3),
         }
 
     def _store_gone(self, exc: StoreGone) -> None:

@@ -110,7 +110,7 @@ class Deliveries:
         return [d for d in self.in_flight.values() if now >= d.deadline]
 
     def next_deadline(self) -> float | None:
-        return min((d.deadline for d in self.in_flight.values()), default=None)
+        return min([d.deadline for d in self.in_flight.values()], default=None)
 
     def take_all(self) -> list[Delivery]:
         """Every unanswered delivery, removed (they go back to the store)."""

@@ -182,7 +182,7 @@ class HandlerProcess(SupervisedChild):
         self._deliver_reserved_if_idle()
 
     def _deliver_reserved_if_idle(self) -> None:
-        if self.state is READY:
+        if self.deliveries.reserved is not None and self.state is READY:
             doc = self.deliveries.reserved_due()
             if doc is not None:
                 self.deliver(doc)
