@@ -81,7 +81,7 @@ class Pool:
 
     # --- the target -----------------------------------------------------------------------------------
     def set_target(self, count: int, why: str) -> None:
-        log.info("event=handlers_target_changed from=%d to=%d by=%r", self.target, count, why)
+        log.info("event=handlers_target_changed from=%d to=%d by=%s", self.target, count, why)
         self.target = count
 
     def apply(self, change: ControlChange) -> None:
@@ -91,9 +91,9 @@ class Pool:
             self.rolling_restart("control")
         if change.handlers is not None:
             if self.autoscaler is not None:
-                log.info("event=autoscale_off by='frontdesk scale' handlers=%d", change.handlers)
+                log.info("event=autoscale_off by=frontdesk_scale handlers=%d", change.handlers)
                 self.autoscaler = None
-            self.set_target(change.handlers, "frontdesk scale")
+            self.set_target(change.handlers, "frontdesk_scale")
 
     def autoscale(self, now: float, oldest_pending_s: float) -> None:
         """handlers = auto: measure how busy the ready handlers were since the last call and let the
@@ -134,7 +134,7 @@ class Pool:
     def rolling_restart(self, why: str) -> None:
         """Replace every slot's process, one at a time, each new one ready before its old one drains."""
         self._rolling = deque(self.members)
-        log.info("event=rolling_restart_started handlers=%d by=%r", len(self._rolling), why)
+        log.info("event=rolling_restart_started handlers=%d by=%s", len(self._rolling), why)
 
     def stop_rolling(self) -> None:
         self._rolling.clear()
