@@ -109,6 +109,8 @@ class SupervisedChild:
     def start(self) -> bool:
         """Spawn its next process: STOPPED or BACKOFF -> STARTING. A spawn that fails is a crash
         (BACKOFF -> a later try). Returns whether a process started."""
+        if self.state not in (STOPPED, BACKOFF):   # checked before anything is spawned
+            self._to(STARTING, STOPPED, BACKOFF)
         self.restart_at = None
         try:
             process = self._spawn()

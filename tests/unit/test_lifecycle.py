@@ -164,10 +164,10 @@ def test_draining_a_child_before_it_is_ready_is_allowed(clock):
 ])
 def test_a_transition_from_the_wrong_state_is_refused_naming_both(clock, make, act):
     child = make(clock)
-    before = child.state
+    before, spawned = child.state, list(child.spawned)
     with pytest.raises(StateError, match=f"child: {before.value} -> "):
         act(child)
-    assert child.state is before
+    assert child.state is before and child.spawned == spawned   # nothing spawned on the way
 
 
 def test_every_transition_is_logged_with_where_it_came_from(clock, caplog):
