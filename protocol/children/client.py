@@ -108,6 +108,8 @@ class FramedClient:
 
     def kill(self) -> None:
         """Kill it (if it still runs), reap it and close its pipes."""
+        if self.proc is None:
+            return   # never started
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
