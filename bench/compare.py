@@ -30,7 +30,7 @@ import threading
 from contextlib import ExitStack, contextmanager
 
 from frontdesk.demo import wait_listening
-from frontdesk.dispatcher.lifeline import spawn
+from frontdesk.protocol.children.lifeline import spawn
 from frontdesk.protocol.config import ConfigError, Settings, sandbox_credentials
 
 from .baseline import SDK_MISSING, sdk_available

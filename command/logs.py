@@ -4,7 +4,8 @@ With `log_file` set, every process of a system appends its lines to that one fil
 (protocol/logs.py). A line names its logger and pid (`time LEVEL logger[pid] ...`); the logger
 names the role (`frontdesk.dispatcher`), and the pid carries it to that process's other lines (a
 dispatcher's `frontdesk.store.sqlite` lines, its tracebacks). `handlers` are the lines the
-dispatcher logs for its handlers' stderr (`[handler-1 pid=…] …`). Following polls the file four
+dispatcher logs for its handlers' stderr and `log` notifications (`event=child_stderr
+name=handler-1 …`, `event=handler_log name=handler-1 …`). Following polls the file four
 times a second, as `tail -F` does without inotify (the standard library has no file-change
 notification), and reopens it when logrotate has moved it.
 """
@@ -19,7 +20,7 @@ from collections import deque
 ROLES = ("run", "receiver", "dispatcher", "ratelimiter", "handlers", "sandbox", "statuspage")
 FOLLOW_EVERY_S = 0.25
 _LINE = re.compile(r"\S+ \S+ [A-Z]+ (?P<logger>[\w.\-]+)\[(?P<pid>\d+)\] (?P<message>.*)")
-_HANDLER_LINE = re.compile(r"\[handler-\d+ pid=\d+\] ")
+_HANDLER_LINE = re.compile(r"event=(child_stderr|handler_log) name=handler-\d+ ")
 _PENDING_MAX = 200   # lines kept for a pid whose role is not known yet
 
 

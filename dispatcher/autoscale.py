@@ -64,8 +64,25 @@ class Autoscaler:
     def _change(self, now: float, target: int, new: int, why: str) -> int:
         self._quiet_since = None if new > target else now   # a shrink starts the next quiet spell
         self.last_change = f"{time.strftime('%H:%M:%S')} {target} -> {new}: {why}"
-        log.info("autoscale from=%d to=%d reason=%s", target, new, why)
+        log.info("event=autoscale from=%d to=%d reason=%r", target, new, why)
         return new
 
     def status(self) -> dict:
         return {"min": self.minimum, "max": self.maximum, "last_change": self.last_change}
+
+
+class BusyMeter:
+    """The handlers' busy share since the last measurement: the seconds each ready handler process
+    had an event in flight (keyed by pid: a new process starts from nothing), over the time passed
+    times their number. The first measurement only sets the start."""
+
+    def __init__(self):
+        self._before: dict[int, float] = {}
+        self._at: float | None = None
+
+    def share(self, now: float, busy_totals: dict[int, float]) -> float:
+        """Mean busy share (0..1) of the processes in `busy_totals` (pid -> busy seconds until now)."""
+        elapsed = now - self._at if self._at is not None else 0.0
+        busy = sum(total - self._before.get(pid, 0.0) for pid, total in busy_totals.items())
+        self._before, self._at = busy_totals, now
+        return min(1.0, busy / (len(busy_totals) * elapsed)) if busy_totals and elapsed > 0 else 0.0

@@ -36,7 +36,8 @@ class Held:
 
 
 class CallBounds:
-    """Per-handler and per-event loads, and the calls held back, of one dispatcher."""
+    """Per-handler and per-event loads, and the calls held back, of one dispatcher (a handler here
+    is one process: a slot's next process starts with nothing outstanding)."""
 
     def __init__(self, handler_calls: int, handler_bytes: int, event_calls: int, event_bytes: int):
         self.handler_calls, self.handler_bytes = handler_calls, handler_bytes
@@ -97,9 +98,13 @@ class CallBounds:
         """Calls held back here, all handlers together (the dispatcher's status)."""
         return sum(len(held) for held in self._held.values())
 
-    def drop(self, handler) -> list:
-        """Forget a handler that is gone: the items it had held back (never sent). Its outstanding
-        calls are forgotten as their answers come back (`answered`)."""
+    def forget(self, handler, events) -> list:
+        """Forget a handler process that is gone, and its `events` (their keys): returns the items
+        it had held back (never sent). Its outstanding calls count for nothing any more: their
+        answers, owed to nobody, must not be passed to `answered`."""
+        self._handlers.pop(handler, None)
+        for event in events:
+            self._events.pop(event, None)
         return [call.item for call in self._held.pop(handler, ())]
 
     def load(self, handler) -> Load:

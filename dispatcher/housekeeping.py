@@ -21,6 +21,8 @@ def purge_interval(retention_s: float) -> float:
 
 
 class Purger:
+    """Retention on a thread of its own: a pass every interval_s, built idle (`start()`)."""
+
     def __init__(self, store, retention_s: float, interval_s: float | None = None,
                  status_prune_s: float = STATUS_PRUNE_S):
         self.store = store
@@ -39,10 +41,14 @@ class Purger:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self.store.purge_done(self.retention_s)
-                pruned = self.store.prune_statuses(self.status_prune_s)
-                if pruned:
-                    log.info("statuses_pruned count=%d silent_for_s=%g", pruned, self.status_prune_s)
-            except StoreError as exc:
-                log.error("purge_failed error=%s", exc)
+            self.purge_once()
+
+    def purge_once(self) -> None:
+        """One pass: done events past retention_s deleted, long-silent status documents pruned."""
+        try:
+            self.store.purge_done(self.retention_s)
+            pruned = self.store.prune_statuses(self.status_prune_s)
+            if pruned:
+                log.info("event=statuses_pruned count=%d silent_for_s=%g", pruned, self.status_prune_s)
+        except StoreError as exc:
+            log.error("event=purge_failed error=%r", str(exc))

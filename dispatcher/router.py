@@ -27,6 +27,10 @@ MAX_CLAIM = 1000
 
 
 class Router:
+    """The store's side of one dispatcher's routing: the keys it holds (one event each), the runs
+    leased behind them, the acks of the turn, and a retry timer when the store fails. What it says
+    to the store; StorePacer (dispatcher/pacer.py) decides when."""
+
     def __init__(self, store, settings, owner: str):
         self.store = store
         self.settings = settings
@@ -72,7 +76,7 @@ class Router:
                 fresh.append(doc)
         self.runs.update((key, run) for key, run in runs.items() if run)
         if clashing:   # the store broke its contract: hand them back rather than break order
-            log.error("claim_returned_busy_keys count=%d ids=%s", len(clashing), clashing[:5])
+            log.error("event=claim_returned_busy_keys count=%d ids=%s", len(clashing), clashing[:5])
             self._call("release", self.store.release, self.owner, clashing)
         return fresh
 
@@ -108,7 +112,7 @@ class Router:
         state = self._call("nack", self.store.nack, self.owner, event_id, error[:500], retry,
                            self.settings.max_attempts, self.settings.retry_backoff_s,
                            self.settings.retry_backoff_max_s)
-        log.info("event_nacked id=%s retry=%s state=%s", event_id, retry, state)
+        log.info("event=event_nacked event_id=%s retry=%s state=%s", event_id, retry, state)
         self.more = True
         return state
 
@@ -137,7 +141,7 @@ class Router:
     def _give_back(self, ids: list[str]) -> None:
         if ids:
             self._call("release", self.store.release, self.owner, ids)
-            log.info("events_released count=%d", len(ids))
+            log.info("event=events_released count=%d", len(ids))
 
     def _forget(self, event_id: str, key: str) -> None:
         if self.keys.get(key) == event_id:
@@ -167,13 +171,13 @@ class Router:
             self._store_failed(what, exc)
             return False
         if self._store_error is not None:
-            log.info("store_recovered op=%s", what)
+            log.info("event=store_recovered op=%s", what)
             self._store_error = None
         return result
 
     def _store_failed(self, what: str, exc: Exception) -> None:
         if self._store_error != str(exc):
-            log.error("store_call_failed op=%s error=%s retry_in_s=%g", what, exc, STORE_RETRY_S)
+            log.error("event=store_call_failed op=%s error=%r retry_in_s=%g", what, str(exc), STORE_RETRY_S)
         self._store_error = str(exc)
         self._retry_at = time.monotonic() + STORE_RETRY_S
 

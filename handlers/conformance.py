@@ -19,17 +19,16 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 from frontdesk.protocol import rpc
 from frontdesk.protocol.events import conversation_key, make_document
-from frontdesk.protocol.frames import HEADER, FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.children.client import FramedClient
+from frontdesk.protocol.frames import HEADER, encode_frame
 
 KIT_VERSION = "frontdesk-check-handler/1"
 QUIET_S = 0.2  # a handler silent this long while API calls are held has shown all it will do
-KILL_JOIN_S = 5.0  # how long kill() waits for the reader threads to see the pipes end
 
 USER_A = "U4af4980629a0c4b5e6c3f1b6d6b7a8c9"
 USER_B = "U1b2c3d4e5f60718293a4b5c6d7e8f901"
@@ -202,50 +201,27 @@ class Outcome:
 
 
 class Handler:
-    """One process of the command: frames to its stdin, a reader thread parsing its stdout."""
+    """One process of the command under test: frames to its stdin, its messages in `inbox` (None
+    once its stdout ended), the last lines of its stderr kept for the report."""
 
     def __init__(self, command: list[str], max_frame_bytes: int):
         self.max_frame_bytes = max_frame_bytes
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, bufsize=0)
         self.inbox: queue.Queue = queue.Queue()
         self.stderr_tail: collections.deque = collections.deque(maxlen=50)
         self.noise: str | None = None
         self.msgids = rpc.MsgIds(start=1)
-        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
-                         threading.Thread(target=self._read_stderr, daemon=True)]
-        for thread in self._threads:
-            thread.start()
+        self.client = FramedClient(command, self.inbox.put, self._ended, on_stderr_line=self.stderr_tail.append,
+                                   max_frame_bytes=max_frame_bytes)
 
-    # Each reader thread closes its own pipe when it has read it to the end. Closing it from
-    # another thread instead lets the descriptor's number be reused by the next handler's pipe
-    # while this thread is about to read it again: it would then read that handler's frames.
-    def _read_stdout(self):
-        decoder = FrameDecoder(self.max_frame_bytes)
-        pipe = self.proc.stdout
-        try:
-            while data := os.read(pipe.fileno(), 1 << 16):
-                for value in decoder.feed(data):
-                    self.inbox.put(rpc.parse_message(value))
-            if decoder.buffered:
-                raise ProtocolError(f"stdout ended inside a frame ({decoder.buffered} stray bytes)")
-        except ProtocolError as exc:
-            self.noise = f"stdout noise (not a valid frame): {exc}"
-        except OSError:
-            pass   # a read error: the end, as at EOF
-        finally:
-            pipe.close()
+    def start(self) -> "Handler":
+        """Start the process (OSError when it cannot be)."""
+        self.client.start()
+        return self
+
+    def _ended(self, problem: str | None) -> None:
+        if problem is not None:
+            self.noise = f"stdout noise (not a valid frame): {problem}"
         self.inbox.put(None)  # end of stdout
-
-    def _read_stderr(self):
-        pipe = self.proc.stderr
-        try:
-            for line in pipe:
-                self.stderr_tail.append(line.decode("utf-8", "replace").rstrip())
-        except OSError:
-            pass
-        finally:
-            pipe.close()
 
     def last_words(self) -> str:
         return f"; stderr: {self.stderr_tail[-1][:200]}" if self.stderr_tail else ""
@@ -255,8 +231,8 @@ class Handler:
 
     def send_bytes(self, data: bytes) -> None:
         try:
-            self.proc.stdin.write(data)
-        except (BrokenPipeError, OSError):
+            self.client.send_bytes(data)
+        except (BrokenPipeError, OSError, ValueError):
             raise Broken(f"stdin closed by the handler ({self._exit_text()}){self.last_words()}") from None
 
     def receive(self, timeout: float):
@@ -271,35 +247,19 @@ class Handler:
 
     def _exit_text(self) -> str:
         try:
-            code = self.proc.wait(timeout=0.5)
+            code = self.client.proc.wait(timeout=0.5)
         except subprocess.TimeoutExpired:
             return "still running"
         return f"exit status {code}"
 
     def close_stdin(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
+        self.client.close_stdin()
 
     def wait_exit(self, timeout: float) -> int | None:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        for thread in self._threads:
-            thread.join(timeout)
-        return code
+        return self.client.wait_exit(timeout)
 
     def kill(self) -> None:
-        """KILL the process; its output pipes end with it and their threads close them (a
-        grandchild still holding one keeps that thread, and its descriptor, until it exits)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.close_stdin()
-        for thread in self._threads:
-            thread.join(KILL_JOIN_S)
+        self.client.kill()
 
     # --- protocol steps ---------------------------------------------------------------------------
     def handshake(self, timeout: float, versions=(1,)) -> rpc.Response:
@@ -448,7 +408,7 @@ class Kit:
         self.window = 1
 
     def spawn(self) -> Handler:
-        return Handler(self.command, self.max_frame_bytes)
+        return Handler(self.command, self.max_frame_bytes).start()
 
     ISOLATED = ("malformed-frame", "oversize-frame", "unsupported-version", "eof-with-event-in-flight")
 

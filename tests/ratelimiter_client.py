@@ -1,8 +1,9 @@
 """A real rate limiter subprocess (`python -m frontdesk.ratelimiter`) for tests and the bench.
 
-It talks frames over the child's stdin/stdout exactly as the dispatcher does: `call()` sends a
-request and returns its msgid, `result()` waits for the answer, `stats` collects the stats
-notifications. Always use it as a context manager (or call `kill()` in a finally).
+It talks frames over the child's stdin/stdout exactly as the dispatcher does (through the shared
+blocking client, protocol/children/client.py): `call()` sends a request and returns its msgid,
+`result()` waits for the answer, `stats` collects the stats notifications. Always use it as a
+context manager (or call `kill()` in a finally).
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import sys
 import threading
 import time
 
-from frontdesk.protocol.frames import FrameDecoder, encode_frame
-from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, parse_message
+from frontdesk.protocol.children.client import FramedClient
+from frontdesk.protocol.frames import encode_frame
+from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response
 
 
 class RateLimiterProcess:
@@ -22,17 +24,14 @@ class RateLimiterProcess:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
         clean.update(env)
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "frontdesk.ratelimiter"],
-                                     env=clean, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log)
         self._ids = MsgIds(1)
-        self._write_lock = threading.Lock()
         self._cond = threading.Condition()
         self.answers: dict[int, tuple] = {}
         self.stats: list[dict] = []
         self.stdout_error: str | None = None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.client = FramedClient([sys.executable, "-m", "frontdesk.ratelimiter"], self._on_message, self._ended,
+                                   env=clean, cwd=cwd, stderr=self._log).start()
+        self.proc = self.client.proc
 
     def __enter__(self):
         return self
@@ -40,30 +39,21 @@ class RateLimiterProcess:
     def __exit__(self, *exc):
         self.kill()
 
-    def _read(self) -> None:
-        decoder = FrameDecoder()
-        pipe = self.proc.stdout   # closed here, at its end: closed by another thread, its number
-        try:                      # could be reused by the next process's pipe before our next read
-            while data := os.read(pipe.fileno(), 1 << 16):
-                for value in decoder.feed(data):
-                    message = parse_message(value)
-                    with self._cond:
-                        if isinstance(message, Response):
-                            self.answers[message.msgid] = (message.error, message.result)
-                        elif isinstance(message, Notification) and message.method == "stats":
-                            self.stats.append(message.params[0])
-                        self._cond.notify_all()
-        except Exception as exc:  # noqa: BLE001 — reported to the test through stdout_error
-            self.stdout_error = repr(exc)
-        finally:
-            pipe.close()
-            with self._cond:
-                self._cond.notify_all()
+    def _on_message(self, message) -> None:
+        with self._cond:
+            if isinstance(message, Response):
+                self.answers[message.msgid] = (message.error, message.result)
+            elif isinstance(message, Notification) and message.method == "stats":
+                self.stats.append(message.params[0])
+            self._cond.notify_all()
+
+    def _ended(self, problem: str | None) -> None:
+        with self._cond:
+            self.stdout_error = problem
+            self._cond.notify_all()
 
     def send_raw(self, data: bytes) -> None:
-        with self._write_lock:
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
+        self.client.send_bytes(data)
 
     def request(self, method: str, params: list) -> int:
         msgid = self._ids.next()
@@ -98,7 +88,7 @@ class RateLimiterProcess:
         with self._cond:
             while not all(m in self.answers for m in msgids):
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                if left <= 0 or (self.proc.poll() is not None and not self.client.reading):
                     missing = sum(1 for m in msgids if m not in self.answers)
                     raise AssertionError(f"{missing} of {len(msgids)} answers missing "
                                          f"(exit={self.proc.poll()}):\n{self.log()[-3000:]}")
@@ -123,12 +113,12 @@ class RateLimiterProcess:
                 self._cond.wait(left)
 
     def close_stdin(self) -> None:
-        with self._write_lock:
-            self.proc.stdin.close()
+        self.client.close_stdin()
 
     def wait_exit(self, timeout: float = 10.0) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(timeout)
+        code = self.client.wait_exit(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.proc.args, timeout)
         return code
 
     def log(self) -> str:
@@ -137,14 +127,7 @@ class RateLimiterProcess:
             return f.read()
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        self._reader.join(5)
+        self.client.kill()
         self._log.close()
 
 

@@ -31,19 +31,6 @@ def test_hot_key_does_not_starve_other_keys(harness):
                         message="status counts every handled event")
 
 
-def test_nack_retries_and_non_retryable_nack_dead_letters(harness):
-    appended = harness.append({"Ua": ["nack", "hi"], "Ub": ["poison", "hi"]})
-    harness.start(handlers=1)
-    wait_until(lambda: harness.store.stats()["done"] == 3 and harness.store.stats()["dead"] == 1, 10,
-               message="3 done, 1 dead")
-    dead = harness.store.dead_letters()
-    assert [d["id"] for d in dead] == [appended[1]] and "cannot handle this" in dead[0]["error"]
-    ends = [r[1] for r in harness.records() if r[0] == "end"]
-    assert sorted(ends) == sorted([appended[0], appended[2], appended[3]])
-    # the key of the dead letter went on in order after it
-    assert ends.index(appended[3]) >= 0
-
-
 def test_two_dispatchers_on_one_sqlite_file_never_double_deliver(harness):
     first = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "10"})
     second = harness.start(handlers=2, env={"FD_TEST_DELAY_MS": "10"})
@@ -57,17 +44,6 @@ def test_two_dispatchers_on_one_sqlite_file_never_double_deliver(harness):
     assert len(history["pids"]) == 4                          # both dispatchers' handlers worked
     for dispatcher in (first, second):
         assert harness.status(dispatcher)["state"] == "running"
-
-
-def test_scale_command_changes_the_handler_count(harness):
-    dispatcher = harness.start(handlers=1)
-    harness.wait_status(dispatcher, lambda d: len(ready_pids(d)) == 1, message="1 ready")
-    harness.store.set_control("handlers", 3)
-    harness.wait_status(dispatcher, lambda d: len(ready_pids(d)) == 3 and d["handlers_target"] == 3,
-                        message="3 ready after frontdesk scale 3")
-    appended = harness.append(keys=6, per_key=3)
-    harness.wait_done(len(appended))
-    harness.check_history(appended)
 
 
 def test_drain_suite_empties_a_queue_laid_out_both_ways_and_reports_its_costs(tmp_path):
@@ -117,14 +93,6 @@ def test_a_run_keeps_its_keys_order_through_nacks_and_crashes_and_charges_only_r
     # followers given back behind a failure were never charged: every first delivery is attempt 1
     assert all(tries[0] == 1 for tries in attempts.values()), attempts
     assert attempts[appended[2]] == attempts[appended[12]] == [1, 2]   # Ua's nacks: charged once each
-
-
-def test_a_nack_gives_the_rest_of_its_run_back_while_it_waits_for_its_retry(harness):
-    appended = harness.append({"Ua": ["hi", "nack", "hi", "hi"]})
-    harness.start(handlers=1, claim_run=16, retry_backoff_s=30, retry_backoff_max_s=30)
-    wait_until(lambda: harness.store.stats() == {**harness.store.stats(), "done": 1, "pending": 3, "in_flight": 0},
-               10, message="the nacked event and the two behind it pending, none leased")
-    assert [r[1] for r in harness.records() if r[0] == "start"] == appended[:2]
 
 
 def test_a_drain_gives_back_a_run_uncharged_and_a_new_dispatcher_finishes_it(harness):

@@ -1,54 +1,11 @@
-"""Crashing handlers: the restart policy in-process (each transition, an injected clock), then real
-processes: a crash is charged only to the event it is tied to, and a handler that crashes on one
-delivery in ten keeps the pool's throughput."""
+"""Crashing handlers with real processes: a crash is charged only to the event it is tied to, and a
+handler that crashes on one delivery in ten keeps the pool's throughput (the restart policy's rules
+one by one: tests/unit/test_restart_policy.py)."""
 from __future__ import annotations
 
-import logging
 import time
-from types import SimpleNamespace
 
-from frontdesk.dispatcher.supervise import FIRST_RESTART_DELAY_S, SERVED_AFTER_S, RestartPolicy
 from tests.helpers import wait_until
-
-SETTINGS = SimpleNamespace(restart_intensity=2, restart_period_s=60.0, restart_backoff_max_s=5.0)
-
-
-def _policy() -> RestartPolicy:
-    return RestartPolicy(SETTINGS, "handlers", logging.getLogger("test"))
-
-
-def test_restart_delay_grows_only_while_a_member_dies_young_and_resets_once_it_served():
-    policy = _policy()
-    policy.started("h1", now=0.0)
-    assert policy.crashed("boom", "h1", now=0.5) == FIRST_RESTART_DELAY_S
-    policy.started("h1", now=1.0)
-    assert policy.crashed("boom", "h1", now=1.2) == 2 * FIRST_RESTART_DELAY_S
-    policy.started("h1", now=2.0)
-    assert policy.crashed("boom", "h1", now=2.1) == 4 * FIRST_RESTART_DELAY_S
-    policy.started("h2", now=2.0)              # another member keeps its own backoff
-    assert policy.crashed("boom", "h2", now=2.2) == FIRST_RESTART_DELAY_S
-    policy.started("h1", now=3.0)              # served: it answered events
-    assert policy.crashed("boom", "h1", served=True, now=3.5) == 0.0   # at once
-    policy.started("h1", now=4.0)              # served: it lived long enough
-    assert policy.crashed("boom", "h1", now=4.0 + SERVED_AFTER_S) == 0.0
-    policy.started("h1", now=20.0)
-    assert policy.crashed("boom", "h1", now=20.1) == FIRST_RESTART_DELAY_S   # young again: from the start
-    for n in range(10):
-        policy.crashed("cannot start", "h3", now=21.0 + n)
-    assert policy.crashed("cannot start", "h3", now=40.0) == SETTINGS.restart_backoff_max_s
-
-
-def test_only_deaths_before_serving_mark_the_pool_degraded_and_the_mark_clears():
-    policy = _policy()
-    for n in range(20):                        # a handler that crashes after serving, again and again
-        policy.started("h1", now=n)
-        policy.crashed("one event in ten", "h1", served=True, now=n + 0.5)
-    assert policy.degraded is None
-    for n in range(3):                         # three that cannot even start: more than intensity 2
-        policy.crashed("cannot start", f"h{n}", now=30.0)
-    assert policy.degraded is not None and "3 crashes" in policy.degraded
-    policy.refresh(now=30.0 + SETTINGS.restart_period_s + 1)
-    assert policy.degraded is None
 
 
 def test_a_crash_is_charged_only_to_the_event_it_is_tied_to_and_that_event_is_dead_lettered(harness):

@@ -47,7 +47,7 @@ def test_every_process_logs_to_the_file_and_one_role_is_followed(tmp_path):
                    "frontdesk.sandbox["):
         assert logger in text, logger
     dispatcher = frontdesk("logs", "dispatcher", "-n", "1000", "--log-file", str(log))
-    assert dispatcher.returncode == 0 and "handler_ready" in dispatcher.stdout
+    assert dispatcher.returncode == 0 and "from=starting to=ready handler=" in dispatcher.stdout   # a handler ready
     assert len({pid_of(line) for line in dispatcher.stdout.splitlines()}) == 1   # one process: the dispatcher
     assert frontdesk("logs", "-n", "3", "--log-file", str(log)).stdout.splitlines() == text.splitlines()[-3:]
 

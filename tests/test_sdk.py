@@ -25,7 +25,7 @@ def start(tmp_path):
             f"from frontdesk import Bot, Nack, ApiError\n"
             f"bot = Bot('test', max_in_flight={max_in_flight})\n"
             + textwrap.dedent(body) + "\nbot.run()\n")
-        handler = Handler([sys.executable, str(script)], max_frame_bytes=1 << 20)
+        handler = Handler([sys.executable, str(script)], max_frame_bytes=1 << 20).start()
         started.append(handler)
         hello = handler.handshake(TIMEOUT)
         assert hello.result == {"protocol": 1, "name": "test", "max_in_flight": max_in_flight}

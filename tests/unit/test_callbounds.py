@@ -100,10 +100,10 @@ def test_handlers_are_bound_apart():
     assert b.held_count() == 1 and not b.holding("ok")
 
 
-def test_a_dropped_handler_gives_back_what_it_held_and_its_answers_still_settle_its_load():
+def test_a_forgotten_handler_gives_back_what_it_held_and_its_loads_go_with_it():
     b = bounds(handler_calls=1)
     b.offer("h", "e", 10, 0, "sent")
     b.offer("h", "e", 10, 0, "held")
-    assert b.drop("h") == ["held"] and b.held_count() == 0
-    b.answered("h", "e", 10)
+    assert b.forget("h", {"e"}) == ["held"] and b.held_count() == 0
     assert b.load("h").calls == 0
+    assert b.offer("h", "e", 10, 0, "next process") == ["next process"]   # a slot's next process starts free

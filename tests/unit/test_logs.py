@@ -10,7 +10,7 @@ LINES = [
     "2026-12-07 10:00:00,001 INFO frontdesk.store.sqlite[20] store_opened path=/x.db\n",   # pid 20 not known yet
     "2026-12-07 10:00:00,002 INFO frontdesk.run[10] service_started name=dispatcher pid=20\n",
     "2026-12-07 10:00:00,003 INFO frontdesk.dispatcher[20] handler_started name=handler-1 pid=30\n",
-    "2026-12-07 10:00:00,004 INFO frontdesk.dispatcher[20] [handler-1 pid=30] hello from the bot\n",
+    "2026-12-07 10:00:00,004 INFO frontdesk.dispatcher[20] event=child_stderr name=handler-1 pid=30 text=hello\n",
     "2026-12-07 10:00:00,005 INFO frontdesk.receiver[40] event=webhook_answered status=200 events=1 new=1 dup=0 ms=1.2\n",
     "2026-12-07 10:00:00,006 ERROR frontdesk.store.sqlite[20] store_call_failed op=ack\n",
     "Traceback (most recent call last):\n",

@@ -4,6 +4,7 @@
 supervisor, which then stops its children in order) and asks Linux to send it SIGTERM when the
 supervisor dies (prctl PR_SET_PDEATHSIG), so even a kill -9 of the supervisor leaves no orphans.
 Handlers also see EOF on stdin, which the protocol defines as "finish and exit".
+`PlainProcess` is such a child that speaks no frames (`frontdesk run`'s services).
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
-from frontdesk.protocol.config import ConfigError
-from frontdesk.protocol.credentials import prctl
+from ..config import ConfigError
+from ..credentials import prctl
 
 PR_SET_PDEATHSIG = 1
 
@@ -64,3 +65,40 @@ def spawn(argv: list[str], env: dict[str, str], *, stdout=subprocess.PIPE,
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=env,
                             close_fds=True, pass_fds=pass_fds, process_group=0,
                             preexec_fn=_die_with(os.getpid()), **switch)
+
+
+def describe_exit(returncode: int) -> str:
+    """How a child ended, in words: `exited with status 1`, `killed by SIGKILL`."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class PlainProcess:
+    """One started child without a frame protocol: its stdin is only its lifeline, its output goes
+    where ours goes. What the life cycle (lifecycle.ChildProcess) needs of it, over a Popen."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.pid = proc.pid
+
+    def reap(self) -> int | None:
+        """The exit status once it has exited (its lifeline then closed), else None."""
+        if self.proc.poll() is None:
+            return None
+        self.close_stdin()
+        return self.proc.returncode
+
+    def signal(self, signum: int) -> None:
+        if self.proc.returncode is None:
+            try:
+                self.proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    def close_stdin(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()

@@ -3,17 +3,50 @@
 Writes are buffered per pipe and flushed once per loop turn, just before sleeping, so that many
 frames for one handler go out in one write (a window of frames in flight, not one at a time).
 A pipe that is full is watched for writability until its buffer is empty.
+
+Signals only enqueue (SignalQueue); the loop hands each to its owner's `handle_<name>` method
+(gunicorn's arbiter does the same), so what a signal does is one short method per signal.
 """
 from __future__ import annotations
 
+import enum
+import logging
 import os
 import selectors
 import signal
+from typing import Protocol
 
-from frontdesk.protocol.coalesce import CoalescingSelector
+from ..coalesce import CoalescingSelector
+
+# Every supervisor handles these, and no others: TERM/INT stop in order, QUIT at once, HUP, TTIN
+# and TTOU are about the handler pool, CHLD means a child may have exited.
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                   signal.SIGTTOU, signal.SIGCHLD)
+
+
+class SignalHandlers(Protocol):
+    """A supervisor's answer to each handled signal: one method per signal, named after it."""
+
+    state: enum.Enum   # logged with each signal received
+
+    def handle_term(self) -> None: ...
+    def handle_int(self) -> None: ...
+    def handle_quit(self) -> None: ...
+    def handle_hup(self) -> None: ...
+    def handle_ttin(self) -> None: ...
+    def handle_ttou(self) -> None: ...
+    def handle_chld(self) -> None: ...
+
+
+def handler_name(signum: int) -> str:
+    """The method that handles a signal: SIGTTIN -> `handle_ttin`."""
+    return "handle_" + signal.Signals(signum).name.removeprefix("SIG").lower()
 
 
 class EventLoop:
+    """A selector with buffered writers: what each turn reads is handed to the callbacks
+    registered for its descriptor, and every writer marked dirty is flushed before the next look."""
+
     def __init__(self, coalesce_s: float = 0.0):
         self.selector = CoalescingSelector(coalesce_s)
         self._dirty: set = set()
@@ -55,17 +88,25 @@ class EventLoop:
 
 class SignalQueue:
     """Signal handlers that only enqueue: each signal leaves its number as a byte in a self-pipe
-    (`signal.set_wakeup_fd`) that the loop watches, and the loop handles it on its next turn."""
+    (`signal.set_wakeup_fd`) that the loop watches, and the loop handles it on its next turn.
+    Built idle; `open()` installs the handlers, `close()` puts the previous ones back."""
 
-    def __init__(self, loop: EventLoop, signals):
+    def __init__(self, loop: EventLoop, signals=HANDLED_SIGNALS):
         self._loop = loop
+        self._signals = signals
         self._pending: list[int] = []
+        self._read_fd = self._write_fd = -1
+        self._previous_wakeup_fd = -1
+        self._previous_handlers: dict = {}
+
+    def open(self) -> "SignalQueue":
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         self._previous_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
-        self._previous_handlers = {sig: signal.signal(sig, _enqueue_only) for sig in signals}
-        loop.add_reader(self._read_fd, self._read)
+        self._previous_handlers = {sig: signal.signal(sig, _enqueue_only) for sig in self._signals}
+        self._loop.add_reader(self._read_fd, self._read)
+        return self
 
     def _read(self) -> None:
         try:
@@ -78,13 +119,23 @@ class SignalQueue:
         pending, self._pending = self._pending, []
         return pending
 
+    def dispatch(self, owner: SignalHandlers, log: logging.Logger) -> None:
+        """Hand each signal received since the last turn to the owner's `handle_<name>`."""
+        for signum in self.pop():
+            if signum != signal.SIGCHLD:   # (a child's exit says so itself)
+                log.info("event=signal_received signal=%s state=%s", signal.Signals(signum).name, owner.state.value)
+            getattr(owner, handler_name(signum))()
+
     def close(self) -> None:
+        if self._read_fd < 0:
+            return
         for sig, handler in self._previous_handlers.items():
             signal.signal(sig, handler)
         signal.set_wakeup_fd(self._previous_wakeup_fd)
         self._loop.remove(self._read_fd)
         os.close(self._read_fd)
         os.close(self._write_fd)
+        self._read_fd = self._write_fd = -1
 
 
 def _enqueue_only(signum, frame) -> None:
