@@ -17,7 +17,6 @@ from typing import Callable
 from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
 from frontdesk.protocol.process import status_role
 
-from frontdesk.store.status import STATUS_INTERVAL_S   # every process publishes this often (one constant)
 STALE_AFTER_S = 5.0         # a status older than this: its process stopped publishing
 RATE_WINDOW_S = 5.0         # rates are averaged over about this long
 BUSIEST_KEYS_EVERY_S = 5.0  # the per-key count reads every event not done: not every second

@@ -17,10 +17,11 @@ import time
 from frontdesk.dispatcher.arbiter import ROLLING_RESTART_CONTROL
 from frontdesk.store import StoreError, StoreGone, open_store, sqlite_file_missing
 from frontdesk.store.mongo import redact_url
+from frontdesk.store.status import STATUS_INTERVAL_S
 
 from .advice import advise
 from .handler_table import figure, handler_table, percent
-from .observe import STATUS_INTERVAL_S, Observer
+from .observe import Observer
 
 REFRESH_S = 1.0
 KEYS_HELP = "keys: + one handler more  - one fewer  h rolling restart  q quit"
