@@ -27,6 +27,7 @@ from frontdesk.protocol import rpc
 from frontdesk.protocol.config import handler_command
 from frontdesk.protocol.credentials import without_secrets
 from frontdesk.protocol.frames import EncodeError
+from frontdesk.protocol.line_endpoints import API_METHODS
 from frontdesk.protocol.roles import status_name, status_role
 from frontdesk.store import StoreError, StoreGone, run_with_store
 
@@ -41,8 +42,6 @@ from .workers import CLOSING, EXITED, HANDLING_BUCKETS_S, READY, Delivery, Handl
 
 log = logging.getLogger("frontdesk.dispatcher")
 
-API_METHODS = frozenset({"reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content",
-                         "call", "user_get", "user_set_data"})
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
                    signal.SIGTTOU, signal.SIGCHLD)
 STATUS_INTERVAL_S = 1.0

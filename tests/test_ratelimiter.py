@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from frontdesk.ratelimiter.line_api import retry_key
-from frontdesk.ratelimiter.journal import fingerprint
+from frontdesk.ratelimiter.calls import fingerprint
 from frontdesk.protocol.frames import HEADER
 from frontdesk.sandbox.webhooks import message_content, mint_reply_token, user_id
 from frontdesk.store import open_store
