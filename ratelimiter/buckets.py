@@ -26,6 +26,7 @@ from typing import Callable
 from frontdesk.protocol.line_endpoints import DEFAULT, LIMITS as LINE_LIMITS
 
 BURST_SECONDS = 0.05
+ROUNDING = 1e-9   # refills summed in floats may fall short of a whole token by this: it counts as whole
 
 
 class TokenBucket:
@@ -46,7 +47,7 @@ class TokenBucket:
     def delay(self, now: float) -> float:
         """Seconds until a token can be taken (0: now)."""
         self._refill(now)
-        wait = 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+        wait = 0.0 if self.tokens >= 1.0 - ROUNDING else (1.0 - self.tokens) / self.rate
         return max(wait, self.paused_until - now)
 
     def take(self, now: float) -> None:
