@@ -19,7 +19,7 @@ bucket names and the keys of the `rate_limits` and `sandbox_rate_limits` setting
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
 from urllib.parse import quote
@@ -132,22 +132,17 @@ class ApiMethod:
     tells_sent_as: bool = False
     request_id: bool = False
 
+    http_method: str | None = field(init=False, repr=False, compare=False)
+    path: str | None = field(init=False, repr=False, compare=False)
+    path_fields: tuple[str, ...] = field(init=False, repr=False, compare=False)   # args that go into the path
+
     def __post_init__(self):
-        if not self.sdk:
-            object.__setattr__(self, "sdk", self.name)
-
-    @property
-    def http_method(self) -> str | None:
-        return self.request.split(" ", 1)[0] if self.request else None
-
-    @property
-    def path(self) -> str | None:
-        return self.request.split(" ", 1)[1] if self.request else None
-
-    @property
-    def path_fields(self) -> tuple[str, ...]:
-        """The args that go into the path, in order."""
-        return tuple(part[1:-1] for part in (self.path or "").split("/") if part.startswith("{"))
+        # PERF: derived once; the request builder reads them for every call
+        method, _, path = (self.request or "").partition(" ")
+        derived = {"sdk": self.sdk or self.name, "http_method": method or None, "path": path or None,
+                   "path_fields": tuple(part[1:-1] for part in path.split("/") if part.startswith("{"))}
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def bucket(self) -> str | None:
@@ -163,8 +158,10 @@ class ApiMethod:
         for name in self.path_fields:
             path_id(args, name, self.name)
 
-    def fill_path(self, args: dict) -> str:
-        """The path with the checked args in it."""
+    def path_with(self, args: dict) -> str:
+        """The path with the args' ids in it, each checked (ArgsError naming a bad one)."""
+        if not self.path_fields:
+            return self.path
         return "/".join(path_id(args, part[1:-1], self.name) if part.startswith("{") else part
                         for part in self.path.split("/"))
 

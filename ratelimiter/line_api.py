@@ -92,12 +92,13 @@ def build_request(method: str, args: dict, key: str | None, table: EndpointTable
         if method == GENERIC_CALL and entry is not None:
             return _generic_call(args, key, table)
         raise ArgsError(f"unknown API method {method!r}")
-    entry.check(args)
-    fields = entry.path_fields
+    for check in entry.checks:
+        check(args, method)
+    path, fields = entry.path_with(args), entry.path_fields
     body = None if entry.http_method == "GET" else (
         {k: v for k, v in args.items() if k not in fields} if fields else dict(args))
-    return HttpRequest(entry.http_method, entry.fill_path(args) if fields else entry.path, body,
-                       data_api=entry.data_api, retry_key=key if entry.journal is Journal.RETRY_KEY else None)
+    return HttpRequest(entry.http_method, path, body, data_api=entry.data_api,
+                       retry_key=key if entry.journal is Journal.RETRY_KEY else None)
 
 
 def _generic_call(args: dict, key: str | None, table: EndpointTable) -> HttpRequest:
