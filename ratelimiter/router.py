@@ -107,7 +107,7 @@ class CallRouter:
     def _queue(self, call: Call) -> None:
         """A new call as a Send (or a batch member). Raises ArgsError naming a bad argument."""
         if call.method == "reply":
-            request = build_request("reply", call.args, None)   # checks the arguments even if it becomes a push
+            request = build_request("reply", call.args, None, self._table)   # checks the args even if it goes as a push
             age_s = call.age_s(self._clock())
             if reply_goes_as(age_s, self._reply_max_age_s, call.repeat) == "push":
                 self._counters.add("replies_as_push")
