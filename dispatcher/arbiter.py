@@ -27,6 +27,7 @@ from frontdesk.protocol.children.loop import EventLoop, SignalQueue
 from frontdesk.protocol.children.policy import RestartPolicy
 from frontdesk.protocol.config import handler_command
 from frontdesk.protocol.credentials import without_secrets
+from frontdesk.protocol.line_endpoints import API_METHODS
 from frontdesk.protocol.process import status_name
 from frontdesk.store import StoreError, StoreGone, run_with_store
 from frontdesk.store.status import StatusPublisher
@@ -47,8 +48,6 @@ from .workers import HandlerProcess
 
 log = logging.getLogger("frontdesk.dispatcher")
 
-API_METHODS = frozenset({"reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content",
-                         "call", "user_get", "user_set_data"})
 # `frontdesk top`'s `h` writes a fresh value here: every running dispatcher restarts its handlers.
 ROLLING_RESTART_CONTROL = "handlers_rolling_restart"
 

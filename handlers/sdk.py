@@ -27,6 +27,7 @@ import threading
 
 from frontdesk.protocol import PROTOCOL_VERSION
 from frontdesk.protocol.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.line_endpoints import TABLE, ApiMethod, EndpointTable
 from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, error_value, parse_message
 
 EXIT_OK, EXIT_UNSUPPORTED, EXIT_PROTOCOL_ERROR = 0, 1, 2
@@ -119,7 +120,10 @@ def _drop_none(args: dict) -> dict:
 class Api:
     """LINE API calls on behalf of one event (journaled and retried by the dispatcher).
 
-    Every method blocks until the dispatcher answers and returns the result, or raises ApiError.
+    One method per entry of the endpoint table (protocol/line_endpoints.py, SPEC.md section 8):
+    the shorthands below, and for an entry without one a method by the table's SDK name that
+    takes LINE's args as a map or by name (with_table_methods). Every method blocks until the
+    dispatcher answers and returns the result, or raises ApiError.
     """
 
     def __init__(self, session: "_Session", event_id: str | None):
@@ -175,6 +179,27 @@ class Api:
     def progress(self) -> None:
         """Tell the dispatcher this event is still being worked on (restarts its deadline)."""
         self._session.notify("progress", [self.event_id])
+
+
+def _table_method(method: ApiMethod):
+    """The SDK's method for an entry of the endpoint table that has no shorthand in Api."""
+    def call(self, args: dict | None = None, **named):
+        return self.call_method(method.name, {**(args or {}), **named})
+    call.__name__ = call.__qualname__ = method.sdk
+    call.__doc__ = f"`{method.name}` (protocol/SPEC.md section 8): LINE's args as a map, or by their names."
+    return call
+
+
+def with_table_methods(api_class: type, table: EndpointTable = TABLE) -> type:
+    """Give `api_class` a method for each entry of `table` it has none for: adding a method to the
+    endpoint table adds it to the SDK."""
+    for method in table.methods.values():
+        if not hasattr(api_class, method.sdk):
+            setattr(api_class, method.sdk, _table_method(method))
+    return api_class
+
+
+with_table_methods(Api)
 
 
 class _PendingCall:

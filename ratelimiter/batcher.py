@@ -10,17 +10,19 @@ for at most MAX_AGE_WINDOWS windows. A burst is therefore one batch however long
 takes to decode it (measured: ~100 us per push, so 1,000 pushes take longer than 20 ms), and
 no push waits longer than MAX_AGE_WINDOWS x window.
 
-The batcher only groups; what a closed batch becomes (journal entries, the multicast request,
-its retry key) is the rate limiter's business, through the `on_close` callback, called on the
-rate limiter's event loop (from a batch's timer, or from `add` when a batch fills).
+The batcher only groups; what a closed batch becomes (the multicast request and its retry key:
+calls.Send.of_batch) is its owner's business, through the `on_close` callback, called on the
+rate limiter's event loop (from a batch's timer, or from `add` when a batch fills). The clock and
+the timers are injected (the event loop's in the process), so the unit tests move time themselves.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from typing import Callable
 
-from .line_api import MAX_MULTICAST_TO
+from frontdesk.protocol.line_endpoints import MAX_MULTICAST_TO
 
 MAX_AGE_WINDOWS = 10
 
@@ -42,29 +44,39 @@ class _Batch:
         self.oldest_deadline = oldest_deadline
         self.members: list = []
         self.users: set[str] = set()
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer = None   # its timer's handle (cancel())
+
+
+def loop_call_at(when: float, callback: Callable, *args) -> asyncio.TimerHandle:
+    """Run callback at `when`, a time.monotonic() value, on the running event loop (the same clock
+    on Linux; converted all the same)."""
+    loop = asyncio.get_running_loop()
+    return loop.call_at(loop.time() + (when - time.monotonic()), callback, *args)
 
 
 class Batcher:
-    """Open batches by key, each closed by a timer on the rate limiter's event loop."""
+    """Open batches by key, each closed by a timer; `clock()` says the time, `call_at(when,
+    callback, *args)` sets a timer on that clock and returns a handle with cancel()."""
 
-    def __init__(self, window_s: float, on_close, max_size: int = MAX_MULTICAST_TO):
+    def __init__(self, window_s: float, on_close: Callable[[list], None], max_size: int = MAX_MULTICAST_TO,
+                 clock: Callable[[], float] = time.monotonic, call_at: Callable = loop_call_at):
         self.window_s = window_s
         self.max_size = max_size
         self._on_close = on_close          # on_close(members: list) — members in arrival order
+        self._clock = clock
+        self._call_at = call_at
         self._open: dict[str, _Batch] = {}
 
     def add(self, key: str, user: str, member) -> None:
         """Add one push (to `user`, grouped by `key` from batch_key) to its open batch."""
-        now = time.monotonic()
+        now = self._clock()
         batch = self._open.get(key)
         if batch is not None and user in batch.users:  # one user twice: that batch goes now
             self._close(key)
             batch = None
         if batch is None:
             batch = self._open[key] = _Batch(now, now + self.window_s * MAX_AGE_WINDOWS)
-            batch.timer = asyncio.get_running_loop().call_at(
-                _loop_time(now + self.window_s), self._due, key, batch)
+            batch.timer = self._call_at(now + self.window_s, self._due, key, batch)
         batch.deadline = min(now + self.window_s, batch.oldest_deadline)
         batch.members.append(member)
         batch.users.add(user)
@@ -75,11 +87,10 @@ class Batcher:
         """The batch's timer: close it, or look again at its (slid) deadline."""
         if self._open.get(key) is not batch:
             return
-        now = time.monotonic()
-        if now >= batch.deadline:
+        if self._clock() >= batch.deadline:
             self._close(key)
         else:
-            batch.timer = asyncio.get_running_loop().call_at(_loop_time(batch.deadline), self._due, key, batch)
+            batch.timer = self._call_at(batch.deadline, self._due, key, batch)
 
     def _close(self, key: str) -> None:
         batch = self._open.pop(key)
@@ -93,10 +104,5 @@ class Batcher:
             self._close(key)
 
     def open_members(self) -> int:
+        """Pushes waiting in open batches."""
         return sum(len(b.members) for b in self._open.values())
-
-
-def _loop_time(monotonic: float) -> float:
-    """A time.monotonic() value on the running loop's clock (the same clock on Linux; kept apart)."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic - time.monotonic())

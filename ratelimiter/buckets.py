@@ -11,7 +11,8 @@ Every endpoint with a row in LINE's rate-limit table has its own bucket at LINE'
 (protocol/line_endpoints.py: rich menu create/delete 100/h, rich menu batch 3/h, webhook test 60/h,
 ...); the `rate_limits` setting replaces figures endpoint by endpoint.
 
-Senders wait on the event loop until the next token or retry is due, never polling.
+Senders wait on the event loop until the next token or retry is due, never polling. The clock
+is injected (time.monotonic in the process), so the unit tests move time themselves.
 """
 from __future__ import annotations
 
@@ -20,18 +21,22 @@ import heapq
 import itertools
 import time
 from collections import deque
+from typing import Callable
 
-from frontdesk.protocol.line_endpoints import LIMITS as LINE_LIMITS
+from frontdesk.protocol.line_endpoints import DEFAULT, LIMITS as LINE_LIMITS
 
 BURST_SECONDS = 0.05
+ROUNDING = 1e-9   # refills summed in floats may fall short of a whole token by this: it counts as whole
 
 
 class TokenBucket:
-    def __init__(self, count: float, period_s: float):
+    """`count` calls per `period_s`, a burst of BURST_SECONDS' worth (at least one), full at `now`."""
+
+    def __init__(self, count: float, period_s: float, now: float):
         self.rate = count / period_s                    # tokens per second
         self.burst = max(1.0, self.rate * BURST_SECONDS)
         self.tokens = self.burst
-        self.updated = time.monotonic()
+        self.updated = now
         self.paused_until = 0.0                         # after a 429: LINE says we are over
 
     def _refill(self, now: float) -> None:
@@ -42,7 +47,7 @@ class TokenBucket:
     def delay(self, now: float) -> float:
         """Seconds until a token can be taken (0: now)."""
         self._refill(now)
-        wait = 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+        wait = 0.0 if self.tokens >= 1.0 - ROUNDING else (1.0 - self.tokens) / self.rate
         return max(wait, self.paused_until - now)
 
     def take(self, now: float) -> None:
@@ -56,9 +61,9 @@ class TokenBucket:
 class EndpointQueue:
     """One endpoint: its bucket, its waiting calls (FIFO), its retries (due time order), its stats."""
 
-    def __init__(self, name: str, count: float, period_s: float):
+    def __init__(self, name: str, count: float, period_s: float, now: float):
         self.name = name
-        self.bucket = TokenBucket(count, period_s)
+        self.bucket = TokenBucket(count, period_s, now)
         self.waiting: deque = deque()   # (enqueued_at, item)
         self.retries: list = []         # heap of (due, seq, enqueued_at, item)
         self.waits = 0
@@ -78,6 +83,7 @@ class EndpointQueue:
         return None
 
     def pop(self, now: float):
+        """The item that may go (a due retry first), its token taken and its wait counted."""
         if self.retries and self.retries[0][0] <= now:
             _, _, enqueued_at, item = heapq.heappop(self.retries)
         else:
@@ -102,12 +108,15 @@ class Scheduler:
     """Hands items to the senders as their endpoints' buckets allow, oldest first.
 
     Runs on the rate limiter's event loop: `take()` is awaited by each sender and sleeps until an
-    item may go (a timer at the next token or retry, or a submit), never polling.
+    item may go (a timer at the next token or retry, or a submit), never polling. `clock` is
+    time.monotonic in the process (the loop's clock on Linux).
     """
 
-    def __init__(self, rate_limits: dict[str, tuple[float, float]]):
+    def __init__(self, rate_limits: dict[str, tuple[float, float]], clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
         limits = {**LINE_LIMITS, **rate_limits}   # an endpoint the setting leaves out keeps LINE's figure
-        self._queues = {name: EndpointQueue(name, count, period) for name, (count, period) in limits.items()}
+        now = clock()
+        self._queues = {name: EndpointQueue(name, count, period, now) for name, (count, period) in limits.items()}
         self._busy: dict[str, EndpointQueue] = {}   # the queues holding items: the only ones to look at
         self._seq = itertools.count()
         self._waiters: deque[asyncio.Future] = deque()
@@ -116,18 +125,19 @@ class Scheduler:
 
     def queue_for(self, endpoint: str) -> EndpointQueue:
         queue = self._queues.get(endpoint)
-        return self._queues["default"] if queue is None else queue  # (an empty queue is falsy)
+        return self._queues[DEFAULT] if queue is None else queue  # (an empty queue is falsy)
 
     def submit(self, endpoint: str, item) -> None:
+        """Queue an item behind the waiting ones of its endpoint."""
         queue = self.queue_for(endpoint)
-        queue.waiting.append((time.monotonic(), item))
+        queue.waiting.append((self._clock(), item))
         self._busy[queue.name] = queue
         self._wake_one()
 
     def retry(self, endpoint: str, item, delay_s: float, enqueued_at: float, pause_endpoint: bool) -> None:
         """Put an item back to go again after delay_s, ahead of newer calls of its endpoint.
         pause_endpoint (after a 429) holds back the whole endpoint for that time."""
-        now = time.monotonic()
+        now = self._clock()
         queue = self.queue_for(endpoint)
         heapq.heappush(queue.retries, (now + delay_s, next(self._seq), enqueued_at, item))
         self._busy[queue.name] = queue
@@ -135,8 +145,9 @@ class Scheduler:
             queue.bucket.pause(now, delay_s)
         self._wake_one()
 
-    def _pop_ready(self, now: float):
-        """(an item that may go now, with its token taken, or None; seconds until the next may go)."""
+    def next_ready(self, now: float):
+        """(the oldest item that may go now, its token taken, or None; seconds until the next may
+        go, or None when nothing waits). The scheduling rule; take() waits on it."""
         best = None
         soonest = None
         for queue in list(self._busy.values()):
@@ -161,7 +172,7 @@ class Scheduler:
         """The next item that may be sent (its token taken); None once closed and empty."""
         loop = asyncio.get_running_loop()
         while True:
-            item, soonest = self._pop_ready(time.monotonic())
+            item, soonest = self.next_ready(self._clock())
             if item is not None:
                 if self._waiters:
                     self._wake_one()   # more may be ready: let the next idle sender look

@@ -1,7 +1,10 @@
-"""The LINE Messaging API: what each API method sends, and the connections to send it on
-(ratelimiter/http.py: why a hand-rolled client on the event loop, not http.client or requests).
+"""The LINE Messaging API: the request each call makes, and the connections to send it on
+(ratelimiter/http.py: why a client of our own on the event loop, not http.client or requests).
 
-The bearer token is sent in a header and never logged or put in an error.
+What a method sends comes from the endpoint table (protocol/line_endpoints.py); only `call`, whose
+args name the request, and the requests frontdesk makes of its own accord (a reply as a push, a
+batch as one multicast) are built here by hand. The bearer token is sent in a header and never
+logged or put in an error.
 """
 from __future__ import annotations
 
@@ -10,25 +13,21 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode
+from functools import cached_property
+from urllib.parse import urlencode
 
-from frontdesk.protocol.line_endpoints import MESSAGE_PATHS, endpoint_name
+from frontdesk.protocol.line_endpoints import GENERIC_CALL, TABLE, ArgsError, EndpointTable, Journal
 from frontdesk.protocol.rpc import api_error
 
 from .http import HttpConnection
 
 USER_AGENT = "frontdesk/0.1"
 RETRY_KEY_NAMESPACE = uuid.UUID("6f1e2d3c-7b5a-4c1e-9a8f-2b3c4d5e6f70")  # fixed: keys survive restarts
-RETRY_KEY_ENDPOINTS = frozenset({"push", "multicast", "broadcast", "narrowcast"})
-MAX_MESSAGES = 5
-MAX_MULTICAST_TO = 500
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})
 MAX_TRACED_CALLS = 10     # a batched multicast's trace header names its first ten members
 MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*", re.ASCII)   # a Content-Type we send: type/subtype only
-
-
-class ArgsError(ValueError):
-    """A handler's call arguments are unusable; the message names the argument."""
+PUSH_PATH = TABLE.method("push").path
+MULTICAST_PATH = TABLE.method("multicast").path
 
 
 @dataclass
@@ -42,10 +41,10 @@ class HttpRequest:
     retry_key: str | None = None
     content_type: str | None = None    # a body of bytes is sent as is, with this type (a rich menu image)
 
-    @property
+    @cached_property
     def endpoint(self) -> str:
         """The rate-limit bucket this request counts against."""
-        return endpoint_name(self.method, self.path)
+        return TABLE.endpoint_name(self.method, self.path)
 
     def to_journal(self) -> dict:
         raw = isinstance(self.body, bytes)   # the journal holds JSON: bytes go as base64
@@ -81,72 +80,68 @@ def batch_retry_key(members: list[tuple[str, int]]) -> str:
 
 
 # --- from a handler's call to an HTTP request ------------------------------------------------------
-def _string(args: dict, name: str, method: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str) or not value:
-        raise ArgsError(f"{method}: `{name}` must be a non-empty string")
-    return value
-
-
-def _path_id(args: dict, name: str, method: str) -> str:
-    value = _string(args, name, method)
-    if "/" in value or len(value) > 200:
-        raise ArgsError(f"{method}: `{name}` is not a valid id")
-    return quote(value, safe="")
-
-
-def _messages(args: dict, method: str) -> None:
-    messages = args.get("messages")
-    if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_MESSAGES:
-        raise ArgsError(f"{method}: `messages` must be a list of 1 to {MAX_MESSAGES} message objects")
-    if not all(isinstance(m, dict) for m in messages):
-        raise ArgsError(f"{method}: every entry of `messages` must be a message object")
-
-
-def build_request(method: str, args: dict, key: str | None) -> HttpRequest:
-    """The HTTP request for a handler's API call (SPEC.md API table); `key` is its retry key.
+def build_request(method: str, args: dict, key: str | None, table: EndpointTable = TABLE) -> HttpRequest:
+    """The HTTP request for a handler's API call (its entry in the endpoint table); `key` is its
+    retry key, sent where the table's journal rule says LINE takes one.
 
     Raises ArgsError naming the argument when the call cannot be made. Content rules LINE
     itself checks (text length, message types) are left to LINE, whose message the handler gets.
     """
-    if method in MESSAGE_PATHS:
-        if method != "narrowcast":
-            _messages(args, method)
-        if method == "reply":
-            _string(args, "replyToken", method)
-        elif method == "push":
-            _string(args, "to", method)
-        elif method == "multicast":
-            to = args.get("to")
-            if not isinstance(to, list) or not 1 <= len(to) <= MAX_MULTICAST_TO \
-                    or not all(isinstance(u, str) and u for u in to):
-                raise ArgsError(f"multicast: `to` must be a list of 1 to {MAX_MULTICAST_TO} user ids")
-        return HttpRequest("POST", MESSAGE_PATHS[method], dict(args),
-                           retry_key=key if method in RETRY_KEY_ENDPOINTS else None)
-    if method == "profile":
-        return HttpRequest("GET", "/v2/bot/profile/" + _path_id(args, "userId", method))
-    if method == "content":
-        return HttpRequest("GET", f"/v2/bot/message/{_path_id(args, 'messageId', method)}/content",
-                           data_api=True)
-    if method == "call":
-        verb = args.get("method")
-        if verb not in HTTP_METHODS:
-            raise ArgsError(f"call: `method` must be one of {', '.join(sorted(HTTP_METHODS))}")
-        path = _string(args, "path", method)
-        if not path.startswith("/v2/") or ".." in path or "?" in path or "#" in path:
-            raise ArgsError("call: `path` must start with /v2/ and hold no '..', '?' or '#' (use `query`)")
-        query = args.get("query")
-        if query is not None and not isinstance(query, dict):
-            raise ArgsError("call: `query` must be a map")
-        content_type = args.get("content_type")
-        if isinstance(args.get("body"), bytes) and not (isinstance(content_type, str)
-                                                       and MEDIA_TYPE.fullmatch(content_type)):
-            raise ArgsError("call: a `body` of bytes needs `content_type`, a media type such as image/png")
-        endpoint = HttpRequest(verb, path).endpoint
-        return HttpRequest(verb, path, args.get("body"), query, bool(args.get("data_api")),
-                           retry_key=key if endpoint in RETRY_KEY_ENDPOINTS and verb == "POST" else None,
-                           content_type=content_type if isinstance(args.get("body"), bytes) else None)
-    raise ArgsError(f"unknown API method {method!r}")
+    entry = table.method(method)
+    if entry is None or entry.request is None:
+        if method == GENERIC_CALL and entry is not None:
+            return _generic_call(args, key, table)
+        raise ArgsError(f"unknown API method {method!r}")
+    for check in entry.checks:
+        check(args, method)
+    path, fields = entry.path_with(args), entry.path_fields
+    body = None if entry.http_method == "GET" else (
+        {k: v for k, v in args.items() if k not in fields} if fields else dict(args))
+    return HttpRequest(entry.http_method, path, body, data_api=entry.data_api,
+                       retry_key=key if entry.journal is Journal.RETRY_KEY else None)
+
+
+def _generic_call(args: dict, key: str | None, table: EndpointTable) -> HttpRequest:
+    """`call`: any other Messaging API endpoint, named by the args (SPEC.md section 8)."""
+    verb = args.get("method")
+    if verb not in HTTP_METHODS:
+        raise ArgsError(f"call: `method` must be one of {', '.join(sorted(HTTP_METHODS))}")
+    path = args.get("path")
+    if not isinstance(path, str) or not path:
+        raise ArgsError("call: `path` must be a non-empty string")
+    if not path.startswith("/v2/") or ".." in path or "?" in path or "#" in path:
+        raise ArgsError("call: `path` must start with /v2/ and hold no '..', '?' or '#' (use `query`)")
+    query = args.get("query")
+    if query is not None and not isinstance(query, dict):
+        raise ArgsError("call: `query` must be a map")
+    content_type = args.get("content_type")
+    if isinstance(args.get("body"), bytes) and not (isinstance(content_type, str)
+                                                   and MEDIA_TYPE.fullmatch(content_type)):
+        raise ArgsError("call: a `body` of bytes needs `content_type`, a media type such as image/png")
+    takes_key = table.takes_retry_key(verb, table.endpoint_name(verb, path))
+    return HttpRequest(verb, path, args.get("body"), query, bool(args.get("data_api")),
+                       retry_key=key if takes_key else None,
+                       content_type=content_type if isinstance(args.get("body"), bytes) else None)
+
+
+def reply_as_push(args: dict, source: dict | None, key: str | None) -> HttpRequest:
+    """A reply's messages as a push to the event's source (its token is too old, or was refused
+    unused). Raises ArgsError when the event has no source to push to."""
+    target = push_target(source)
+    if target is None:
+        raise ArgsError("reply: the reply token is too old or used, and the event has no source to push to")
+    body = {"to": target, "messages": args["messages"]}
+    if "notificationDisabled" in args:
+        body["notificationDisabled"] = args["notificationDisabled"]
+    return HttpRequest("POST", PUSH_PATH, body, retry_key=key)
+
+
+def batch_request(members: list[tuple[dict, tuple[str, int]]]) -> HttpRequest:
+    """One multicast for batched pushes (args identical but for `to`; batcher.py), with a retry
+    key derived from its members' (event id, call number)."""
+    body = {k: v for k, v in members[0][0].items() if k != "to"}
+    body["to"] = [args["to"] for args, _ in members]
+    return HttpRequest("POST", MULTICAST_PATH, body, retry_key=batch_retry_key([key for _, key in members]))
 
 
 def trace_header(calls) -> str | None:

@@ -143,9 +143,9 @@ class SharedBudget:
         error = done.exception()
         if error is not None:
             if not isinstance(error, StoreError):
-                log.error("rate_budget_lease_failed endpoint=%s reason=%r", budget.name, error)
+                log.error("event=rate_budget_lease_failed endpoint=%s reason=%r", budget.name, error)
             else:
-                log.warning("rate_budget_unavailable endpoint=%s reason=%r retry_in_s=%g",
+                log.warning("event=rate_budget_unavailable endpoint=%s reason=%r retry_in_s=%g",
                             budget.name, str(error), STORE_RETRY_S)
             budget.ask_again_at = time.monotonic() + STORE_RETRY_S
         else:

@@ -34,7 +34,7 @@ from http import HTTPStatus
 import falcon
 
 from frontdesk.protocol.config import SANDBOX_CHANNEL_ID, Settings
-from frontdesk.protocol.line_endpoints import LIMITS
+from frontdesk.protocol.line_endpoints import LIMITS, RETRY_KEY_ENDPOINTS
 from frontdesk.protocol.wsgi import CLOSE_WITHOUT_ANSWER
 
 from . import channel, chatpage, chats, content, messages, richmenu, shop, statistics, tokens
@@ -45,7 +45,6 @@ from .world import World
 
 log = logging.getLogger("frontdesk.sandbox")
 
-RETRY_KEY_ENDPOINTS = frozenset({"push", "multicast", "narrowcast", "broadcast"})
 RETRY_KEY_LIFETIME_MS = 24 * 3600 * 1000
 MAX_WAIT_S = 30.0          # longest long-poll of /sandbox/deliveries
 MAX_PAGE = 10000           # most deliveries in one page

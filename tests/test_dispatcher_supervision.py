@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from frontdesk.ratelimiter.journal import fingerprint
+from frontdesk.ratelimiter.calls import fingerprint
 from frontdesk.sandbox.webhooks import mint_reply_token, user_id
 from frontdesk.store.base import JournalEntry
 from tests.dispatcher_harness import alive, ready_pids

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from frontdesk.ratelimiter.line_api import retry_key
-from frontdesk.ratelimiter.journal import fingerprint
+from frontdesk.ratelimiter.calls import fingerprint
 from frontdesk.protocol.frames import HEADER
 from frontdesk.sandbox.webhooks import message_content, mint_reply_token, user_id
 from frontdesk.store import open_store
@@ -70,36 +70,6 @@ def test_push_is_journaled_and_a_repeat_is_answered_from_the_journal(system, tmp
         assert entry.request["path"] == "/v2/bot/message/push" and entry.request["body"]["to"] == to
     finally:
         store.close()
-
-
-def test_calls_without_event_id_are_not_journaled_and_carry_no_retry_key(system, tmp_path):
-    sandbox, limiter = system(batching="false")
-    ids = [limiter.call("push", {"to": user_id(2), "messages": TEXT}) for _ in range(2)]
-    assert all(error is None for error, _ in limiter.results(ids))
-    assert [d["retry_key"] for d in sandbox.deliveries()] == [None, None]
-
-
-def test_reply_then_used_token_goes_out_as_push(system):
-    sandbox, limiter = system()
-    ev, to = event_id(), user_id(3)
-    token = mint_reply_token(SECRET, to, ev)
-    context = {"received_at": now_ms(), "source": {"type": "user", "userId": to}}
-    first = limiter.result(limiter.call("reply", {"replyToken": token, "messages": TEXT}, ev, 1, context))
-    second = limiter.result(limiter.call("reply", {"replyToken": token, "messages": TEXT}, ev, 2, context))
-    assert first[1]["sent_as"] == "reply" and second[1]["sent_as"] == "push"
-    endpoints = [(d["endpoint"], d["to"], d["retry_key"]) for d in sandbox.deliveries()]
-    assert endpoints == [("reply", [to], None), ("push", [to], retry_key(ev, 2))]
-
-
-def test_reply_older_than_reply_max_age_goes_out_as_push_to_the_group(system):
-    sandbox, limiter = system(reply_max_age_s=1)
-    ev, group = event_id(), "C" + "1" * 32
-    token = mint_reply_token(SECRET, group, ev)
-    context = {"received_at": now_ms() - 5000, "source": {"type": "group", "groupId": group, "userId": user_id(4)}}
-    error, result = limiter.result(limiter.call("reply", {"replyToken": token, "messages": TEXT}, ev, 1, context))
-    assert error is None and result["sent_as"] == "push"
-    assert [(d["endpoint"], d["to"]) for d in sandbox.deliveries()] == [("push", [group])]
-    assert sandbox.stats()["calls"].get("reply") is None  # no reply attempt was wasted
 
 
 def test_token_expired_at_line_becomes_push(system):
@@ -168,23 +138,6 @@ def test_a_limiter_killed_right_after_answering_delivers_nothing_twice(system, t
     assert sorted(d["to"][0] for d in sandbox.deliveries()) == sorted(to for _, to in events)
 
 
-def test_other_call_left_started_by_a_killed_limiter_is_never_sent_again(system, tmp_path):
-    sandbox, limiter = system()
-    ev = event_id()
-    args = {"method": "POST", "path": "/v2/bot/richmenu", "body": {"size": {"width": 2500, "height": 843}}}
-    store = open_store(f"sqlite:///{tmp_path}/rl.db")
-    try:
-        store.journal_put(JournalEntry(ev, 1, fingerprint("call", args), "started",
-                                       {"method": "POST", "path": "/v2/bot/richmenu", "body": args["body"],
-                                        "retry_key": None, "sent_as": "call"}))
-    finally:
-        store.close()
-    error, _ = limiter.result(limiter.call("call", args, ev, 1, {"received_at": now_ms()}))
-    assert "outcome unknown" in error["message"] and error["retryable"] is False
-    assert limiter.result(limiter.call("call", args, ev, 1, {"received_at": now_ms()})) == (error, None)
-    assert sandbox.stats()["api_calls"] == 0
-
-
 def test_line_4xx_reaches_the_handler_with_lines_message(system):
     sandbox, limiter = system(batching="false")
     error, _ = limiter.result(limiter.call("push", {"to": "Unot-a-user", "messages": TEXT}, event_id(), 1))
@@ -202,21 +155,11 @@ def test_wrong_access_token_gives_401_and_the_token_is_not_logged(system):
     assert "wrong-token-secret-value" not in limiter.log()
 
 
-@pytest.mark.parametrize("method, args, expected", [
-    ("push", {"to": user_id(1), "messages": []}, "push: `messages` must be a list of 1 to 5"),
-    ("push", {"messages": TEXT}, "push: `to` must be a non-empty string"),
-    ("reply", {"messages": TEXT}, "reply: `replyToken` must be a non-empty string"),
-    ("multicast", {"to": [], "messages": TEXT}, "multicast: `to` must be a list of 1 to 500"),
-    ("profile", {"userId": "a/b"}, "profile: `userId` is not a valid id"),
-    ("call", {"method": "PATCH", "path": "/v2/bot/info"}, "call: `method` must be one of"),
-    ("call", {"method": "GET", "path": "/v1/../x"}, "call: `path` must start with /v2/"),
-    ("user_set_data", {"userId": "U1", "data": 3}, "user_set_data: `data` must be a map"),
-    ("teleport", {}, "unknown API method 'teleport'"),
-])
-def test_bad_arguments_get_an_error_naming_them(system, method, args, expected):
+def test_a_bad_argument_gets_an_error_naming_it_and_nothing_reaches_line(system):
+    """Each argument rule is tested in-process (tests/unit/test_endpoint_table.py, test_router.py)."""
     sandbox, limiter = system()
-    error, result = limiter.result(limiter.call(method, args, event_id(), 1))
-    assert expected in error["message"] and result is None
+    error, result = limiter.result(limiter.call("push", {"to": user_id(1), "messages": []}, event_id(), 1))
+    assert "push: `messages` must be a list of 1 to 5" in error["message"] and result is None
     assert sandbox.stats()["api_calls"] == 0
 
 
@@ -245,28 +188,6 @@ def test_profile_is_cached_in_the_store_while_fresh(system, tmp_path):
     assert missing["status"] == 404
     user = limiter.result(limiter.call("user_get", {"userId": to}))[1]
     assert user["profile"]["userId"] == to
-
-
-def test_profile_older_than_ttl_is_fetched_again(system):
-    sandbox, limiter = system(profile_ttl_s=0)
-    to = user_id(9)
-    results = limiter.results([limiter.call("profile", {"userId": to}) for _ in range(2)])
-    assert [r["cached"] for _, r in results] == [False, False]
-    assert sandbox.stats()["calls"]["profile"] == {"200": 2}
-
-
-def test_user_data_round_trip(system):
-    sandbox, limiter = system()
-    assert limiter.result(limiter.call("user_set_data", {"userId": "U42", "data": {"visits": 3}})) == (None, None)
-    error, user = limiter.result(limiter.call("user_get", {"userId": "U42"}))
-    assert error is None and user["data"] == {"visits": 3}
-    assert limiter.result(limiter.call("user_get", {"userId": "Unobody"})) == (None, None)
-    nested: list = []
-    for _ in range(1000):     # decodable, but deeper than JSON (the store's format) goes
-        nested = [nested]
-    error, _ = limiter.result(limiter.call("user_set_data", {"userId": "U42", "data": {"deep": nested}}))
-    assert "`data` cannot be stored" in error["message"] and error["retryable"] is False
-    assert limiter.result(limiter.call("user_get", {"userId": "U42"}))[1]["data"] == {"visits": 3}
 
 
 def test_content_download_and_size_limit(system):
@@ -395,16 +316,6 @@ def test_a_reply_sent_before_its_connection_dropped_is_never_pushed_on_the_event
     assert limiter.result(limiter.call("reply", args, ev, 1, context)) == (error, result)   # final now
 
 
-def test_a_final_refusal_is_answered_from_the_journal_and_not_sent_again(system):
-    sandbox, limiter = system(batching="false")
-    ev = event_id()
-    args = {"to": user_id(8), "messages": [{"type": "nonsense"}]}
-    error, _ = limiter.result(limiter.call("push", args, ev, 1))
-    assert error["status"] == 400 and error["retryable"] is False
-    assert limiter.result(limiter.call("push", args, ev, 1)) == (error, None)
-    assert sandbox.stats()["calls"]["push"] == {"400": 1}
-
-
 def test_429_pauses_the_endpoint_and_retries(system):
     # The limiter believes push allows 1000/s; "LINE" allows 5/s: the 429s are LINE's, and retried.
     sandbox, limiter = system({"sandbox_rate_limits": "push=5/s"}, batching="false",
@@ -415,29 +326,6 @@ def test_429_pauses_the_endpoint_and_retries(system):
     assert sandbox.stats()["http_429"] > 0
     assert sorted(d["to"][0] for d in sandbox.deliveries()) == sorted(to for _, to in events)
     assert limiter.wait_stats(lambda s: s.get("429s", 0) > 0 and s.get("retries", 0) >= s["429s"])
-
-
-def test_429_beyond_max_retries_reaches_the_handler_as_retryable(system):
-    sandbox, limiter = system({"sandbox_rate_limits": "push=1/h"}, batching="false",
-                              rate_limits="push=1000/s", api_max_retries=1)
-    # two connections send both at once: either may be the one LINE's single token lets through
-    answers = limiter.results([limiter.call("push", {"to": user_id(n), "messages": TEXT}) for n in (1, 2)])
-    (accepted,) = [a for a in answers if a[0] is None]
-    (refused,) = [a for a in answers if a[0] is not None]
-    assert refused[0]["status"] == 429 and refused[0]["retryable"] is True
-    assert refused[0]["message"] == "The API rate limit has been exceeded. Try again later."
-    assert len(sandbox.deliveries()) == 1
-
-
-def test_pacing_holds_a_slow_endpoint_back_without_429(system):
-    sandbox, limiter = system(batching="false", rate_limits="push=20/s")
-    started = time.monotonic()
-    ids = [limiter.call("push", {"to": user_id(500 + n), "messages": TEXT}, event_id(), 1) for n in range(21)]
-    assert all(error is None for error, _ in limiter.results(ids, timeout=10))
-    assert time.monotonic() - started >= 0.9  # burst of 1, then 20/s: 20 waits of 50 ms
-    assert sandbox.stats()["http_429"] == 0
-    queues = limiter.wait_stats(lambda s: "push" in s.get("queues", {}))["queues"]["push"]
-    assert queues["wait_ms_max"] > 100
 
 
 def test_stdin_eof_finishes_queued_calls_then_exits_0(system):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from frontdesk.ratelimiter.limiter import Call
+from frontdesk.ratelimiter.calls import Call
 from frontdesk.ratelimiter.line_api import ArgsError, HttpRequest, build_request, trace_header
 
 IMAGE = b"\x89PNG\r\n\x1a\n\x00binary\xff"

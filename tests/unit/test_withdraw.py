@@ -1,8 +1,8 @@
 """Which queued calls the rate limiter withdraws after the dispatcher's `cancel`
-(ratelimiter/limiter.py, may_withdraw), in-process."""
+(ratelimiter/calls.py, may_withdraw), in-process."""
 from __future__ import annotations
 
-from frontdesk.ratelimiter.limiter import Call, Send, may_withdraw
+from frontdesk.ratelimiter.calls import Call, Send, may_withdraw
 from frontdesk.ratelimiter.line_api import HttpRequest
 
 PUSH = HttpRequest("POST", "/v2/bot/message/push", {"to": "U1", "messages": []}, retry_key="k")

@@ -1,0 +1,137 @@
+"""The rate limiter's one thread for store writes.
+
+The event loop never writes to the store itself: a write waits for the store's writer lock, which
+the receiver holds through every fsync. `StoreWriter` is one thread that does the writes in order
+and settles an asyncio future for each; journal entries queued together go in one transaction.
+
+A write may linger: the call journal's "done" of a request LINE drops a repeat of waits up to
+OUTCOME_LINGER_S for the next write and goes in its transaction (journal.py says why that is
+safe): one transaction and one thread wake-up per call instead of two (docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Callable
+
+from frontdesk.store import Store
+from frontdesk.store.base import JournalEntry
+
+log = logging.getLogger("frontdesk.ratelimiter")
+
+_STOP = object()
+OUTCOME_LINGER_S = 0.02
+
+
+class _Write:
+    __slots__ = ("future", "entries", "work")
+
+    def __init__(self, future: asyncio.Future, entries: list[JournalEntry] | None,
+                 work: Callable[[Store], object] | None):
+        self.future, self.entries, self.work = future, entries, work
+
+
+class StoreWriter:
+    """Store writes off the event loop, in order; each one's outcome settles its future.
+
+    Built, then `start(loop)` starts its thread; its methods are called on that loop, the thread
+    only writes. `close()` finishes every write and stops the thread."""
+
+    def __init__(self, store: Store, linger_s: float = OUTCOME_LINGER_S):
+        self._store = store
+        self._linger_s = linger_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()   # lists of writes, in order
+        self._lingering: list[_Write] = []                     # writes waiting for company
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def journal(self, entries: list[JournalEntry], linger: bool = False) -> asyncio.Future:
+        """Write journal entries; the future is done once they are in the store. linger: they may
+        wait up to OUTCOME_LINGER_S to go with the next write."""
+        write = _Write(self._loop.create_future(), entries, None)
+        if linger:
+            self._lingering.append(write)
+            if self._linger_timer is None:
+                self._linger_timer = self._loop.call_later(self._linger_s, self._send, [])
+        else:
+            self._send([write])
+        return write.future
+
+    def call(self, work: Callable[[Store], object]) -> asyncio.Future:
+        """Run work(store) on the writer thread; the future holds its result or exception."""
+        write = _Write(self._loop.create_future(), None, work)
+        self._send([write])
+        return write.future
+
+    def call_unawaited(self, what: str, work: Callable[[Store], object]) -> None:
+        """A write whose outcome nobody waits for: a failure is logged as `event=<what>_failed`."""
+        def written(future: asyncio.Future) -> None:
+            if future.exception() is not None:
+                log.warning("event=%s_failed reason=%r", what, str(future.exception()))
+        self.call(work).add_done_callback(written)
+
+    async def close(self) -> None:
+        """Finish every write (lingering ones too), then stop the thread."""
+        self._send([])
+        self._queue.put(_STOP)
+        await self._loop.run_in_executor(None, self._thread.join)
+
+    def _send(self, writes: list[_Write]) -> None:
+        """Hand writes to the thread behind the ones that lingered (one wake-up for all)."""
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        writes, self._lingering = self._lingering + writes, []
+        if writes:
+            self._queue.put(writes)
+
+    def _run(self) -> None:
+        while True:
+            lists = [self._queue.get()]
+            while True:
+                try:
+                    lists.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = lists[-1] is _STOP
+            outcomes = self._write([w for writes in lists if writes is not _STOP for w in writes])
+            if outcomes:
+                self._loop.call_soon_threadsafe(_settle, outcomes)
+            if stopping:
+                return
+
+    def _write(self, writes: list[_Write]) -> list[tuple[asyncio.Future, object, BaseException | None]]:
+        outcomes = []
+        journal = [w for w in writes if w.entries is not None]
+        if journal:
+            error = None
+            try:
+                self._store.journal_put_many([entry for w in journal for entry in w.entries])
+            except Exception as exc:   # every waiter must hear of it
+                error = exc
+            outcomes += [(w.future, None, error) for w in journal]
+        for write in writes:
+            if write.work is not None:
+                try:
+                    outcomes.append((write.future, write.work(self._store), None))
+                except Exception as exc:
+                    outcomes.append((write.future, None, exc))
+        return outcomes
+
+
+def _settle(outcomes) -> None:
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

@@ -1,0 +1,81 @@
+"""The profile cache (ratelimiter/profiles.py) with a clock the test moves: memory first, then the
+store's users table, a fetched profile kept in both; and the user data methods (userdata.py).
+A real SQLite store in a temporary file."""
+from __future__ import annotations
+
+import asyncio
+
+from frontdesk.ratelimiter.profiles import ProfileCache, Profiles
+from frontdesk.ratelimiter.userdata import UserData
+from tests.unit.limiter_parts import settled, sqlite_store, started_writer
+
+PROFILE = {"userId": "U1", "displayName": "User-0001"}
+
+
+class Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_cached_profile_answers_while_younger_than_the_ttl():
+    cache = ProfileCache(ttl_s=10)
+    cache.put("U1", PROFILE, fetched_at=100.0)
+    assert cache.get("U1", 110.0) == PROFILE
+    assert cache.get("U1", 110.5) is None and cache.get("U2", 100.0) is None
+
+
+def test_the_oldest_profiles_go_beyond_the_cap_and_a_put_makes_one_newest():
+    cache = ProfileCache(ttl_s=10, max_profiles=2)
+    cache.put("U1", PROFILE, 100.0)
+    cache.put("U2", PROFILE, 100.0)
+    cache.put("U1", PROFILE, 101.0)          # U1 is the newest now
+    cache.put("U3", PROFILE, 102.0)
+    assert cache.get("U2", 102.0) is None and cache.get("U1", 102.0) and cache.get("U3", 102.0)
+
+
+def test_a_fetched_profile_is_kept_in_memory_and_in_the_store_for_the_other_rate_limiters(tmp_path):
+    clock = Clock(1000.0)
+    with sqlite_store(tmp_path) as store:
+        async def main():
+            async with started_writer(store) as writer:
+                profiles = Profiles(store, writer, ttl_s=60, clock=clock)
+                assert profiles.cached("U1") is None
+                profiles.fetched("U1", PROFILE)
+                assert profiles.cached("U1") == PROFILE
+                await settled(writer)
+                other = Profiles(store, writer, ttl_s=60, clock=clock)     # another process, or a restart
+                clock.now = 1059.0
+                assert other.cached("U1") == PROFILE
+                clock.now = 1061.0
+                assert other.cached("U1") is None and profiles.cached("U1") is None   # older than the ttl
+        asyncio.run(main())
+
+
+def test_user_data_round_trip_and_refusals(tmp_path):
+    with sqlite_store(tmp_path) as store:
+        async def main():
+            async with started_writer(store) as writer:
+                users = UserData(store, writer)
+                answers = []
+                users.set_data({"userId": "U42", "data": {"visits": 3}}, lambda *answer: answers.append(answer))
+                await settled(writer)
+                assert answers == [(None, None)]
+                error, user = users.get({"userId": "U42"})
+                assert error is None and user["data"] == {"visits": 3} and set(user) == {"profile", "followed", "followed_at", "unfollowed_at", "data"}
+                assert users.get({"userId": "Unobody"}) == (None, None)
+                nested: list = []
+                for _ in range(1000):     # decodable, but deeper than JSON (the store's format) goes
+                    nested = [nested]
+                users.set_data({"userId": "U42", "data": {"deep": nested}}, lambda *answer: answers.append(answer))
+                await settled(writer)
+                error, _ = answers[-1]
+                assert "user_set_data: `data` cannot be stored" in error["message"] and error["retryable"] is False
+                assert users.get({"userId": "U42"})[1]["data"] == {"visits": 3}
+                store.close()
+                users.set_data({"userId": "U42", "data": {}}, lambda *answer: answers.append(answer))
+                await settled(writer)
+                assert answers[-1][0]["message"].startswith("store unavailable") and answers[-1][0]["retryable"]
+        asyncio.run(main())

@@ -1,0 +1,71 @@
+"""The rate limiter's store writer (ratelimiter/storewriter.py): built without a thread, writes in
+order off the loop, a lingering outcome goes with the next write, every failure reaches its
+waiter. A real SQLite store in a temporary file."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import pytest
+
+from frontdesk.ratelimiter.storewriter import StoreWriter
+from frontdesk.store import StoreError
+from frontdesk.store.base import JournalEntry
+from tests.unit.limiter_parts import settled, sqlite_store, started_writer
+
+
+def entry(event_id: str, state: str = "done") -> JournalEntry:
+    return JournalEntry(event_id, 1, "fp", state, {"path": "/v2/bot/message/push"}, {"result": {}})
+
+
+def test_building_a_writer_starts_no_thread(tmp_path):
+    with sqlite_store(tmp_path) as store:
+        before = threading.active_count()
+        StoreWriter(store)
+        assert threading.active_count() == before
+
+
+def test_a_lingering_outcome_waits_for_the_next_write_and_goes_with_it(tmp_path):
+    with sqlite_store(tmp_path) as store:
+        async def main():
+            async with started_writer(store, linger_s=60) as writer:
+                lingering = writer.journal([entry("a")], linger=True)
+                await settled(writer)            # any write takes the lingering ones along
+                assert lingering.done() and store.journal_get("a", 1).state == "done"
+        asyncio.run(main())
+
+
+def test_closing_writes_what_lingers(tmp_path):
+    with sqlite_store(tmp_path) as store:
+        async def main():
+            async with started_writer(store, linger_s=60) as writer:
+                writer.journal([entry("a")], linger=True)
+        asyncio.run(main())
+        assert store.journal_get("a", 1).state == "done"
+
+
+def test_work_returns_its_result_and_a_failure_reaches_every_waiter(tmp_path):
+    with sqlite_store(tmp_path) as store:
+        async def main():
+            async with started_writer(store) as writer:
+                assert await writer.call(lambda s: s.journal_get("none", 1)) is None
+                with pytest.raises(ZeroDivisionError):
+                    await writer.call(lambda s: 1 / 0)
+                store.close()
+                first, second = writer.journal([entry("a")]), writer.journal([entry("b")])
+                for future in (first, second):
+                    with pytest.raises(StoreError):
+                        await future
+        asyncio.run(main())
+
+
+def test_a_write_nobody_waits_for_logs_its_failure(tmp_path, caplog):
+    with sqlite_store(tmp_path) as store:
+        async def main():
+            async with started_writer(store) as writer:
+                writer.call_unawaited("profile_cache_write", lambda s: 1 / 0)
+                await settled(writer)
+        with caplog.at_level(logging.WARNING, logger="frontdesk.ratelimiter"):
+            asyncio.run(main())
+    assert "event=profile_cache_write_failed reason='division by zero'" in caplog.text
