@@ -72,10 +72,11 @@ class StoreWriter:
         return write.future
 
     def call_unawaited(self, what: str, work: Callable[[Store], object]) -> None:
-        """A write whose outcome nobody waits for: a failure is logged as `event=<what>_failed`."""
+        """A write whose outcome nobody waits for: a failure is logged as `event=store_write_failed
+        what=<what>`."""
         def written(future: asyncio.Future) -> None:
             if future.exception() is not None:
-                log.warning("event=%s_failed reason=%r", what, str(future.exception()))
+                log.warning("event=store_write_failed what=%s reason=%r", what, str(future.exception()))
         self.call(work).add_done_callback(written)
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ROOMS = ("receiver", "command", "protocol", "handlers", "bench", "store", "sandbox", "dispatcher")
+ROOMS = ("receiver", "command", "protocol", "handlers", "bench", "store", "sandbox", "dispatcher", "ratelimiter")
 LEVELS = {"debug", "info", "warning", "error", "critical", "exception"}
 EVENT = re.compile(r"^event=[a-z][a-z0-9_]*( |$)")
 
