@@ -68,4 +68,4 @@ def test_a_write_nobody_waits_for_logs_its_failure(tmp_path, caplog):
                 await settled(writer)
         with caplog.at_level(logging.WARNING, logger="frontdesk.ratelimiter"):
             asyncio.run(main())
-    assert "event=profile_cache_write_failed reason='division by zero'" in caplog.text
+    assert "event=store_write_failed what=profile_cache_write reason='division by zero'" in caplog.text
