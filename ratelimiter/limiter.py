@@ -40,6 +40,8 @@ from .sending import Sending
 from .shared_budget import SharedBudget
 from .stats import STATS_INTERVAL_S, Counters
 from .storewriter import StoreWriter
+from .token_api import TokenSourceError
+from .tokens import TokenKeeper
 from .userdata import UserData
 
 log = logging.getLogger("frontdesk.ratelimiter")
@@ -73,7 +75,8 @@ class RateLimiter:
                       min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD))
         self.sending = Sending(rules, self.scheduler, self.journal, self.callers, self.profiles,
                                self.counters, settings.api_trace)
-        self.senders = SenderPool(settings.api_connections, lambda: LineApi(settings), self.scheduler,
+        self.token = TokenKeeper(settings)
+        self.senders = SenderPool(settings.api_connections, lambda: LineApi(settings, self.token), self.scheduler,
                                   self.sending.serve)
         self._stats_timer: asyncio.TimerHandle | None = None
 
@@ -115,6 +118,7 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         self.writer.start(loop)
         self.pipe.open(loop)
+        self.token.start()
         self.senders.start()
         self._stats_timer = loop.call_later(STATS_INTERVAL_S, self._publish_stats)
         for send in self.journal.recovered():   # before any call is read: a repeat finds them in flight
@@ -136,6 +140,7 @@ class RateLimiter:
             self.batcher.close()
         self.scheduler.close()
         await self.senders.join()
+        await self.token.close()
         self._stats_timer.cancel()
         if self.scheduler.budget is not None:
             await loop.run_in_executor(None, self.scheduler.budget.close)
@@ -149,6 +154,7 @@ class RateLimiter:
         snapshot["queues"] = self.scheduler.stats()
         snapshot["batch_open"] = self.batcher.open_members() if self.batcher else 0
         snapshot["in_flight"] = len(self.journal.in_flight)
+        snapshot["token"] = self.token.stats()
         if self.scheduler.budget is not None:
             snapshot["budget"] = self.scheduler.budget.stats()
         return snapshot
@@ -160,13 +166,17 @@ class RateLimiter:
 
 def main(settings) -> int:
     """`python -m frontdesk.ratelimiter` (started by a dispatcher): frames on stdin/stdout, log on stderr."""
-    if not settings.channel_access_token:
+    if settings.token_source == "fixed" and not settings.channel_access_token:
         log.warning("event=channel_access_token_missing effect=LINE_answers_401")
 
     def serve(store) -> int:
-        limiter = RateLimiter(settings, store, sys.stdin.fileno(), sys.stdout.fileno())
-        log.info("event=started api_base=%s connections=%d batching=%s", settings.api_base,
-                 settings.api_connections, settings.batching)
+        try:
+            limiter = RateLimiter(settings, store, sys.stdin.fileno(), sys.stdout.fileno())
+        except TokenSourceError as exc:
+            log.error("event=token_source_unusable reason=%r", str(exc))
+            return 2
+        log.info("event=started api_base=%s connections=%d batching=%s token_source=%s", settings.api_base,
+                 settings.api_connections, settings.batching, settings.token_source)
         return limiter.run()
 
     return run_with_store(settings.store, log, serve, failed=2)

@@ -143,7 +143,7 @@ class SandboxState:
         local_receiver = f"http://{settings.listen}{settings.callback_path}"
         self.channel = channel.ChannelSettings(settings.public_url or local_receiver)
         self.tokens = tokens.ChannelTokens(settings.channel_id or SANDBOX_CHANNEL_ID, channel_secret,
-                                           access_token)
+                                           access_token, stateless_lifetime_s=settings.sandbox_stateless_token_s)
         self.shop = shop.Shop(self.world)
         self.history = ChatHistory()
         self.uploads = content.Uploads()
