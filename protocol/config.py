@@ -99,6 +99,16 @@ def _token_source(raw) -> str:
     return raw.strip().lower()
 
 
+def _loading_seconds(raw) -> int:
+    """LINE's loadingSeconds: 5 to 60, a multiple of 5."""
+    if isinstance(raw, (bool, float)):
+        raise ValueError("expected a whole number")
+    value = int(raw)
+    if not 5 <= value <= 60 or value % 5:
+        raise ValueError("LINE takes 5 to 60 seconds, a multiple of 5")
+    return value
+
+
 # Every knob. Grouped by the process that uses it; the README's configuration table is made
 # from this list (`frontdesk config --markdown`), so the help texts are user documentation.
 KNOBS: tuple[Knob, ...] = (
@@ -270,6 +280,13 @@ KNOBS: tuple[Knob, ...] = (
          "an endpoint's budget as its load needs); false: each rate limiter uses all of rate_limits."),
     Knob("reply_max_age_s", float, 50.0,
          "A reply whose token is older than this is sent as a push to the same source.", minimum=0.0),
+    Knob("loading_after_s", float, 2.0,
+         "A one-to-one chat whose oldest event has waited this long unanswered (a backlog) is shown LINE's "
+         "loading animation, refreshed while it waits; never groups or rooms, never ahead of real calls "
+         "(docs/ratelimiter.md, \"Users told to wait\"). 0: off.", minimum=0.0),
+    Knob("loading_seconds", _loading_seconds, 20,
+         "How long each loading animation lasts (LINE's loadingSeconds: 5 to 60, a multiple of 5); it is "
+         "started again 2 s before it ends while the chat still waits."),
     Knob("batch_window_ms", float, 20.0,
          "Identical pushes to different users within this window become one multicast.", minimum=0.0),
     Knob("batching", bool, True, "Turn push-to-multicast batching on or off."),
@@ -469,6 +486,8 @@ class Settings:
     rate_limits: dict[str, tuple[float, float]]     # endpoint -> (count, period in seconds)
     shared_rate_budget: bool
     reply_max_age_s: float
+    loading_after_s: float
+    loading_seconds: int
     batch_window_ms: float
     batching: bool
     profile_ttl_s: float

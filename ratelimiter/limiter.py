@@ -13,6 +13,8 @@ The work is done in layers, each with one job and its own tests (tests/unit/), w
     CallJournal (journal.py)   the at-most-once rules over the store's call journal
     Scheduler (buckets.py)     per-endpoint token buckets and queues (and the shared budget)
     Batcher (batcher.py)       identical pushes into one multicast
+    Loading (loading.py)       the loading animation for one-to-one chats waiting in a backlog
+    TokenKeeper (tokens.py)    the channel access token: fixed, or issued, renewed and revoked here
     SenderPool (senders.py)    `api_connections` senders, each with its connections
     Sending (sending.py)       one Send's attempts; outcome.py decides after each
 """
@@ -31,6 +33,7 @@ from .callers import Callers
 from .calls import Send, parse_call
 from .journal import CallJournal
 from .line_api import LineApi
+from .loading import LOADING, Loading
 from .outcome import Rules
 from .pipe import FramePipe
 from .profiles import Profiles
@@ -61,7 +64,7 @@ class RateLimiter:
         self.counters = Counters()
         self.pipe = FramePipe(in_fd, out_fd, settings.max_frame_bytes, self.on_message)
         self.callers = Callers(self.pipe.write)
-        self.scheduler = Scheduler(settings.rate_limits)
+        self.scheduler = Scheduler(settings.rate_limits, lowest=frozenset({LOADING}))   # never ahead of real calls
         if settings.shared_rate_budget:   # every rate limiter on this store shares the limits
             self.scheduler.budget = SharedBudget(store, self.scheduler.rates(), self.scheduler.notify)
         self.writer = StoreWriter(store)
@@ -75,6 +78,8 @@ class RateLimiter:
                       min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD))
         self.sending = Sending(rules, self.scheduler, self.journal, self.callers, self.profiles,
                                self.counters, settings.api_trace)
+        self.loading = (Loading(store, self.scheduler, self.counters, settings.loading_after_s, settings.loading_seconds)
+                        if settings.loading_after_s > 0 else None)
         self.token = TokenKeeper(settings)
         self.senders = SenderPool(settings.api_connections, lambda: LineApi(settings, self.token), self.scheduler,
                                   self.sending.serve)
@@ -120,6 +125,8 @@ class RateLimiter:
         self.pipe.open(loop)
         self.token.start()
         self.senders.start()
+        if self.loading is not None:
+            self.loading.start(loop)
         self._stats_timer = loop.call_later(STATS_INTERVAL_S, self._publish_stats)
         for send in self.journal.recovered():   # before any call is read: a repeat finds them in flight
             self.scheduler.submit(send.endpoint, send)
@@ -138,6 +145,8 @@ class RateLimiter:
         """Send what is queued, write what is unwritten, tell the last figures."""
         if self.batcher is not None:
             self.batcher.close()
+        if self.loading is not None:
+            self.loading.close()
         self.scheduler.close()
         await self.senders.join()
         await self.token.close()
@@ -155,6 +164,8 @@ class RateLimiter:
         snapshot["batch_open"] = self.batcher.open_members() if self.batcher else 0
         snapshot["in_flight"] = len(self.journal.in_flight)
         snapshot["token"] = self.token.stats()
+        if self.loading is not None:
+            snapshot["loading_waiting"] = self.loading.waiting
         if self.scheduler.budget is not None:
             snapshot["budget"] = self.scheduler.budget.stats()
         return snapshot
