@@ -12,7 +12,7 @@ from frontdesk.sandbox.webhooks import (EventFactory, group_id, group_source, po
                                         user_id, user_source)
 from frontdesk.store import open_store
 from tests.helpers import wait_until
-from tests.test_webhooks import running_system
+from tests.test_webhooks import bench_system, running_system
 
 USERS = [user_id(n) for n in range(1, 7)]
 GROUP, ROOM = group_id(1), room_id(1)
@@ -80,3 +80,12 @@ def test_no_animation_when_nothing_waits_long(tmp_path):
                    message="three more rounds of the loading check")
         stats = sandbox_stats(sandbox_url)
     assert stats["loading"]["started"] == 0 and "loading" not in stats["calls"]
+
+
+def test_bench_reports_how_many_users_saw_the_animation_and_what_it_cost(tmp_path):
+    with running_system(tmp_path, rate_limits="reply=25/s", loading_after_s=1) as system:
+        report = bench_system(system, "--count", "100", "--rate", "100", "--users", "20")
+        stats = sandbox_stats(system[1])
+    assert report["delivered"] == 100 and report["lost"] == report["duplicates"] == 0, report
+    assert 0 < report["loading_users"] <= 20 and report["loading_users"] == stats["loading"]["chats"]
+    assert report["loading_calls"] == stats["loading"]["started"] >= report["loading_users"]
