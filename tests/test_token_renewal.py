@@ -16,6 +16,7 @@ import sys
 import pytest
 import requests
 
+from frontdesk.sandbox.webhooks import EventFactory, post_webhook, user_id, user_source
 from tests.assertions import ASSERTION_TYPE, assertion, new_private_key, private_jwk, public_jwk
 from tests.helpers import free_port, wait_until
 from tests.sandbox_harness import SECRET, running_sandbox
@@ -159,3 +160,32 @@ def test_a_key_that_is_not_a_jwk_stops_frontdesk_run_naming_the_setting(tmp_path
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "channel_private_key is not an RSA private key as a JWK" in done.stderr
     assert "not a jwk" not in done.stderr
+
+
+def test_a_token_revoked_behind_frontdesks_back_is_replaced_at_the_first_401(tmp_path):
+    key = new_private_key()
+    key_file = tmp_path / "assertion-key.jwk"
+    key_file.write_text(json.dumps(private_jwk(key)))
+    factory = EventFactory(SECRET)
+    with running_sandbox(tmp_path, channel_id=CHANNEL, token="the-fixed-token-is-not-used") as sandbox:
+        kid = requests.post(f"{sandbox.url}/sandbox/channel/keys", json=public_jwk(key), timeout=10).json()["kid"]
+        with running_frontdesk(tmp_path, sandbox, token_source="v2.1", channel_key_id=kid, token_lifetime_s=3600,
+                               environ={"LINE_CHANNEL_PRIVATE_KEY_FILE": str(key_file)}) as (url, _, log_path):
+            wait_until(lambda: issued_tokens(sandbox), timeout=30, message="the first token issued")
+            [first] = issued_tokens(sandbox)
+            revoked = requests.post(f"{sandbox.url}/oauth2/v2.1/revoke", timeout=10, data={
+                "client_id": CHANNEL, "client_secret": SECRET, "access_token": first["access_token"]})
+            assert revoked.status_code == 200
+
+            def answered() -> bool:   # each event's reply: refused (401) until the token is replaced
+                body = factory.body([factory.event("text", user_source(user_id(1)))])
+                assert post_webhook(url, SECRET, body) == 200
+                return sandbox.stats()["calls"].get("reply", {}).get("200", 0) > 0
+            wait_until(answered, timeout=60, interval=1.0, message="a reply accepted after the revocation")
+            calls = sandbox.stats()["calls"]
+        tokens = issued_tokens(sandbox)
+    # the echo bot's first call (profile, else reply) refused with the revoked token; then replies go
+    assert sum(by_status.get("401", 0) for by_status in calls.values()) >= 1 and calls["reply"]["200"] >= 1, calls
+    assert len(tokens) == 2 and tokens[0]["valid"] is False and tokens[1]["valid"] is False   # revoked at the stop
+    refused = log_lines(log_path, "token_refused")
+    assert refused and "source=v2.1 action=renew_now" in refused[0]
