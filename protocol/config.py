@@ -134,9 +134,10 @@ KNOBS: tuple[Knob, ...] = (
          env="LINE_CHANNEL_PRIVATE_KEY", secret=True, credential="line-channel-private-key"),
     Knob("channel_key_id", str, "",
          "token_source = v2.1: the kid LINE gave the registered public key (LINE Developers Console)."),
-    Knob("token_lifetime_s", int, MAX_TOKEN_LIFETIME_S,
-         "token_source = v2.1: the lifetime asked for each token (LINE's token_exp, at most 30 days); it "
-         "is renewed at 80 % of its life.", minimum=60),
+    Knob("token_lifetime_s", int, 86400,
+         "token_source = v2.1: the lifetime asked for each token (LINE's token_exp, at most 2592000: 30 "
+         "days); it is renewed at 80 % of its life. A token of a rate limiter that was killed cannot be "
+         "revoked and counts against LINE's 30 valid tokens until it expires: hence a day.", minimum=60),
     Knob("channel_id", str, "",
          "LINE channel ID (LINE Developers Console, Basic settings): `frontdesk doctor` checks that the "
          "access token belongs to it; the sandbox serves the channel access token API for it (default "
