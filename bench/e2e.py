@@ -333,6 +333,7 @@ class Bench:
             "replies_as_push": sum(1 for n in delivered
                                    if min(matcher.deliveries[n], key=lambda d: d["id"])["endpoint"] == "push"),
             "http_429": after.get("http_429", 0) - self.before.get("http_429", 0),
+            **_loading_report(self.before.get("loading") or {}, after.get("loading") or {}),
             "statuses": {str(status): n for status, n in sorted(statuses.items())},
             "offered_rate": self.args.rate, "achieved_rate": self._achieved_rate(posted, sent),
             "duration_s": round(send_s, 2), "users": self.args.users,
@@ -343,6 +344,14 @@ class Bench:
         if after.get("api_calls", 0) < self.before.get("api_calls", 0):
             report["warning"] = "the sandbox's counters were reset during the run: api_calls and http_429 are wrong"
         return report
+
+
+def _loading_report(before: dict, after: dict) -> dict:
+    """The loading animation during the run (the sandbox's counts per chat): how many users saw
+    it, and the API calls it cost (docs/ratelimiter.md, "Users told to wait")."""
+    was, now = before.get("by_chat") or {}, after.get("by_chat") or {}
+    return {"loading_users": sum(1 for chat, n in now.items() if n > was.get(chat, 0)),
+            "loading_calls": after.get("started", 0) - before.get("started", 0)}
 
 
 @contextlib.contextmanager
@@ -404,6 +413,7 @@ def print_table(report: dict) -> None:
             ("out of per-user order", report["out_of_order"]),
             ("API calls", report["api_calls"]), ("HTTP 429 from the API", report["http_429"]),
             ("replies that went out as a push", report["replies_as_push"]),
+            ("users shown the loading animation / its calls", f"{report['loading_users']} / {report['loading_calls']}"),
             ("offered / achieved events/s", f"{report['offered_rate']:g} / {report['achieved_rate']}")]
     for name in ("ack_ms", "e2e_ms", "send_lag_ms"):
         p = report[name]

@@ -12,12 +12,16 @@ token, not the channel secret, not a store URL's password.
 """
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from dataclasses import dataclass
 
 import requests
 
+from frontdesk.protocol.config import ConfigError
+from frontdesk.protocol.token_source import require_token_source
+from frontdesk.ratelimiter.token_api import TokenSource, TokenSourceError, issued_from
 from frontdesk.store import StoreError, open_store, sqlite_file_missing
 from frontdesk.store.mongo import redact_url
 
@@ -27,6 +31,7 @@ TOKEN_RENEW_WITHIN_S = 7 * 86400   # a token that expires sooner is a problem: r
 LONG_LIVED_S = 10 * 365 * 86400    # LINE's verify answers ~99 years for a long-lived token
 CLOCK_SKEW_LIMIT_S = 5.0           # reply-token ages and JWT assertions' exp are judged by this clock
 CONSOLE = "LINE Developers Console, Messaging API tab"
+DOCTOR_TOKEN_S = 600                 # token_source = v2.1: the token doctor issues lives this long, and is revoked
 
 
 @dataclass
@@ -127,7 +132,32 @@ def _refusal_reason(line: LineApi) -> str:
     return f": {_message(verified)}" if verified.status_code == 400 else ""
 
 
-def check_token(line: LineApi, channel_id: str) -> list[Finding]:
+def check_token_source(line: LineApi, settings) -> tuple[Finding, TokenSource | None]:
+    """token_source stateless or v2.1: a token issued as the rate limiter issues it (a v2.1 one for
+    ten minutes), which the other checks then use; (finding, the source when it issued one)."""
+    kind = settings.token_source
+    try:
+        require_token_source(settings)
+        source = TokenSource(settings.replace(token_lifetime_s=DOCTOR_TOKEN_S))
+        request = source.issue()
+        answer = line.call("POST", request.path, auth=False, data=request.form)
+        issued = issued_from(answer.status_code, answer.json() if answer.content else {})
+    except (ConfigError, TokenSourceError) as exc:
+        return Finding("token source", False, f"token_source={kind}: {exc}"), None
+    except requests.RequestException as exc:
+        return Finding("token source", False, f"cannot reach LINE's token API ({_unreachable(exc)}): check "
+                                              "api_base"), None
+    except ValueError as exc:
+        fix = ("check channel_id and the channel secret" if kind == "stateless" else
+               "check channel_id, channel_key_id and that the key's public half is registered (LINE Developers "
+               "Console, Basic settings, Assertion Signing Key)")
+        return Finding("token source", False, f"LINE issues no {kind} token ({exc}): {fix}"), None
+    line.token = issued.token
+    return Finding("token source", True, f"a {kind} token issued, for {days(issued.expires_in)} "
+                                         "(frontdesk renews its own before expiry)"), source
+
+
+def check_token(line: LineApi, channel_id: str, renewed: bool = False) -> list[Finding]:
     try:
         answer = line.verify_token()
     except requests.RequestException as exc:
@@ -142,7 +172,7 @@ def check_token(line: LineApi, channel_id: str) -> list[Finding]:
                                                 f"channel_id {channel_id}: use that channel's token, or correct "
                                                 "channel_id"))
     expires_in = float(verified.get("expires_in", 0))
-    if expires_in < TOKEN_RENEW_WITHIN_S:
+    if expires_in < TOKEN_RENEW_WITHIN_S and not renewed:
         findings.append(Finding("token", False, f"the token expires in {days(expires_in)}: issue a new one "
                                                 f"({CONSOLE}, or the channel access token API) before then"))
     elif not findings:
@@ -273,8 +303,14 @@ def examine(settings, test_webhook: bool = False) -> list[Finding]:
     """Every check, in order; those that need a working token are skipped without one."""
     findings: list[Finding] = []
     line = LineApi(settings)
+    source = None
     try:
-        if not settings.channel_access_token:
+        if settings.token_source != "fixed":
+            finding, source = check_token_source(line, settings)
+            findings.append(finding)
+        if settings.token_source != "fixed" and source is None:
+            answer = None
+        elif not settings.channel_access_token and source is None:
             findings.append(Finding("credentials", False, "channel_access_token is not set: set "
                                                           "LINE_CHANNEL_ACCESS_TOKEN (or its _FILE, or systemd's "
                                                           "credential line-channel-access-token)"))
@@ -286,11 +322,15 @@ def examine(settings, test_webhook: bool = False) -> list[Finding]:
             findings += [Finding(name, None, "needs a working channel access token")
                          for name in ("token", "webhook", "quota", "clock")]
         else:
-            findings += check_token(line, settings.channel_id)
+            findings += check_token(line, settings.channel_id, renewed=source is not None)
             findings += check_webhook(line, settings.public_url, test_webhook)
             findings.append(check_quota(line, settings.quota_warning_share))
             findings.append(check_clock(answer, midpoint))
     finally:
+        revoking = source.revoke(line.token) if source is not None else None
+        if revoking is not None:
+            with contextlib.suppress(requests.RequestException):
+                line.call("POST", revoking.path, auth=False, data=revoking.form)
         line.close()
     findings.append(check_store(settings.store))
     return findings

@@ -11,8 +11,10 @@ import shlex
 import socket
 import sys
 
-from frontdesk.protocol.config import SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_SECRET, ConfigError
+from frontdesk.protocol.config import SANDBOX_ACCESS_TOKEN, SANDBOX_CHANNEL_ID, SANDBOX_CHANNEL_SECRET, ConfigError
 from frontdesk.protocol.credentials import SealedSecrets, protect_held_secrets, without_secrets
+from frontdesk.protocol.token_source import ratelimiter_secrets, require_token_source
+from frontdesk.ratelimiter.token_api import TokenSource, TokenSourceError
 from frontdesk.store import StoreError, open_store
 
 from .demo import demo_command, start_demo
@@ -43,6 +45,8 @@ def sandbox_settings(settings):
         changes["channel_secret"] = SANDBOX_CHANNEL_SECRET
     if not settings.channel_access_token:
         changes["channel_access_token"] = SANDBOX_ACCESS_TOKEN
+    if not settings.channel_id:   # the channel the sandbox issues tokens for
+        changes["channel_id"] = SANDBOX_CHANNEL_ID
     return settings.replace(**changes)
 
 
@@ -53,11 +57,16 @@ def main(settings, args) -> int:
     if args.sandbox:
         settings = sandbox_settings(settings)
     else:
-        settings.require_secrets("channel_secret", "channel_access_token")
+        settings.require_secrets("channel_secret")
+    require_token_source(settings)
+    try:
+        TokenSource(settings)   # a key that cannot sign is said now, not by a rate limiter restarted forever
+    except TokenSourceError as exc:
+        raise ConfigError(str(exc)) from None
     # Each secret is sealed once and its descriptor handed to the children that need it, at every
     # (re)start: we keep them for our whole life, so we are non-dumpable (protocol/credentials.py).
     protect_held_secrets(settings)
-    secrets = SealedSecrets(settings, ["channel_secret", "channel_access_token"])
+    secrets = SealedSecrets(settings, ["channel_secret", "channel_access_token", "channel_private_key"])
     env = {**without_secrets(os.environ), **settings.to_environ()}
     services = []
     if args.sandbox:   # it plays LINE, which knows both
@@ -65,7 +74,7 @@ def main(settings, args) -> int:
                                 secrets=secrets.for_child("channel_secret", "channel_access_token")))
     services.append(Service("dispatcher", role_command("dispatcher"), env, settings,   # for its rate limiter
                             stop_grace_s=settings.drain_grace_s + 2 * settings.kill_grace_s,
-                            secrets=secrets.for_child("channel_access_token")))
+                            secrets=secrets.for_child(*ratelimiter_secrets(settings))))
     webhook_url = f"http://{settings.listen}{settings.callback_path}"
     services.append(Service("receiver", role_command("receiver"), env, settings, webhook_url,
                             secrets=secrets.for_child("channel_secret")))

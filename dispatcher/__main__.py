@@ -5,5 +5,6 @@ from frontdesk.protocol.process import run_role
 
 from .arbiter import main
 
-# the access token is its rate limiter's: a descriptor from `frontdesk run` is handed on unread
-sys.exit(run_role("dispatcher", main, unread_secrets=("channel_access_token",)))
+# the token (or what its token source issues one with) is its rate limiter's: descriptors from
+# `frontdesk run` are handed on unread
+sys.exit(run_role("dispatcher", main, unread_secrets=("channel_access_token", "channel_secret", "channel_private_key")))

@@ -24,6 +24,7 @@ from frontdesk.protocol.children.framed import FramedChild
 from frontdesk.protocol.children.lifecycle import CLOSING, STOPPING, SupervisedChild
 from frontdesk.protocol.children.policy import RestartPolicy
 from frontdesk.protocol.credentials import ChildSecrets, SealedSecrets
+from frontdesk.protocol.token_source import ratelimiter_secrets
 from frontdesk.protocol.frames import encode_frame
 
 from .callbounds import CallBounds
@@ -122,7 +123,8 @@ class ApiLink:
         self.settings = settings
         # the token, sealed once (or the descriptor `frontdesk run` gave us, unread): every
         # rate limiter we start, and restart, inherits it (protocol/credentials.py)
-        token = SealedSecrets(settings, ["channel_access_token"]).for_child("channel_access_token")
+        names = ratelimiter_secrets(settings)   # the token, or what its token source issues it with
+        token = SealedSecrets(settings, names).for_child(*names)
         self.child = RateLimiterChild(self, env, token, loop, settings, clock=clock, pipes=pipes)
         self.pending: dict[int, PendingCall] = {}      # at the rate limiter, by our msgid
         self.bounds = CallBounds(settings.handler_api_max_calls, settings.handler_api_max_bytes,

@@ -29,6 +29,7 @@ from frontdesk.protocol.config import handler_command
 from frontdesk.protocol.credentials import without_secrets
 from frontdesk.protocol.line_endpoints import API_METHODS
 from frontdesk.protocol.process import status_name
+from frontdesk.protocol.token_source import require_token_source
 from frontdesk.store import StoreError, StoreGone, run_with_store
 from frontdesk.store.status import StatusPublisher
 
@@ -345,5 +346,5 @@ class Arbiter:
 
 def main(settings) -> int:
     """`frontdesk dispatcher` / `python -m frontdesk.dispatcher`: the arbiter, until stopped."""
-    settings.require_secrets("channel_access_token")
+    require_token_source(settings)
     return run_with_store(settings.store, log, lambda store: Arbiter(settings, store).run())

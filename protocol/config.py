@@ -88,6 +88,27 @@ def _handler_count(raw) -> int | str:
         raise ValueError("expected a whole number or auto") from None
 
 
+TOKEN_SOURCES = ("fixed", "stateless", "v2.1")
+MAX_TOKEN_LIFETIME_S = 30 * 86400   # LINE's limit on a v2.1 token's token_exp
+
+
+def _token_source(raw) -> str:
+    """One of TOKEN_SOURCES (docs/tokens.md)."""
+    if not isinstance(raw, str) or raw.strip().lower() not in TOKEN_SOURCES:
+        raise ValueError(f"expected one of {', '.join(TOKEN_SOURCES)}")
+    return raw.strip().lower()
+
+
+def _loading_seconds(raw) -> int:
+    """LINE's loadingSeconds: 5 to 60, a multiple of 5."""
+    if isinstance(raw, (bool, float)):
+        raise ValueError("expected a whole number")
+    value = int(raw)
+    if not 5 <= value <= 60 or value % 5:
+        raise ValueError("LINE takes 5 to 60 seconds, a multiple of 5")
+    return value
+
+
 # Every knob. Grouped by the process that uses it; the README's configuration table is made
 # from this list (`frontdesk config --markdown`), so the help texts are user documentation.
 KNOBS: tuple[Knob, ...] = (
@@ -101,6 +122,22 @@ KNOBS: tuple[Knob, ...] = (
          "`line-channel-access-token`, or an inherited descriptor `LINE_CHANNEL_ACCESS_TOKEN_FD`; never on "
          "the command line.",
          env="LINE_CHANNEL_ACCESS_TOKEN", secret=True, credential="line-channel-access-token"),
+    Knob("token_source", _token_source, "fixed",
+         "Where the rate limiter's channel access token comes from: `fixed` (channel_access_token), "
+         "`stateless` (issued from channel_id and channel_secret, 15 minutes, renewed before expiry) or "
+         "`v2.1` (issued from an assertion signed with channel_private_key, token_lifetime_s, renewed "
+         "before expiry, revoked on a clean stop): docs/tokens.md."),
+    Knob("channel_private_key", str, "", "token_source = v2.1: the channel's assertion signing key, the "
+         "JWK private key (JSON) whose public half is registered in the LINE Developers Console. From a "
+         "file: `LINE_CHANNEL_PRIVATE_KEY_FILE`, systemd's credential `line-channel-private-key`, or an "
+         "inherited descriptor `LINE_CHANNEL_PRIVATE_KEY_FD`; never on the command line.",
+         env="LINE_CHANNEL_PRIVATE_KEY", secret=True, credential="line-channel-private-key"),
+    Knob("channel_key_id", str, "",
+         "token_source = v2.1: the kid LINE gave the registered public key (LINE Developers Console)."),
+    Knob("token_lifetime_s", int, 86400,
+         "token_source = v2.1: the lifetime asked for each token (LINE's token_exp, at most 2592000: 30 "
+         "days); it is renewed at 80 % of its life. A token of a rate limiter that was killed cannot be "
+         "revoked and counts against LINE's 30 valid tokens until it expires: hence a day.", minimum=60),
     Knob("channel_id", str, "",
          "LINE channel ID (LINE Developers Console, Basic settings): `frontdesk doctor` checks that the "
          "access token belongs to it; the sandbox serves the channel access token API for it (default "
@@ -244,6 +281,13 @@ KNOBS: tuple[Knob, ...] = (
          "an endpoint's budget as its load needs); false: each rate limiter uses all of rate_limits."),
     Knob("reply_max_age_s", float, 50.0,
          "A reply whose token is older than this is sent as a push to the same source.", minimum=0.0),
+    Knob("loading_after_s", float, 2.0,
+         "A one-to-one chat whose oldest event has waited this long unanswered (a backlog) is shown LINE's "
+         "loading animation, refreshed while it waits; never groups or rooms, never ahead of real calls "
+         "(docs/ratelimiter.md, \"Users told to wait\"). 0: off.", minimum=0.0),
+    Knob("loading_seconds", _loading_seconds, 20,
+         "How long each loading animation lasts (LINE's loadingSeconds: 5 to 60, a multiple of 5); it is "
+         "started again 2 s before it ends while the chat still waits."),
     Knob("batch_window_ms", float, 20.0,
          "Identical pushes to different users within this window become one multicast.", minimum=0.0),
     Knob("batching", bool, True, "Turn push-to-multicast batching on or off."),
@@ -268,6 +312,9 @@ KNOBS: tuple[Knob, ...] = (
          "Sandbox per-endpoint limits (429 beyond), like rate_limits; burst = one period's worth."),
     Knob("sandbox_reply_token_ttl_s", float, 60.0,
          "Sandbox: a reply token is refused this long after its webhook event.", minimum=0.0),
+    Knob("sandbox_stateless_token_s", int, 900,
+         "Sandbox: the lifetime of a stateless channel access token it issues (LINE's: 15 minutes); "
+         "shorter to see renewals.", minimum=1),
     Knob("sandbox_threads", int, 32,
          "Sandbox threads for calls that block (long polls of /sandbox/deliveries, the webhook test); "
          "every other call is answered on its event loop.", minimum=1),
@@ -381,6 +428,10 @@ class Settings:
 
     channel_secret: str
     channel_access_token: str
+    token_source: str
+    channel_private_key: str
+    channel_key_id: str
+    token_lifetime_s: int
     channel_id: str
     public_url: str
     quota_warning_share: float
@@ -436,6 +487,8 @@ class Settings:
     rate_limits: dict[str, tuple[float, float]]     # endpoint -> (count, period in seconds)
     shared_rate_budget: bool
     reply_max_age_s: float
+    loading_after_s: float
+    loading_seconds: int
     batch_window_ms: float
     batching: bool
     profile_ttl_s: float
@@ -447,6 +500,7 @@ class Settings:
     sandbox_drop_rate: float
     sandbox_rate_limits: dict[str, tuple[float, float]]
     sandbox_reply_token_ttl_s: float
+    sandbox_stateless_token_s: int
     sandbox_threads: int
     sandbox_recorder_size: int
 

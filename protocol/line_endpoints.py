@@ -180,6 +180,10 @@ METHODS: tuple[ApiMethod, ...] = (
     ApiMethod("profile", "GET /v2/bot/profile/{userId}", Journal.READ_ONLY, (2000, SECOND)),
     ApiMethod("content", "GET /v2/bot/message/{messageId}/content", Journal.READ_ONLY, (2000, SECOND),
               data_api=True),
+    # repeat-safe (a repeat only restarts the animation), so read-only's rule; LINE's table has no
+    # row for it: 100/s is frontdesk's own figure, since the animation is a courtesy (docs/ratelimiter.md)
+    ApiMethod("loading", "POST /v2/bot/chat/loading/start", Journal.READ_ONLY, (100, SECOND),
+              checks=(string("chatId"),), sdk="show_loading_animation"),
     ApiMethod(GENERIC_CALL, None, Journal.BY_REQUEST),
     ApiMethod("user_get", None, Journal.NOT_JOURNALED, checks=(string("userId"),)),
     ApiMethod("user_set_data", None, Journal.NOT_JOURNALED, checks=(string("userId"), mapping("data"))),

@@ -5,7 +5,8 @@ limit is exceeded. Each endpoint here gets a token bucket refilled at its config
 small burst (a twentieth of a second's worth, at least one): network jitter can bunch requests
 together on their way to LINE, and a small burst keeps even a bunched second inside LINE's
 one-second budget. Waiting calls queue per endpoint in arrival order; when several endpoints
-have tokens the oldest waiting call goes first, so no endpoint starves another.
+have tokens the oldest waiting call goes first, so no endpoint starves another; except the
+`lowest` endpoints (the loading animation), whose calls go only when no other call may.
 
 Every endpoint with a row in LINE's rate-limit table has its own bucket at LINE's published figure
 (protocol/line_endpoints.py: rich menu create/delete 100/h, rich menu batch 3/h, webhook test 60/h,
@@ -26,6 +27,7 @@ from typing import Callable
 from frontdesk.protocol.line_endpoints import DEFAULT, LIMITS as LINE_LIMITS
 
 BURST_SECONDS = 0.05
+LOWEST_AFTER_S = 1e9    # a lowest-priority call counts as enqueued this much later
 ROUNDING = 1e-9   # refills summed in floats may fall short of a whole token by this: it counts as whole
 
 
@@ -112,8 +114,10 @@ class Scheduler:
     time.monotonic in the process (the loop's clock on Linux).
     """
 
-    def __init__(self, rate_limits: dict[str, tuple[float, float]], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, rate_limits: dict[str, tuple[float, float]], clock: Callable[[], float] = time.monotonic,
+                 lowest: frozenset[str] = frozenset()):
         self._clock = clock
+        self._lowest = lowest   # endpoints whose calls go only when no other call may (the loading animation)
         limits = {**LINE_LIMITS, **rate_limits}   # an endpoint the setting leaves out keeps LINE's figure
         now = clock()
         self._queues = {name: EndpointQueue(name, count, period, now) for name, (count, period) in limits.items()}
@@ -158,6 +162,8 @@ class Scheduler:
             delay, enqueued_at = head
             if delay <= 0 and self.budget is not None:
                 delay = self.budget.delay(queue.name, now, len(queue))
+            if delay <= 0 and queue.name in self._lowest:
+                enqueued_at += LOWEST_AFTER_S   # behind every other ready call, in its own order
             if delay <= 0 and (best is None or enqueued_at < best[1]):
                 best = (queue, enqueued_at)
             elif delay > 0 and (soonest is None or delay < soonest):

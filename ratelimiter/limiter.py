@@ -13,6 +13,8 @@ The work is done in layers, each with one job and its own tests (tests/unit/), w
     CallJournal (journal.py)   the at-most-once rules over the store's call journal
     Scheduler (buckets.py)     per-endpoint token buckets and queues (and the shared budget)
     Batcher (batcher.py)       identical pushes into one multicast
+    Loading (loading.py)       the loading animation for one-to-one chats waiting in a backlog
+    TokenKeeper (tokens.py)    the channel access token: fixed, or issued, renewed and revoked here
     SenderPool (senders.py)    `api_connections` senders, each with its connections
     Sending (sending.py)       one Send's attempts; outcome.py decides after each
 """
@@ -31,6 +33,7 @@ from .callers import Callers
 from .calls import Send, parse_call
 from .journal import CallJournal
 from .line_api import LineApi
+from .loading import LOADING, Loading
 from .outcome import Rules
 from .pipe import FramePipe
 from .profiles import Profiles
@@ -40,6 +43,8 @@ from .sending import Sending
 from .shared_budget import SharedBudget
 from .stats import STATS_INTERVAL_S, Counters
 from .storewriter import StoreWriter
+from .token_api import TokenSourceError
+from .tokens import TokenKeeper
 from .userdata import UserData
 
 log = logging.getLogger("frontdesk.ratelimiter")
@@ -59,7 +64,7 @@ class RateLimiter:
         self.counters = Counters()
         self.pipe = FramePipe(in_fd, out_fd, settings.max_frame_bytes, self.on_message)
         self.callers = Callers(self.pipe.write)
-        self.scheduler = Scheduler(settings.rate_limits)
+        self.scheduler = Scheduler(settings.rate_limits, lowest=frozenset({LOADING}))   # never ahead of real calls
         if settings.shared_rate_budget:   # every rate limiter on this store shares the limits
             self.scheduler.budget = SharedBudget(store, self.scheduler.rates(), self.scheduler.notify)
         self.writer = StoreWriter(store)
@@ -73,7 +78,10 @@ class RateLimiter:
                       min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD))
         self.sending = Sending(rules, self.scheduler, self.journal, self.callers, self.profiles,
                                self.counters, settings.api_trace)
-        self.senders = SenderPool(settings.api_connections, lambda: LineApi(settings), self.scheduler,
+        self.loading = (Loading(store, self.scheduler, self.counters, settings.loading_after_s, settings.loading_seconds)
+                        if settings.loading_after_s > 0 else None)
+        self.token = TokenKeeper(settings)
+        self.senders = SenderPool(settings.api_connections, lambda: LineApi(settings, self.token), self.scheduler,
                                   self.sending.serve)
         self._stats_timer: asyncio.TimerHandle | None = None
 
@@ -115,7 +123,10 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         self.writer.start(loop)
         self.pipe.open(loop)
+        self.token.start()
         self.senders.start()
+        if self.loading is not None:
+            self.loading.start(loop)
         self._stats_timer = loop.call_later(STATS_INTERVAL_S, self._publish_stats)
         for send in self.journal.recovered():   # before any call is read: a repeat finds them in flight
             self.scheduler.submit(send.endpoint, send)
@@ -134,8 +145,11 @@ class RateLimiter:
         """Send what is queued, write what is unwritten, tell the last figures."""
         if self.batcher is not None:
             self.batcher.close()
+        if self.loading is not None:
+            self.loading.close()
         self.scheduler.close()
         await self.senders.join()
+        await self.token.close()
         self._stats_timer.cancel()
         if self.scheduler.budget is not None:
             await loop.run_in_executor(None, self.scheduler.budget.close)
@@ -149,6 +163,9 @@ class RateLimiter:
         snapshot["queues"] = self.scheduler.stats()
         snapshot["batch_open"] = self.batcher.open_members() if self.batcher else 0
         snapshot["in_flight"] = len(self.journal.in_flight)
+        snapshot["token"] = self.token.stats()
+        if self.loading is not None:
+            snapshot["loading_waiting"] = self.loading.waiting
         if self.scheduler.budget is not None:
             snapshot["budget"] = self.scheduler.budget.stats()
         return snapshot
@@ -160,13 +177,17 @@ class RateLimiter:
 
 def main(settings) -> int:
     """`python -m frontdesk.ratelimiter` (started by a dispatcher): frames on stdin/stdout, log on stderr."""
-    if not settings.channel_access_token:
+    if settings.token_source == "fixed" and not settings.channel_access_token:
         log.warning("event=channel_access_token_missing effect=LINE_answers_401")
 
     def serve(store) -> int:
-        limiter = RateLimiter(settings, store, sys.stdin.fileno(), sys.stdout.fileno())
-        log.info("event=started api_base=%s connections=%d batching=%s", settings.api_base,
-                 settings.api_connections, settings.batching)
+        try:
+            limiter = RateLimiter(settings, store, sys.stdin.fileno(), sys.stdout.fileno())
+        except TokenSourceError as exc:
+            log.error("event=token_source_unusable reason=%r", str(exc))
+            return 2
+        log.info("event=started api_base=%s connections=%d batching=%s token_source=%s", settings.api_base,
+                 settings.api_connections, settings.batching, settings.token_source)
         return limiter.run()
 
     return run_with_store(settings.store, log, serve, failed=2)

@@ -173,12 +173,27 @@ def response_error(response: HttpResponse, retryable: bool) -> dict:
 
 
 # --- the connections -------------------------------------------------------------------------------
+class _FixedCredential:
+    """A token that never changes (tokens.TokenKeeper's interface, for a LineApi made on its own)."""
+
+    def __init__(self, token: str):
+        self.authorization = f"Bearer {token}"
+
+    async def wait(self) -> str:
+        return self.authorization
+
+    def refused(self, authorization: str) -> None:
+        pass
+
+
 class LineApi:
     """The Messaging API as one sender sees it: a keep-alive connection to the API host and one to
     the data host (content), each opened on first use."""
 
-    def __init__(self, settings):
-        headers = {"Authorization": f"Bearer {settings.channel_access_token}", "User-Agent": USER_AGENT}
+    def __init__(self, settings, credential=None):
+        # the token per request, from the keeper that renews it (tokens.py)
+        self.credential = credential or _FixedCredential(settings.channel_access_token)
+        headers = {"User-Agent": USER_AGENT}
         timeouts = (settings.api_connect_timeout_s, settings.api_read_timeout_s)
         self.api = HttpConnection(settings.api_base, headers, *timeouts)
         self.data = HttpConnection(settings.api_data_base, headers, *timeouts)
@@ -187,7 +202,8 @@ class LineApi:
                    trace: str | None = None) -> HttpResponse:
         """Send `request` (with `trace` as X-Frontdesk-Trace). A body over max_bytes gives status
         413 and body None (connection dropped). Raises ApiConnectionError."""
-        headers = {}
+        authorization = self.credential.authorization or await self.credential.wait()
+        headers = {"Authorization": authorization}
         body = None
         if isinstance(request.body, bytes):
             body = request.body
@@ -202,6 +218,8 @@ class LineApi:
         path = request.path + ("?" + urlencode(request.query) if request.query else "")
         connection = self.data if request.data_api else self.api
         status, response_headers, data = await connection.request(request.method, path, headers, body, max_bytes)
+        if status == 401:
+            self.credential.refused(authorization)
         content_type = response_headers.get("content-type", "")
         if data is None:
             return HttpResponse(413, None, content_type, response_headers)

@@ -134,6 +134,7 @@ class SandboxState:
         self.message_ids = itertools.count(int.from_bytes(os.urandom(4), "big") * 1000)
         self.stats_lock = threading.Lock()
         self.calls: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        self.loading_chats: dict[str, int] = defaultdict(int)   # chat -> loading animations started
         self.dropped = 0
         self.faults = 0
         self.statistics = Statistics()
@@ -143,7 +144,7 @@ class SandboxState:
         local_receiver = f"http://{settings.listen}{settings.callback_path}"
         self.channel = channel.ChannelSettings(settings.public_url or local_receiver)
         self.tokens = tokens.ChannelTokens(settings.channel_id or SANDBOX_CHANNEL_ID, channel_secret,
-                                           access_token)
+                                           access_token, stateless_lifetime_s=settings.sandbox_stateless_token_s)
         self.shop = shop.Shop(self.world)
         self.history = ChatHistory()
         self.uploads = content.Uploads()
@@ -247,6 +248,7 @@ class SandboxState:
             self.deliveries, self.delivery_ids, self.dropped_deliveries = [], [], 0
         with self.stats_lock:
             self.calls.clear()
+            self.loading_chats.clear()
             self.dropped = self.faults = 0
         self.statistics.reset()
         return dropped
@@ -256,11 +258,17 @@ class SandboxState:
             self.calls[endpoint][status] += 1
             self.dropped += dropped
 
+    def loading_started(self, chat_id: str) -> None:
+        with self.stats_lock:
+            self.loading_chats[chat_id] += 1
+
     def stats(self) -> dict:
         with self.stats_lock:
             calls = {endpoint: {str(status): n for status, n in sorted(by_status.items())}
                      for endpoint, by_status in sorted(self.calls.items())}
-            totals = {"dropped": self.dropped, "faults": self.faults}
+            totals = {"dropped": self.dropped, "faults": self.faults,
+                      "loading": {"chats": len(self.loading_chats), "started": sum(self.loading_chats.values()),
+                                  "by_chat": dict(self.loading_chats)}}
         with self.lock:
             held, last, forgotten = len(self.deliveries), self.next_delivery_id - 1, self.dropped_deliveries
         return {"calls": calls, "api_calls": sum(sum(s.values()) for s in calls.values()),

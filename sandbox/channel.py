@@ -149,6 +149,10 @@ class MarkAsReadByToken(Endpoint):
 
 
 class LoadingAnimation(Endpoint):
+    """POST /v2/bot/chat/loading/start: one-to-one chats only; each chat's starts are counted
+    (`loading` of /sandbox/stats: which chats saw the animation)."""
+    endpoint = "loading"
+
     def on_post(self, req, resp):
         body = read_json(req)
         check = Validator()
@@ -160,6 +164,7 @@ class LoadingAnimation(Endpoint):
             check.fail("loadingSeconds", "must be a multiple of 5 between 5 and 60")
         check.raise_if_failed()
         self.state.history.add_loading(value, seconds)   # the chat page shows the animation
+        self.state.loading_started(value)
         send_json(resp, 202, {})
 
 

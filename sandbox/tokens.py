@@ -46,6 +46,7 @@ MAX_ASSERTION_LIFETIME_S = 30 * 60
 MAX_TOKEN_EXP_S = 30 * 86400
 MAX_V21_TOKENS = 30
 MAX_SHORT_LIVED_TOKENS = 30
+MAX_REMEMBERED = 100       # issued tokens /sandbox/channel/tokens lists (tests look for them in logs)
 V21_SCOPE = "profile chat_message.write"   # what LINE's verify answers carry
 V2_SCOPE = "P CM"
 NO_KEY = "Cannot find channel key that satisfies the conditions"
@@ -68,8 +69,10 @@ class OAuthError(LineError):
 class ChannelTokens:
     """The channel's tokens and its registered assertion signing keys; thread-safe."""
 
-    def __init__(self, channel_id: str, channel_secret: str, long_lived_token: str, clock=time.time):
+    def __init__(self, channel_id: str, channel_secret: str, long_lived_token: str, clock=time.time,
+                 stateless_lifetime_s: int = STATELESS_LIFETIME_S):
         self.channel_id = channel_id
+        self.stateless_lifetime_s = stateless_lifetime_s
         self._secret = channel_secret
         self._seal_key = hmac.new(channel_secret.encode(), b"frontdesk sandbox channel access tokens",
                                   hashlib.sha256).digest()
@@ -80,6 +83,7 @@ class ChannelTokens:
         self.keys: dict[str, RsaPublicKey] = {}         # assertion signing keys by kid
         self._v21: dict[str, float] = {}                 # key id -> expires at (epoch s)
         self._short_lived: dict[str, float] = {}         # token -> expires at, oldest first
+        self.issued: list[str] = []                      # the last MAX_REMEMBERED tokens issued, oldest first
 
     # --- the assertion signing keys (the console's "Register a public key")
     def register_key(self, jwk) -> str:
@@ -119,9 +123,10 @@ class ChannelTokens:
     # --- issuing
     def issue_stateless(self) -> dict:
         now = self._clock()
-        token = seal(self._seal_key, {"ver": "3", "client_id": self.channel_id, "exp": now + STATELESS_LIFETIME_S,
-                                      "jti": os.urandom(8).hex()})
-        return {"token_type": "Bearer", "access_token": token, "expires_in": STATELESS_LIFETIME_S}
+        token = seal(self._seal_key, {"ver": "3", "client_id": self.channel_id,
+                                      "exp": now + self.stateless_lifetime_s, "jti": os.urandom(8).hex()})
+        self._remember(token)
+        return {"token_type": "Bearer", "access_token": token, "expires_in": self.stateless_lifetime_s}
 
     def issue_v21(self, token_exp: int) -> dict:
         now = self._clock()
@@ -133,6 +138,7 @@ class ChannelTokens:
             self._v21[key_id] = now + token_exp
         token = seal(self._seal_key, {"ver": "2.1", "client_id": self.channel_id, "exp": now + token_exp,
                                       "key_id": key_id})
+        self._remember(token)
         return {"access_token": token, "token_type": "Bearer", "expires_in": token_exp, "key_id": key_id}
 
     def issue_short_lived(self) -> dict:
@@ -143,7 +149,18 @@ class ChannelTokens:
             while len(self._short_lived) >= MAX_SHORT_LIVED_TOKENS:   # LINE revokes the oldest
                 del self._short_lived[next(iter(self._short_lived))]
             self._short_lived[token] = now + SHORT_LIVED_LIFETIME_S
+        self._remember(token)
         return {"access_token": token, "expires_in": SHORT_LIVED_LIFETIME_S, "token_type": "Bearer"}
+
+    def _remember(self, token: str) -> None:
+        with self._lock:
+            self.issued.append(token)
+            del self.issued[:-MAX_REMEMBERED]
+
+    def recent(self) -> list[str]:
+        """The tokens issued lately, oldest first."""
+        with self._lock:
+            return list(self.issued)
 
     def valid_key_ids(self) -> list[str]:
         now = self._clock()
@@ -390,6 +407,19 @@ class AssertionKeys:
         send_json(resp, 200, {"kid": kid})
 
 
+class IssuedTokens:
+    """GET /sandbox/channel/tokens: the tokens issued lately, each with whether it opens the API
+    now: what a test looks for where no token may be (logs, environments, the store)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def on_get(self, req, resp):
+        tokens = self.state.tokens
+        send_json(resp, 200, {"tokens": [{"access_token": token, "valid": tokens.accepts(token)}
+                                         for token in tokens.recent()]})
+
+
 ROUTES = {
     "/oauth2/v3/token": StatelessToken,
     "/oauth2/v2.1/token": TokenV21,
@@ -401,4 +431,4 @@ ROUTES = {
     "/v2/oauth/revoke": RevokeV2,
 }
 """The token API's paths (api.line.me) -> their resources."""
-CONTROL_ROUTES = {"/sandbox/channel/keys": AssertionKeys}
+CONTROL_ROUTES = {"/sandbox/channel/keys": AssertionKeys, "/sandbox/channel/tokens": IssuedTokens}

@@ -334,7 +334,23 @@ class Observation(abc.ABC):
         """Returns: the control's value as set (a JSON value), or None when it was never set."""
 
 
-class Store(Queue, Retention, Journal, Budget, Users, Observation):
+class Waiting(abc.ABC):
+    """Which one-to-one chats wait: the rate limiter starts LINE's loading animation for them
+    (docs/ratelimiter.md, "Users told to wait")."""
+
+    @abc.abstractmethod
+    def waiting_chats(self, received_before_ms: int, limit: int) -> list[tuple[str, int]]:
+        """The one-to-one chats (conversation key a user ID) whose oldest event not yet acked,
+        pending or leased, was received at or before `received_before_ms` (epoch ms), oldest
+        first. One indexed read of each conversation's head, never of the whole queue: the rate
+        limiter asks about once a second.
+
+        Returns:
+            [(user ID, that event's received_at in epoch ms)], at most `limit`.
+        """
+
+
+class Store(Queue, Retention, Journal, Budget, Users, Observation, Waiting):
     """The one contract every part of frontdesk uses to reach the store, whichever backend.
 
     It exists so that the receiver, the dispatcher, the rate limiter and the operator commands

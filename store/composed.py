@@ -12,6 +12,7 @@ journal" in the same place for both:
 | `Budget`: the shared rate budget | sqlite_budget.py | mongo_budget.py |
 | `Users`: the per-user DB | sqlite_users.py | mongo_users.py |
 | `Observation`: counts, statuses, controls | sqlite_observation.py | mongo_observation.py |
+| `Waiting`: one-to-one chats waiting in the queue | sqlite_waiting.py | mongo_waiting.py |
 | connections and their errors | sqlite_connections.py | mongo_connections.py |
 | schema | sqlite_schema.py | mongo_schema.py |
 | change feed | sqlite_feed.py | mongo_feed.py |
@@ -25,7 +26,7 @@ from __future__ import annotations
 from typing import Callable, Generic, Protocol, TypeVar
 
 from .base import (AppendResult, Budget, Journal, JournalEntry, Observation, Queue, Retention, Store,
-                   StoreUnavailable, Users)
+                   StoreUnavailable, Users, Waiting)
 from .groupcommit import AppendRequest, GroupCommitter
 
 
@@ -45,7 +46,7 @@ class ComposedStore(Store, Generic[C]):
 
     def __init__(self, name: str, db: C, writer: GroupCommitter, queue: Queue,
                  retention: Retention, journal: Journal, budget: Budget, users: Users,
-                 observation: Observation):
+                 observation: Observation, waiting: Waiting):
         self._name = name   # as messages show the store (a path, a URL without its password)
         self._db = db
         self._writer = writer
@@ -55,6 +56,7 @@ class ComposedStore(Store, Generic[C]):
         self._budget = budget
         self._users = users
         self._observation = observation
+        self._waiting = waiting
 
     # --- queue: writing ------------------------------------------------------------------
     def append(self, destination: str, events: list[dict], received_at_ms: int,
@@ -157,6 +159,9 @@ class ComposedStore(Store, Generic[C]):
 
     def busiest_keys(self, limit: int = 1) -> list[tuple[str, int]]:
         return self._observation.busiest_keys(limit)
+
+    def waiting_chats(self, received_before_ms: int, limit: int) -> list[tuple[str, int]]:
+        return self._waiting.waiting_chats(received_before_ms, limit)
 
     def put_status(self, name: str, status: dict) -> None:
         self._observation.put_status(name, status)

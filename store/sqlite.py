@@ -29,6 +29,7 @@ from .sqlite_observation import SQLiteObservation
 from .sqlite_queue import SQLiteQueue
 from .sqlite_retention import SQLiteRetention
 from .sqlite_schema import migrate
+from .sqlite_waiting import SQLiteWaiting
 from .sqlite_users import SQLiteUsers
 
 __all__ = ["SQLiteStore", "path_from_url"]
@@ -60,7 +61,8 @@ class SQLiteStore(ComposedStore[SQLiteConnections]):
         writer = GroupCommitter(self.path, appends.commit, self._notifier.notify, append_linger_s,
                                 probe=appends.probe)
         super().__init__(self.path, db, writer, SQLiteQueue(db, self.db_name, self._notifier.notify, clock),
-                         retention, SQLiteJournal(db, clock), SQLiteBudget(db), users, observation)
+                         retention, SQLiteJournal(db, clock), SQLiteBudget(db), users, observation,
+                         SQLiteWaiting(db))
 
     def open(self) -> "SQLiteStore":
         """Open the file (see the class docstring). Raises StoreError naming what is wrong."""

@@ -35,6 +35,14 @@ def public_jwk(private_key) -> dict:
     return {"kty": "RSA", "alg": "RS256", "use": "sig", "n": _integer(numbers.n), "e": _integer(numbers.e)}
 
 
+def private_jwk(private_key) -> dict:
+    """The whole key as the JWK LINE's "Generate a JWT" makes (what `channel_private_key` holds)."""
+    numbers = private_key.private_numbers()
+    members = {"n": numbers.public_numbers.n, "e": numbers.public_numbers.e, "d": numbers.d, "p": numbers.p,
+               "q": numbers.q, "dp": numbers.dmp1, "dq": numbers.dmq1, "qi": numbers.iqmp}
+    return {"kty": "RSA", "alg": "RS256", "use": "sig", **{name: _integer(value) for name, value in members.items()}}
+
+
 def signed(private_key, header: dict, payload: dict) -> str:
     """A compact JWS of header and payload with an RS256 signature by private_key."""
     signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"

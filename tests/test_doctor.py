@@ -171,3 +171,17 @@ def test_line_out_of_reach(env, tmp_path):
     assert status == 1 and problems(lines) == [
         f"PROBLEM  credentials  cannot reach {nowhere} ([Errno 111] Connection refused): check api_base and this "
         "machine's network or proxy"]
+
+
+def test_a_stateless_token_source_is_checked_by_issuing_one_and_a_wrong_secret_is_named(sandbox, env, tmp_path):
+    renewing = {**env, "FRONTDESK_TOKEN_SOURCE": "stateless", "LINE_CHANNEL_ACCESS_TOKEN": ""}
+    status, lines = doctor(renewing, tmp_path)
+    assert status == 0, "\n".join(lines)
+    assert lines[1] == ("ok       token source a stateless token issued, for 15 minutes (frontdesk renews its own "
+                        "before expiry)")
+    assert lines[2].startswith("ok       credentials") and lines[3].startswith("ok       token")
+    status, lines = doctor({**renewing, "LINE_CHANNEL_SECRET": "not-the-secret"}, tmp_path)
+    assert status == 1 and problems(lines) == [
+        "PROBLEM  token source LINE issues no stateless token (HTTP 400 invalid_request Invalid "
+        "'client_credentials'.): check channel_id and the channel secret"]
+    assert "not-the-secret" not in "\n".join(lines)

@@ -567,6 +567,23 @@ def test_busiest_keys_count_events_not_done_per_key(store):
     assert store.busiest_keys(5) == [("UA", 3), ("UB", 1)]
 
 
+def test_waiting_chats_are_one_to_one_chats_whose_oldest_unacked_event_is_old_enough(store):
+    alice, bob, carol = ("U" + c * 32 for c in "abc")
+    old, recent = now_ms() - 5000, now_ms()
+    store.append("Udest", [event(1, alice), event(2, alice), event(3, bob, group="C" + "9" * 32)], old)
+    store.append("Udest", [event(4, bob), event(5, carol)], recent)
+    cutoff = now_ms() - 2000
+    assert store.waiting_chats(cutoff, 100) == [(alice, old)]       # not the group, not the recent ones
+    assert store.waiting_chats(now_ms(), 100) == [(alice, old), (bob, recent), (carol, recent)]
+    assert store.waiting_chats(now_ms(), 1) == [(alice, old)] and store.waiting_chats(now_ms(), 0) == []
+    claimed = store.claim("d1", 100, 30)
+    assert store.waiting_chats(cutoff, 100) == [(alice, old)]       # leased but not acked: still waiting
+    store.ack("d1", [doc["o"]["_id"] for doc in claimed if doc["o"]["_id"] in ("ev00001", "ev00003")])
+    assert store.waiting_chats(cutoff, 100) == [(alice, old)]       # alice's second event waits as long
+    store.ack("d1", [doc["o"]["_id"] for doc in store.claim("d1", 100, 30)] + ["ev00004", "ev00005"])
+    assert store.waiting_chats(now_ms(), 100) == []
+
+
 def test_statuses_and_controls(store):
     store.put_status("dispatcher-host-1", {"handlers": [{"pid": 1, "state": "ready"}]})
     store.put_status("dispatcher-host-1", {"handlers": [{"pid": 2, "state": "busy"}]})

@@ -79,6 +79,19 @@ def test_the_oldest_ready_call_of_any_endpoint_goes_first():
     assert scheduler.next_ready(100.2) == (None, None) and scheduler.pending() == 0
 
 
+def test_a_lowest_priority_call_goes_only_when_no_other_call_may():
+    clock = Clock(100.0)
+    scheduler = Scheduler({"reply": (1, 1.0)}, clock=clock, lowest=frozenset({"loading"}))
+    scheduler.submit("loading", "loading-1")
+    scheduler.submit("loading", "loading-2")
+    clock.now = 100.1
+    scheduler.submit("reply", "reply-1")
+    scheduler.submit("reply", "reply-2")
+    assert scheduler.next_ready(100.1)[0] == "reply-1"          # older loading calls wait behind it
+    assert [scheduler.next_ready(100.1)[0] for _ in range(2)] == ["loading-1", "loading-2"]  # reply-2 has no token
+    assert scheduler.next_ready(101.1)[0] == "reply-2"
+
+
 def test_an_endpoint_without_a_row_is_paced_in_default():
     scheduler = Scheduler({"default": (1, 1.0)}, clock=Clock(0.0))
     assert scheduler.queue_for("followers.get") is scheduler.queue_for("default")

@@ -57,7 +57,7 @@ def test_a_literal_segment_wins_over_a_field_of_the_same_length():
 
 def test_the_rows_keep_lines_figures_in_the_order_of_the_settings_default():
     assert list(LIMITS) == ["reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content",
-                            "richmenu_create", "richmenu_delete", "richmenu_alias_delete", "richmenu_batch",
+                            "loading", "richmenu_create", "richmenu_delete", "richmenu_alias_delete", "richmenu_batch",
                             "webhook_test", "default"]
     assert LIMITS["multicast"] == (200, 1.0) and LIMITS["broadcast"] == (60, 3600.0)
     assert LIMITS["richmenu_batch"] == (3, 3600.0) and LIMITS["default"] == (2000, 1.0)
@@ -92,7 +92,7 @@ def test_only_a_reply_carries_a_single_use_token():
 
 
 def test_the_dispatchers_list_is_the_tables_and_a_method_has_one_name():
-    assert API_METHODS == {"reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content", "call",
+    assert API_METHODS == {"reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content", "loading", "call",
                            "user_get", "user_set_data"}
     with pytest.raises(ValueError, match="one name"):
         EndpointTable(METHODS + (ApiMethod("push", None, Journal.ONCE),))
@@ -191,11 +191,11 @@ def test_adding_a_method_is_one_entry_validation_requests_journal_buckets_and_th
 
 
 def test_a_new_method_with_a_limit_gets_a_row_of_its_own():
-    table = EndpointTable(METHODS + (ApiMethod("loading", "POST /v2/bot/chat/loading/start", Journal.ONCE,
-                                               (100, 1.0), checks=(string("chatId"),)),))
-    assert table.limits["loading"] == (100, 1.0) and list(table.limits)[-1] == "default"
-    assert table.endpoint_name("POST", "/v2/bot/chat/loading/start") == "loading"
-    assert build_request("loading", {"chatId": "U1"}, None, table).body == {"chatId": "U1"}
+    table = EndpointTable(METHODS + (ApiMethod("mark_read", "POST /v2/bot/chat/markAsRead", Journal.ONCE,
+                                               (100, 1.0), checks=(string("markAsReadToken"),)),))
+    assert table.limits["mark_read"] == (100, 1.0) and list(table.limits)[-1] == "default"
+    assert table.endpoint_name("POST", "/v2/bot/chat/markAsRead") == "mark_read"
+    assert build_request("mark_read", {"markAsReadToken": "t"}, None, table).body == {"markAsReadToken": "t"}
 
 
 # --- the SDK ------------------------------------------------------------------------------------------
@@ -218,6 +218,7 @@ SDK_SAMPLES = {   # one call of each shorthand
     "narrowcast": lambda api: api.narrowcast({"messages": TEXT}),
     "profile": lambda api: api.profile("U1"),
     "content": lambda api: api.content("1"),
+    "show_loading_animation": lambda api: api.show_loading_animation(chatId="U1", loadingSeconds=20),
     "call": lambda api: api.call("GET", "/v2/bot/info"),
     "user_get": lambda api: api.user_get("U1"),
     "user_set_data": lambda api: api.user_set_data("U1", {}),
