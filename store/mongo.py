@@ -29,6 +29,7 @@ from .mongo_observation import MongoObservation
 from .mongo_queue import MongoQueue
 from .mongo_retention import MongoRetention
 from .mongo_schema import prepare
+from .mongo_sends import MongoSends
 from .mongo_url import redact_url
 from .mongo_users import MongoUsers
 
@@ -52,7 +53,7 @@ class MongoStore(ComposedStore[MongoConnections]):
         writer = GroupCommitter(self.shown_url, MongoAppends(db, users).commit, lambda: None, append_linger_s,
                                 probe=lambda: observation.set_control("health_probe", clock()))
         super().__init__(self.shown_url, db, writer, MongoQueue(db), MongoRetention(db), MongoJournal(db, clock),
-                         MongoBudget(db), users, observation)
+                         MongoBudget(db), users, observation, MongoSends(db))
 
     @property
     def db_name(self) -> str:

@@ -28,6 +28,7 @@ from .sqlite_journal import SQLiteJournal
 from .sqlite_observation import SQLiteObservation
 from .sqlite_queue import SQLiteQueue
 from .sqlite_retention import SQLiteRetention
+from .sqlite_sends import SQLiteSends
 from .sqlite_schema import migrate
 from .sqlite_users import SQLiteUsers
 
@@ -60,7 +61,8 @@ class SQLiteStore(ComposedStore[SQLiteConnections]):
         writer = GroupCommitter(self.path, appends.commit, self._notifier.notify, append_linger_s,
                                 probe=appends.probe)
         super().__init__(self.path, db, writer, SQLiteQueue(db, self.db_name, self._notifier.notify, clock),
-                         retention, SQLiteJournal(db, clock), SQLiteBudget(db), users, observation)
+                         retention, SQLiteJournal(db, clock), SQLiteBudget(db), users, observation,
+                         SQLiteSends(db))
 
     def open(self) -> "SQLiteStore":
         """Open the file (see the class docstring). Raises StoreError naming what is wrong."""

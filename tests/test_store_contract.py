@@ -486,6 +486,24 @@ def test_call_journal(store):
     assert store.journal_get("ev1", 1).state == "failed" and store.journal_unfinished() == []
 
 
+# --- the month's sends ---------------------------------------------------------------------------------
+
+def test_sends_add_up_per_month_and_kind_and_survive_a_reopen(store_url):
+    store = open_store(store_url)
+    try:
+        assert store.sends_add("2026-12", {}) == {}
+        assert store.sends_add("2026-12", {"push": 3, "reply": 1}) == {"push": 3, "reply": 1}
+        assert store.sends_add("2026-12", {"push": 2, "multicast": 0}) == {"push": 5, "reply": 1}
+        assert store.sends_add("2027-01", {"push": 1}) == {"push": 1}    # a month of its own
+    finally:
+        store.close()
+    reopened = open_store(store_url)
+    try:
+        assert reopened.sends_add("2026-12", {}) == {"push": 5, "reply": 1}
+    finally:
+        reopened.close()
+
+
 # --- shared rate budget ---------------------------------------------------------------------------------
 
 def test_budget_lease_starts_now_when_idle_and_reservations_follow_each_other(store):
