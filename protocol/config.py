@@ -17,6 +17,8 @@ from typing import Any
 from .frames import FRAME_ENVELOPE_BYTES
 from .line_endpoints import limits_text
 
+REPLY_EXPIRY = ("push", "push-within-budget", "dead-letter")
+
 DEFAULT_CONFIG_FILE = "frontdesk.toml"
 CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"   # systemd's folder of LoadCredential= files
 
@@ -76,6 +78,13 @@ def _rates(text: str) -> dict[str, tuple[float, float]]:
     return rates
 
 
+def _reply_expiry(raw) -> str:
+    """One of the reply_expiry policies (ratelimiter/quota.py)."""
+    if not isinstance(raw, str) or raw.strip() not in REPLY_EXPIRY:
+        raise ValueError(f"expected one of {', '.join(REPLY_EXPIRY)}")
+    return raw.strip()
+
+
 def _handler_count(raw) -> int | str:
     """A process count (0 or more) or `auto`."""
     if isinstance(raw, str) and raw.strip().lower() == "auto":
@@ -111,8 +120,11 @@ KNOBS: tuple[Knob, ...] = (
          "against it; the sandbox starts with it as its webhook URL (`frontdesk run --sandbox`: the "
          "receiver's callback URL when unset)."),
     Knob("quota_warning_share", float, 0.9,
-         "`frontdesk doctor` names it a problem when this share of the month's message target limit "
-         "is used (pushes beyond the limit are refused).", minimum=0.0),
+         "When this share of the month's message limit (LINE's target limit, or push_budget if lower) "
+         "is used: one `event=quota_warning` log line and the warning flag in `frontdesk status`, `top`, "
+         "the status page and `/metrics`; `reply_expiry = push-within-budget` stops pushing expired "
+         "replies; `frontdesk doctor` names it a problem (pushes beyond LINE's limit are refused).",
+         minimum=0.0),
     Knob("store", str, "sqlite:///frontdesk.db",
          "Store URL: sqlite:///path.db or mongodb://host/db?replicaSet=rs0."),
     Knob("listen", str, "127.0.0.1:8000", "Receiver address HOST:PORT."),
@@ -244,6 +256,19 @@ KNOBS: tuple[Knob, ...] = (
          "an endpoint's budget as its load needs); false: each rate limiter uses all of rate_limits."),
     Knob("reply_max_age_s", float, 50.0,
          "A reply whose token is older than this is sent as a push to the same source.", minimum=0.0),
+    Knob("reply_expiry", _reply_expiry, "push",
+         "What a reply whose token is too old (older than reply_max_age_s, or refused unused) does: "
+         "`push` (its messages go as a push, which LINE bills), `push-within-budget` (a push until "
+         "quota_warning_share of the month's limit is used, then the call fails and the event becomes "
+         "a dead letter), `dead-letter` (never a push). Each choice is logged (`event=reply_expired`) "
+         "and counted."),
+    Knob("push_budget", int, 0,
+         "Messages frontdesk may have billed per quota month (LINE counts a push once per recipient, a "
+         "group push once per member; replies are free); its warning share and `remaining` act on the "
+         "lower of it and LINE's target limit. 0: none, LINE's target limit only.", minimum=0),
+    Knob("quota_poll_s", float, 300.0,
+         "How often the rate limiter reads LINE's quota and this month's consumption, and checks the "
+         "webhook endpoint (also once at start).", minimum=1.0),
     Knob("batch_window_ms", float, 20.0,
          "Identical pushes to different users within this window become one multicast.", minimum=0.0),
     Knob("batching", bool, True, "Turn push-to-multicast batching on or off."),
@@ -436,6 +461,9 @@ class Settings:
     rate_limits: dict[str, tuple[float, float]]     # endpoint -> (count, period in seconds)
     shared_rate_budget: bool
     reply_max_age_s: float
+    reply_expiry: str
+    push_budget: int
+    quota_poll_s: float
     batch_window_ms: float
     batching: bool
     profile_ttl_s: float

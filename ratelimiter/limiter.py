@@ -15,6 +15,7 @@ The work is done in layers, each with one job and its own tests (tests/unit/), w
     Batcher (batcher.py)       identical pushes into one multicast
     SenderPool (senders.py)    `api_connections` senders, each with its connections
     Sending (sending.py)       one Send's attempts; outcome.py decides after each
+    QuotaWatch (quota_watch.py) the month's messages counted; LINE's quota and the webhook read
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .line_api import LineApi
 from .outcome import Rules
 from .pipe import FramePipe
 from .profiles import Profiles
+from .quota_watch import QuotaWatch
 from .router import CallRouter
 from .senders import SenderPool
 from .sending import Sending
@@ -67,12 +69,15 @@ class RateLimiter:
         self.profiles = Profiles(store, self.writer, settings.profile_ttl_s)
         self.batcher = (Batcher(settings.batch_window_ms / 1000.0, self._batch_closed)
                         if settings.batching else None)
+        self.quota = QuotaWatch(settings, self.writer, lambda call: self.router.route(call), self.counters)
         self.router = CallRouter(settings.reply_max_age_s, self.scheduler, self.journal, self.callers,
-                                 self.profiles, UserData(store, self.writer), self.batcher, self.counters)
+                                 self.profiles, UserData(store, self.writer), self.batcher, self.counters,
+                                 expired_reply=self.quota.expired_reply)
         rules = Rules(settings.api_max_retries, settings.reply_max_age_s,
                       min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD))
         self.sending = Sending(rules, self.scheduler, self.journal, self.callers, self.profiles,
-                               self.counters, settings.api_trace)
+                               self.counters, settings.api_trace, accepted=self.quota.accepted,
+                               expired_reply=self.quota.expired_reply)
         self.senders = SenderPool(settings.api_connections, lambda: LineApi(settings), self.scheduler,
                                   self.sending.serve)
         self._stats_timer: asyncio.TimerHandle | None = None
@@ -116,6 +121,7 @@ class RateLimiter:
         self.writer.start(loop)
         self.pipe.open(loop)
         self.senders.start()
+        self.quota.start(loop)
         self._stats_timer = loop.call_later(STATS_INTERVAL_S, self._publish_stats)
         for send in self.journal.recovered():   # before any call is read: a repeat finds them in flight
             self.scheduler.submit(send.endpoint, send)
@@ -134,8 +140,10 @@ class RateLimiter:
         """Send what is queued, write what is unwritten, tell the last figures."""
         if self.batcher is not None:
             self.batcher.close()
+        self.quota.stop_polling()
         self.scheduler.close()
         await self.senders.join()
+        await self.quota.close()
         self._stats_timer.cancel()
         if self.scheduler.budget is not None:
             await loop.run_in_executor(None, self.scheduler.budget.close)
@@ -149,6 +157,7 @@ class RateLimiter:
         snapshot["queues"] = self.scheduler.stats()
         snapshot["batch_open"] = self.batcher.open_members() if self.batcher else 0
         snapshot["in_flight"] = len(self.journal.in_flight)
+        snapshot["quota"] = self.quota.stats()
         if self.scheduler.budget is not None:
             snapshot["budget"] = self.scheduler.budget.stats()
         return snapshot
