@@ -269,6 +269,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob("quota_poll_s", float, 300.0,
          "How often the rate limiter reads LINE's quota and this month's consumption, and checks the "
          "webhook endpoint (also once at start).", minimum=1.0),
+    Knob("mark_as_read", bool, False,
+         "When a handler acks a message event that carries a `markAsReadToken`, the rate limiter marks "
+         "the message read (LINE's `POST /v2/bot/chat/markAsRead`), at its lowest priority: never ahead "
+         "of a waiting reply. One API call per message event."),
     Knob("batch_window_ms", float, 20.0,
          "Identical pushes to different users within this window become one multicast.", minimum=0.0),
     Knob("batching", bool, True, "Turn push-to-multicast batching on or off."),
@@ -464,6 +468,7 @@ class Settings:
     reply_expiry: str
     push_budget: int
     quota_poll_s: float
+    mark_as_read: bool
     batch_window_ms: float
     batching: bool
     profile_ttl_s: float

@@ -16,6 +16,7 @@ The work is done in layers, each with one job and its own tests (tests/unit/), w
     SenderPool (senders.py)    `api_connections` senders, each with its connections
     Sending (sending.py)       one Send's attempts; outcome.py decides after each
     QuotaWatch (quota_watch.py) the month's messages counted; LINE's quota and the webhook read
+    MarkAsRead (mark_read.py)  acked messages marked read, behind the replies
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .journal import CallJournal
 from .line_api import LineApi
 from .outcome import Rules
 from .pipe import FramePipe
+from .mark_read import MarkAsRead
 from .profiles import Profiles
 from .quota_watch import QuotaWatch
 from .router import CallRouter
@@ -70,6 +72,7 @@ class RateLimiter:
         self.batcher = (Batcher(settings.batch_window_ms / 1000.0, self._batch_closed)
                         if settings.batching else None)
         self.quota = QuotaWatch(settings, self.writer, lambda call: self.router.route(call), self.counters)
+        self.mark_read = MarkAsRead(self.scheduler, lambda call: self.router.route(call), self.counters)
         self.router = CallRouter(settings.reply_max_age_s, self.scheduler, self.journal, self.callers,
                                  self.profiles, UserData(store, self.writer), self.batcher, self.counters,
                                  expired_reply=self.quota.expired_reply)
@@ -85,6 +88,10 @@ class RateLimiter:
     # --- reading ----------------------------------------------------------------------------------------
     def on_message(self, message) -> None:
         """One message from the dispatcher: a call, or the `cancel` of calls whose handler is gone."""
+        if isinstance(message, Notification) and message.method == "mark_as_read":
+            params = message.params
+            self.mark_read.add(params[0] if params and isinstance(params[0], list) else [])
+            return
         if isinstance(message, Notification) and message.method == "cancel":
             params = message.params
             cancelled = self.callers.cancel(params[0] if params and isinstance(params[0], list) else [])
@@ -122,6 +129,7 @@ class RateLimiter:
         self.pipe.open(loop)
         self.senders.start()
         self.quota.start(loop)
+        self.mark_read.start(loop)
         self._stats_timer = loop.call_later(STATS_INTERVAL_S, self._publish_stats)
         for send in self.journal.recovered():   # before any call is read: a repeat finds them in flight
             self.scheduler.submit(send.endpoint, send)
@@ -141,6 +149,7 @@ class RateLimiter:
         if self.batcher is not None:
             self.batcher.close()
         self.quota.stop_polling()
+        self.mark_read.stop()
         self.scheduler.close()
         await self.senders.join()
         await self.quota.close()
