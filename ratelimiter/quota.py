@@ -27,6 +27,12 @@ def quota_month(epoch_s: float) -> str:
     return datetime.datetime.fromtimestamp(epoch_s, JST).strftime("%Y-%m")
 
 
+def month_end(epoch_s: float) -> float:
+    """When the quota month of a moment ends (epoch seconds): midnight of the 1st, Japan time."""
+    first = datetime.datetime.fromtimestamp(epoch_s, JST).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (first + datetime.timedelta(days=32)).replace(day=1).timestamp()
+
+
 def recipients(kind: str, body) -> int | str:
     """How many messages LINE counts for an accepted request of `kind` with JSON `body`: a number,
     or the id of the group or room whose member count it is."""
@@ -49,20 +55,21 @@ class MonthCount:
 
     def __init__(self, now: float):
         self.month = quota_month(now)
+        self._ends = month_end(now)   # PERF: a send compares one float, not a calendar
         self.stored: dict[str, int] = {}
         self.pending: dict[str, dict[str, int]] = {}   # month -> kind -> not yet in the store
 
     def add(self, kind: str, count: int, now: float) -> None:
-        self.turn(now)
-        by_kind = self.pending.setdefault(quota_month(now), {})
+        if now >= self._ends:
+            self.turn(now)
+        by_kind = self.pending.setdefault(self.month, {})
         by_kind[kind] = by_kind.get(kind, 0) + count
 
     def turn(self, now: float) -> bool:
         """Start a new month when `now` is in one; True when it did."""
-        month = quota_month(now)
-        if month == self.month:
+        if now < self._ends:
             return False
-        self.month, self.stored = month, {}
+        self.month, self._ends, self.stored = quota_month(now), month_end(now), {}
         return True
 
     def take_pending(self) -> dict[str, dict[str, int]]:

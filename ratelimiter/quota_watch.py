@@ -18,7 +18,7 @@ from typing import Callable
 from frontdesk.protocol.rpc import api_error
 
 from .calls import Call, OwnCall
-from .quota import (CHAT_METHODS, DEAD_LETTER, KINDS, PUSH, UNKNOWN_RECIPIENTS, Allowance, MonthCount,
+from .quota import (BILLED, CHAT_METHODS, DEAD_LETTER, KINDS, PUSH, UNKNOWN_RECIPIENTS, Allowance, MonthCount,
                     expired_reply_action, recipients)
 from .stats import Counters
 from .storewriter import StoreWriter
@@ -98,7 +98,8 @@ class QuotaWatch:
         self.month.add(kind, count, self._clock())
         if self._flush_timer is None and self._loop is not None:
             self._flush_timer = self._loop.call_later(FLUSH_S, self._flush)
-        self._check_warning()
+        if kind in BILLED:   # a reply changes nothing billed
+            self._check_warning()
 
     def _count_members(self, kind: str, chat: str) -> None:
         known = self._members.get(chat)
@@ -149,8 +150,10 @@ class QuotaWatch:
                          self._settings.push_budget, self._settings.quota_warning_share)
 
     def _check_warning(self) -> None:
+        if self._warned_month == self.month.month:   # once a month
+            return
         warned = self.allowance().warning()
-        if warned is None or self._warned_month == self.month.month:
+        if warned is None:
             return
         self._warned_month = self.month.month
         allowance = self.allowance()

@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from frontdesk.ratelimiter.quota import (DEAD_LETTER, PUSH, Allowance, MonthCount, expired_reply_action,
-                                         quota_month, recipients)
+                                         month_end, quota_month, recipients)
 
 UTC = datetime.timezone.utc
 # 2026-12-31 15:00 UTC is 2027-01-01 00:00 in Japan: LINE's quota month turns then
@@ -17,6 +17,9 @@ NEW_YEAR_JST = datetime.datetime(2026, 12, 31, 15, 0, tzinfo=UTC).timestamp()
 def test_the_quota_month_turns_at_midnight_in_japan_not_in_utc():
     assert quota_month(NEW_YEAR_JST - 0.001) == "2026-12"
     assert quota_month(NEW_YEAR_JST) == "2027-01"
+    assert month_end(NEW_YEAR_JST - 86400 * 20) == NEW_YEAR_JST and month_end(NEW_YEAR_JST) > NEW_YEAR_JST
+    february = datetime.datetime(2027, 1, 31, 15, 0, tzinfo=UTC).timestamp()
+    assert month_end(NEW_YEAR_JST) == february
     assert quota_month(datetime.datetime(2026, 12, 31, 23, 0, tzinfo=UTC).timestamp()) == "2027-01"
 
 
