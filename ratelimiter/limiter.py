@@ -33,9 +33,9 @@ from .callers import Callers
 from .calls import Send, parse_call
 from .journal import CallJournal
 from .line_api import LineApi
+from .mark_read import MarkAsRead
 from .outcome import Rules
 from .pipe import FramePipe
-from .mark_read import MarkAsRead
 from .profiles import Profiles
 from .quota_watch import QuotaWatch
 from .router import CallRouter
@@ -87,7 +87,8 @@ class RateLimiter:
 
     # --- reading ----------------------------------------------------------------------------------------
     def on_message(self, message) -> None:
-        """One message from the dispatcher: a call, or the `cancel` of calls whose handler is gone."""
+        """One message from the dispatcher: a call, the `cancel` of calls whose handler is gone, or
+        the `mark_as_read` tokens of acked message events."""
         if isinstance(message, Notification) and message.method == "mark_as_read":
             params = message.params
             self.mark_read.add(params[0] if params and isinstance(params[0], list) else [])
