@@ -27,6 +27,7 @@ log = logging.getLogger("frontdesk.ratelimiter")
 
 FLUSH_S = 0.5                 # counted sends reach the store at most this late (a kill -9 loses them)
 MEMBER_COUNT_TTL_S = 600.0    # a group's member count is asked of LINE again after this
+MAX_CACHED_CHATS = 10_000     # past this many, counts older than the TTL are dropped
 
 
 class QuotaWatch:
@@ -115,7 +116,10 @@ class QuotaWatch:
     def _members_read(self, chat: str, error, result) -> None:
         count = result.get("count") if error is None and isinstance(result, dict) else None
         if isinstance(count, int) and not isinstance(count, bool):
-            self._members[chat] = (count, self._clock())
+            now = self._clock()
+            if len(self._members) >= MAX_CACHED_CHATS:   # the cache holds live chats, not every chat ever
+                self._members = {c: known for c, known in self._members.items() if now - known[1] < MEMBER_COUNT_TTL_S}
+            self._members[chat] = (count, now)
         else:
             log.warning("event=member_count_failed chat=%s reason=%r action=counted_once",
                         chat, (error or {}).get("message", "no count in LINE's answer"))
