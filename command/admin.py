@@ -24,6 +24,7 @@ from frontdesk.store.sqlite import path_from_url
 from .advice import advise
 from .handler_table import handler_table
 from .observe import STALE_AFTER_S, Observer
+from .quota_view import quota_lines
 
 class _Failed(Exception):
     """Already reported to the user; carries the exit status."""
@@ -151,7 +152,8 @@ def _ratelimiter_lines(limiter: dict) -> list[str]:
              f"pending calls {limiter.get('pending_calls', 0)}{sent}"]
     if limiter.get("degraded"):
         lines.append(f"DEGRADED rate limiter: {limiter['degraded']}")
-    return lines
+    return lines + quota_lines((limiter.get("stats") or {}).get("quota") if isinstance(limiter.get("stats"), dict)
+                               else None)
 
 
 def _service_lines(services: dict) -> list[str]:

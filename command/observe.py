@@ -17,6 +17,8 @@ from typing import Callable
 from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
 from frontdesk.protocol.process import status_role
 
+from .quota_view import quota_lines
+
 STALE_AFTER_S = 5.0         # a status older than this: its process stopped publishing
 RATE_WINDOW_S = 5.0         # rates are averaged over about this long
 BUSIEST_KEYS_EVERY_S = 5.0  # the per-key count reads every event not done: not every second
@@ -121,7 +123,8 @@ def ratelimiter_view(new: dict, old: dict | None, seconds: float) -> dict:
     return {"pid": new.get("pid"), "restarts": new.get("restarts", 0), "degraded": new.get("degraded"),
             "pending_calls": new.get("pending_calls", 0), "endpoints": endpoints,
             "429s": stats.get("429s", 0), "batches": stats.get("batches", 0),
-            "batches_per_s": _rate(_delta(stats.get("batches"), old_stats.get("batches")), seconds)}
+            "batches_per_s": _rate(_delta(stats.get("batches"), old_stats.get("batches")), seconds),
+            "quota": stats.get("quota"), "quota_lines": quota_lines(stats.get("quota"))}
 
 
 def dispatcher_view(name: str, new: dict, old: dict | None, now: float) -> dict:

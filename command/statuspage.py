@@ -29,6 +29,7 @@ from frontdesk.store import StoreError, StoreGone, run_with_store
 
 from .advice import advise
 from .observe import STALE_AFTER_S, Observer, Sample
+from .quota_view import quota_metrics
 
 log = logging.getLogger("frontdesk.statuspage")
 
@@ -185,6 +186,7 @@ def metrics_text(sample: Sample) -> str:
                [({"dispatcher": name}, (limiter.get("stats") or {}).get("batches", 0)) for name, limiter in limiters.items()])
     out.family("frontdesk_ratelimiter_restarts_total", "counter", "Rate limiter restarts after crashes.",
                [({"dispatcher": name}, limiter.get("restarts", 0)) for name, limiter in limiters.items()])
+    quota_metrics(out, {name: (limiter.get("stats") or {}).get("quota") for name, limiter in limiters.items()})
     return out.text()
 
 

@@ -57,6 +57,7 @@ def render(view: dict, store_name: str) -> list[str]:
         lines.append(f"  rate limiter pid {figure(r['pid'])}  restarts {r['restarts']}  pending calls "
                      f"{r['pending_calls']}  429s {r['429s']}  batches {r['batches']} "
                      f"({figure(r['batches_per_s'], 1)}/s)")
+        lines += [f"  {line}" for line in r.get("quota_lines", [])]
         if r["endpoints"]:
             lines.append(f"  {'endpoint':<12} {'calls/s':>8} {'limit/s':>8} {'queued':>7} {'429s':>6} {'calls':>8}")
         for e in r["endpoints"]:

@@ -55,6 +55,13 @@ def event_key(handler, delivery) -> tuple:
     return (handler, None if delivery is None else delivery.msgid)
 
 
+def mark_as_read_token(doc: dict) -> str | None:
+    """The `markAsReadToken` of a stored message event (LINE puts it in the message object)."""
+    message = (doc["o"].get("event") or {}).get("message")
+    token = message.get("markAsReadToken") if isinstance(message, dict) else None
+    return token if isinstance(token, str) and token else None
+
+
 class RateLimiterChild(SupervisedChild):
     """The rate limiter as a supervised child: started with the token's descriptor (the same at
     every restart), its stdout pipe widened; what it says goes to the ApiLink."""
@@ -155,6 +162,13 @@ class ApiLink:
         self._send(self.bounds.offer(handler, call.event, call.size, handler.unread_bytes, (msgid, call, frame)))
         if self.bounds.has_held(handler):
             handler.pause_reading(self.bounds.holding(handler))
+
+    def mark_as_read(self, tokens: list[str]) -> None:
+        """Acked message events' markAsReadToken: the rate limiter marks them read at its lowest
+        priority (setting mark_as_read; ratelimiter/mark_read.py). Nothing is owed an answer, so a
+        rate limiter that is down now just misses them."""
+        if tokens and self.child.running:
+            self.child.send(rpc.Notification("mark_as_read", [tokens]))
 
     def release(self, handler) -> None:
         """Send the held calls of `handler` that fit now (an answer came, or it read what it owed)."""

@@ -33,7 +33,7 @@ from frontdesk.protocol.token_source import require_token_source
 from frontdesk.store import StoreError, StoreGone, run_with_store
 from frontdesk.store.status import StatusPublisher
 
-from .apilink import ApiLink
+from .apilink import ApiLink, mark_as_read_token
 from .autoscale import Autoscaler
 from .calls import CallRefused, call_params
 from .control import Controls
@@ -214,6 +214,10 @@ class Arbiter:
 
     def event_answered(self, handler: HandlerProcess, delivery: Delivery, error) -> None:
         self.settlement.answered(delivery, error)
+        if error is None and self.settings.mark_as_read:
+            token = mark_as_read_token(delivery.doc)
+            if token is not None:
+                self.apilink.mark_as_read([token])
 
     def events_lost(self, handler: HandlerProcess, reason: str, blamed: set[int] | None) -> None:
         """A handler failed holding events: charged or given back by the suspects rule."""

@@ -17,6 +17,8 @@ from typing import Any
 from .frames import FRAME_ENVELOPE_BYTES
 from .line_endpoints import limits_text
 
+REPLY_EXPIRY = ("push", "push-within-budget", "dead-letter")
+
 DEFAULT_CONFIG_FILE = "frontdesk.toml"
 CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"   # systemd's folder of LoadCredential= files
 
@@ -74,6 +76,13 @@ def _rates(text: str) -> dict[str, tuple[float, float]]:
             raise ValueError(f"{part!r}: the count must be positive")
         rates[endpoint.strip()] = (float(count), periods[unit])
     return rates
+
+
+def _reply_expiry(raw) -> str:
+    """One of the reply_expiry policies (ratelimiter/quota.py)."""
+    if not isinstance(raw, str) or raw.strip() not in REPLY_EXPIRY:
+        raise ValueError(f"expected one of {', '.join(REPLY_EXPIRY)}")
+    return raw.strip()
 
 
 def _handler_count(raw) -> int | str:
@@ -148,8 +157,11 @@ KNOBS: tuple[Knob, ...] = (
          "against it; the sandbox starts with it as its webhook URL (`frontdesk run --sandbox`: the "
          "receiver's callback URL when unset)."),
     Knob("quota_warning_share", float, 0.9,
-         "`frontdesk doctor` names it a problem when this share of the month's message target limit "
-         "is used (pushes beyond the limit are refused).", minimum=0.0),
+         "When this share of the month's message limit (LINE's target limit, or push_budget if lower) "
+         "is used: one `event=quota_warning` log line and the warning flag in `frontdesk status`, `top`, "
+         "the status page and `/metrics`; `reply_expiry = push-within-budget` stops pushing expired "
+         "replies; `frontdesk doctor` names it a problem (pushes beyond LINE's limit are refused).",
+         minimum=0.0),
     Knob("store", str, "sqlite:///frontdesk.db",
          "Store URL: sqlite:///path.db or mongodb://host/db?replicaSet=rs0."),
     Knob("listen", str, "127.0.0.1:8000", "Receiver address HOST:PORT."),
@@ -288,6 +300,23 @@ KNOBS: tuple[Knob, ...] = (
     Knob("loading_seconds", _loading_seconds, 20,
          "How long each loading animation lasts (LINE's loadingSeconds: 5 to 60, a multiple of 5); it is "
          "started again 2 s before it ends while the chat still waits."),
+    Knob("reply_expiry", _reply_expiry, "push",
+         "What a reply whose token is too old (older than reply_max_age_s, or refused unused) does: "
+         "`push` (its messages go as a push, which LINE bills), `push-within-budget` (a push until "
+         "quota_warning_share of the month's limit is used, then the call fails and the event becomes "
+         "a dead letter), `dead-letter` (never a push). Each choice is logged (`event=reply_expired`) "
+         "and counted."),
+    Knob("push_budget", int, 0,
+         "Messages frontdesk may have billed per quota month (LINE counts a push once per recipient, a "
+         "group push once per member; replies are free); its warning share and `remaining` act on the "
+         "lower of it and LINE's target limit. 0: none, LINE's target limit only.", minimum=0),
+    Knob("quota_poll_s", float, 300.0,
+         "How often the rate limiter reads LINE's quota and this month's consumption, and checks the "
+         "webhook endpoint (also once at start).", minimum=1.0),
+    Knob("mark_as_read", bool, False,
+         "When a handler acks a message event that carries a `markAsReadToken`, the rate limiter marks "
+         "the message read (LINE's `POST /v2/bot/chat/markAsRead`), at its lowest priority: never ahead "
+         "of a waiting reply. One API call per message event."),
     Knob("batch_window_ms", float, 20.0,
          "Identical pushes to different users within this window become one multicast.", minimum=0.0),
     Knob("batching", bool, True, "Turn push-to-multicast batching on or off."),
@@ -489,6 +518,10 @@ class Settings:
     reply_max_age_s: float
     loading_after_s: float
     loading_seconds: int
+    reply_expiry: str
+    push_budget: int
+    quota_poll_s: float
+    mark_as_read: bool
     batch_window_ms: float
     batching: bool
     profile_ttl_s: float

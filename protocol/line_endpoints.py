@@ -184,6 +184,12 @@ METHODS: tuple[ApiMethod, ...] = (
     # row for it: 100/s is frontdesk's own figure, since the animation is a courtesy (docs/ratelimiter.md)
     ApiMethod("loading", "POST /v2/bot/chat/loading/start", Journal.READ_ONLY, (100, SECOND),
               checks=(string("chatId"),), sdk="show_loading_animation"),
+    ApiMethod("quota", "GET /v2/bot/message/quota", Journal.READ_ONLY),
+    ApiMethod("quota_consumption", "GET /v2/bot/message/quota/consumption", Journal.READ_ONLY),
+    ApiMethod("webhook_endpoint", "GET /v2/bot/channel/webhook/endpoint", Journal.READ_ONLY),
+    ApiMethod("group_member_count", "GET /v2/bot/group/{groupId}/members/count", Journal.READ_ONLY),
+    ApiMethod("room_member_count", "GET /v2/bot/room/{roomId}/members/count", Journal.READ_ONLY),
+    ApiMethod("mark_as_read", "POST /v2/bot/chat/markAsRead", Journal.ONCE, checks=(string("markAsReadToken"),)),
     ApiMethod(GENERIC_CALL, None, Journal.BY_REQUEST),
     ApiMethod("user_get", None, Journal.NOT_JOURNALED, checks=(string("userId"),)),
     ApiMethod("user_set_data", None, Journal.NOT_JOURNALED, checks=(string("userId"), mapping("data"))),

@@ -11,7 +11,7 @@ from typing import Callable
 from frontdesk.protocol.frames import EncodeError
 from frontdesk.protocol.rpc import Response, api_error
 
-from .calls import Call
+from .calls import Call, OwnCall
 
 CANCELLED = "cancelled: the handler that made this call is gone"
 
@@ -39,6 +39,9 @@ class Callers:
     def answer(self, call: Call, error, result) -> None:
         """Answer every msgid waiting for `call` (once each) and keep the answer on the call."""
         call.answer = (error, result)
+        if type(call) is OwnCall:
+            call.answered(error, result)
+            return
         msgids, call.msgids = call.msgids, []
         for msgid in msgids:
             self._waiting.pop(msgid, None)

@@ -45,6 +45,16 @@ class Call:
         return retry_key(*self.key) if self.key is not None else None
 
 
+class OwnCall(Call):
+    """A call the rate limiter makes of its own accord (the quota, a group's member count): no
+    handler waits for it, its answer goes to `answered(error, result)`."""
+    __slots__ = ("answered",)
+
+    def __init__(self, method: str, args: dict, answered):
+        super().__init__(None, None, method, args, {}, None)
+        self.answered = answered
+
+
 class Send:
     """One HTTP request to send and the calls it answers (several for a batched multicast)."""
     __slots__ = ("request", "calls", "sent_as", "attempts", "enqueued_at", "journal", "repeat")

@@ -17,6 +17,8 @@ The work is done in layers, each with one job and its own tests (tests/unit/), w
     TokenKeeper (tokens.py)    the channel access token: fixed, or issued, renewed and revoked here
     SenderPool (senders.py)    `api_connections` senders, each with its connections
     Sending (sending.py)       one Send's attempts; outcome.py decides after each
+    QuotaWatch (quota_watch.py) the month's messages counted; LINE's quota and the webhook read
+    MarkAsRead (mark_read.py)  acked messages marked read, behind the replies
 """
 from __future__ import annotations
 
@@ -34,9 +36,11 @@ from .calls import Send, parse_call
 from .journal import CallJournal
 from .line_api import LineApi
 from .loading import LOADING, Loading
+from .mark_read import MarkAsRead
 from .outcome import Rules
 from .pipe import FramePipe
 from .profiles import Profiles
+from .quota_watch import QuotaWatch
 from .router import CallRouter
 from .senders import SenderPool
 from .sending import Sending
@@ -72,12 +76,16 @@ class RateLimiter:
         self.profiles = Profiles(store, self.writer, settings.profile_ttl_s)
         self.batcher = (Batcher(settings.batch_window_ms / 1000.0, self._batch_closed)
                         if settings.batching else None)
+        self.quota = QuotaWatch(settings, self.writer, lambda call: self.router.route(call), self.counters)
+        self.mark_read = MarkAsRead(self.scheduler, lambda call: self.router.route(call), self.counters)
         self.router = CallRouter(settings.reply_max_age_s, self.scheduler, self.journal, self.callers,
-                                 self.profiles, UserData(store, self.writer), self.batcher, self.counters)
+                                 self.profiles, UserData(store, self.writer), self.batcher, self.counters,
+                                 expired_reply=self.quota.expired_reply)
         rules = Rules(settings.api_max_retries, settings.reply_max_age_s,
                       min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD))
         self.sending = Sending(rules, self.scheduler, self.journal, self.callers, self.profiles,
-                               self.counters, settings.api_trace)
+                               self.counters, settings.api_trace, accepted=self.quota.accepted,
+                               expired_reply=self.quota.expired_reply)
         self.loading = (Loading(store, self.scheduler, self.counters, settings.loading_after_s, settings.loading_seconds)
                         if settings.loading_after_s > 0 else None)
         self.token = TokenKeeper(settings)
@@ -87,7 +95,12 @@ class RateLimiter:
 
     # --- reading ----------------------------------------------------------------------------------------
     def on_message(self, message) -> None:
-        """One message from the dispatcher: a call, or the `cancel` of calls whose handler is gone."""
+        """One message from the dispatcher: a call, the `cancel` of calls whose handler is gone, or
+        the `mark_as_read` tokens of acked message events."""
+        if isinstance(message, Notification) and message.method == "mark_as_read":
+            params = message.params
+            self.mark_read.add(params[0] if params and isinstance(params[0], list) else [])
+            return
         if isinstance(message, Notification) and message.method == "cancel":
             params = message.params
             cancelled = self.callers.cancel(params[0] if params and isinstance(params[0], list) else [])
@@ -127,6 +140,8 @@ class RateLimiter:
         self.senders.start()
         if self.loading is not None:
             self.loading.start(loop)
+        self.quota.start(loop)
+        self.mark_read.start(loop)
         self._stats_timer = loop.call_later(STATS_INTERVAL_S, self._publish_stats)
         for send in self.journal.recovered():   # before any call is read: a repeat finds them in flight
             self.scheduler.submit(send.endpoint, send)
@@ -147,9 +162,12 @@ class RateLimiter:
             self.batcher.close()
         if self.loading is not None:
             self.loading.close()
+        self.quota.stop_polling()
+        self.mark_read.stop()
         self.scheduler.close()
         await self.senders.join()
-        await self.token.close()
+        await self.quota.close()
+        await self.token.close()     # last: every send, and the quota's, used it
         self._stats_timer.cancel()
         if self.scheduler.budget is not None:
             await loop.run_in_executor(None, self.scheduler.budget.close)
@@ -166,6 +184,7 @@ class RateLimiter:
         snapshot["token"] = self.token.stats()
         if self.loading is not None:
             snapshot["loading_waiting"] = self.loading.waiting
+        snapshot["quota"] = self.quota.stats()
         if self.scheduler.budget is not None:
             snapshot["budget"] = self.scheduler.budget.stats()
         return snapshot

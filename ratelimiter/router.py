@@ -3,7 +3,8 @@ the batcher (a push that may share a multicast), or a queue as a Send of its own
 
 The order matters: the journal is asked before the arguments are checked, so a repeated call is
 always answered as it was the first time; a reply whose token is too old (and that no attempt may
-have delivered) goes as a push at once, not after a refusal (outcome.py reply_goes_as).
+have delivered) goes as a push at once, not after a refusal (outcome.py reply_goes_as), or fails
+unsent when reply_expiry says so (quota.py expired_reply_action).
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class CallRouter:
 
     def __init__(self, reply_max_age_s: float, scheduler: Scheduler, journal: CallJournal, callers: Callers,
                  profiles: Profiles, users: UserData, batcher: Batcher | None, counters: Counters,
-                 table: EndpointTable = TABLE, clock: Callable[[], float] = time.time):
+                 table: EndpointTable = TABLE, clock: Callable[[], float] = time.time,
+                 expired_reply: Callable[[Call, str], dict | None] = lambda call, why: None):
         self._reply_max_age_s = reply_max_age_s
         self._scheduler = scheduler
         self._journal = journal
@@ -45,6 +47,7 @@ class CallRouter:
         self._counters = counters
         self._table = table
         self._clock = clock
+        self._expired_reply = expired_reply   # reply_expiry's choice: None (a push) or the call's error
 
     def route(self, call: Call) -> None:
         """Answer or queue a call that has just come (its msgids wait with the Callers)."""
@@ -110,6 +113,12 @@ class CallRouter:
             request = build_request("reply", call.args, None, self._table)   # checks the args even if it goes as a push
             age_s = call.age_s(self._clock())
             if reply_goes_as(age_s, self._reply_max_age_s, call.repeat) == "push":
+                error = self._expired_reply(call, f"the token is {age_s:.0f} s old (reply_max_age_s="
+                                                  f"{self._reply_max_age_s:g})")
+                if error is not None:
+                    self._journal.forget(call)
+                    self._callers.answer(call, error, None)
+                    return
                 self._counters.add("replies_as_push")
                 self._submit(Send(reply_as_push(call.args, call.context.get("source"), call.retry_key()),
                                   [call], "push"))

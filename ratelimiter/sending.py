@@ -39,7 +39,9 @@ class Sending:
 
     def __init__(self, rules: Rules, scheduler: Scheduler, journal: CallJournal, callers: Callers,
                  profiles: Profiles, counters: Counters, trace: bool = False,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 accepted: Callable[[Send], None] = lambda send: None,
+                 expired_reply: Callable[[object, str], dict | None] = lambda call, why: None):
         self._rules = rules
         self._scheduler = scheduler
         self._journal = journal
@@ -48,6 +50,8 @@ class Sending:
         self._counters = counters
         self._trace = trace
         self._clock = clock
+        self._accepted = accepted              # LINE accepted a Send: the month's count (quota_watch.py)
+        self._expired_reply = expired_reply    # reply_expiry's choice: None (a push) or the call's error
 
     async def serve(self, api: LineApi, send: Send) -> None:
         """Send until answered or queued again; a bug costs this Send, not the sender."""
@@ -129,6 +133,7 @@ class Sending:
             profile = fetched_profile(send, response)
             if profile is not None:
                 self._profiles.fetched(*profile)
+            self._accepted(send)
             return self._finish(send, None, result_of(send, response))
         if step is Next.ANSWER:
             return self._finish(send, decision.error, None)
@@ -152,6 +157,9 @@ class Sending:
     def _as_push(self, send: Send, error: dict) -> bool:
         """LINE refused a reply token no attempt of ours used: the messages go as a push."""
         call = send.calls[0]
+        refused = self._expired_reply(call, f"LINE refused the token unused ({error['message']})")
+        if refused is not None:
+            return self._finish(send, refused, None)
         try:
             send.request = reply_as_push(call.args, call.context.get("source"), call.retry_key())
         except ArgsError as exc:

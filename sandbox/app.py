@@ -175,7 +175,8 @@ class SandboxState:
         """Record an accepted delivery, enforcing single-use reply tokens and retry keys atomically.
 
         `sent` is the answer's sentMessages (kept with the retry key: a repeat's 409 carries them,
-        as LINE's does); `recipients` counts for the statistics when `to` does not (broadcast).
+        as LINE's does); `recipients` counts for the statistics when `to` does not (broadcast, a
+        group's members). LINE counts a request once per recipient, whatever its message objects.
         Raises LineError 400 for a used reply token, 409 for a retry key accepted within 24 h.
         """
         retry_key = req.get_header("X-Line-Retry-Key")
@@ -195,7 +196,7 @@ class SandboxState:
                     if accepted[2] is not None:
                         conflict.extra["sentMessages"] = accepted[2]
                     raise conflict
-            count = len(messages) * (len(to) if recipients is None else recipients)
+            count = len(to) if recipients is None else recipients   # LINE: requests times recipients
             if self.statistics.over_quota(endpoint, count, now_ms):
                 raise LineError(429, MESSAGES["monthly_limit"])
             if retry_key is not None:

@@ -34,6 +34,7 @@ class ChannelSettings:
         self.lock = threading.Lock()
         self.webhook_endpoint = webhook_endpoint
         self.webhook_active = bool(webhook_endpoint)
+        self.marked_as_read: list[str] = []   # the markAsReadTokens used, in order (GET /sandbox/channel)
 
 
 def _check_endpoint(body: dict, required: bool) -> None:
@@ -145,6 +146,8 @@ class MarkAsReadByToken(Endpoint):
         check = Validator()
         check.string(body, "markAsReadToken", "markAsReadToken")
         check.raise_if_failed()
+        with self.state.channel.lock:
+            self.state.channel.marked_as_read.append(body["markAsReadToken"])
         send_json(resp, 200, {})
 
 
@@ -171,7 +174,7 @@ class LoadingAnimation(Endpoint):
 class ChannelControl:
     """GET / PUT /sandbox/channel: the channel's settings that LINE's API cannot change (the LINE
     Developers Console's "Use webhook", the LINE Official Account Manager's target limit and its
-    own sends), and its webhook URL. PUT takes any of `webhook_active` (true/false),
+    own sends), and its webhook URL; GET also lists the markAsReadTokens used (`marked_as_read`). PUT takes any of `webhook_active` (true/false),
     `webhook_endpoint` (a URL, or null: none set), `quota` (a whole number, or null: no target
     limit) and `sent_by_manager` (this month's messages sent from the Manager)."""
 
@@ -208,9 +211,10 @@ class ChannelControl:
         channel, statistics = self.state.channel, self.state.statistics
         with channel.lock:
             webhook = {"endpoint": channel.webhook_endpoint or None, "active": channel.webhook_active}
+            marked = list(channel.marked_as_read)
         return {"channel_id": self.state.tokens.channel_id, "webhook": webhook, "quota": statistics.quota,
                 "sent_by_manager": statistics.sent_by_manager, "usage": statistics.usage(self.state.now_ms()),
-                "assertion_kids": self.state.tokens.registered_kids()}
+                "assertion_kids": self.state.tokens.registered_kids(), "marked_as_read": marked}
 
 
 ROUTES = {

@@ -28,6 +28,16 @@ def _units(check: Validator, body: dict, state) -> dict | None:
     return {"customAggregationUnits": body["customAggregationUnits"]}
 
 
+def _members(state, to: str) -> int:
+    """Recipients of a push or reply to `to`: LINE counts a group's or room's members, each once."""
+    if to[:1] not in ("C", "R"):
+        return 1
+    try:
+        return len(state.world.members(to))
+    except LineError:   # a chat the bot left: LINE delivers to nobody
+        return 0
+
+
 class Reply(Endpoint):
     endpoint = "reply"
 
@@ -47,7 +57,8 @@ class Reply(Endpoint):
         if time.time() * 1000.0 > expires_ms:
             raise LineError(400, MESSAGES["bad_reply_token"])
         self.state.deliver("reply", req, [token.source_key], body["messages"], reply_token=body["replyToken"],
-                           reply_expires_ms=expires_ms, source_event=token.event_id or None)
+                           reply_expires_ms=expires_ms, source_event=token.event_id or None,
+                           recipients=_members(self.state, token.source_key))
         send_json(resp, 200, {"sentMessages": self.state.sent_messages(body["messages"])})
 
 
@@ -64,7 +75,8 @@ class Push(Endpoint):
         extra = _units(check, body, self.state)
         check.raise_if_failed()
         sent = self.state.sent_messages(body["messages"])
-        self.state.deliver("push", req, [body["to"]], body["messages"], sent=sent, extra=extra)
+        self.state.deliver("push", req, [body["to"]], body["messages"], sent=sent, extra=extra,
+                           recipients=_members(self.state, body["to"]))
         send_json(resp, 200, {"sentMessages": sent})
 
 

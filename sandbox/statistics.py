@@ -1,9 +1,10 @@
 """Delivery statistics, the month's quota and its consumption, and aggregation units, true to
 what the sandbox sent.
 
-Every accepted delivery is counted here (SandboxState.deliver): messages times recipients, per
-endpoint and per day in Japan time (UTC+9, the day LINE's statistics use). A broadcast reaches
-every follower (world.FOLLOWERS), a narrowcast its target count. The month's consumption is the
+Every accepted delivery is counted here (SandboxState.deliver): once per recipient, whatever
+the number of message objects (LINE: "1 request x 5 users = 5 messages"), per endpoint and per
+day in Japan time (UTC+9, the day LINE's statistics use). A push to a group or room reaches each
+member, a broadcast every follower (world.FOLLOWERS), a narrowcast its target count. The month's consumption is the
 sum over the billed endpoints (everything but replies) in the current month of Japan time, plus
 what the LINE Official Account Manager sent (LINE counts both; the sandbox is told the Manager's
 part through PUT /sandbox/channel). With a target limit set (`quota`, also set there, as in the
@@ -53,7 +54,7 @@ class Statistics:
         self.units: dict[str, None] = {}
 
     def record(self, endpoint: str, count: int, now_ms: float, units=None) -> None:
-        """`count`: messages times recipients."""
+        """`count`: recipients (a request with several message objects counts once per recipient)."""
         with self._lock:
             self._sent[endpoint, jst_day(now_ms)] += count
             if endpoint in BILLED:
@@ -67,7 +68,7 @@ class Statistics:
             return self._billed.get(jst_month(now_ms), 0) + self.sent_by_manager
 
     def over_quota(self, endpoint: str, count: int, now_ms: float) -> bool:
-        """Whether sending `count` more billed messages now would pass the month's target limit."""
+        """Whether sending to `count` more recipients now would pass the month's target limit."""
         return self.quota is not None and endpoint in BILLED and self.usage(now_ms) + count > self.quota
 
     def sent(self, endpoint: str, day: int) -> int:

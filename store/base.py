@@ -250,6 +250,20 @@ class Budget(abc.ABC):
         """
 
 
+class Sends(abc.ABC):
+    """The contract's count of the messages sent per quota month and kind, as LINE bills them
+    (recipients per request), added to by every rate limiter on the store (ratelimiter/quota.py)."""
+
+    @abc.abstractmethod
+    def sends_add(self, month: str, counts: dict[str, int]) -> dict[str, int]:
+        """Add `counts` (kind -> messages) to month `month` ("2026-12", Japan time) atomically;
+        with no counts, only read.
+
+        Returns:
+            the month's totals per kind after the addition (every rate limiter's).
+        """
+
+
 class Users(abc.ABC):
     """The contract's per-user DB: profile cache, follow state and the bot's own data."""
 
@@ -350,14 +364,14 @@ class Waiting(abc.ABC):
         """
 
 
-class Store(Queue, Retention, Journal, Budget, Users, Observation, Waiting):
+class Store(Queue, Retention, Journal, Budget, Sends, Users, Observation, Waiting):
     """The one contract every part of frontdesk uses to reach the store, whichever backend.
 
     It exists so that the receiver, the dispatcher, the rate limiter and the operator commands
     never know which database holds the queue: SQLite (store/sqlite.py) and MongoDB
     (store/mongo.py) both implement it, each as a facade over the same concerns
     (store/composed.py). It owns every durable fact of a running system: the events and their
-    states, the call journal, the rate budget, users, process statuses and operator controls.
+    states, the call journal, the rate budget, the month's sends, users, process statuses and operator controls.
 
     Errors: any method may raise StoreUnavailable when the store cannot serve it now (closed,
     a disk or I/O error, a busy lock past its timeout, no primary), and a SQLite store StoreGone

@@ -10,6 +10,7 @@ journal" in the same place for both:
 | `Retention`: dead letters, purge | sqlite_retention.py | mongo_retention.py |
 | `Journal`: the call journal | sqlite_journal.py | mongo_journal.py |
 | `Budget`: the shared rate budget | sqlite_budget.py | mongo_budget.py |
+| `Sends`: the month's messages sent per kind | sqlite_sends.py | mongo_sends.py |
 | `Users`: the per-user DB | sqlite_users.py | mongo_users.py |
 | `Observation`: counts, statuses, controls | sqlite_observation.py | mongo_observation.py |
 | `Waiting`: one-to-one chats waiting in the queue | sqlite_waiting.py | mongo_waiting.py |
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Protocol, TypeVar
 
-from .base import (AppendResult, Budget, Journal, JournalEntry, Observation, Queue, Retention, Store,
+from .base import (AppendResult, Budget, Journal, JournalEntry, Observation, Queue, Retention, Sends, Store,
                    StoreUnavailable, Users, Waiting)
 from .groupcommit import AppendRequest, GroupCommitter
 
@@ -46,7 +47,7 @@ class ComposedStore(Store, Generic[C]):
 
     def __init__(self, name: str, db: C, writer: GroupCommitter, queue: Queue,
                  retention: Retention, journal: Journal, budget: Budget, users: Users,
-                 observation: Observation, waiting: Waiting):
+                 observation: Observation, sends: Sends, waiting: Waiting):
         self._name = name   # as messages show the store (a path, a URL without its password)
         self._db = db
         self._writer = writer
@@ -57,6 +58,7 @@ class ComposedStore(Store, Generic[C]):
         self._users = users
         self._observation = observation
         self._waiting = waiting
+        self._sends = sends
 
     # --- queue: writing ------------------------------------------------------------------
     def append(self, destination: str, events: list[dict], received_at_ms: int,
@@ -142,6 +144,10 @@ class ComposedStore(Store, Generic[C]):
     def budget_lease(self, endpoint: str, seconds: float, now: float,
                      max_ahead_s: float) -> tuple[bool, float]:
         return self._budget.budget_lease(endpoint, seconds, now, max_ahead_s)
+
+    # --- the month's sends ----------------------------------------------------------------------
+    def sends_add(self, month: str, counts: dict[str, int]) -> dict[str, int]:
+        return self._sends.sends_add(month, counts)
 
     # --- users -------------------------------------------------------------------------------
     def user_get(self, user_id: str) -> dict | None:

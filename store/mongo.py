@@ -29,9 +29,10 @@ from .mongo_observation import MongoObservation
 from .mongo_queue import MongoQueue
 from .mongo_retention import MongoRetention
 from .mongo_schema import prepare
-from .mongo_waiting import MongoWaiting
+from .mongo_sends import MongoSends
 from .mongo_url import redact_url
 from .mongo_users import MongoUsers
+from .mongo_waiting import MongoWaiting
 
 __all__ = ["MongoStore", "redact_url"]
 
@@ -53,7 +54,7 @@ class MongoStore(ComposedStore[MongoConnections]):
         writer = GroupCommitter(self.shown_url, MongoAppends(db, users).commit, lambda: None, append_linger_s,
                                 probe=lambda: observation.set_control("health_probe", clock()))
         super().__init__(self.shown_url, db, writer, MongoQueue(db), MongoRetention(db), MongoJournal(db, clock),
-                         MongoBudget(db), users, observation, MongoWaiting(db))
+                         MongoBudget(db), users, observation, MongoSends(db), MongoWaiting(db))
 
     @property
     def db_name(self) -> str:

@@ -87,6 +87,7 @@ class MongoConnections:
         self.statuses = db.get_collection("statuses", **write_concern)
         self.controls = db.get_collection("controls", **write_concern)
         self.budget = db.get_collection("rate_budget", **write_concern)
+        self.sends = db.get_collection("sends", **write_concern)
         self.counts = StateCounts(self.counters)
 
     def hello(self) -> dict:

@@ -29,8 +29,9 @@ from .sqlite_observation import SQLiteObservation
 from .sqlite_queue import SQLiteQueue
 from .sqlite_retention import SQLiteRetention
 from .sqlite_schema import migrate
-from .sqlite_waiting import SQLiteWaiting
+from .sqlite_sends import SQLiteSends
 from .sqlite_users import SQLiteUsers
+from .sqlite_waiting import SQLiteWaiting
 
 __all__ = ["SQLiteStore", "path_from_url"]
 
@@ -62,7 +63,7 @@ class SQLiteStore(ComposedStore[SQLiteConnections]):
                                 probe=appends.probe)
         super().__init__(self.path, db, writer, SQLiteQueue(db, self.db_name, self._notifier.notify, clock),
                          retention, SQLiteJournal(db, clock), SQLiteBudget(db), users, observation,
-                         SQLiteWaiting(db))
+                         SQLiteSends(db), SQLiteWaiting(db))
 
     def open(self) -> "SQLiteStore":
         """Open the file (see the class docstring). Raises StoreError naming what is wrong."""

@@ -69,6 +69,11 @@ MIGRATIONS: list[list[str]] = [
     [
         "CREATE TABLE rate_budget (endpoint TEXT PRIMARY KEY, reserved_until REAL NOT NULL) WITHOUT ROWID",
     ],
+    # The month's messages sent per kind (Store.sends_add): a few rows a month.
+    [
+        """CREATE TABLE sends (month TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (month, kind)) WITHOUT ROWID""",
+    ],
 ]
 
 

@@ -106,9 +106,9 @@ def test_no_webhook_url_at_all(sandbox, env, tmp_path):
 
 def test_the_months_quota_nearly_spent_by_real_pushes(sandbox, env, tmp_path):
     requests.put(f"{sandbox.url}/sandbox/channel", json={"quota": 10}, timeout=10).raise_for_status()
-    for count in (5, 4):
-        pushed = requests.post(f"{sandbox.url}/v2/bot/message/push", headers=AUTH, timeout=10, json={
-            "to": user_id(1), "messages": [{"type": "text", "text": "sale"}] * count})
+    for count in (5, 4):   # LINE counts each recipient once, whatever the message objects
+        pushed = requests.post(f"{sandbox.url}/v2/bot/message/multicast", headers=AUTH, timeout=10, json={
+            "to": [user_id(n) for n in range(count)], "messages": [{"type": "text", "text": "sale"}] * 2})
         assert pushed.status_code == 200
     status, lines = doctor(env, tmp_path)
     assert status == 1 and problems(lines) == [

@@ -345,9 +345,10 @@ def test_restart_finds_everything_not_done(store_url):
     first.close()
     second = open_store(store_url)
     try:
-        assert len(second.claim("d2", 100, 30)) == 3   # pending ones at once
-        expired = wait_until(lambda: second.claim("d2", 100, 30), 5)
-        assert len(expired) == 2 and {d["o"]["attempt"] for d in expired} == {2}
+        found = second.claim("d2", 100, 30)   # the 3 pending at once (and the 2 leased, on a slow box)
+        if len(found) < 5:
+            found += wait_until(lambda: second.claim("d2", 100, 30), 5)   # once their lease runs out
+        assert sorted(d["o"]["attempt"] for d in found) == [1, 1, 1, 2, 2]
         assert second.stats()["done"] == 1
     finally:
         second.close()
@@ -484,6 +485,24 @@ def test_call_journal(store):
     assert [(e.event_id, e.call_no) for e in store.journal_unfinished()] == [("ev1", 1)]
     store.journal_put(JournalEntry("ev1", 1, "fp1", "failed", {"endpoint": "push"}, {"status": 400}, 102.0))
     assert store.journal_get("ev1", 1).state == "failed" and store.journal_unfinished() == []
+
+
+# --- the month's sends ---------------------------------------------------------------------------------
+
+def test_sends_add_up_per_month_and_kind_and_survive_a_reopen(store_url):
+    store = open_store(store_url)
+    try:
+        assert store.sends_add("2026-12", {}) == {}
+        assert store.sends_add("2026-12", {"push": 3, "reply": 1}) == {"push": 3, "reply": 1}
+        assert store.sends_add("2026-12", {"push": 2, "multicast": 0}) == {"push": 5, "reply": 1}
+        assert store.sends_add("2027-01", {"push": 1}) == {"push": 1}    # a month of its own
+    finally:
+        store.close()
+    reopened = open_store(store_url)
+    try:
+        assert reopened.sends_add("2026-12", {}) == {"push": 5, "reply": 1}
+    finally:
+        reopened.close()
 
 
 # --- shared rate budget ---------------------------------------------------------------------------------

@@ -92,8 +92,9 @@ def test_only_a_reply_carries_a_single_use_token():
 
 
 def test_the_dispatchers_list_is_the_tables_and_a_method_has_one_name():
-    assert API_METHODS == {"reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content", "loading", "call",
-                           "user_get", "user_set_data"}
+    assert API_METHODS == {"reply", "push", "multicast", "broadcast", "narrowcast", "profile", "content", "loading",
+                           "quota", "quota_consumption", "webhook_endpoint", "group_member_count",
+                           "room_member_count", "mark_as_read", "call", "user_get", "user_set_data"}
     with pytest.raises(ValueError, match="one name"):
         EndpointTable(METHODS + (ApiMethod("push", None, Journal.ONCE),))
 
@@ -219,6 +220,12 @@ SDK_SAMPLES = {   # one call of each shorthand
     "profile": lambda api: api.profile("U1"),
     "content": lambda api: api.content("1"),
     "show_loading_animation": lambda api: api.show_loading_animation(chatId="U1", loadingSeconds=20),
+    "quota": lambda api: api.quota(),
+    "quota_consumption": lambda api: api.quota_consumption(),
+    "webhook_endpoint": lambda api: api.webhook_endpoint(),
+    "group_member_count": lambda api: api.group_member_count(groupId="C1"),
+    "room_member_count": lambda api: api.room_member_count(roomId="R1"),
+    "mark_as_read": lambda api: api.mark_as_read(markAsReadToken="t"),
     "call": lambda api: api.call("GET", "/v2/bot/info"),
     "user_get": lambda api: api.user_get("U1"),
     "user_set_data": lambda api: api.user_set_data("U1", {}),

@@ -139,19 +139,28 @@ def test_channel_settings_refuse_what_they_do_not_know(client):
 
 def test_a_push_past_the_target_limit_is_lines_429_and_sends_nothing(client):
     assert client.simulate_get("/v2/bot/message/quota", headers=AUTH).json == {"type": "none"}
-    client.simulate_put("/sandbox/channel", json={"quota": 5, "sent_by_manager": 1})
-    assert client.simulate_get("/v2/bot/message/quota", headers=AUTH).json == {"type": "limited", "value": 5}
+    client.simulate_put("/sandbox/channel", json={"quota": 3, "sent_by_manager": 1})
+    assert client.simulate_get("/v2/bot/message/quota", headers=AUTH).json == {"type": "limited", "value": 3}
     consumption = lambda: client.simulate_get("/v2/bot/message/quota/consumption", headers=AUTH).json["totalUsage"]
     assert consumption() == 1
     assert client.simulate_post("/v2/bot/message/multicast", headers=AUTH,
                                 json={"to": [U1, U2], "messages": TEXT * 2}).status_code == 200
-    assert consumption() == 5
+    assert consumption() == 3    # once per recipient, whatever the number of message objects
     over = client.simulate_post("/v2/bot/message/push", headers=AUTH, json={"to": U1, "messages": TEXT})
     assert (over.status_code, over.json) == (429, {"message": "You have reached your monthly limit."})
-    assert consumption() == 5 and len(client.simulate_get("/sandbox/deliveries").json) == 1
+    assert consumption() == 3 and len(client.simulate_get("/sandbox/deliveries").json) == 1
     client.simulate_put("/sandbox/channel", json={"quota": None})
     assert client.simulate_post("/v2/bot/message/push", headers=AUTH,
                                 json={"to": U1, "messages": TEXT}).status_code == 200
+
+
+def test_a_push_to_a_group_counts_once_per_member(client):
+    group = "C" + "1" * 32
+    members = client.simulate_get(f"/v2/bot/group/{group}/members/count", headers=AUTH).json["count"]
+    assert members >= 2
+    assert client.simulate_post("/v2/bot/message/push", headers=AUTH,
+                                json={"to": group, "messages": TEXT * 3}).status_code == 200
+    assert client.simulate_get("/v2/bot/message/quota/consumption", headers=AUTH).json["totalUsage"] == members
 
 
 def test_the_quota_month_is_japans_calendar_month():

@@ -131,6 +131,7 @@ def test_a_file_from_before_the_counts_gets_them_counted_when_opened(tmp_path):
         conn.execute(f"DROP TRIGGER {name}")
     conn.execute("DROP TABLE event_counts")
     conn.execute("DROP TABLE rate_budget")
+    conn.execute("DROP TABLE sends")
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
