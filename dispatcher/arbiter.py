@@ -200,7 +200,7 @@ class Arbiter:
 
     def _deliver(self, docs: list[dict], ready: list[HandlerProcess]) -> None:
         if docs:
-            for doc, exc in self.pool.deliver(docs, ready):   # a dead letter; the rest flow on
+            for doc, exc in self.pool.deliver(docs, ready, self.router):   # a dead letter; the rest flow on
                 self.router.nack(doc["o"]["_id"], doc["o"]["key"], f"event {exc}", False)
 
     # --- HandlerOwner: what the handler slots report ---------------------------------------------------
@@ -211,8 +211,8 @@ class Arbiter:
         """It took bytes from its stdin: calls held back for its unread bytes may go."""
         self.apilink.release(handler)
 
-    def event_answered(self, handler: HandlerProcess, delivery: Delivery, error) -> None:
-        self.settlement.answered(delivery, error)
+    def event_answered(self, handler: HandlerProcess, delivery: Delivery, error, after: list[Delivery]) -> None:
+        self.settlement.answered(delivery, error, after)
 
     def events_lost(self, handler: HandlerProcess, reason: str, blamed: set[int] | None) -> None:
         """A handler failed holding events: charged or given back by the suspects rule."""

@@ -11,7 +11,8 @@
 
 `Bot.run()` speaks the wire protocol of protocol/SPEC.md on the process's stdin/stdout: the
 handshake, events in, acks/nacks and API calls out. Each event runs in a worker thread (up to
-`max_in_flight` at once); one reader thread (the caller of run) reads every frame; one lock
+`max_in_flight` at once), and so does each batch of one conversation's events (the protocol's
+`batch` feature, which the SDK declares), one event after the other; one reader thread (the caller of run) reads every frame; one lock
 serialises writes. The frame stream is kept clean: the real fd 1 is kept private and fd 1 (and
 sys.stdout) point at stderr, so print(), logging, C extensions and subprocesses all write log
 text, never frames. An exception in a handler becomes a nack carrying its text; an event type
@@ -32,6 +33,8 @@ from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, erro
 
 EXIT_OK, EXIT_UNSUPPORTED, EXIT_PROTOCOL_ERROR = 0, 1, 2
 MAX_NACK_MESSAGE = 1000   # characters of a nack's message
+BATCH = "batch"           # the protocol feature this SDK takes (SPEC.md section 7)
+SKIPPED = error_value("skipped: an earlier event of its batch was nacked")
 _STOP = object()
 
 log = logging.getLogger("frontdesk.sdk")
@@ -324,8 +327,11 @@ class _Session:
         limit = offer.get("max_frame_bytes")
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
             self.max_frame_bytes = self.decoder.max_frame_bytes = limit
-        self.send(Response(message.msgid, None, {
-            "protocol": PROTOCOL_VERSION, "name": self.bot.name, "max_in_flight": self.bot.max_in_flight}))
+        answer = {"protocol": PROTOCOL_VERSION, "name": self.bot.name, "max_in_flight": self.bot.max_in_flight}
+        features = offer.get("features")
+        if isinstance(features, list) and BATCH in features:
+            answer["features"] = [BATCH]
+        self.send(Response(message.msgid, None, answer))
         return True
 
     def serve(self, frames) -> None:
@@ -335,11 +341,13 @@ class _Session:
                 self._resolve(message)
             elif isinstance(message, Request):
                 if message.method == "event":
-                    self.workers.submit(message)
+                    self.workers.submit([(message.msgid, message.params)])
                 else:
                     self.send(Response(message.msgid, error_value(f"unknown method {message.method}"),
                                        None))
-            # Notifications from the dispatcher: none are defined in version 1; ignored.
+            elif message.method == BATCH:
+                self.workers.submit(_batch_entries(message.params))
+            # Other notifications from the dispatcher: none are defined in version 1; ignored.
 
     def _resolve(self, response: Response) -> None:
         with self.calls_lock:
@@ -357,22 +365,41 @@ class _Session:
         for call in pending:
             call.resolve({"message": "dispatcher gone: stdin closed", "status": 0, "retryable": True}, None)
 
-    def _handle_event(self, request: Request) -> None:
-        error = None
+    def _handle_events(self, entries: list[tuple[int, list]]) -> None:
+        """One event, or a batch of one conversation's events: handled in order, each answered
+        when done; after a nack the rest are answered unhandled (the dispatcher gives them back)."""
+        nacked = False
+        for msgid, params in entries:
+            if nacked:
+                self._answer(msgid, SKIPPED)
+                continue
+            error = None
+            try:
+                event = Event(params[0])
+                self.bot.dispatch(event, Api(self, event.id))
+            except BaseException as exc:  # noqa: BLE001 - user code: every failure becomes a nack
+                error = _nack_value(exc, params)
+                nacked = True
+            self._answer(msgid, error)
+
+    def _answer(self, msgid: int, error) -> None:
         try:
-            event = Event(request.params[0])
-            self.bot.dispatch(event, Api(self, event.id))
-        except BaseException as exc:  # noqa: BLE001 - user code: every failure becomes a nack
-            error = _nack_value(exc, request)
-        try:
-            self.send(Response(request.msgid, error, None))
+            self.send(Response(msgid, error, None))
         except (BrokenPipeError, ValueError, OSError) as exc:
-            log.warning("event=answer_failed msgid=%s error=%r", request.msgid, str(exc))
+            log.warning("event=answer_failed msgid=%s error=%r", msgid, str(exc))
 
 
-def _nack_value(exc: BaseException, request: Request) -> dict:
-    if isinstance(exc, (KeyError, IndexError, TypeError)) and not _valid_document(request.params):
-        return error_value(f"malformed event document: {request.params!r:.200}", retry=False)
+def _batch_entries(params: list) -> list[tuple[int, list]]:
+    """A batch's `[[msgid, document], …]` as (msgid, event params) pairs; ProtocolError if malformed."""
+    if not params or not all(isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int
+                             for entry in params):
+        raise ProtocolError(f"batch params must be [[msgid, document], …], got {params!r:.80}")
+    return [(msgid, [document]) for msgid, document in params]
+
+
+def _nack_value(exc: BaseException, params: list) -> dict:
+    if isinstance(exc, (KeyError, IndexError, TypeError)) and not _valid_document(params):
+        return error_value(f"malformed event document: {params!r:.200}", retry=False)
     retry = getattr(exc, "retry", True)
     text = str(exc) or type(exc).__name__
     if not isinstance(exc, (Nack, ApiError)):
@@ -461,7 +488,7 @@ class Bot:
         try:
             if not session.handshake(frames):
                 os._exit(EXIT_UNSUPPORTED)
-            session.workers = _Workers(self.max_in_flight, session._handle_event)
+            session.workers = _Workers(self.max_in_flight, session._handle_events)
             session.serve(frames)
         except EOFError:
             pass

@@ -41,6 +41,15 @@ def pack(value) -> bytes:
         raise EncodeError(f"cannot be encoded as msgpack: {exc}") from None
 
 
+_ARRAY_HEADERS = msgpack.Packer()
+
+
+def pack_array_header(count: int) -> bytes:
+    """The msgpack header of an array of `count` values: packed values appended to it make the
+    array, so a frame can be built from values packed once (a batch of events)."""
+    return _ARRAY_HEADERS.pack_array_header(count)
+
+
 def unpack(payload: bytes):
     """Decode exactly one msgpack value with the pinned options, or raise ProtocolError."""
     try:
