@@ -20,6 +20,7 @@ with no handler is acked (the bot chose not to care about it).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import queue
@@ -126,7 +127,8 @@ class Api:
     One method per entry of the endpoint table (protocol/line_endpoints.py, SPEC.md section 8):
     the shorthands below, and for an entry without one a method by the table's SDK name that
     takes LINE's args as a map or by name (with_table_methods). Every method blocks until the
-    dispatcher answers and returns the result, or raises ApiError.
+    dispatcher answers and returns the result, or raises ApiError; in an `async def` handler each
+    returns an awaitable instead (`await api.reply(...)`).
     """
 
     def __init__(self, session: "_Session", event_id: str | None):
@@ -315,24 +317,7 @@ class _Session:
         first = next(frames, None)
         if first is None:
             raise EOFError
-        message = parse_message(first)
-        if not isinstance(message, Request) or message.method != "hello":
-            raise ProtocolError(f"the first message must be the hello request, got {first!r:.80}")
-        offer = message.params[0] if message.params and isinstance(message.params[0], dict) else {}
-        versions = offer.get("protocol")
-        if not isinstance(versions, list) or PROTOCOL_VERSION not in versions:
-            self.send(Response(message.msgid, error_value(
-                f"handler speaks protocol {PROTOCOL_VERSION}, dispatcher offered {versions!r}"), None))
-            return False
-        limit = offer.get("max_frame_bytes")
-        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-            self.max_frame_bytes = self.decoder.max_frame_bytes = limit
-        answer = {"protocol": PROTOCOL_VERSION, "name": self.bot.name, "max_in_flight": self.bot.max_in_flight}
-        features = offer.get("features")
-        if isinstance(features, list) and BATCH in features:
-            answer["features"] = [BATCH]
-        self.send(Response(message.msgid, None, answer))
-        return True
+        return answer_hello(self, self.bot, first)
 
     def serve(self, frames) -> None:
         for value in frames:
@@ -387,6 +372,29 @@ class _Session:
             self.send(Response(msgid, error, None))
         except (BrokenPipeError, ValueError, OSError) as exc:
             log.warning("event=answer_failed msgid=%s error=%r", msgid, str(exc))
+
+
+def answer_hello(session, bot: "Bot", first) -> bool:
+    """Answer the hello on `session` (either kind); False if the dispatcher offered no version we
+    speak. The dispatcher's max_frame_bytes becomes the session's limit both ways."""
+    message = parse_message(first)
+    if not isinstance(message, Request) or message.method != "hello":
+        raise ProtocolError(f"the first message must be the hello request, got {first!r:.80}")
+    offer = message.params[0] if message.params and isinstance(message.params[0], dict) else {}
+    versions = offer.get("protocol")
+    if not isinstance(versions, list) or PROTOCOL_VERSION not in versions:
+        session.send(Response(message.msgid, error_value(
+            f"handler speaks protocol {PROTOCOL_VERSION}, dispatcher offered {versions!r}"), None))
+        return False
+    limit = offer.get("max_frame_bytes")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        session.max_frame_bytes = session.decoder.max_frame_bytes = limit
+    answer = {"protocol": PROTOCOL_VERSION, "name": bot.name, "max_in_flight": bot.max_in_flight}
+    features = offer.get("features")
+    if isinstance(features, list) and BATCH in features:
+        answer["features"] = [BATCH]
+    session.send(Response(message.msgid, None, answer))
+    return True
 
 
 def _batch_entries(params: list) -> list[tuple[int, list]]:
@@ -468,21 +476,40 @@ class Bot:
             return fn
         return register
 
-    def dispatch(self, event: Event, api: Api) -> None:
-        """Call the matching function; events nobody registered for are acked untouched."""
+    def _function_for(self, event: Event):
         fn = None
         if event.get("type") == "message":
             kind = (event.get("message") or {}).get("type")
             fn = self._by_message.get(kind) or self._by_message.get("*")
-        fn = fn or self._by_event.get(event.get("type"))
+        return fn or self._by_event.get(event.get("type"))
+
+    def dispatch(self, event: Event, api: Api) -> None:
+        """Call the matching function; events nobody registered for are acked untouched."""
+        fn = self._function_for(event)
         if fn is not None:
             fn(event, api)
 
+    async def dispatch_async(self, event: Event, api: Api) -> None:
+        """The same for `async def` functions (the loop session)."""
+        fn = self._function_for(event)
+        if fn is not None:
+            await fn(event, api)
+
+    def asynchronous(self) -> bool:
+        """Whether the registered functions are `async def` (all of them) or plain (all of them)."""
+        kinds = {inspect.iscoroutinefunction(fn) for fn in (*self._by_event.values(), *self._by_message.values())}
+        if len(kinds) > 1:
+            raise ValueError(f"bot {self.name!r} mixes `async def` and plain handler functions: use one kind")
+        return kinds == {True}
+
     def run(self) -> None:
-        """Serve the protocol until stdin closes, then exit the process (never returns)."""
+        """Serve the protocol until stdin closes, then exit the process (never returns). `async def`
+        functions run on one asyncio loop (handlers/loopsession.py), plain ones in worker threads."""
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                                 format=f"%(levelname)s {self.name}[%(process)d] %(name)s %(message)s")
+        if self.asynchronous():
+            self._run_on_loop()
         session = _Session(self, *Bot._stdio)
         frames = session.frames()
         try:
@@ -505,3 +532,16 @@ class Bot:
         logging.shutdown()
         sys.stderr.flush()
         os._exit(EXIT_OK)  # not sys.exit: a stray non-daemon thread of user code must not hang us
+
+    def _run_on_loop(self) -> None:
+        from .loopsession import LoopSession   # it builds on this module
+        session = LoopSession(self, *Bot._stdio)
+        try:
+            status = session.run()
+        except KeyboardInterrupt:
+            os._exit(130)
+        if status == EXIT_PROTOCOL_ERROR:
+            sys.stderr.write(f"{self.name}: protocol error on stdin: {session.problem}\n")
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(status)
