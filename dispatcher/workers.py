@@ -262,6 +262,10 @@ class HandlerProcess(SupervisedChild):
         """Answer one of the handler's requests (an API call)."""
         self._send_frame(encode_frame(rpc.Response(msgid, error, result).to_wire()))
 
+    def send_answer(self, frame: bytes) -> None:
+        """An API call's answer, framed already (the rate limiter's, relayed undecoded)."""
+        self._send_frame(frame)
+
     def _send_frame(self, frame: bytes) -> None:
         """Queue a frame; a handler that lets more than handler_outbound_max_bytes pile up (it
         stopped reading its stdin) is stuck: killed, its queue dropped, its events retried."""
