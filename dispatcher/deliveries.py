@@ -2,9 +2,9 @@
 
 Pure bookkeeping with an injected clock, no I/O: HandlerProcess (dispatcher/workers.py) keeps one
 Deliveries per process it starts and does the talking. An event's deadline moves on every sign of
-progress and is paused while one of its API calls waits on frontdesk (SPEC.md section 10); the
-events of a batch (SPEC.md section 7, feature `batch`) after its first wait, deadline unstarted and
-taking no place of the window, until the one ahead of them is answered; a
+progress and is paused while one of its API calls waits on frontdesk (SPEC.md section 10). In a
+batch (SPEC.md section 7, feature `batch`) every event but the first waits its turn: no deadline
+and no place of the window until the one ahead of it is answered. A
 suspect event (one that was in flight beside a crash) is reserved and runs alone once the
 handler has answered everything else (docs/dispatcher.md, "Supervision").
 """

@@ -26,8 +26,8 @@ from frontdesk.protocol.frames import HEADER, EncodeError, encode_frame, pack, p
 from .deliveries import Deliveries, Delivery, OutOfTurn
 
 PROTOCOL_VERSIONS = [PROTOCOL_VERSION]   # offered in the hello, newest first
-FEATURES = ["batch"]                      # offered in the hello; a handler takes those it names
-BATCH = "batch"
+BATCH = "batch"                           # the protocol feature: a key's run in one frame
+FEATURES = [BATCH]                        # offered in the hello; a handler takes those it names
 EXIT_AFTER_EOF_WAIT_S = 0.1   # failure path only: how long to wait for an exit after stdout EOF
 # Handling-time histogram bounds (seconds) for `frontdesk top` and the status page: one bisect and
 # one list increment per answered event, published as cumulative counts on the status cadence.
@@ -35,8 +35,6 @@ HANDLING_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
 READING = (STARTING, READY, DRAINING, CLOSING)   # a process we still read and write
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
               "error": logging.ERROR}
-
-
 BATCH_PREFIX = pack_array_header(3) + pack(rpc.NOTIFICATION) + pack(BATCH)   # then [[msgid, doc], …]
 
 
