@@ -17,7 +17,7 @@ from frontdesk.protocol.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, Pro
 from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, error_value, parse_message
 
 from .sdk import (BATCH, EXIT_OK, EXIT_PROTOCOL_ERROR, EXIT_UNSUPPORTED, SKIPPED, Api, ApiError, Event,
-                  _batch_entries, _nack_value, answer_hello)
+                  batch_entries, nack_value, answer_hello)
 
 log = logging.getLogger("frontdesk.sdk")
 READ_SIZE = 1 << 20
@@ -109,7 +109,7 @@ class LoopSession:
                 event = Event(params[0])
                 await self.bot.dispatch_async(event, Api(self, event.id))
             except BaseException as exc:  # noqa: BLE001 - user code: every failure becomes a nack
-                error = _nack_value(exc, params)
+                error = nack_value(exc, params)
                 nacked = True
             self._answer(msgid, error)
 
@@ -179,7 +179,7 @@ class LoopSession:
             else:
                 self.send(Response(message.msgid, error_value(f"unknown method {message.method}"), None))
         elif message.method == BATCH:
-            self._start(_batch_entries(message.params))
+            self._start(batch_entries(message.params))
         # Other notifications from the dispatcher: none are defined in version 1; ignored.
 
     def _start(self, entries: list) -> None:

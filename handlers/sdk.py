@@ -12,8 +12,9 @@
 `Bot.run()` speaks the wire protocol of protocol/SPEC.md on the process's stdin/stdout: the
 handshake, events in, acks/nacks and API calls out. Each event runs in a worker thread (up to
 `max_in_flight` at once), and so does each batch of one conversation's events (the protocol's
-`batch` feature, which the SDK declares), one event after the other; one reader thread (the caller of run) reads every frame; one lock
-serialises writes. The frame stream is kept clean: the real fd 1 is kept private and fd 1 (and
+`batch` feature, which the SDK declares), one event after the other; one reader thread (the
+caller of run) reads every frame; one lock serialises writes. A bot whose functions are all
+`async def` runs them on one asyncio loop instead (handlers/loopsession.py). The frame stream is kept clean: the real fd 1 is kept private and fd 1 (and
 sys.stdout) point at stderr, so print(), logging, C extensions and subprocesses all write log
 text, never frames. An exception in a handler becomes a nack carrying its text; an event type
 with no handler is acked (the bot chose not to care about it).
@@ -331,7 +332,7 @@ class _Session:
                     self.send(Response(message.msgid, error_value(f"unknown method {message.method}"),
                                        None))
             elif message.method == BATCH:
-                self.workers.submit(_batch_entries(message.params))
+                self.workers.submit(batch_entries(message.params))
             # Other notifications from the dispatcher: none are defined in version 1; ignored.
 
     def _resolve(self, response: Response) -> None:
@@ -363,7 +364,7 @@ class _Session:
                 event = Event(params[0])
                 self.bot.dispatch(event, Api(self, event.id))
             except BaseException as exc:  # noqa: BLE001 - user code: every failure becomes a nack
-                error = _nack_value(exc, params)
+                error = nack_value(exc, params)
                 nacked = True
             self._answer(msgid, error)
 
@@ -397,7 +398,7 @@ def answer_hello(session, bot: "Bot", first) -> bool:
     return True
 
 
-def _batch_entries(params: list) -> list[tuple[int, list]]:
+def batch_entries(params: list) -> list[tuple[int, list]]:
     """A batch's `[[msgid, document], …]` as (msgid, event params) pairs; ProtocolError if malformed."""
     if not params or not all(isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int
                              for entry in params):
@@ -405,7 +406,7 @@ def _batch_entries(params: list) -> list[tuple[int, list]]:
     return [(msgid, [document]) for msgid, document in params]
 
 
-def _nack_value(exc: BaseException, params: list) -> dict:
+def nack_value(exc: BaseException, params: list) -> dict:
     if isinstance(exc, (KeyError, IndexError, TypeError)) and not _valid_document(params):
         return error_value(f"malformed event document: {params!r:.200}", retry=False)
     retry = getattr(exc, "retry", True)
