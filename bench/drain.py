@@ -45,7 +45,7 @@ DONE_POLL_S = 0.02
 
 # --- the no-op handler ---------------------------------------------------------------------------
 def handler_main() -> int:
-    """Raw frames, no SDK: decode what arrived, ack every event, one write per read."""
+    """Raw frames, no SDK: decode what arrived, ack every event (batches too), one write per read."""
     receipts = []
     decoder = FrameDecoder()
     hello = None
@@ -55,7 +55,8 @@ def handler_main() -> int:
             return 0
         values = decoder.feed(chunk)
         hello = values[0] if values else None
-    os.write(1, encode_frame([1, hello[1], None, {"protocol": 1, "name": "bench-noop", "max_in_flight": WINDOW}]))
+    os.write(1, encode_frame([1, hello[1], None, {"protocol": 1, "name": "bench-noop", "max_in_flight": WINDOW,
+                                                  "features": ["batch"]}]))
     while True:
         chunk = os.read(0, 1 << 20)
         if not chunk:
@@ -64,8 +65,14 @@ def handler_main() -> int:
         answers = []
         for message in decoder.feed(chunk):
             if message[0] == 0 and message[2] == "event":
-                receipts.append((message[3][0]["o"]["_id"], now))
-                answers.append(encode_frame([1, message[1], None, None]))
+                entries = [(message[1], message[3][0])]
+            elif message[0] == 2 and message[1] == "batch":   # a run of one user's events (SPEC.md section 7)
+                entries = message[2]
+            else:
+                continue
+            for msgid, document in entries:
+                receipts.append((document["o"]["_id"], now))
+                answers.append(encode_frame([1, msgid, None, None]))
         if answers:
             os.write(1, b"".join(answers))
     folder = os.environ.get("FD_BENCH_RECEIPTS")

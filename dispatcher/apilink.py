@@ -23,6 +23,7 @@ from frontdesk.protocol import rpc
 from frontdesk.protocol.children.framed import FramedChild
 from frontdesk.protocol.children.lifecycle import CLOSING, STOPPING, SupervisedChild
 from frontdesk.protocol.children.policy import RestartPolicy
+from frontdesk.protocol.children.stream import RawResponse, RelayStream
 from frontdesk.protocol.credentials import ChildSecrets, SealedSecrets
 from frontdesk.protocol.token_source import ratelimiter_secrets
 from frontdesk.protocol.frames import encode_frame
@@ -78,7 +79,8 @@ class RateLimiterChild(SupervisedChild):
 
     def _spawn(self) -> FramedChild:
         self.pipes = self._pipes(self.name, RATE_LIMITER_ARGV, self.env, self.loop, self, self.settings.max_frame_bytes,
-                                 log, collect_stderr=False, pass_fds=self.pass_fds, stdout_pipe_bytes=PIPE_BYTES).spawn()
+                                 log, collect_stderr=False, pass_fds=self.pass_fds, stdout_pipe_bytes=PIPE_BYTES,
+                                 stream=RelayStream).spawn()
         return self.pipes
 
     def _started(self) -> None:
@@ -197,8 +199,10 @@ class ApiLink:
         if cancelled:
             log.info("event=calls_cancelled handler=%s pid=%s calls=%d", handler.name, handler.pid, len(cancelled))
 
-    def on_message(self, message: rpc.Message) -> None:
-        if isinstance(message, rpc.Response):
+    def on_message(self, message: rpc.Message | RawResponse) -> None:
+        """An answer goes back to the handler that asked under its msgid: as it came when it came
+        packed (RelayStream reads no more than its msgid), else encoded again."""
+        if isinstance(message, (RawResponse, rpc.Response)):
             call = self.pending.pop(message.msgid, None)
             if call is None:
                 log.warning("event=ratelimiter_unexpected_response msgid=%d", message.msgid)
@@ -206,7 +210,10 @@ class ApiLink:
             if call.dropped:
                 return
             self.bounds.answered(call.handler, call.event, call.size)
-            call.handler.respond(call.handler_msgid, message.error, message.result)
+            if type(message) is RawResponse:
+                call.handler.send_answer(message.frame_for(call.handler_msgid))
+            else:
+                call.handler.respond(call.handler_msgid, message.error, message.result)
             if call.delivery is not None:
                 call.handler.deliveries.call_answered(call.delivery)
             self.release(call.handler)

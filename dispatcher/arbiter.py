@@ -201,7 +201,7 @@ class Arbiter:
 
     def _deliver(self, docs: list[dict], ready: list[HandlerProcess]) -> None:
         if docs:
-            for doc, exc in self.pool.deliver(docs, ready):   # a dead letter; the rest flow on
+            for doc, exc in self.pool.deliver(docs, ready, self.router):   # a dead letter; the rest flow on
                 self.router.nack(doc["o"]["_id"], doc["o"]["key"], f"event {exc}", False)
 
     # --- HandlerOwner: what the handler slots report ---------------------------------------------------
@@ -212,8 +212,8 @@ class Arbiter:
         """It took bytes from its stdin: calls held back for its unread bytes may go."""
         self.apilink.release(handler)
 
-    def event_answered(self, handler: HandlerProcess, delivery: Delivery, error) -> None:
-        self.settlement.answered(delivery, error)
+    def event_answered(self, handler: HandlerProcess, delivery: Delivery, error, after: list[Delivery]) -> None:
+        self.settlement.answered(delivery, error, after)
         if error is None and self.settings.mark_as_read:
             token = mark_as_read_token(delivery.doc)
             if token is not None:

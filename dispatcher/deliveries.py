@@ -2,7 +2,9 @@
 
 Pure bookkeeping with an injected clock, no I/O: HandlerProcess (dispatcher/workers.py) keeps one
 Deliveries per process it starts and does the talking. An event's deadline moves on every sign of
-progress and is paused while one of its API calls waits on frontdesk (SPEC.md section 10); a
+progress and is paused while one of its API calls waits on frontdesk (SPEC.md section 10). In a
+batch (SPEC.md section 7, feature `batch`) every event but the first waits its turn: no deadline
+and no place of the window until the one ahead of it is answered. A
 suspect event (one that was in flight beside a crash) is reserved and runs alone once the
 handler has answered everything else (docs/dispatcher.md, "Supervision").
 """
@@ -10,8 +12,13 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
+
+
+class OutOfTurn(Exception):
+    """A handler answered an event of a batch before the one ahead of it (SPEC.md section 7)."""
 
 
 class Histogram:
@@ -40,6 +47,7 @@ class Delivery:
     started: float       # monotonic, when it was handed over
     calls: int = 0
     waiting: int = 0     # its API calls not answered yet: the deadline is paused meanwhile
+    queued: bool = False  # sent in a batch behind its key's current event: not started yet
 
 
 def held_delivery(doc: dict) -> Delivery:
@@ -59,28 +67,45 @@ class Deliveries:
         self.by_event: dict[str, Delivery] = {}
         self.reserved: Delivery | None = None   # a suspect event waiting to run here alone
         self.solo = False                       # the one event in flight must run alone
+        self.batches: dict[str, deque[Delivery]] = {}   # key -> its batch's events not started yet
+        self.queued = 0                         # how many events wait in batches (they take no slot)
+        self.withdrawn: set[int] = set()        # msgids given back after a nack: answers ignored
         self.handled = 0
         self.died_holding = 0                   # events it held when it failed
         self.handling = Histogram(buckets)      # mean events in flight = handling.total_s / time
         self.busy_s = 0.0                       # time with at least one event in flight, until _busy_since
         self._busy_since: float | None = None
 
-    def add(self, msgid: int, doc: dict) -> Delivery:
-        """An event handed over now."""
+    def add(self, msgid: int, doc: dict, queued: bool = False) -> Delivery:
+        """An event handed over now; `queued`: in a batch behind its key's current event, so its
+        deadline starts when the one before it is answered (`after_answer`)."""
         o = doc["o"]
         now = self.clock()
-        delivery = Delivery(msgid, doc, o["_id"], o["key"], now + self.deadline_s, now)
+        delivery = Delivery(msgid, doc, o["_id"], o["key"], math.inf if queued else now + self.deadline_s, now,
+                            queued=queued)
         if not self.in_flight:
             self._busy_since = now
         self.in_flight[msgid] = delivery
         self.by_event[delivery.event_id] = delivery
+        if queued:
+            self.batches.setdefault(delivery.key, deque()).append(delivery)
+            self.queued += 1
         return delivery
 
+    @property
+    def active(self) -> int:
+        """Events in flight that take a place of the window (a batch's waiting events take none)."""
+        return len(self.in_flight) - self.queued
+
     def answered(self, msgid: int) -> Delivery | None:
-        """The delivery a response answers (None: no event in flight has that msgid)."""
-        delivery = self.in_flight.pop(msgid, None)
+        """The delivery a response answers (None: no event in flight has that msgid). Raises
+        OutOfTurn when it answers a batch's event before the one ahead of it."""
+        delivery = self.in_flight.get(msgid)
         if delivery is None:
             return None
+        if delivery.queued:
+            raise OutOfTurn(f"answered event {delivery.event_id} of a batch before the one ahead of it")
+        del self.in_flight[msgid]
         del self.by_event[delivery.event_id]
         self.handled += 1
         self.solo = False
@@ -89,6 +114,52 @@ class Deliveries:
         if not self.in_flight:
             self._idle(now)
         return delivery
+
+    def after_answer(self, delivery: Delivery, acked: bool) -> list[Delivery]:
+        """The rest of `delivery`'s batch after its answer. Acked: the next one starts now (its
+        deadline runs) and is returned alone. Nacked: the rest is withdrawn, never started (given
+        back to the store uncharged; their answers, which the handler still sends, are ignored)."""
+        batch = self.batches.get(delivery.key)
+        if not batch:
+            return []
+        if acked:
+            following = batch.popleft()
+            following.queued = False
+            following.started = self.clock()
+            self.touch(following)
+            taken = [following]
+        else:
+            taken = list(batch)
+            batch.clear()
+            for withdrawn in taken:
+                del self.in_flight[withdrawn.msgid]
+                del self.by_event[withdrawn.event_id]
+                self.withdrawn.add(withdrawn.msgid)
+            if not self.in_flight:
+                self._idle(self.clock())
+        self.queued -= len(taken)
+        if not batch:
+            del self.batches[delivery.key]
+        return taken
+
+    def was_withdrawn(self, msgid: int) -> bool:
+        """Whether `msgid` was given back after a nack in its batch (its answer is owed, and ignored)."""
+        if msgid in self.withdrawn:
+            self.withdrawn.discard(msgid)
+            return True
+        return False
+
+    def take_queued(self) -> list[Delivery]:
+        """Every batch's events not started yet, removed (they go back to the store uncharged)."""
+        taken = [delivery for batch in self.batches.values() for delivery in batch]
+        for delivery in taken:
+            del self.in_flight[delivery.msgid]
+            del self.by_event[delivery.event_id]
+        self.batches.clear()
+        self.queued = 0
+        if taken and not self.in_flight:
+            self._idle(self.clock())
+        return taken
 
     def for_event(self, event_id) -> Delivery | None:
         return self.by_event.get(event_id) if isinstance(event_id, str) else None
@@ -117,6 +188,8 @@ class Deliveries:
         deliveries = list(self.in_flight.values())
         self.in_flight.clear()
         self.by_event.clear()
+        self.batches.clear()
+        self.queued = 0
         self._idle(self.clock())
         return deliveries
 

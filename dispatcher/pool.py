@@ -20,7 +20,7 @@ from frontdesk.protocol.frames import EncodeError
 from .autoscale import Autoscaler, BusyMeter
 from .control import ControlChange
 from .deliveries import Delivery
-from .workers import HandlerProcess
+from .workers import HandlerProcess, RunSource
 
 log = logging.getLogger("frontdesk.dispatcher")
 
@@ -172,15 +172,17 @@ class Pool:
         return exited
 
     # --- events ---------------------------------------------------------------------------------------
-    def deliver(self, docs: list[dict], ready: list[HandlerProcess]) -> list[tuple[dict, EncodeError]]:
-        """Spread events evenly: each to the ready handler with the most free slots at that moment.
-        Returns the events no handler can be given (msgpack cannot carry them), with the reason."""
+    def deliver(self, docs: list[dict], ready: list[HandlerProcess],
+                runs: RunSource | None = None) -> list[tuple[dict, EncodeError]]:
+        """Spread events evenly: each to the ready handler with the most free slots at that moment
+        (with the run leased behind it in `runs`, to a handler that takes batches). Returns the
+        events no handler can be given (msgpack cannot carry them), with the reason."""
         unframeable = []
         slots = sorted(((handler.free_slots, index) for index, handler in enumerate(ready)), reverse=True)
         for doc in docs:
             count, index = slots[0]
             try:
-                ready[index].deliver(doc)
+                ready[index].deliver(doc, runs)
             except EncodeError as exc:
                 unframeable.append((doc, exc))
                 continue

@@ -89,9 +89,22 @@ class Router:
         self.more = True
 
     # --- answers ------------------------------------------------------------------------------
-    def ack(self, event_id: str, key: str) -> None:
+    def take_run(self, key: str) -> deque | None:
+        """The run leased behind `key`'s event, removed: it goes to the handler in one batch with
+        that event (what does not fit comes back through `keep_run`)."""
+        return self.runs.pop(key, None)
+
+    def keep_run(self, key: str, run: deque) -> None:
+        self.runs[key] = run
+
+    def ack(self, event_id: str, key: str, handed: str | None = None) -> None:
+        """`handed`: the key's next event, already with the handler in the same batch (it becomes
+        the key's event out; the run left behind, if any, waits for its ack)."""
         self._forget(event_id, key)
         self._acks.append(event_id)
+        if handed is not None:
+            self.keys[key] = handed
+            return
         run = self.runs.get(key)
         if run is None:
             self.more = True   # the key's next event, if any, is the store's to give

@@ -28,12 +28,14 @@ class Settlement:
         self.router, self.suspects, self.pacer, self.wall = router, suspects, pacer, wall
         self.e2e = Histogram(HANDLING_BUCKETS_S)
 
-    def answered(self, delivery: Delivery, error) -> None:
-        """An ack (error None) or a nack, `retry` true unless the handler said false."""
+    def answered(self, delivery: Delivery, error, after: list[Delivery] = ()) -> None:
+        """An ack (error None) or a nack, `retry` true unless the handler said false. `after`: the
+        rest of its batch that the answer moved: acked, the key's next event (with the handler
+        already); nacked, the events withdrawn behind it (given back uncharged after the nack)."""
         if self.suspects.ids:
             self.suspects.cleared(delivery.event_id)   # it ran and answered: it did not crash anyone
         if error is None:
-            self.router.ack(delivery.event_id, delivery.key)
+            self.router.ack(delivery.event_id, delivery.key, after[0].event_id if after else None)
             self.e2e.add(self.wall() - delivery.doc["o"]["received_at"] / 1000)
             return
         message = error.get("message") if isinstance(error, dict) else None
@@ -41,10 +43,13 @@ class Settlement:
         self.router.nack(delivery.event_id, delivery.key,
                          f"handler nack: {message if isinstance(message, str) else repr(error)[:200]}",
                          retry is not False)
+        if after:
+            self.router.release(after)
         self.pacer.schedule_wakeup()
 
     def lost(self, handler: HandlerProcess, reason: str, blamed: set[int] | None) -> None:
         """A handler failed holding events (`blamed`: the msgids the failure is known to be about)."""
+        never_started = handler.take_queued()   # batches' events behind the one being handled
         charged, given_back = self.suspects.sort_lost(handler.take_in_flight(), blamed)
         if blamed is None and given_back:
             log.info("event=events_isolated handler=%s pid=%s count=%d", handler.name, handler.pid, len(given_back))
@@ -52,5 +57,5 @@ class Settlement:
             if self.router.nack(delivery.event_id, delivery.key,
                                 f"handler {handler.name} pid {handler.pid} failed: {reason}", True) == "dead":
                 self.suspects.cleared(delivery.event_id)
-        self.router.release(handler.take_reserved() + given_back)
+        self.router.release(handler.take_reserved() + given_back + never_started)
         self.pacer.schedule_wakeup()

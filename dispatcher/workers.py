@@ -12,6 +12,7 @@ import logging
 import math
 import subprocess
 import time
+from collections import deque
 from typing import Callable, Protocol
 
 from frontdesk.protocol import PROTOCOL_VERSION, VERSION, rpc
@@ -20,11 +21,13 @@ from frontdesk.protocol.children.lifeline import Identity, describe_exit
 from frontdesk.protocol.children.lifecycle import (BACKOFF, CLOSING, DRAINING, READY, STARTING, STOPPING,
                                                    SupervisedChild)
 from frontdesk.protocol.children.policy import RestartPolicy
-from frontdesk.protocol.frames import encode_frame
+from frontdesk.protocol.frames import HEADER, EncodeError, encode_frame, pack, pack_array_header
 
-from .deliveries import Deliveries, Delivery
+from .deliveries import Deliveries, Delivery, OutOfTurn
 
 PROTOCOL_VERSIONS = [PROTOCOL_VERSION]   # offered in the hello, newest first
+BATCH = "batch"                           # the protocol feature: a key's run in one frame
+FEATURES = [BATCH]                        # offered in the hello; a handler takes those it names
 EXIT_AFTER_EOF_WAIT_S = 0.1   # failure path only: how long to wait for an exit after stdout EOF
 # Handling-time histogram bounds (seconds) for `frontdesk top` and the status page: one bisect and
 # one list increment per answered event, published as cumulative counts on the status cadence.
@@ -32,6 +35,15 @@ HANDLING_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
 READING = (STARTING, READY, DRAINING, CLOSING)   # a process we still read and write
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
               "error": logging.ERROR}
+BATCH_PREFIX = pack_array_header(3) + pack(rpc.NOTIFICATION) + pack(BATCH)   # then [[msgid, doc], …]
+
+
+class RunSource(Protocol):
+    """Where the run leased behind a key's event waits (the router): a batch takes what fits of it."""
+
+    def take_run(self, key: str) -> deque | None: ...
+
+    def keep_run(self, key: str, run: deque) -> None: ...
 
 
 class HandlerOwner(Protocol):
@@ -40,8 +52,9 @@ class HandlerOwner(Protocol):
     def handler_ready(self, handler: "HandlerProcess") -> None:
         """It answered the handshake: it may take events."""
 
-    def event_answered(self, handler: "HandlerProcess", delivery: Delivery, error) -> None:
-        """An ack (error None) or a nack of one of its events."""
+    def event_answered(self, handler: "HandlerProcess", delivery: Delivery, error, after: list[Delivery]) -> None:
+        """An ack (error None) or a nack of one of its events; `after`: the rest of its batch the
+        answer moved (acked: the next one, started now; nacked: the rest, withdrawn)."""
 
     def events_lost(self, handler: "HandlerProcess", reason: str, blamed: set[int] | None) -> None:
         """It failed holding events (`blamed`: the msgids the failure is known to be about)."""
@@ -104,6 +117,7 @@ class HandlerProcess(SupervisedChild):
         self.failure: str | None = None
         self.handler_name = ""
         self.max_in_flight = 0
+        self.batches = False           # it declared the `batch` feature in its handshake
         self.ready_by = math.inf       # STARTING: the handshake's deadline
         self._msgids = rpc.MsgIds(start=1)
         self._reads = ReadWatch()
@@ -118,7 +132,8 @@ class HandlerProcess(SupervisedChild):
     def _started(self) -> None:
         self.ready_by = self.clock() + self.settings.handler_start_timeout_s
         self.pipes.send(rpc.Request(0, "hello", [{"protocol": PROTOCOL_VERSIONS, "dispatcher": f"frontdesk/{VERSION}",
-                                                  "max_frame_bytes": self.settings.max_frame_bytes}]))
+                                                  "max_frame_bytes": self.settings.max_frame_bytes,
+                                                  "features": FEATURES}]))
 
     def _exiting(self, returncode: int) -> None:
         if self.in_flight or self.deliveries.reserved:   # it exited before we read its EOF: retried
@@ -172,7 +187,7 @@ class HandlerProcess(SupervisedChild):
         deliveries = self.deliveries
         if self.state is not READY or deliveries.solo or deliveries.reserved is not None:
             return 0
-        return self.max_in_flight - len(deliveries.in_flight)
+        return self.max_in_flight - deliveries.active
 
     def reserve(self, doc: dict) -> None:
         """Take a suspect event (one that was in flight beside a crash): no new events come here
@@ -193,13 +208,50 @@ class HandlerProcess(SupervisedChild):
     def take_in_flight(self) -> list[Delivery]:
         return self.deliveries.take_all()
 
-    def deliver(self, doc: dict) -> Delivery:
-        """Send one event; raises EncodeError (and sends nothing) if it cannot be framed."""
+    def take_queued(self) -> list[Delivery]:
+        """The events of its batches not started yet (a failure gives them back uncharged)."""
+        return self.deliveries.take_queued()
+
+    def deliver(self, doc: dict, runs: RunSource | None = None) -> Delivery:
+        """Send one event; raises EncodeError (and sends nothing) if it cannot be framed. To a
+        handler that takes batches, the run leased behind it in `runs` goes in the same frame."""
+        run = runs.take_run(doc["o"]["key"]) if runs is not None and self.batches else None
+        if run:
+            return self._deliver_batch(doc, run, runs)
         msgid = self._msgids.next()
         frame = encode_frame([rpc.REQUEST, msgid, "event", [doc]])
         delivery = self.deliveries.add(msgid, doc)
         self._send_frame(frame)
         return delivery
+
+    def _deliver_batch(self, doc: dict, run: deque, runs: RunSource) -> Delivery:
+        """`[2, "batch", [[msgid, document], …]]`: the event and as much of its run as fits in
+        max_frame_bytes, each entry packed once; the rest of the run stays with `runs`."""
+        entries, size = [], len(BATCH_PREFIX) + 5   # 5: the largest array header
+        for item in (doc, *run):
+            msgid = self._msgids.next()   # one left unused when its entry does not fit: msgids may skip
+            try:
+                entry = pack([msgid, item])
+            except EncodeError:
+                if entries:
+                    break           # that follower goes alone later, and fails there
+                runs.keep_run(doc["o"]["key"], run)
+                raise
+            if entries and size + len(entry) > self.settings.max_frame_bytes:
+                break
+            entries.append((msgid, item, entry))
+            size += len(entry)
+        for _ in range(len(entries) - 1):
+            run.popleft()
+        if run:
+            runs.keep_run(doc["o"]["key"], run)
+        if len(entries) == 1:
+            return self.deliver(doc)
+        body = BATCH_PREFIX + pack_array_header(len(entries)) + b"".join(entry for _, _, entry in entries)
+        deliveries = [self.deliveries.add(msgid, item, queued=index > 0)
+                      for index, (msgid, item, _) in enumerate(entries)]
+        self._send_frame(HEADER.pack(len(body)) + body)
+        return deliveries[0]
 
     def delivery_for(self, event_id) -> Delivery | None:
         return self.deliveries.for_event(event_id)
@@ -207,6 +259,10 @@ class HandlerProcess(SupervisedChild):
     def respond(self, msgid: int, error, result) -> None:
         """Answer one of the handler's requests (an API call)."""
         self._send_frame(encode_frame(rpc.Response(msgid, error, result).to_wire()))
+
+    def send_answer(self, frame: bytes) -> None:
+        """An API call's answer, framed already (the rate limiter's, relayed undecoded)."""
+        self._send_frame(frame)
 
     def _send_frame(self, frame: bytes) -> None:
         """Queue a frame; a handler that lets more than handler_outbound_max_bytes pile up (it
@@ -281,12 +337,20 @@ class HandlerProcess(SupervisedChild):
             if self.state is STARTING:
                 self._on_handshake(message)
                 return
-            delivery = self.deliveries.answered(message.msgid)
+            try:
+                delivery = self.deliveries.answered(message.msgid)
+            except OutOfTurn as exc:
+                self.pipes.stop_reading()
+                self.on_violation(str(exc))
+                return
             if delivery is None:
+                if self.deliveries.was_withdrawn(message.msgid):
+                    return   # given back after a nack before it in its batch
                 self.pipes.stop_reading()
                 self.on_violation(f"response to msgid {message.msgid}, which is no event in flight")
                 return
-            self.owner.event_answered(self, delivery, message.error)
+            after = self.deliveries.after_answer(delivery, message.error is None) if self.deliveries.queued else []
+            self.owner.event_answered(self, delivery, message.error, after)
             self._deliver_reserved_if_idle()
             self._close_when_idle()
         elif self.state is STARTING:
@@ -318,7 +382,9 @@ class HandlerProcess(SupervisedChild):
         else:
             self.max_in_flight = window
             self.handler_name = str(result.get("name", ""))[:100]
-            self.ready(handler=self.handler_name, max_in_flight=window)
+            features = result.get("features")
+            self.batches = isinstance(features, list) and BATCH in features
+            self.ready(handler=self.handler_name, max_in_flight=window, batches=self.batches)
             self.owner.handler_ready(self)
             return
         self.pipes.stop_reading()

@@ -3,7 +3,9 @@
 It plays the dispatcher's side of protocol/SPEC.md against the command: the handshake, one
 event of every LINE event type, the API calls those events make (answered by the kit with
 fake but well-formed results, after checking their shape), an API error, unknown methods and
-notifications, a full window of events in flight answered out of order, then stdin closed.
+notifications, a full window of events in flight answered out of order, a batch of one
+conversation's events (and one whose first event is nacked) when the handler declares the `batch`
+feature, then stdin closed.
 Fresh processes get a malformed frame, an oversize frame (each must exit 2), an unsupported
 protocol version (exit 1) and EOF with an event in flight (answer it, then exit 0). Event types
 and message types LINE does not have (yet) must be acked. Anything on stdout that is not a frame
@@ -28,6 +30,8 @@ from frontdesk.protocol.children.client import FramedClient
 from frontdesk.protocol.frames import HEADER, encode_frame
 
 KIT_VERSION = "frontdesk-check-handler/1"
+BATCH = "batch"
+FEATURES = [BATCH]   # the protocol features the kit offers in its hello, as the dispatcher does
 QUIET_S = 0.2  # a handler silent this long while API calls are held has shown all it will do
 
 USER_A = "U4af4980629a0c4b5e6c3f1b6d6b7a8c9"
@@ -264,7 +268,7 @@ class Handler:
     # --- protocol steps ---------------------------------------------------------------------------
     def handshake(self, timeout: float, versions=(1,)) -> rpc.Response:
         self.send(rpc.Request(0, "hello", [{"protocol": list(versions), "dispatcher": KIT_VERSION,
-                                            "max_frame_bytes": self.max_frame_bytes}]))
+                                            "max_frame_bytes": self.max_frame_bytes, "features": FEATURES}]))
         message = self.receive(timeout)
         if message is None:
             raise Broken(f"no answer to the hello within {timeout:g}s{self.last_words()}")
@@ -273,12 +277,14 @@ class Handler:
         return message
 
     def exchange(self, documents: list[dict], timeout: float, hold: bool = False,
-                 fail_calls: int = 0) -> Outcome:
+                 fail_calls: int = 0, batch: bool = False) -> Outcome:
         """Send events, serve their API calls until each is answered; raises Broken on silence.
 
         hold: keep API calls unanswered until every unanswered event has one held (or the handler
         is quiet for QUIET_S), then answer them shuffled: shows concurrency and out-of-order
         matching. fail_calls: answer that many first API calls with a non-retryable error.
+        batch: send them as one batch (SPEC.md section 7): each must be handled after the one
+        before it is answered, answered in order, and none handled after a nack.
         """
         outcome = Outcome()
         pending = {}
@@ -286,7 +292,11 @@ class Handler:
             msgid = self.msgids.next()
             outcome.sent.append(msgid)
             pending[msgid] = document["o"]["_id"]
-            self.send(rpc.Request(msgid, "event", [document]))
+            if not batch:
+                self.send(rpc.Request(msgid, "event", [document]))
+        if batch:
+            self.send(rpc.Notification(BATCH, [[msgid, document] for msgid, document in zip(outcome.sent, documents)]))
+        nacked = None
         held: list[rpc.Request] = []
         deadline = time.monotonic() + timeout
         while pending:
@@ -304,6 +314,11 @@ class Handler:
                 if message.msgid not in pending:
                     outcome.violations.append(f"response to msgid {message.msgid}, which is no event in flight")
                     continue
+                if batch and message.msgid != next(iter(pending)):
+                    outcome.violations.append(f"answered event {pending[message.msgid]} of a batch before the "
+                                              "one ahead of it")
+                if batch and nacked is None and message.error is not None:
+                    nacked = pending[message.msgid]
                 del pending[message.msgid]
                 outcome.answers[message.msgid] = message
                 problem = response_problem(message)
@@ -311,6 +326,13 @@ class Handler:
                     outcome.violations.append(problem)
             elif isinstance(message, rpc.Request):
                 outcome.calls.append(message)
+                if batch and nacked is not None:
+                    outcome.violations.append(f"made an API call for event {_event_of(message)} after event "
+                                              f"{nacked} before it in its batch was nacked (the rest of a batch "
+                                              "is given back: answer it unhandled)")
+                elif batch and pending and _event_of(message) != next(iter(pending.values())):
+                    outcome.violations.append(f"made an API call for event {_event_of(message)} of a batch before "
+                                              "the one ahead of it was answered")
                 if not hold:
                     self._answer([message], pending, outcome, fail_calls)
                     fail_calls = max(fail_calls - 1, 0)
@@ -406,6 +428,7 @@ class Kit:
         self.report = Report(out)
         self.events = EventMaker()
         self.window = 1
+        self.batches = False   # it declared the `batch` feature
 
     def spawn(self) -> Handler:
         return Handler(self.command, self.max_frame_bytes).start()
@@ -460,7 +483,8 @@ class Kit:
         steps += [(f"event:{name}", lambda h, n=name: self.check_event(h, n)) for name in SAMPLES]
         steps += [("api-error", self.check_api_error), ("unknown-method", self.check_unknown_method),
                   ("unknown-notification", self.check_unknown_notification),
-                  ("in-flight", self.check_in_flight), ("eof-exit", self.check_eof_exit)]
+                  ("in-flight", self.check_in_flight), ("batch", self.check_batch),
+                  ("batch-nack", self.check_batch_nack), ("eof-exit", self.check_eof_exit)]
         broken = None
         try:
             for index, (name, step) in enumerate(steps):
@@ -502,8 +526,14 @@ class Kit:
             raise Broken(f"hello result `max_in_flight` must be an integer >= 1, got {_typed(window)}")
         if not isinstance(result.get("name"), str):
             raise Broken(f"hello result `name` must be a string, got {_typed(result.get('name'))}")
+        features = result.get("features", [])
+        if not isinstance(features, list) or not set(features) <= set(FEATURES):
+            raise Broken(f"hello result `features` must be an array of offered features {FEATURES}, "
+                         f"got {_typed(features)}")
         self.window = window
-        return "PASS", f"name={result['name']!r} max_in_flight={window} in {took * 1000:.0f} ms"
+        self.batches = BATCH in features
+        return "PASS", (f"name={result['name']!r} max_in_flight={window} features={features} "
+                        f"in {took * 1000:.0f} ms")
 
     def _verdict(self, outcome: Outcome, summary: str):
         if outcome.violations:
@@ -556,6 +586,31 @@ class Kit:
                        else "")
         return self._verdict(outcome, f"{count} events (declared window {self.window}) answered "
                                       f"{shuffled}{concurrency}")
+
+    def check_batch(self, handler: Handler):
+        if not self.batches:
+            return self._one_at_a_time(handler)
+        documents = [self.events.document("text") for _ in range(3)]   # one conversation
+        outcome = handler.exchange(documents, self.timeout * 2, batch=True)
+        answers = ", ".join(describe_answer(outcome.answers[msgid]) for msgid in outcome.sent)
+        return self._verdict(outcome, f"a batch of 3 events of one conversation handled in order: {answers}")
+
+    def check_batch_nack(self, handler: Handler):
+        if not self.batches:
+            return self._one_at_a_time(handler)
+        documents = [self.events.document("text") for _ in range(3)]
+        outcome = handler.exchange(documents, self.timeout * 2, fail_calls=1, batch=True)
+        first = outcome.answers[outcome.sent[0]]
+        if not outcome.calls or first.error is None:
+            return self._verdict(outcome, f"first event {describe_answer(first)} after a failed API call "
+                                          "(no nack to test the rest against)")
+        return self._verdict(outcome, f"first event nacked after a failed API call; the other "
+                                      f"{len(documents) - 1} answered without an API call")
+
+    def _one_at_a_time(self, handler: Handler):
+        """A handler that speaks today's protocol: the feature offered in the hello was left alone,
+        so the dispatcher sends it events one at a time (the checks above)."""
+        return "PASS", "the `batch` feature is not declared: events come one at a time"
 
     def check_eof_exit(self, handler: Handler):
         handler.close_stdin()

@@ -11,14 +11,17 @@
 
 `Bot.run()` speaks the wire protocol of protocol/SPEC.md on the process's stdin/stdout: the
 handshake, events in, acks/nacks and API calls out. Each event runs in a worker thread (up to
-`max_in_flight` at once); one reader thread (the caller of run) reads every frame; one lock
-serialises writes. The frame stream is kept clean: the real fd 1 is kept private and fd 1 (and
+`max_in_flight` at once), and so does each batch of one conversation's events (the protocol's
+`batch` feature, which the SDK declares), one event after the other; one reader thread (the
+caller of run) reads every frame; one lock serialises writes. A bot whose functions are all
+`async def` runs them on one asyncio loop instead (handlers/loopsession.py). The frame stream is kept clean: the real fd 1 is kept private and fd 1 (and
 sys.stdout) point at stderr, so print(), logging, C extensions and subprocesses all write log
 text, never frames. An exception in a handler becomes a nack carrying its text; an event type
 with no handler is acked (the bot chose not to care about it).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import queue
@@ -32,6 +35,8 @@ from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, erro
 
 EXIT_OK, EXIT_UNSUPPORTED, EXIT_PROTOCOL_ERROR = 0, 1, 2
 MAX_NACK_MESSAGE = 1000   # characters of a nack's message
+BATCH = "batch"           # the protocol feature this SDK takes (SPEC.md section 7)
+SKIPPED = error_value("skipped: an earlier event of its batch was nacked")
 _STOP = object()
 
 log = logging.getLogger("frontdesk.sdk")
@@ -123,7 +128,8 @@ class Api:
     One method per entry of the endpoint table (protocol/line_endpoints.py, SPEC.md section 8):
     the shorthands below, and for an entry without one a method by the table's SDK name that
     takes LINE's args as a map or by name (with_table_methods). Every method blocks until the
-    dispatcher answers and returns the result, or raises ApiError.
+    dispatcher answers and returns the result, or raises ApiError; in an `async def` handler each
+    returns an awaitable instead (`await api.reply(...)`).
     """
 
     def __init__(self, session: "_Session", event_id: str | None):
@@ -312,21 +318,7 @@ class _Session:
         first = next(frames, None)
         if first is None:
             raise EOFError
-        message = parse_message(first)
-        if not isinstance(message, Request) or message.method != "hello":
-            raise ProtocolError(f"the first message must be the hello request, got {first!r:.80}")
-        offer = message.params[0] if message.params and isinstance(message.params[0], dict) else {}
-        versions = offer.get("protocol")
-        if not isinstance(versions, list) or PROTOCOL_VERSION not in versions:
-            self.send(Response(message.msgid, error_value(
-                f"handler speaks protocol {PROTOCOL_VERSION}, dispatcher offered {versions!r}"), None))
-            return False
-        limit = offer.get("max_frame_bytes")
-        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-            self.max_frame_bytes = self.decoder.max_frame_bytes = limit
-        self.send(Response(message.msgid, None, {
-            "protocol": PROTOCOL_VERSION, "name": self.bot.name, "max_in_flight": self.bot.max_in_flight}))
-        return True
+        return answer_hello(self, self.bot, first)
 
     def serve(self, frames) -> None:
         for value in frames:
@@ -335,11 +327,13 @@ class _Session:
                 self._resolve(message)
             elif isinstance(message, Request):
                 if message.method == "event":
-                    self.workers.submit(message)
+                    self.workers.submit([(message.msgid, message.params)])
                 else:
                     self.send(Response(message.msgid, error_value(f"unknown method {message.method}"),
                                        None))
-            # Notifications from the dispatcher: none are defined in version 1; ignored.
+            elif message.method == BATCH:
+                self.workers.submit(batch_entries(message.params))
+            # Other notifications from the dispatcher: none are defined in version 1; ignored.
 
     def _resolve(self, response: Response) -> None:
         with self.calls_lock:
@@ -357,22 +351,64 @@ class _Session:
         for call in pending:
             call.resolve({"message": "dispatcher gone: stdin closed", "status": 0, "retryable": True}, None)
 
-    def _handle_event(self, request: Request) -> None:
-        error = None
+    def _handle_events(self, entries: list[tuple[int, list]]) -> None:
+        """One event, or a batch of one conversation's events: handled in order, each answered
+        when done; after a nack the rest are answered unhandled (the dispatcher gives them back)."""
+        nacked = False
+        for msgid, params in entries:
+            if nacked:
+                self._answer(msgid, SKIPPED)
+                continue
+            error = None
+            try:
+                event = Event(params[0])
+                self.bot.dispatch(event, Api(self, event.id))
+            except BaseException as exc:  # noqa: BLE001 - user code: every failure becomes a nack
+                error = nack_value(exc, params)
+                nacked = True
+            self._answer(msgid, error)
+
+    def _answer(self, msgid: int, error) -> None:
         try:
-            event = Event(request.params[0])
-            self.bot.dispatch(event, Api(self, event.id))
-        except BaseException as exc:  # noqa: BLE001 - user code: every failure becomes a nack
-            error = _nack_value(exc, request)
-        try:
-            self.send(Response(request.msgid, error, None))
+            self.send(Response(msgid, error, None))
         except (BrokenPipeError, ValueError, OSError) as exc:
-            log.warning("event=answer_failed msgid=%s error=%r", request.msgid, str(exc))
+            log.warning("event=answer_failed msgid=%s error=%r", msgid, str(exc))
 
 
-def _nack_value(exc: BaseException, request: Request) -> dict:
-    if isinstance(exc, (KeyError, IndexError, TypeError)) and not _valid_document(request.params):
-        return error_value(f"malformed event document: {request.params!r:.200}", retry=False)
+def answer_hello(session, bot: "Bot", first) -> bool:
+    """Answer the hello on `session` (either kind); False if the dispatcher offered no version we
+    speak. The dispatcher's max_frame_bytes becomes the session's limit both ways."""
+    message = parse_message(first)
+    if not isinstance(message, Request) or message.method != "hello":
+        raise ProtocolError(f"the first message must be the hello request, got {first!r:.80}")
+    offer = message.params[0] if message.params and isinstance(message.params[0], dict) else {}
+    versions = offer.get("protocol")
+    if not isinstance(versions, list) or PROTOCOL_VERSION not in versions:
+        session.send(Response(message.msgid, error_value(
+            f"handler speaks protocol {PROTOCOL_VERSION}, dispatcher offered {versions!r}"), None))
+        return False
+    limit = offer.get("max_frame_bytes")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        session.max_frame_bytes = session.decoder.max_frame_bytes = limit
+    answer = {"protocol": PROTOCOL_VERSION, "name": bot.name, "max_in_flight": bot.max_in_flight}
+    features = offer.get("features")
+    if isinstance(features, list) and BATCH in features:
+        answer["features"] = [BATCH]
+    session.send(Response(message.msgid, None, answer))
+    return True
+
+
+def batch_entries(params: list) -> list[tuple[int, list]]:
+    """A batch's `[[msgid, document], …]` as (msgid, event params) pairs; ProtocolError if malformed."""
+    if not params or not all(isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int
+                             for entry in params):
+        raise ProtocolError(f"batch params must be [[msgid, document], …], got {params!r:.80}")
+    return [(msgid, [document]) for msgid, document in params]
+
+
+def nack_value(exc: BaseException, params: list) -> dict:
+    if isinstance(exc, (KeyError, IndexError, TypeError)) and not _valid_document(params):
+        return error_value(f"malformed event document: {params!r:.200}", retry=False)
     retry = getattr(exc, "retry", True)
     text = str(exc) or type(exc).__name__
     if not isinstance(exc, (Nack, ApiError)):
@@ -441,27 +477,46 @@ class Bot:
             return fn
         return register
 
-    def dispatch(self, event: Event, api: Api) -> None:
-        """Call the matching function; events nobody registered for are acked untouched."""
+    def _function_for(self, event: Event):
         fn = None
         if event.get("type") == "message":
             kind = (event.get("message") or {}).get("type")
             fn = self._by_message.get(kind) or self._by_message.get("*")
-        fn = fn or self._by_event.get(event.get("type"))
+        return fn or self._by_event.get(event.get("type"))
+
+    def dispatch(self, event: Event, api: Api) -> None:
+        """Call the matching function; events nobody registered for are acked untouched."""
+        fn = self._function_for(event)
         if fn is not None:
             fn(event, api)
 
+    async def dispatch_async(self, event: Event, api: Api) -> None:
+        """The same for `async def` functions (the loop session)."""
+        fn = self._function_for(event)
+        if fn is not None:
+            await fn(event, api)
+
+    def asynchronous(self) -> bool:
+        """Whether the registered functions are `async def` (all of them) or plain (all of them)."""
+        kinds = {inspect.iscoroutinefunction(fn) for fn in (*self._by_event.values(), *self._by_message.values())}
+        if len(kinds) > 1:
+            raise ValueError(f"bot {self.name!r} mixes `async def` and plain handler functions: use one kind")
+        return kinds == {True}
+
     def run(self) -> None:
-        """Serve the protocol until stdin closes, then exit the process (never returns)."""
+        """Serve the protocol until stdin closes, then exit the process (never returns). `async def`
+        functions run on one asyncio loop (handlers/loopsession.py), plain ones in worker threads."""
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                                 format=f"%(levelname)s {self.name}[%(process)d] %(name)s %(message)s")
+        if self.asynchronous():
+            self._run_on_loop()
         session = _Session(self, *Bot._stdio)
         frames = session.frames()
         try:
             if not session.handshake(frames):
                 os._exit(EXIT_UNSUPPORTED)
-            session.workers = _Workers(self.max_in_flight, session._handle_event)
+            session.workers = _Workers(self.max_in_flight, session._handle_events)
             session.serve(frames)
         except EOFError:
             pass
@@ -478,3 +533,16 @@ class Bot:
         logging.shutdown()
         sys.stderr.flush()
         os._exit(EXIT_OK)  # not sys.exit: a stray non-daemon thread of user code must not hang us
+
+    def _run_on_loop(self) -> None:
+        from .loopsession import LoopSession   # it builds on this module
+        session = LoopSession(self, *Bot._stdio)
+        try:
+            status = session.run()
+        except KeyboardInterrupt:
+            os._exit(130)
+        if status == EXIT_PROTOCOL_ERROR:
+            sys.stderr.write(f"{self.name}: protocol error on stdin: {session.problem}\n")
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(status)

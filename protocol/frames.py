@@ -8,6 +8,7 @@ msgpack bin, map keys must be strings, ext types are refused.
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
 import msgpack
 
@@ -39,6 +40,15 @@ def pack(value) -> bytes:
         return msgpack.packb(value, use_bin_type=True)
     except (OverflowError, ValueError, TypeError) as exc:
         raise EncodeError(f"cannot be encoded as msgpack: {exc}") from None
+
+
+_ARRAY_HEADERS = msgpack.Packer()
+
+
+def pack_array_header(count: int) -> bytes:
+    """The msgpack header of an array of `count` values: packed values appended to it make the
+    array, so a frame can be built from values packed once (a batch of events)."""
+    return _ARRAY_HEADERS.pack_array_header(count)
 
 
 def unpack(payload: bytes):
@@ -77,9 +87,10 @@ class FrameDecoder:
         """Bytes received but not yet part of a complete frame (non-zero at EOF = truncated)."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes, decode: Callable[[memoryview], object] = unpack) -> list:
         """The values of every frame completed by `data`. Frames are decoded in place (a view, not
-        a copy), and `data` is only buffered when a frame is left incomplete, as it rarely is."""
+        a copy), and `data` is only buffered when a frame is left incomplete, as it rarely is.
+        `decode` turns a frame's body into its value (a relay reads only a body's header)."""
         if self._buffer:
             self._buffer += data
             source = self._buffer
@@ -100,7 +111,7 @@ class FrameDecoder:
                 end = offset + HEADER.size + length
                 if size < end:
                     break
-                values.append(unpack(view[offset + HEADER.size : end]))
+                values.append(decode(view[offset + HEADER.size : end]))
                 offset = end
         if source is data:
             self._buffer += data[offset:]

@@ -47,7 +47,7 @@ class Notification:
 Message = Request | Response | Notification
 
 
-def _check_msgid(msgid) -> int:
+def check_msgid(msgid) -> int:
     if not isinstance(msgid, int) or isinstance(msgid, bool) or not 0 <= msgid <= MAX_MSGID:
         raise ProtocolError(f"msgid must be an unsigned 32-bit integer, got {type(msgid).__name__} {msgid!r}")
     return msgid
@@ -71,9 +71,9 @@ def parse_message(value) -> Message:
         raise ProtocolError(f"a message must be a non-empty array, got {_describe(value)}")
     kind = value[0] if type(value[0]) is int else repr(value[0])  # True == 1 must not pass as a response
     if kind == REQUEST and len(value) == 4:
-        return Request(_check_msgid(value[1]), _check_method(value[2]), _check_params(value[3]))
+        return Request(check_msgid(value[1]), _check_method(value[2]), _check_params(value[3]))
     if kind == RESPONSE and len(value) == 4:
-        return Response(_check_msgid(value[1]), value[2], value[3])
+        return Response(check_msgid(value[1]), value[2], value[3])
     if kind == NOTIFICATION and len(value) == 3:
         return Notification(_check_method(value[1]), _check_params(value[2]))
     raise ProtocolError(

@@ -82,6 +82,7 @@ def test_node_echo_passes(node):
     ("drop-on-eof", {"eof-with-event-in-flight"}, {"event:text", "in-flight", "eof-exit"}),
     ("wrong-exit", {"malformed-frame", "oversize-frame", "unsupported-version"},
      {"event:text", "eof-with-event-in-flight"}),
+    ("batch-reversed", {"batch", "batch-nack"}, {"handshake", "event:text", "in-flight", "eof-exit"}),
 ])
 def test_broken_handler_fails_the_right_checks(mode, failing, passing):
     out = io.StringIO()
@@ -93,6 +94,26 @@ def test_broken_handler_fails_the_right_checks(mode, failing, passing):
     assert re.fullmatch(rf"{words.count('PASS')} passed, {words.count('FAIL')} failed(, \d+ skipped)?",
                         summary(out.getvalue()))
     assert all(found[name] == "PASS" for name in passing), out.getvalue()
+
+
+def test_a_handler_speaking_only_todays_protocol_passes_with_events_one_at_a_time():
+    """The kit offers the `batch` feature in its hello; a handler that declares none passes every
+    check, its batch checks saying that events come to it one at a time."""
+    out = io.StringIO()
+    status = Kit([*BROKEN, "none"], config.load(environ={}), timeout=5.0, out=out).run()
+    found = verdicts(out.getvalue())
+    assert status == 0 and set(found.values()) == {"PASS"}, out.getvalue()
+    assert "PASS batch — the `batch` feature is not declared: events come one at a time" in out.getvalue()
+    assert "features=[]" in out.getvalue()
+
+
+def test_the_bundled_examples_declare_batches_and_pass_the_batch_checks(node):
+    for command in ([sys.executable, "handlers/examples/echo.py"], [node, "handlers/examples/echo.js"]):
+        done = check_handler(*command)
+        assert "features=['batch']" in done.stdout, done.stdout
+        assert "PASS batch — a batch of 3 events of one conversation handled in order: ack, ack, ack" in done.stdout
+        assert "PASS batch-nack — first event nacked after a failed API call; the other 2 answered without an API " \
+               "call" in done.stdout
 
 
 def test_a_msgid_of_the_wrong_type_is_named_with_its_type():

@@ -1,7 +1,10 @@
 """Dispatcher routing with real processes: per-key order, parallelism, acks, nacks, scale-out."""
 from __future__ import annotations
 
+import re
 import signal
+
+import pytest
 
 from tests.dispatcher_harness import ready_pids
 from tests.helpers import wait_until
@@ -93,6 +96,27 @@ def test_a_run_keeps_its_keys_order_through_nacks_and_crashes_and_charges_only_r
     # followers given back behind a failure were never charged: every first delivery is attempt 1
     assert all(tries[0] == 1 for tries in attempts.values()), attempts
     assert attempts[appended[2]] == attempts[appended[12]] == [1, 2]   # Ua's nacks: charged once each
+
+
+@pytest.mark.parametrize("mode", ["ok", "batch"])
+def test_a_run_in_batches_keeps_its_order_through_nacks_and_crashes_as_one_at_a_time_does(harness, mode):
+    """The same events to a handler speaking today's protocol (`ok`) and to one that takes the
+    `batch` feature: the same guarantees; only the second is sent batches."""
+    appended = harness.append({"Ua": ["hi", "hi", "nack", "hi", "hi", "crash", "hi", "hi", "hi", "hi"] * 2,
+                               "Ub": ["hi"] * 20})
+    harness.start(handlers=1, claim_run=16, mode=mode)
+    harness.wait_done(len(appended))
+    harness.check_history(appended)
+    first_attempts = {}
+    for what, event_id, _, _, attempt in harness.records():
+        if what == "start":
+            first_attempts.setdefault(event_id, attempt)
+    assert set(first_attempts.values()) == {1}           # the rest of a batch given back: never charged
+    batches = [int(size) for size in re.findall(r"text=batch of (\d+)", harness.log_text())]
+    if mode == "batch":
+        assert batches and max(batches) > 1
+    else:
+        assert batches == []
 
 
 def test_a_drain_gives_back_a_run_uncharged_and_a_new_dispatcher_finishes_it(harness):

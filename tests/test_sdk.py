@@ -28,7 +28,7 @@ def start(tmp_path):
         handler = Handler([sys.executable, str(script)], max_frame_bytes=1 << 20).start()
         started.append(handler)
         hello = handler.handshake(TIMEOUT)
-        assert hello.result == {"protocol": 1, "name": "test", "max_in_flight": max_in_flight}
+        assert hello.result == {"protocol": 1, "name": "test", "max_in_flight": max_in_flight, "features": ["batch"]}
         return handler
 
     yield start
@@ -135,6 +135,38 @@ def test_events_are_handled_concurrently_up_to_max_in_flight(start):
     events = EventMaker()
     outcome = handler.exchange([events.document("text", user=f"U{i:032x}") for i in range(4)], TIMEOUT)
     assert [r.error for r in outcome.answers.values()] == [None] * 4
+
+
+def test_a_batch_is_handled_in_order_one_event_at_a_time_and_the_rest_skipped_after_a_nack(start):
+    handler = start("""
+        seen, busy = [], threading.Lock()
+
+        @bot.on_message("text")
+        def on_text(event, api):
+            if not busy.acquire(blocking=False):
+                raise RuntimeError("two events of one batch at once")
+            try:
+                seen.append(event.message.text)
+                api.profile(event.user_id)                 # an answer must come before the next event
+                if event.message.text == "bad":
+                    raise ValueError("bad text")
+                print("handled", event.message.text, "after", seen[:-1])
+            finally:
+                busy.release()
+    """, max_in_flight=4)
+    events = EventMaker()
+    documents = []
+    for text in ("one", "two", "bad", "three", "four"):
+        documents.append(events.document("text"))
+        documents[-1]["o"]["event"]["message"]["text"] = text
+    outcome = handler.exchange(documents, TIMEOUT, batch=True)
+    assert outcome.violations == []            # in order, each call after the previous answer, none after the nack
+    answers = [outcome.answers[msgid].error for msgid in outcome.sent]
+    assert answers[:2] == [None, None] and answers[2] == {"message": "ValueError: bad text", "retry": True}
+    assert answers[3:] == [{"message": "skipped: an earlier event of its batch was nacked"}] * 2
+    assert [call.method for call in outcome.calls] == ["profile"] * 3
+    wait_until(lambda: "handled two after ['one']" in "\n".join(handler.stderr_tail), timeout=TIMEOUT,
+               message="the second event handled after the first")
 
 
 def test_api_call_round_trip_and_event_fields(start):

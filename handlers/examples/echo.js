@@ -102,7 +102,8 @@ async function handleEvent(msgid, doc) {
   if (malformed(doc)) {
     error = { message: `malformed event document: ${JSON.stringify(doc).slice(0, 200)}`, retry: false };
     console.error(`event=malformed_event_document msgid=${msgid}`);
-    return send([1, msgid, error, null]);
+    send([1, msgid, error, null]);
+    return false;
   }
   try {
     await onEvent(doc.o._id, doc.o.event);
@@ -112,6 +113,17 @@ async function handleEvent(msgid, doc) {
     console.error(`event=event_nacked event_id=${doc.o._id} error=${JSON.stringify(error.message)}`);
   }
   send([1, msgid, error, null]); // ack (error nil) or nack
+  return error === null;
+}
+
+// A batch (the `batch` feature, SPEC section 7): one conversation's events, one after the other;
+// after a nack the rest are answered unhandled (the dispatcher gives them back).
+async function handleBatch(entries) {
+  let acked = true;
+  for (const [msgid, doc] of entries) {
+    if (acked) acked = await handleEvent(msgid, doc);
+    else send([1, msgid, { message: 'skipped: an earlier event of its batch was nacked' }, null]);
+  }
 }
 
 // --- incoming messages --------------------------------------------------------------------------
@@ -122,7 +134,8 @@ function onHello(msgid, offer) {
   }
   if (Number.isInteger(offer.max_frame_bytes) && offer.max_frame_bytes > 0) maxFrameBytes = offer.max_frame_bytes;
   handshaken = true;
-  send([1, msgid, null, { protocol: PROTOCOL, name: NAME, max_in_flight: MAX_IN_FLIGHT }]);
+  const features = Array.isArray(offer.features) && offer.features.includes('batch') ? ['batch'] : [];
+  send([1, msgid, null, { protocol: PROTOCOL, name: NAME, max_in_flight: MAX_IN_FLIGHT, features }]);
 }
 
 function onMessage(m) {
@@ -142,7 +155,11 @@ function onMessage(m) {
     if (m[2] === null || m[2] === undefined) pending.resolve(m[3]);
     else pending.reject(new ApiError(m[2]));
   } else if (kind === 2 && m.length === 3) {
-    // no dispatcher notifications are defined in protocol 1: ignore
+    if (m[1] !== 'batch') return; // other dispatcher notifications: ignore
+    if (!Array.isArray(m[2]) || !m[2].every((e) => Array.isArray(e) && e.length === 2 && Number.isInteger(e[0]))) {
+      return violation('batch params must be [[msgid, document], ...]');
+    }
+    handleBatch(m[2]);
   } else {
     violation(`unknown message shape ${JSON.stringify(m).slice(0, 80)}`);
   }

@@ -6,6 +6,10 @@ echoed as "はい、<text>、ですね。", the other kinds get the article's fi
 is welcomed with "ようこそ！" (the profile call records the new user); an unfollow means the
 user blocked the bot: logged, and marked in the bot's per-user data.
 
+Its functions are `async def`: the SDK then runs them on one asyncio loop (handlers/loopsession.py)
+instead of worker threads, with no thread hand-off per event and per API answer (docs/benchmarks.md:
+less than half the handler's CPU per echo event).
+
 Run it as `python -m frontdesk.handlers.examples.echo` or `python handlers/examples/echo.py`.
 """
 import logging
@@ -27,37 +31,37 @@ PHRASES = {
 }
 
 
-def answer(event, api, text: str) -> None:
+async def answer(event, api, text: str) -> None:
     """Reply with the sender's display name in front, as the original did."""
     if event.user_id:
-        text = api.profile(event.user_id)["displayName"] + "さん、" + text
-    api.reply(event.reply_token, [{"type": "text", "text": text}])
+        text = (await api.profile(event.user_id))["displayName"] + "さん、" + text
+    await api.reply(event.reply_token, [{"type": "text", "text": text}])
 
 
 @bot.on_message("text")
-def on_text(event, api):
-    answer(event, api, "はい、" + event.message.text + "、ですね。")
+async def on_text(event, api):
+    await answer(event, api, "はい、" + event.message.text + "、ですね。")
 
 
 @bot.on_message("*")
-def on_other_message(event, api):
+async def on_other_message(event, api):
     phrase = PHRASES.get(event.message.type)
     if phrase is None:  # e.g. file: the original answered nothing for unknown content types
         log.info("event=message_unanswered event_id=%s message_type=%s", event.id, event.message.type)
         return
-    answer(event, api, phrase)
+    await answer(event, api, phrase)
 
 
 @bot.on("follow")
-def on_follow(event, api):
-    answer(event, api, "ようこそ！")
+async def on_follow(event, api):
+    await answer(event, api, "ようこそ！")
     log.info("event=follow_answered event_id=%s user=%s", event.id, event.user_id)
 
 
 @bot.on("unfollow")
-def on_unfollow(event, api):
+async def on_unfollow(event, api):
     log.info("event=unfollow_recorded event_id=%s user=%s", event.id, event.user_id)
-    api.user_set_data(event.user_id, {"blocked_at": event.timestamp})
+    await api.user_set_data(event.user_id, {"blocked_at": event.timestamp})
 
 
 if __name__ == "__main__":

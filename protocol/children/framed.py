@@ -44,7 +44,7 @@ class FramedChild:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], loop: EventLoop,
                  receiver: FrameReceiver, max_frame_bytes: int, log: logging.Logger, *,
                  collect_stderr: bool = True, identity: Identity | None = None, pass_fds: tuple[int, ...] = (),
-                 stdout_pipe_bytes: int = 0):
+                 stdout_pipe_bytes: int = 0, stream: type[MessageStream] = MessageStream):
         self.name = name
         self.argv, self.env = argv, env
         self.loop = loop
@@ -55,7 +55,7 @@ class FramedChild:
         self.proc: subprocess.Popen | None = None
         self.pid = 0
         self.returncode: int | None = None
-        self._stream = MessageStream(max_frame_bytes)
+        self._stream = stream(max_frame_bytes)   # RelayStream: responses passed on undecoded
         self._out = bytearray()
         self._close_after_flush = False
         self._stdin: int | None = None

@@ -12,13 +12,15 @@ and acks events correctly except for its one fault:
   string-msgid  answers events with the msgid as a string ("1", not 1)
   wrong-exit    exits 1 on a malformed frame and 2 when refusing the protocol version (swapped)
   string-protocol  answers the hello with "protocol": "1" (a string)
+  batch-reversed   declares the `batch` feature and answers a batch's events last first
+  none        no fault: today's protocol exactly, declaring no feature (the kit passes it)
 """
 import sys
 import threading
 
 from frontdesk.protocol.frames import ProtocolError
 from tests.frame_stream import read_frame, write_frame
-from frontdesk.protocol.rpc import Request, Response, parse_message
+from frontdesk.protocol.rpc import Notification, Request, Response, parse_message
 
 MODE = sys.argv[1]
 stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
@@ -45,6 +47,10 @@ def serve():
                 continue
             print(f"broken: protocol error: {exc}", file=sys.stderr)
             sys.exit(1 if MODE == "wrong-exit" else 2)
+        if isinstance(message, Notification) and message.method == "batch" and MODE == "batch-reversed":
+            for msgid, _ in reversed(message.params):
+                write_frame(stdout, [1, msgid, None, None])
+            continue
         if not isinstance(message, Request):
             if isinstance(message, Response) and message.msgid in waiting_profiles:   # drop-on-eof: ack its event
                 write_frame(stdout, [1, waiting_profiles.pop(message.msgid), None, None])
@@ -53,8 +59,10 @@ def serve():
             write_frame(stdout, [1, message.msgid, {"message": "speaks protocol 1 only"}, None])
             sys.exit(2 if MODE == "wrong-exit" else 1)
         elif message.method == "hello":
-            write_frame(stdout, [1, message.msgid, None, {"protocol": "1" if MODE == "string-protocol" else 1,
-                                                          "name": f"broken-{MODE}", "max_in_flight": 4}])
+            answer = {"protocol": "1" if MODE == "string-protocol" else 1, "name": f"broken-{MODE}", "max_in_flight": 4}
+            if MODE == "batch-reversed":
+                answer["features"] = ["batch"]
+            write_frame(stdout, [1, message.msgid, None, answer])
         elif message.method == "event":
             if MODE == "silent":
                 continue

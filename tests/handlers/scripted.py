@@ -2,7 +2,9 @@
 
 Start-up behaviour by argument: `ok` (default), `refuse` (handshake answered with an error),
 `silent` (never answers the hello), `crashloop` (exits 1 at start while $FD_TEST_CRASH_FILE
-exists). Per-event behaviour by the LINE message text, on the first attempt only, so the retry
+exists), `batch` (declares the protocol's `batch` feature: a batch's events are handled one after
+the other in one thread, the rest answered unhandled after a nack, and each batch's size logged to
+stderr as `batch of N`). Per-event behaviour by the LINE message text, on the first attempt only, so the retry
 succeeds: `crash` exits mid-event, `hang` never answers, `garbage` writes noise to stdout,
 `nack` answers a retryable nack, `poison` answers a non-retryable nack; `slow` sleeps 0.3 s;
 any event sleeps a random 0..$FD_TEST_DELAY_MS ms. `api` makes one API call first (a reply with
@@ -79,7 +81,8 @@ def record(what: str, o: dict) -> None:
         os.write(record_fd, f"{what} {o['_id']} {o['key']} {os.getpid()} {o['attempt']}\n".encode())
 
 
-def handle(msgid: int, doc: dict) -> None:
+def handle(msgid: int, doc: dict) -> bool | None:
+    """True: acked; False: nacked; None: left unanswered (hang, garbage, deaf)."""
     o = doc["o"]
     text = (o["event"].get("message") or {}).get("text", "")
     first = o["attempt"] == 1
@@ -114,29 +117,43 @@ def handle(msgid: int, doc: dict) -> None:
                 refused.append(n if f"max_calls_per_event={cap}" in error["message"] else error)
         if refused != list(range(cap, int(os.environ["FD_TEST_FLOOD_CALLS"]))):
             send([1, msgid, {"message": f"unexpected refusals: {refused}", "retry": False}, None])
-            return
+            return False
     if text == "wait2":
         for _ in range(2):
             error = call_api(msgid, [0, msgid, "call", [o["_id"], {"method": "GET", "path": "/v2/bot/info"}]])
             if error is not None:
                 send([1, msgid, {"message": f"call failed: {error}", "retry": False}, None])
-                return
+                return False
     if text == "deepcall" and call_api(msgid, deepest_call(msgid, o["_id"])) is None:
         send([1, msgid, {"message": "the deep call was not refused", "retry": False}, None])
-        return
+        return False
     if text == "slow":
         time.sleep(0.3)
     if DELAY_MS:
         time.sleep(random.uniform(0, DELAY_MS) / 1000)
     if first and text == "nack":
         send([1, msgid, {"message": "try again", "retry": True}, None])
-        return
+        return False
     if text == "poison":
         send([1, msgid, {"message": "cannot handle this", "retry": False}, None])
-        return
+        return False
     with write_lock:
         record("end", o)
         send([1, msgid, None, None])
+    return True
+
+
+def handle_batch(entries: list) -> None:
+    """A batch: in order; after a nack the rest answered unhandled; after a hang, nothing more."""
+    print(f"batch of {len(entries)}", file=sys.stderr, flush=True)
+    answered = True
+    for msgid, doc in entries:
+        if answered:
+            answered = handle(msgid, doc)
+            if answered is None:
+                return
+        else:
+            send([1, msgid, {"message": "skipped: an earlier event of its batch was nacked"}, None])
 
 
 def main() -> int:
@@ -153,7 +170,10 @@ def main() -> int:
         while stdin.read(4096):
             pass
         return 0
-    send([1, hello[1], None, {"protocol": 1, "name": "scripted", "max_in_flight": WINDOW}])
+    answer = {"protocol": 1, "name": "scripted", "max_in_flight": WINDOW}
+    if mode == "batch":
+        answer["features"] = ["batch"]
+    send([1, hello[1], None, answer])
     print(f"scripted handler ready pid={os.getpid()}", file=sys.stderr, flush=True)
     if os.environ.get("FD_TEST_ENV_FILE"):   # what a handler is given, for the tests to check
         with open(os.environ["FD_TEST_ENV_FILE"], "w") as f:
@@ -167,6 +187,8 @@ def main() -> int:
             return 0
         if message[0] == 0 and message[2] == "event":
             threading.Thread(target=handle, args=(message[1], message[3][0]), daemon=True).start()
+        elif message[0] == 2 and message[1] == "batch" and mode == "batch":
+            threading.Thread(target=handle_batch, args=(message[2],), daemon=True).start()
         elif message[0] == 1 and message[1] in api_answers:
             api_errors[message[1]] = message[2]
             api_answers.pop(message[1]).set()

@@ -48,12 +48,12 @@ class World:
         """What the store's change feed says after a change (events given back, appended): wake up."""
         self.arbiter.router.wake()
 
-    def ready(self, window: int = 4) -> None:
+    def ready(self, window: int = 4, features: list[str] | None = None) -> None:
         """Every process still waiting for its handshake answers it, and a turn follows."""
         for pipes in self.pipes.made:
             if pipes.name.startswith("handler-") and pipes.returncode is None and pipes not in self._greeted:
                 self._greeted.append(pipes)
-                pipes.hello(window)
+                pipes.hello(window, features=features)
         self.turn()
 
     def exit(self, name: str, code: int = 0) -> None:

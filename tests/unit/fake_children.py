@@ -106,15 +106,30 @@ class FakePipes(FakeProcess):
         before, self.queued = self.queued, 0
         self.receiver.on_flushed(before, 0)
 
-    def hello(self, window: int = 4, name: str = "fake") -> None:
-        """It answers the handshake."""
-        self.say(rpc.Response(0, None, {"protocol": 1, "name": name, "max_in_flight": window}))
+    def hello(self, window: int = 4, name: str = "fake", features: list[str] | None = None) -> None:
+        """It answers the handshake (declaring `features`, if given)."""
+        answer = {"protocol": 1, "name": name, "max_in_flight": window}
+        if features is not None:
+            answer["features"] = features
+        self.say(rpc.Response(0, None, answer))
 
     def requests(self, method: str | None = None) -> list[rpc.Request]:
         return [m for m in self.sent if isinstance(m, rpc.Request) and (method is None or m.method == method)]
 
     def events(self) -> list[rpc.Request]:
-        return self.requests("event")
+        """Every event it was sent, those of batches as if each had come alone."""
+        events = []
+        for message in self.sent:
+            if isinstance(message, rpc.Request) and message.method == "event":
+                events.append(message)
+            elif isinstance(message, rpc.Notification) and message.method == "batch":
+                events += [rpc.Request(msgid, "event", [doc]) for msgid, doc in message.params]
+        return events
+
+    def batches(self) -> list[list[str]]:
+        """The event ids of each batch it was sent."""
+        return [[doc["o"]["_id"] for _, doc in message.params] for message in self.sent
+                if isinstance(message, rpc.Notification) and message.method == "batch"]
 
 
 class PipesFactory:

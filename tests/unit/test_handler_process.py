@@ -25,12 +25,14 @@ class Owner:
 
     def __init__(self):
         self.ready, self.answered, self.lost, self.calls, self.reads = [], [], [], [], 0
+        self.after = []
 
     def handler_ready(self, handler):
         self.ready.append(handler)
 
-    def event_answered(self, handler, delivery, error):
+    def event_answered(self, handler, delivery, error, after):
         self.answered.append((delivery.event_id, error))
+        self.after.append([d.event_id for d in after])
 
     def events_lost(self, handler, reason, blamed):
         self.lost.append((reason, [d.event_id for d in handler.take_in_flight()], blamed))

@@ -23,7 +23,7 @@ class Owner:
     def handler_ready(self, handler):
         self.pool.adopt(handler)
 
-    def event_answered(self, handler, delivery, error): ...
+    def event_answered(self, handler, delivery, error, after): ...
 
     def events_lost(self, handler, reason, blamed):
         handler.take_in_flight()
