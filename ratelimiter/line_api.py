@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urlencode
 
+import orjson
+
 from frontdesk.protocol.line_endpoints import GENERIC_CALL, TABLE, ArgsError, EndpointTable, Journal
 from frontdesk.protocol.rpc import api_error
 
@@ -193,7 +195,7 @@ class LineApi:
             body = request.body
             headers["Content-Type"] = request.content_type
         elif request.body is not None:
-            body = json.dumps(request.body, separators=(",", ":"), ensure_ascii=False).encode()
+            body = orjson.dumps(request.body, option=orjson.OPT_NON_STR_KEYS)
             headers["Content-Type"] = "application/json"
         if request.retry_key:
             headers["X-Line-Retry-Key"] = request.retry_key
@@ -207,7 +209,7 @@ class LineApi:
             return HttpResponse(413, None, content_type, response_headers)
         if content_type.startswith("application/json"):
             try:
-                parsed = json.loads(data) if data else {}
+                parsed = orjson.loads(data) if data else {}
             except ValueError:
                 parsed = {"message": f"LINE API answered HTTP {status} with a body that is not JSON"}
             return HttpResponse(status, parsed, content_type, response_headers)
