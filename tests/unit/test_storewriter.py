@@ -69,3 +69,28 @@ def test_a_write_nobody_waits_for_logs_its_failure(tmp_path, caplog):
         with caplog.at_level(logging.WARNING, logger="frontdesk.ratelimiter"):
             asyncio.run(main())
     assert "event=store_write_failed what=profile_cache_write reason='division by zero'" in caplog.text
+
+
+def test_the_writes_of_one_loop_turn_reach_the_thread_together_at_its_end(tmp_path):
+    """Calls started in one turn share one hand-off and one transaction: the thread is handed
+    nothing while the turn goes on (it is given the time to take the first write, were it handed
+    over), and then both entries at once."""
+    with sqlite_store(tmp_path) as store:
+        transactions: list[list[str]] = []
+        handed = threading.Event()
+        put_many = store.journal_put_many
+
+        def recording(entries):
+            transactions.append([e.event_id for e in entries])
+            handed.set()
+            put_many(entries)
+        store.journal_put_many = recording
+
+        async def main():
+            async with started_writer(store) as writer:
+                first = writer.journal([entry("a", "started")])
+                assert not handed.wait(0.2)   # still this turn: not handed to the thread yet
+                second = writer.journal([entry("b", "started")])
+                await asyncio.gather(first, second)
+        asyncio.run(main())
+        assert transactions == [["a", "b"]]
