@@ -6,12 +6,13 @@ decisions both backends share (backoff, dead letters, runs) are store/rules.py's
 """
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
 from typing import Callable
 
-from frontdesk.protocol.events import exact_json, make_document
+from frontdesk.protocol.events import make_document
 
 from .base import DEAD, DONE, LEASED, PENDING, Queue
 from .rules import after_nack, is_spent, run_length, spent_error
@@ -72,7 +73,7 @@ class SQLiteQueue(Queue):
         if freed:
             self._notify()   # later events of these keys are claimable (by us too)
         rows.sort()   # RETURNING gives no order; store order is seq
-        return [make_document(seq, self._db_name, event_id, destination, exact_json(text), key,
+        return [make_document(seq, self._db_name, event_id, destination, json.loads(text), key,
                               received_at, attempt)
                 for seq, event_id, key, destination, text, received_at, attempt in rows]
 
