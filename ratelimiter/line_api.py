@@ -153,7 +153,10 @@ def trace_header(calls) -> str | None:
     entries = [{"event": call.event_id, "call": call.call_no, "handler": call.context.get("handler"),
                 "received_at": call.context.get("received_at"), "handed_at": call.context.get("handed_at")}
                for call in calls[:MAX_TRACED_CALLS] if call.event_id is not None]
-    return json.dumps(entries, separators=(",", ":")) if entries else None
+    if not entries:
+        return None
+    text = orjson.dumps(entries)   # a header is ASCII: anything else is escaped, as json.dumps does
+    return text.decode() if text.isascii() else json.dumps(entries, separators=(",", ":"))
 
 
 def push_target(source: dict | None) -> str | None:
