@@ -3,8 +3,9 @@
 The event loop never writes to the store itself: a write waits for the store's writer lock, which
 the receiver holds through every fsync. `StoreWriter` is one thread that does the writes in order
 and settles an asyncio future for each; journal entries queued together go in one transaction.
-The writes of one loop turn (every call started or finished in it) are handed to the thread at
-once, at the end of the turn: one wake-up of the thread per turn, not one per call.
+The writes of one loop turn (the "started" of every call that goes out in it) are handed to the
+thread together, at the end of the turn: one wake-up of the thread per turn, not one per call.
+An outcome that must not wait (journal.py says which) is handed over at once.
 
 A write may linger: the call journal's "done" of a request LINE drops a repeat of waits up to
 OUTCOME_LINGER_S for the next write and goes in its transaction (journal.py says why that is
@@ -66,6 +67,14 @@ class StoreWriter:
                 self._linger_timer = self._loop.call_later(self._linger_s, self._send)
         else:
             self._at_end_of_turn(write)
+        return write.future
+
+    def journal_at_once(self, entries: list[JournalEntry]) -> asyncio.Future:
+        """Write journal entries, handed to the thread now (with what waits for the end of the
+        turn or lingers): its caller has been answered, and a kill should find them written."""
+        write = _Write(self._loop.create_future(), entries, None)
+        self._this_turn.append(write)
+        self._send()
         return write.future
 
     def call(self, work: Callable[[Store], object]) -> asyncio.Future:
