@@ -1,13 +1,15 @@
 """CPU time per role of the system a bench drives, read from /proc: the figure that stays
-meaningful on a noisy shared machine, where wall-clock rates swing with the neighbours.
+meaningful on a noisy shared machine, where wall-clock rates swing with the neighbours. Beside it
+each role's resident memory (RSS) at the start and the end of the run: growth under load.
 
 The processes are found where they say what they are: `frontdesk run`'s and every dispatcher's
 status document in the store (dispatcher, handlers, rate limiter, and the run's receiver and
 sandbox), and, for a receiver or sandbox started on its own, the process listening on the port
 the bench talks to. A sampler thread reads utime + stime of each once a second, so a process
 that starts during the run counts from zero and one that dies keeps what was last read of it
-(it loses at most one interval). Processes on another host cannot be read: their roles show
-None and `note` says so.
+(it loses at most one interval). A role's RSS is the sum over its processes: when each was first
+seen, and when last seen. Processes on another host cannot be read: their roles show None and
+`note` says so.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from frontdesk.store import Store, StoreError
 ROLES = ("receiver", "dispatcher", "handlers", "ratelimiter", "sandbox", "bench")
 INTERVAL_S = 1.0
 _TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -32,6 +35,15 @@ def process_cpu_s(pid: int) -> float | None:
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / _TICKS   # fields 14 and 15 of proc(5)
+
+
+def process_rss_mb(pid: int) -> float | None:
+    """Resident memory of a process in MB, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_MB   # resident pages (proc(5))
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def listening_pids(port: int) -> set[int]:
@@ -73,6 +85,7 @@ class RoleCpu:
         self._host = socket.gethostname()
         self._first: dict[int, float] = {}                 # pid -> CPU s when first seen
         self._last: dict[int, tuple[str, float]] = {}      # pid -> (role, CPU s when last seen)
+        self._rss: dict[int, list[float]] = {}             # pid -> [RSS MB when first seen, when last seen]
         self._own_start = 0.0
         self._own = 0.0
         self._stop = threading.Event()
@@ -85,16 +98,22 @@ class RoleCpu:
         self._thread.start()
 
     def stop(self) -> dict:
-        """{"cpu_s": {role: seconds or None}, "processes": {role: count}, "note": str}."""
+        """{"cpu_s": {role: seconds or None}, "processes": {role: count}, "rss_mb": {role: {"start":
+        MB, "end": MB} or None}, "note": str}."""
         self._stop.set()
         self._thread.join()
         self._sample()
         self._own = _own_cpu_s() - self._own_start
         used: dict[str, float] = {}
         counts: dict[str, int] = {}
+        rss: dict[str, dict[str, float]] = {}
         for pid, (role, last) in self._last.items():
             used[role] = used.get(role, 0.0) + last - self._first.get(pid, 0.0)
             counts[role] = counts.get(role, 0) + 1
+            if pid in self._rss:
+                sums = rss.setdefault(role, {"start": 0.0, "end": 0.0})
+                sums["start"] += self._rss[pid][0]
+                sums["end"] += self._rss[pid][1]
         used["bench"], counts["bench"] = self._own, 1
         note = "read from /proc of this host"
         if self.remote:
@@ -103,7 +122,9 @@ class RoleCpu:
         if missing:
             note += f"; not found on this host: {', '.join(missing)}"
         return {"cpu_s": {role: round(used[role], 3) if role in used else None for role in ROLES},
-                "processes": counts, "note": note}
+                "processes": counts, "note": note,
+                "rss_mb": {role: {k: round(v, 1) for k, v in rss[role].items()} if role in rss else None
+                           for role in ROLES if role != "bench"}}
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL_S):
@@ -118,6 +139,9 @@ class RoleCpu:
                 # seen at the start: count from now; born during the run: count all of it
                 self._first[pid] = cpu if first else 0.0
             self._last[pid] = (role, cpu)
+            memory = process_rss_mb(pid)
+            if memory is not None:
+                self._rss.setdefault(pid, [memory, memory])[1] = memory
 
     def _processes(self) -> dict[int, str]:
         found: dict[int, str] = {}

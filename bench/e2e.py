@@ -393,7 +393,8 @@ def _cpu_report(usage: dict, events: int, api_calls: int) -> dict:
             "frontdesk_cpu_ms_per_event": None if None in own else round(sum(own), 3),
             "sandbox_cpu_ms_per_api_call": None if sandbox is None or not api_calls
             else round(sandbox * 1000 / api_calls, 3),
-            "cpu_s": usage["cpu_s"], "cpu_processes": usage["processes"], "cpu_note": usage["note"]}
+            "cpu_s": usage["cpu_s"], "cpu_processes": usage["processes"], "cpu_note": usage["note"],
+            "rss_mb": usage["rss_mb"]}
 
 
 def print_received(received: list[dict]) -> None:
@@ -423,6 +424,11 @@ def print_table(report: dict) -> None:
         rows.append(("CPU ms per event, frontdesk in all", report["frontdesk_cpu_ms_per_event"]))
         rows += [(f"  {role}", value) for role, value in cpu.items()]
         rows.append(("  sandbox, per API call", report["sandbox_cpu_ms_per_api_call"]))
+    rss = report.get("rss_mb")
+    if rss:
+        rows.append(("RSS MB at start -> end", ""))
+        rows += [(f"  {role}", f"{value['start']} -> {value['end']}" if value else None)
+                 for role, value in rss.items()]
     width = max(len(name) for name, _ in rows)
     print(f"frontdesk bench e2e  run {report['run_id']}  -> {report['url']}")
     for name, value in rows:

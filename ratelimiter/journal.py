@@ -204,7 +204,7 @@ class CallJournal:
     def write_later(self, entries: list[JournalEntry], done: Callable[[], None] | None = None,
                     linger: bool = False) -> None:
         """Write entries without waiting; `done()` runs once they are written (or failed, logged)."""
-        future = self._writer.journal(entries, linger)
+        future = self._writer.journal(entries, linger=True) if linger else self._writer.journal_at_once(entries)
 
         def written(future: asyncio.Future) -> None:
             if future.exception() is not None:   # left "started": a repeat is re-sent with its retry key or refused

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urlencode
 
+import orjson
+
 from frontdesk.protocol.line_endpoints import GENERIC_CALL, TABLE, ArgsError, EndpointTable, Journal
 from frontdesk.protocol.rpc import api_error
 
@@ -151,7 +153,10 @@ def trace_header(calls) -> str | None:
     entries = [{"event": call.event_id, "call": call.call_no, "handler": call.context.get("handler"),
                 "received_at": call.context.get("received_at"), "handed_at": call.context.get("handed_at")}
                for call in calls[:MAX_TRACED_CALLS] if call.event_id is not None]
-    return json.dumps(entries, separators=(",", ":")) if entries else None
+    if not entries:
+        return None
+    text = orjson.dumps(entries)   # a header is ASCII: anything else is escaped, as json.dumps does
+    return text.decode() if text.isascii() else json.dumps(entries, separators=(",", ":"))
 
 
 def push_target(source: dict | None) -> str | None:
@@ -209,7 +214,7 @@ class LineApi:
             body = request.body
             headers["Content-Type"] = request.content_type
         elif request.body is not None:
-            body = json.dumps(request.body, separators=(",", ":"), ensure_ascii=False).encode()
+            body = orjson.dumps(request.body, option=orjson.OPT_NON_STR_KEYS)
             headers["Content-Type"] = "application/json"
         if request.retry_key:
             headers["X-Line-Retry-Key"] = request.retry_key
@@ -225,7 +230,7 @@ class LineApi:
             return HttpResponse(413, None, content_type, response_headers)
         if content_type.startswith("application/json"):
             try:
-                parsed = json.loads(data) if data else {}
+                parsed = orjson.loads(data) if data else {}
             except ValueError:
                 parsed = {"message": f"LINE API answered HTTP {status} with a body that is not JSON"}
             return HttpResponse(status, parsed, content_type, response_headers)

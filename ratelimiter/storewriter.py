@@ -3,6 +3,9 @@
 The event loop never writes to the store itself: a write waits for the store's writer lock, which
 the receiver holds through every fsync. `StoreWriter` is one thread that does the writes in order
 and settles an asyncio future for each; journal entries queued together go in one transaction.
+The writes of one loop turn (the "started" of every call that goes out in it) are handed to the
+thread together, at the end of the turn: one wake-up of the thread per turn, not one per call.
+An outcome that must not wait (journal.py says which) is handed over at once.
 
 A write may linger: the call journal's "done" of a request LINE drops a repeat of waits up to
 OUTCOME_LINGER_S for the next write and goes in its transaction (journal.py says why that is
@@ -46,6 +49,7 @@ class StoreWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()   # lists of writes, in order
         self._lingering: list[_Write] = []                     # writes waiting for company
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._this_turn: list[_Write] = []                     # writes of this loop turn, handed over at its end
         self._thread: threading.Thread | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -60,15 +64,23 @@ class StoreWriter:
         if linger:
             self._lingering.append(write)
             if self._linger_timer is None:
-                self._linger_timer = self._loop.call_later(self._linger_s, self._send, [])
+                self._linger_timer = self._loop.call_later(self._linger_s, self._send)
         else:
-            self._send([write])
+            self._at_end_of_turn(write)
+        return write.future
+
+    def journal_at_once(self, entries: list[JournalEntry]) -> asyncio.Future:
+        """Write journal entries, handed to the thread now (with what waits for the end of the
+        turn or lingers): its caller has been answered, and a kill should find them written."""
+        write = _Write(self._loop.create_future(), entries, None)
+        self._this_turn.append(write)
+        self._send()
         return write.future
 
     def call(self, work: Callable[[Store], object]) -> asyncio.Future:
         """Run work(store) on the writer thread; the future holds its result or exception."""
         write = _Write(self._loop.create_future(), None, work)
-        self._send([write])
+        self._at_end_of_turn(write)
         return write.future
 
     def call_unawaited(self, what: str, work: Callable[[Store], object]) -> None:
@@ -81,16 +93,23 @@ class StoreWriter:
 
     async def close(self) -> None:
         """Finish every write (lingering ones too), then stop the thread."""
-        self._send([])
+        self._send()
         self._queue.put(_STOP)
         await self._loop.run_in_executor(None, self._thread.join)
 
-    def _send(self, writes: list[_Write]) -> None:
-        """Hand writes to the thread behind the ones that lingered (one wake-up for all)."""
+    def _at_end_of_turn(self, write: _Write) -> None:
+        """Queue a write for the end of this loop turn (a callback queued now runs after every
+        callback of this turn)."""
+        if not self._this_turn:
+            self._loop.call_soon(self._send)
+        self._this_turn.append(write)
+
+    def _send(self) -> None:
+        """Hand the lingering writes and this turn's to the thread (one wake-up for all)."""
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
-        writes, self._lingering = self._lingering + writes, []
+        writes, self._lingering, self._this_turn = self._lingering + self._this_turn, [], []
         if writes:
             self._queue.put(writes)
 

@@ -148,7 +148,9 @@ class Receiver:
                 rejected: Rejected | None = None) -> Response:
         elapsed = time.monotonic() - request.arrived
         self.metrics.ack_seconds.observe(elapsed)
-        level = logging.WARNING if status >= 500 else logging.INFO
+        # a stored webhook at DEBUG: one line each cost ~30 µs of CPU (10 % of the receiver's at
+        # one event per webhook; docs/benchmarks.md); /metrics counts them
+        level = logging.WARNING if status >= 500 else logging.DEBUG if status == 200 else logging.INFO
         log.log(level, "event=webhook_answered status=%d events=%d new=%d dup=%d ms=%.1f%s", status, events,
                 new, dup, elapsed * 1000, f" reason={rejected.reason!r}" if rejected else "")
         if rejected:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import orjson
+
 from frontdesk.protocol.events import conversation_key
 
 from .base import DONE, PENDING, AppendResult, StoreUnavailable
@@ -26,6 +28,16 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _INSERT_EVENT = f"""INSERT INTO events (id, key, destination, event, received_at, state, head, due)
     SELECT ?1, ?2, ?3, ?4, ?5, {PENDING}, NOT EXISTS (SELECT 1 FROM events WHERE key = ?2 AND state < {DONE}), 0
     WHERE true ON CONFLICT (id) DO NOTHING"""
+
+
+def _event_text(event: dict) -> str:
+    """The event as stored: by orjson (a webhook's events come parsed from JSON and fit it), by the
+    standard library for what orjson refuses (an integer beyond 64 bits, say, appended by a caller
+    other than the receiver: stored, and dead-lettered by the dispatcher, which cannot send it)."""
+    try:
+        return orjson.dumps(event).decode()
+    except TypeError:
+        return _JSON.encode(event)
 
 
 class SQLiteAppends:
@@ -71,7 +83,7 @@ class SQLiteAppends:
                 seen.add(event_id)
                 result.new.append(event_id)
                 rows.append((event_id, conversation_key(event), request.destination,
-                             _JSON.encode(event), request.received_at_ms))
+                             _event_text(event), request.received_at_ms))
                 if change := follow_change(event):
                     follows.append(change)
         conn.executemany(_INSERT_EVENT, rows)

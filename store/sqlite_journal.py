@@ -1,9 +1,10 @@
 """The SQLite store's call journal (`journal`): one row per (event, n-th API call)."""
 from __future__ import annotations
 
-import json
 import time
 from typing import Callable
+
+import orjson
 
 from .base import Journal, JournalEntry
 from .sqlite_connections import SQLiteConnections
@@ -14,12 +15,12 @@ _COLUMNS = "event_id, call_no, fingerprint, state, request, response, updated_at
 def _entry(row) -> JournalEntry:
     event_id, call_no, fingerprint, state, request, response, updated_at = row
     return JournalEntry(event_id, call_no, fingerprint, state,
-                        json.loads(request) if request is not None else None,
-                        json.loads(response) if response is not None else None, updated_at)
+                        orjson.loads(request) if request is not None else None,
+                        orjson.loads(response) if response is not None else None, updated_at)
 
 
 def _json_or_null(value) -> str | None:
-    return None if value is None else json.dumps(value)
+    return None if value is None else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class SQLiteJournal(Journal):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import orjson
+
 from .base import Users
 from .sqlite_connections import SQLiteConnections
 
@@ -36,7 +38,7 @@ class SQLiteUsers(Users):
         if not rows:
             return None
         profile, fetched_at, followed, followed_at, unfollowed_at, data = rows[0]
-        return {"user_id": user_id, "profile": json.loads(profile) if profile else None,
+        return {"user_id": user_id, "profile": orjson.loads(profile) if profile else None,
                 "profile_fetched_at": fetched_at,
                 "followed": None if followed is None else bool(followed),
                 "followed_at": followed_at, "unfollowed_at": unfollowed_at, "data": json.loads(data)}
@@ -45,7 +47,7 @@ class SQLiteUsers(Users):
         self._db.transaction(lambda conn: conn.execute(
             "INSERT INTO users (user_id, profile, profile_fetched_at) VALUES (?1, ?2, ?3)"
             " ON CONFLICT (user_id) DO UPDATE SET profile = ?2, profile_fetched_at = ?3",
-            (user_id, json.dumps(profile), fetched_at)))
+            (user_id, orjson.dumps(profile, option=orjson.OPT_NON_STR_KEYS).decode(), fetched_at)))
 
     def user_set_data(self, user_id: str, data: dict) -> None:
         self._db.transaction(lambda conn: conn.execute(

@@ -27,7 +27,8 @@ def pid_of(line: str) -> str:
 
 def test_every_process_logs_to_the_file_and_one_role_is_followed(tmp_path):
     log = tmp_path / "frontdesk.log"
-    with start_system(environ=clean_environment(FRONTDESK_LOG_FILE=str(log))) as system:
+    # DEBUG: the receiver's line for a stored webhook
+    with start_system(environ=clean_environment(FRONTDESK_LOG_FILE=str(log), FRONTDESK_LOG_LEVEL="DEBUG")) as system:
         followed = tmp_path / "followed.txt"
         with open(followed, "wb") as out:
             follow = subprocess.Popen([sys.executable, "-m", "frontdesk", "logs", "receiver", "-f", "-n", "0",

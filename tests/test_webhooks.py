@@ -393,6 +393,9 @@ def test_a_burst_through_frontdesk_run_sandbox_is_delivered_exactly_once(system)
     cpu = report["cpu_ms_per_event"]    # every process of the system, read from /proc
     assert all(cpu[role] > 0 for role in ("receiver", "dispatcher", "handlers", "ratelimiter", "sandbox"))
     assert report["cpu_processes"]["handlers"] == 2 and report["cpu_processes"]["receiver"] == 1
+    rss = report["rss_mb"]   # resident memory per role at the start and the end of the run
+    assert all(rss[role]["start"] > 5 and rss[role]["end"] > 5
+               for role in ("receiver", "dispatcher", "handlers", "ratelimiter", "sandbox"))
     assert report["frontdesk_cpu_ms_per_event"] == pytest.approx(
         sum(cpu[role] for role in ("receiver", "dispatcher", "handlers", "ratelimiter")), abs=0.01)
 

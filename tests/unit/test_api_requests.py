@@ -42,3 +42,6 @@ def test_the_trace_header_names_each_event_its_handler_and_times():
     assert trace_header([Call(None, None, "profile", {}, {}, None)]) is None
     many = [Call(f"e{n}", 1, "push", {}, context, None) for n in range(50)]
     assert len(json.loads(trace_header(many))) == 10    # a batch names its first ten members
+    named = [Call("event-é", 1, "reply", {}, dict(context, handler="bot-ü"), None)]
+    header = trace_header(named)   # an HTTP header: ASCII, whatever the names hold
+    assert header.isascii() and json.loads(header)[0]["handler"] == "bot-ü"

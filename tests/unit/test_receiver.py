@@ -214,6 +214,7 @@ REFUSED_BODIES = {
     "nested 65 deep": (_with(x=_nested(65 - 3)), "nested deeper than 64"),
     "nested 1,500 deep": (_with(x="X").replace(b'"X"', b"[" * 1500 + b"]" * 1500), "nested deeper than 64"),
     "NaN": (_with(x=float("nan")), "NaN"),
+    "NaN beside a number of 19 digits": (_with(x=float("nan"), low=-2**63), "NaN"),
     "-Infinity": (_with(x=float("-inf")), "-Infinity"),
     "lone surrogate": (make_body(make_event(message={"type": "text", "id": "1", "text": "\ud800 alone"})),
                        "lone surrogate"),
@@ -236,6 +237,14 @@ def test_the_deepest_and_widest_carriable_values_are_accepted():
                        message={"type": "text", "id": "1", "text": "\U0001F600 is a pair"})
     destination, events = check_webhook(request(make_body(event)), SECRET.encode(), 1 << 20)
     assert destination == "Ubot" and events == [event]
+
+
+def test_numbers_keep_their_exact_value_whichever_parser_reads_them():
+    """Integers of 19 and 20 digits stay integers, exact (orjson would read a number beyond 64
+    bits as a float, so such bodies go to the standard library), and floats are the same floats."""
+    event = make_event(low=-2**63 + 1, high=2**64 - 1, big=10**18, small=-17, ratio=0.1, tiny=5e-324)
+    _, (parsed,) = check_webhook(request(make_body(event)), SECRET.encode(), 1 << 20)
+    assert parsed == event and all(type(parsed[k]) is type(event[k]) for k in event)
 
 
 # --- the other routes and the metrics ------------------------------------------------------------
