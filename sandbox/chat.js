@@ -568,11 +568,21 @@ async function loadChat() {
   drawSpeakers();
 }
 
+function whileShown() {
+  // An AbortSignal that fires when the page is hidden (another chat opened, the tab left for the
+  // back/forward cache): a long poll left open there would hold one of the browser's few
+  // connections to the sandbox, and the chats opened next would wait for it to end.
+  const hidden = new AbortController();
+  window.addEventListener("pagehide", () => hidden.abort(), { once: true });
+  return hidden.signal;
+}
+
 async function follow() {
   // the history, long-polled: each answer brings the items after the newest seq seen
   for (let first = true; ; first = false) {
+    const signal = whileShown();
     try {
-      const page = await call(`/sandbox/chats/${chatId}/history?since=${state.seq}&wait=${first ? 0 : 25}`);
+      const page = await call(`/sandbox/chats/${chatId}/history?since=${state.seq}&wait=${first ? 0 : 25}`, { signal });
       if (page.items.length) {
         addItems(page.items);
         drawAll();
@@ -582,6 +592,10 @@ async function follow() {
       state.seq = Math.max(state.seq, page.seq);
       document.body.dataset.seq = String(state.seq);
     } catch (error) {
+      if (signal.aborted) {   // hidden: follow again if the page is shown again from the cache
+        await new Promise((resolve) => window.addEventListener("pageshow", resolve, { once: true }));
+        continue;
+      }
       notice(`Lost the sandbox (${error.message}); trying again…`);
       await new Promise((resolve) => setTimeout(resolve, 2000));
     }

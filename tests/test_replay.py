@@ -23,8 +23,9 @@ ALICE, BEN = "U4c03c4bc48a952cae3f278b77939fb7c", "Udd178ab4d7d371bdd475dddea5aa
 ROOM = "Rbed91e00e4d4f9b2a9bd13c6a2b555b6"
 
 
-def frontdesk(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def frontdesk(*args: str, timeout: float = 180, **settings: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "LINE_"))}
+    env.update({f"FRONTDESK_{name.upper()}": value for name, value in settings.items()})
     return subprocess.run([sys.executable, "-m", "frontdesk", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -88,7 +89,9 @@ def test_a_system_that_cannot_be_reached_or_started_is_a_clear_error():
     done = frontdesk("test", "--url", nowhere + "/callback", "--sandbox-url", nowhere,
                      "tests/data/transcripts/echo-one-to-one.json", timeout=30)
     assert done.returncode == 2 and f"frontdesk test: cannot reach the sandbox at {nowhere}" in done.stderr
-    done = frontdesk("test", "--handler", "/nonexistent/bot", "tests/data/transcripts/echo-one-to-one.json")
+    # degraded after the second failed start, not the sixth: the same error without 3 s of restart backoff
+    done = frontdesk("test", "--handler", "/nonexistent/bot", "tests/data/transcripts/echo-one-to-one.json",
+                     restart_intensity="1")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("frontdesk test: the handler does not start (degraded: "), done.stderr
     both = frontdesk("test", "--handler", "", "--url", nowhere, "x.json", timeout=30)
