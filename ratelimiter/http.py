@@ -58,7 +58,7 @@ class _Response:
         self.status = 0                    # set once the final (non-1xx) answer's headers are in
         self.headers: dict[str, str] = {}
         self.body = bytearray()
-        self.head_bytes = 0                # bytes of reads that ended before the headers did
+        self.head_bytes = 0                # the head's bytes so far: its headers, and reads that ended inside it
         self.heard = False                 # an answer began: the request reached the server
 
 
@@ -149,6 +149,9 @@ class _Protocol(asyncio.Protocol):
         if response is None:
             self.broken = "bytes after the response"
         elif not response.status:   # not a trailer, which is not passed on
+            response.head_bytes += len(name) + len(value) + 4
+            if response.head_bytes > MAX_HEAD_BYTES:   # a head that came in one read: counted here
+                raise _Malformed("more than 64 KiB before its headers ended")
             headers = response.headers
             key, text = name.decode("latin-1").lower(), value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
