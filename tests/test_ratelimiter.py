@@ -276,6 +276,10 @@ def test_a_reply_that_failed_retryably_is_sent_again_on_the_events_next_attempt(
         assert error["status"] == (500 if failure == "5xx" else 0) and error["retryable"] is True
         if failure == "5xx":
             assert broken.deliveries() == [] and broken.stats()["calls"]["reply"] == {"500": 2}
+        # A clean stop writes the failure to the journal (killed the moment it answered, it may
+        # leave only "started": maybe sent, so the token is tried; the next tests cover that).
+        limiter.close_stdin()
+        assert limiter.wait_exit(60) == 0
     # LINE works now; the same store (call journal); the token is "too old" for reply_max_age_s=1
     sandbox, limiter = system(reply_max_age_s=reply_max_age_s)
     error, result = limiter.result(limiter.call("reply", args, ev, 1, context))
