@@ -21,12 +21,12 @@ from frontdesk.protocol.children.lifeline import Identity, describe_exit
 from frontdesk.protocol.children.lifecycle import (BACKOFF, CLOSING, DRAINING, READY, STARTING, STOPPING,
                                                    SupervisedChild)
 from frontdesk.protocol.children.policy import RestartPolicy
-from frontdesk.protocol.frames import HEADER, EncodeError, encode_frame, pack, pack_array_header
+from frontdesk.protocol.frames import EncodeError, encode_frame
 
+from .batchframe import BATCH, batch_frame, pack_run
 from .deliveries import Deliveries, Delivery, OutOfTurn
 
 PROTOCOL_VERSIONS = [PROTOCOL_VERSION]   # offered in the hello, newest first
-BATCH = "batch"                           # the protocol feature: a key's run in one frame
 FEATURES = [BATCH]                        # offered in the hello; a handler takes those it names
 EXIT_AFTER_EOF_WAIT_S = 0.1   # failure path only: how long to wait for an exit after stdout EOF
 # Handling-time histogram bounds (seconds) for `frontdesk top` and the status page: one bisect and
@@ -35,7 +35,6 @@ HANDLING_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
 READING = (STARTING, READY, DRAINING, CLOSING)   # a process we still read and write
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
               "error": logging.ERROR}
-BATCH_PREFIX = pack_array_header(3) + pack(rpc.NOTIFICATION) + pack(BATCH)   # then [[msgid, doc], …]
 
 
 class RunSource(Protocol):
@@ -225,32 +224,21 @@ class HandlerProcess(SupervisedChild):
         return delivery
 
     def _deliver_batch(self, doc: dict, run: deque, runs: RunSource) -> Delivery:
-        """`[2, "batch", [[msgid, document], …]]`: the event and as much of its run as fits in
-        max_frame_bytes, each entry packed once; the rest of the run stays with `runs`."""
-        entries, size = [], len(BATCH_PREFIX) + 5   # 5: the largest array header
-        for item in (doc, *run):
-            msgid = self._msgids.next()   # one left unused when its entry does not fit: msgids may skip
-            try:
-                entry = pack([msgid, item])
-            except EncodeError:
-                if entries:
-                    break           # that follower goes alone later, and fails there
-                runs.keep_run(doc["o"]["key"], run)
-                raise
-            if entries and size + len(entry) > self.settings.max_frame_bytes:
-                break
-            entries.append((msgid, item, entry))
-            size += len(entry)
+        """The event and as much of its run as fits in one batch frame; the rest stays with `runs`."""
+        try:
+            entries = pack_run(doc, run, self._msgids.next, self.settings.max_frame_bytes)
+        except EncodeError:
+            runs.keep_run(doc["o"]["key"], run)
+            raise
         for _ in range(len(entries) - 1):
             run.popleft()
         if run:
             runs.keep_run(doc["o"]["key"], run)
         if len(entries) == 1:
             return self.deliver(doc)
-        body = BATCH_PREFIX + pack_array_header(len(entries)) + b"".join(entry for _, _, entry in entries)
         deliveries = [self.deliveries.add(msgid, item, queued=index > 0)
                       for index, (msgid, item, _) in enumerate(entries)]
-        self._send_frame(HEADER.pack(len(body)) + body)
+        self._send_frame(batch_frame(entries))
         return deliveries[0]
 
     def delivery_for(self, event_id) -> Delivery | None:
@@ -373,28 +361,18 @@ class HandlerProcess(SupervisedChild):
         if message.error is not None:
             self.fail(f"refused the handshake: {_error_text(message.error)}")
             return
-        result = message.result if isinstance(message.result, dict) else {}
-        window = result.get("max_in_flight")
-        if result.get("protocol") not in PROTOCOL_VERSIONS:
-            problem = f"handshake names protocol {result.get('protocol')!r}, offered {PROTOCOL_VERSIONS}"
-        elif not isinstance(window, int) or isinstance(window, bool) or window < 1:
-            problem = f"handshake max_in_flight must be an integer >= 1, got {window!r}"
-        else:
-            self.max_in_flight = window
-            self.handler_name = str(result.get("name", ""))[:100]
-            features = result.get("features")
-            self.batches = isinstance(features, list) and BATCH in features
-            self.ready(handler=self.handler_name, max_in_flight=window, batches=self.batches)
-            self.owner.handler_ready(self)
+        try:
+            self.max_in_flight, self.handler_name, self.batches = handshake_terms(message.result)
+        except ValueError as problem:
+            self.pipes.stop_reading()
+            self.on_violation(str(problem))
             return
-        self.pipes.stop_reading()
-        self.on_violation(problem)
+        self.ready(handler=self.handler_name, max_in_flight=self.max_in_flight, batches=self.batches)
+        self.owner.handler_ready(self)
 
     def _on_log(self, params: list) -> None:
-        entry = params[0] if params and isinstance(params[0], dict) else {}
-        level = LOG_LEVELS.get(entry.get("level"), logging.INFO)
-        self.log.log(level, "event=handler_log name=%s pid=%s text=%s", self.name, self.pid,
-                     str(entry.get("message", ""))[:STDERR_LINE_MAX])
+        level, text = handler_log_entry(params)
+        self.log.log(level, "event=handler_log name=%s pid=%s text=%s", self.name, self.pid, text)
 
     # --- figures -------------------------------------------------------------------------------------
     @property
@@ -407,18 +385,42 @@ class HandlerProcess(SupervisedChild):
 
     def status(self) -> dict:
         """Cumulative counters of its process; readers turn two of them into rates (command/observe.py)."""
-        if self.process is None:
-            return {"name": self.name, "pid": None, "state": self.state.value, "in_flight": 0, "handled": 0,
-                    "restarts": self.restarts}
-        deliveries = self.deliveries
-        return {"name": self.name, "pid": self.pid, "state": self.state.value, "in_flight": len(self.in_flight),
-                "max_in_flight": self.max_in_flight, "handled": deliveries.handled,
-                "busy_s": round(deliveries.busy_total(self.clock()), 4),
-                "handling_s": round(deliveries.handling.total_s, 4),
-                "handling_counts": list(deliveries.handling.counts), "restarts": self.restarts}
+        return slot_status(self)
 
 
 def _error_text(error) -> str:
     if isinstance(error, dict) and "message" in error:
         return str(error["message"])[:200]
     return repr(error)[:200]
+
+
+def handshake_terms(result) -> tuple[int, str, bool]:
+    """(max_in_flight, name, whether it takes batches) from the answer to the hello. Raises
+    ValueError naming what is wrong with it."""
+    result = result if isinstance(result, dict) else {}
+    window = result.get("max_in_flight")
+    if result.get("protocol") not in PROTOCOL_VERSIONS:
+        raise ValueError(f"handshake names protocol {result.get('protocol')!r}, offered {PROTOCOL_VERSIONS}")
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise ValueError(f"handshake max_in_flight must be an integer >= 1, got {window!r}")
+    features = result.get("features")
+    return window, str(result.get("name", ""))[:100], isinstance(features, list) and BATCH in features
+
+
+def slot_status(handler: HandlerProcess) -> dict:
+    """A slot's figures for its status (HandlerProcess.status)."""
+    if handler.process is None:
+        return {"name": handler.name, "pid": None, "state": handler.state.value, "in_flight": 0, "handled": 0,
+                "restarts": handler.restarts}
+    deliveries = handler.deliveries
+    return {"name": handler.name, "pid": handler.pid, "state": handler.state.value, "in_flight": len(handler.in_flight),
+            "max_in_flight": handler.max_in_flight, "handled": deliveries.handled,
+            "busy_s": round(deliveries.busy_total(handler.clock()), 4),
+            "handling_s": round(deliveries.handling.total_s, 4),
+            "handling_counts": list(deliveries.handling.counts), "restarts": handler.restarts}
+
+
+def handler_log_entry(params: list) -> tuple[int, str]:
+    """The level and text of a handler's `log` notification (SPEC.md), the text cut to a line."""
+    entry = params[0] if params and isinstance(params[0], dict) else {}
+    return LOG_LEVELS.get(entry.get("level"), logging.INFO), str(entry.get("message", ""))[:STDERR_LINE_MAX]
