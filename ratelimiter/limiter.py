@@ -72,6 +72,7 @@ class RateLimiter:
         if settings.shared_rate_budget:   # every rate limiter on this store shares the limits
             self.scheduler.budget = SharedBudget(store, self.scheduler.rates(), self.scheduler.notify)
         self.writer = StoreWriter(store)
+        self.user_data = StoreWriter(store)   # users' records, off the loop and off the journal's writer
         self.journal = CallJournal(store, self.writer, self.counters)
         self.profiles = Profiles(store, self.writer, settings.profile_ttl_s)
         self.batcher = (Batcher(settings.batch_window_ms / 1000.0, self._batch_closed)
@@ -79,7 +80,7 @@ class RateLimiter:
         self.quota = QuotaWatch(settings, self.writer, lambda call: self.router.route(call), self.counters)
         self.mark_read = MarkAsRead(self.scheduler, lambda call: self.router.route(call), self.counters)
         self.router = CallRouter(settings.reply_max_age_s, self.scheduler, self.journal, self.callers,
-                                 self.profiles, UserData(store, self.writer), self.batcher, self.counters,
+                                 self.profiles, UserData(self.user_data), self.batcher, self.counters,
                                  expired_reply=self.quota.expired_reply)
         rules = Rules(settings.api_max_retries, settings.reply_max_age_s,
                       min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD))
@@ -135,6 +136,7 @@ class RateLimiter:
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
         self.writer.start(loop)
+        self.user_data.start(loop)
         self.pipe.open(loop)
         self.token.start()
         self.senders.start()
@@ -171,6 +173,7 @@ class RateLimiter:
         self._stats_timer.cancel()
         if self.scheduler.budget is not None:
             await loop.run_in_executor(None, self.scheduler.budget.close)
+        await self.user_data.close()
         await self.writer.close()
         self.pipe.write(Notification("stats", [self.stats()]))
         self.pipe.close()

@@ -78,10 +78,13 @@ class CallRouter:
         except ArgsError as exc:
             self._callers.answer(call, api_error(str(exc)), None)
             return
+
+        def answer(error, result) -> None:
+            self._callers.answer(call, error, result)
         if call.method == "user_get":
-            self._callers.answer(call, *self._users.get(call.args))
+            self._users.get(call.args, answer)
         else:
-            self._users.set_data(call.args, lambda error, result: self._callers.answer(call, error, result))
+            self._users.set_data(call.args, answer)
 
     def _answer_from_profile_cache(self, call: Call) -> bool:
         user_id = call.args.get("userId")

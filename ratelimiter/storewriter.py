@@ -1,4 +1,4 @@
-"""The rate limiter's one thread for store writes.
+"""The rate limiter's thread for store writes (and a second one for users' records, userdata.py).
 
 The event loop never writes to the store itself: a write waits for the store's writer lock, which
 the receiver holds through every fsync. `StoreWriter` is one thread that does the writes in order

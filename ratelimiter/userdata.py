@@ -1,9 +1,15 @@
 """`user_get` and `user_set_data`: the bot's small per-user record in the store, not LINE's
-(SPEC.md section 8). Reads are made on the event loop (one indexed read); writes go through the
-store writer, and the call is answered once the write is done."""
+(SPEC.md section 8).
+
+Both go through a store thread of their own (a `StoreWriter` that only this class uses), in the
+order called, so a `user_get` made after a `user_set_data` was answered reads it. Neither runs on
+the event loop nor in the call journal's writer: a record can be megabytes (a 5 MB one is 20-60 ms
+of store read and JSON decode, or of JSON encode and write), and every reply waits for its
+journal entry to be written before it goes (docs/dispatcher.md, "A handler that stops reading")."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Callable
 
 from frontdesk.protocol.rpc import api_error
@@ -11,25 +17,39 @@ from frontdesk.store import Store
 
 from .storewriter import StoreWriter
 
+log = logging.getLogger("frontdesk.ratelimiter")
+
 USER_FIELDS = ("profile", "followed", "followed_at", "unfollowed_at", "data")
+
+Answer = Callable[[object, object], None]
 
 
 class UserData:
     """The store's users table as the handlers' two store methods see it (args already checked
-    against the endpoint table)."""
+    against the endpoint table). `thread`: the store thread that reads and writes the records,
+    started and closed by its owner."""
 
-    def __init__(self, store: Store, writer: StoreWriter):
-        self._store = store
-        self._writer = writer
+    def __init__(self, thread: StoreWriter):
+        self._thread = thread
 
-    def get(self, args: dict) -> tuple:
-        """(error, result): the user's record, or None for an unknown user. Raises StoreError."""
-        user = self._store.user_get(args["userId"])
-        if user is None:
-            return None, None
-        return None, {k: user[k] for k in USER_FIELDS}
+    def get(self, args: dict, answer: Answer) -> None:
+        """`answer(error, result)` with the user's record, or None for an unknown user."""
+        user_id = args["userId"]
 
-    def set_data(self, args: dict, answer: Callable[[object, object], None]) -> None:
+        def read(store: Store):
+            user = store.user_get(user_id)
+            return None if user is None else {k: user[k] for k in USER_FIELDS}
+
+        def done(future: asyncio.Future) -> None:
+            error = future.exception()
+            if error is not None:
+                log.error("event=store_error method=user_get reason=%r", str(error))
+                answer(api_error(f"store unavailable: {error}", retryable=True), None)
+            else:
+                answer(None, future.result())
+        self._thread.call(read).add_done_callback(done)
+
+    def set_data(self, args: dict, answer: Answer) -> None:
         """Replace the user's data; `answer(error, result)` once it is written or refused."""
         user_id, data = args["userId"], args["data"]
 
@@ -41,4 +61,4 @@ class UserData:
                 answer(api_error(f"store unavailable: {error}", retryable=True), None)
             else:
                 answer(None, None)
-        self._writer.call(lambda store: store.user_set_data(user_id, data)).add_done_callback(written)
+        self._thread.call(lambda store: store.user_set_data(user_id, data)).add_done_callback(written)

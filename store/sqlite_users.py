@@ -50,6 +50,7 @@ class SQLiteUsers(Users):
             (user_id, orjson.dumps(profile, option=orjson.OPT_NON_STR_KEYS).decode(), fetched_at)))
 
     def user_set_data(self, user_id: str, data: dict) -> None:
+        text = json.dumps(data)   # before the transaction: every writer waits while it is open
         self._db.transaction(lambda conn: conn.execute(
             "INSERT INTO users (user_id, data) VALUES (?1, ?2)"
-            " ON CONFLICT (user_id) DO UPDATE SET data = ?2", (user_id, json.dumps(data))))
+            " ON CONFLICT (user_id) DO UPDATE SET data = ?2", (user_id, text)))

@@ -47,7 +47,7 @@ class Layers:
         self.batcher = Batcher(0.02, self.batched.append, clock=lambda: 0.0, call_at=lambda *args: NoTimer()) \
             if batching else None
         self.router = CallRouter(50.0, self.scheduler, self.journal, self.callers,
-                                 Profiles(store, writer, 60.0, clock=lambda: NOW), UserData(store, writer),
+                                 Profiles(store, writer, 60.0, clock=lambda: NOW), UserData(writer),
                                  self.batcher, self.counters, clock=lambda: NOW)
         self._msgids = iter(range(1, 1000))
 
@@ -77,8 +77,8 @@ def test_a_store_method_is_checked_by_its_entry_and_answered_from_the_store(tmp_
     async def scenario(layers):
         layers.call("user_set_data", {"userId": "U1", "data": 3})
         layers.call("user_set_data", {"userId": "U1", "data": {"visits": 1}})
+        layers.call("user_get", {"userId": "U1"})   # in call order: it reads the write before it
         await settled(layers.writer)
-        layers.call("user_get", {"userId": "U1"})
         refused, stored, got = layers.answers
         assert refused.error["message"] == "user_set_data: `data` must be a map"
         assert stored.error is None and got.result["data"] == {"visits": 1}
@@ -198,6 +198,7 @@ def test_a_store_that_cannot_be_read_is_a_retryable_error(tmp_path):
     async def scenario(layers):
         layers.store.close()
         layers.call("user_get", {"userId": "U1"})
+        await settled(layers.writer)
         error = layers.answers[0].error
         assert error["message"].startswith("store unavailable") and error["retryable"] is True
     run(tmp_path, scenario)

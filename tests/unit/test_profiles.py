@@ -4,9 +4,11 @@ A real SQLite store in a temporary file."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from frontdesk.ratelimiter.profiles import ProfileCache, Profiles
 from frontdesk.ratelimiter.userdata import UserData
+from frontdesk.store.base import JournalEntry
 from tests.unit.limiter_parts import settled, sqlite_store, started_writer
 
 PROFILE = {"userId": "U1", "displayName": "User-0001"}
@@ -58,24 +60,53 @@ def test_user_data_round_trip_and_refusals(tmp_path):
     with sqlite_store(tmp_path) as store:
         async def main():
             async with started_writer(store) as writer:
-                users = UserData(store, writer)
+                users = UserData(writer)
                 answers = []
-                users.set_data({"userId": "U42", "data": {"visits": 3}}, lambda *answer: answers.append(answer))
+
+                def answered(*answer):
+                    answers.append(answer)
+                users.set_data({"userId": "U42", "data": {"visits": 3}}, answered)
+                users.get({"userId": "U42"}, answered)
+                users.get({"userId": "Unobody"}, answered)
                 await settled(writer)
-                assert answers == [(None, None)]
-                error, user = users.get({"userId": "U42"})
+                (stored, (error, user), unknown) = answers
+                assert stored == (None, None) and unknown == (None, None)
                 assert error is None and user["data"] == {"visits": 3} and set(user) == {"profile", "followed", "followed_at", "unfollowed_at", "data"}
-                assert users.get({"userId": "Unobody"}) == (None, None)
                 nested: list = []
                 for _ in range(1000):     # decodable, but deeper than JSON (the store's format) goes
                     nested = [nested]
-                users.set_data({"userId": "U42", "data": {"deep": nested}}, lambda *answer: answers.append(answer))
+                users.set_data({"userId": "U42", "data": {"deep": nested}}, answered)
+                users.get({"userId": "U42"}, answered)
                 await settled(writer)
-                error, _ = answers[-1]
+                (error, _), kept = answers[-2:]
                 assert "user_set_data: `data` cannot be stored" in error["message"] and error["retryable"] is False
-                assert users.get({"userId": "U42"})[1]["data"] == {"visits": 3}
+                assert kept[1]["data"] == {"visits": 3}
                 store.close()
-                users.set_data({"userId": "U42", "data": {}}, lambda *answer: answers.append(answer))
+                users.set_data({"userId": "U42", "data": {}}, answered)
                 await settled(writer)
                 assert answers[-1][0]["message"].startswith("store unavailable") and answers[-1][0]["retryable"]
+        asyncio.run(main())
+
+
+def test_a_slow_user_record_holds_up_neither_the_loop_nor_a_journal_write(tmp_path):
+    """A handler's record can be megabytes; every reply waits for its journal entry. A gate on the
+    users' store thread stands for a slow record: the calls made behind it wait there, not on the
+    loop, and the journal's writer writes meanwhile."""
+    with sqlite_store(tmp_path) as store:
+        async def main():
+            async with started_writer(store) as journal_writer, started_writer(store) as users_thread:
+                users = UserData(users_thread)
+                gate = threading.Event()
+                users_thread.call(lambda _: gate.wait(60))
+                answers = []
+
+                def answered(*answer):
+                    answers.append(answer)
+                users.set_data({"userId": "U1", "data": {"visits": 1}}, answered)
+                users.get({"userId": "U1"}, answered)
+                await journal_writer.journal([JournalEntry("ev", 1, "fp", "started", {"path": "/v2/bot/message/reply"}, None)])
+                assert store.journal_get("ev", 1).state == "started" and answers == []
+                gate.set()
+                await settled(users_thread)
+                assert answers[0] == (None, None) and answers[1][1]["data"] == {"visits": 1}
         asyncio.run(main())
