@@ -19,7 +19,7 @@ from .base import PENDING, AppendResult
 from .groupcommit import AppendRequest, Take
 from .mongo_connections import TRANSACTION_TIMEOUT_S, MongoConnections
 from .mongo_users import MongoUsers
-from .rules import follow_change
+from .rules import follow_change, new_events
 
 
 def reserve_seqs(db: MongoConnections, count: int, session) -> int:
@@ -71,13 +71,7 @@ class MongoAppends:
         results, docs, follows = [], [], []
         for request in requests:
             result = AppendResult()
-            for event in request.events:
-                event_id = event["webhookEventId"]
-                if event_id in seen:
-                    result.duplicates.append(event_id)
-                    continue
-                seen.add(event_id)
-                result.new.append(event_id)
+            for event_id, event in new_events(request.events, seen, result):
                 docs.append({"_id": event_id, "key": conversation_key(event),
                              "destination": request.destination, "event": event,
                              "received_at": request.received_at_ms, "state": PENDING, "head": False,

@@ -1,15 +1,15 @@
 """The queue's decisions that both backends make the same way, as plain functions of their inputs:
 when a nacked event is retried or dead-lettered, when an event's attempts are spent, how long a
-key's run is, what a follow event changes. store/sqlite_queue.py and store/mongo_queue.py read
+key's run is, which appended events are new, what a follow event changes. store/sqlite_queue.py and store/mongo_queue.py read
 and write their documents; the rules live here once (tests/unit/test_store_rules.py).
 """
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 from frontdesk.protocol.backoff import doubling_delay
 
-from .base import PENDING
+from .base import PENDING, AppendResult
 
 ERROR_MAX_CHARS = 500   # a dead letter's reason is kept this long at most
 
@@ -60,3 +60,16 @@ def follow_change(event: dict) -> tuple[str, str, float] | None:
     if kind in ("follow", "unfollow") and isinstance(user_id, str) and user_id:
         return kind, user_id, event["timestamp"] / 1000.0
     return None
+
+
+def new_events(events: list[dict], seen: set, result: AppendResult) -> Iterator[tuple[str, dict]]:
+    """(webhookEventId, event) of each event not in `seen` (ids stored already, or earlier in
+    this commit), noting each id in `result` as new or a duplicate; `seen` grows with the new."""
+    for event in events:
+        event_id = event["webhookEventId"]
+        if event_id in seen:
+            result.duplicates.append(event_id)
+            continue
+        seen.add(event_id)
+        result.new.append(event_id)
+        yield event_id, event

@@ -17,7 +17,7 @@ from frontdesk.protocol.events import conversation_key
 
 from .base import DONE, PENDING, AppendResult, StoreUnavailable
 from .groupcommit import AppendRequest, Take
-from .rules import follow_change
+from .rules import follow_change, new_events
 from .sqlite_connections import SQLiteConnections, id_chunks, rollback
 from .sqlite_users import SQLiteUsers
 
@@ -75,13 +75,7 @@ class SQLiteAppends:
         rows, follows = [], []
         for request in requests:
             result = request.result = AppendResult()
-            for event in request.events:
-                event_id = event["webhookEventId"]
-                if event_id in seen:
-                    result.duplicates.append(event_id)
-                    continue
-                seen.add(event_id)
-                result.new.append(event_id)
+            for event_id, event in new_events(request.events, seen, result):
                 rows.append((event_id, conversation_key(event), request.destination,
                              _event_text(event), request.received_at_ms))
                 if change := follow_change(event):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from frontdesk.store.base import DONE, LEASED, PENDING
-from frontdesk.store.rules import after_nack, follow_change, is_spent, run_length, spent_error
+from frontdesk.store.base import DONE, LEASED, PENDING, AppendResult
+from frontdesk.store.rules import after_nack, follow_change, is_spent, new_events, run_length, spent_error
 
 
 def test_a_nack_that_asks_no_retry_dead_letters_at_once_whatever_attempts_are_left():
@@ -89,3 +89,12 @@ def test_an_unfollow_event_too():
 ])
 def test_other_events_and_follows_without_a_user_change_nothing(event):
     assert follow_change(event) is None
+
+
+def test_an_append_keeps_each_webhook_event_id_once_and_says_which_were_there():
+    result = AppendResult()
+    events = [{"webhookEventId": i} for i in ("A", "B", "A", "C")]
+    seen = {"B"}
+    kept = [event_id for event_id, _ in new_events(events, seen, result)]
+    assert kept == ["A", "C"] and seen == {"A", "B", "C"}
+    assert result.new == ["A", "C"] and result.duplicates == ["B", "A"]
