@@ -322,6 +322,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob("batching", bool, True, "Turn push-to-multicast batching on or off."),
     Knob("profile_ttl_s", float, 86400.0, "How long a cached profile answers profile calls.",
          minimum=0.0),
+    Knob("user_data_max_bytes", int, 64 * 1024,
+         "Largest data a handler may store for a user with user_set_data, as compact UTF-8 JSON; "
+         "larger is refused with an error naming this limit. Every user_get answers the whole record "
+         "(docs/ratelimiter.md, \"Profile, content, user data\").", minimum=2),
     Knob("content_max_bytes", int, 16 * 1024 * 1024 - FRAME_ENVELOPE_BYTES,
          "Largest content download. It reaches the handler in one frame, so at most max_frame_bytes - 1 KiB "
          "(the default follows a smaller max_frame_bytes).",
@@ -525,6 +529,7 @@ class Settings:
     batch_window_ms: float
     batching: bool
     profile_ttl_s: float
+    user_data_max_bytes: int
     content_max_bytes: int
     api_trace: bool
     sandbox_listen: str

@@ -80,7 +80,7 @@ class RateLimiter:
         self.quota = QuotaWatch(settings, self.writer, lambda call: self.router.route(call), self.counters)
         self.mark_read = MarkAsRead(self.scheduler, lambda call: self.router.route(call), self.counters)
         self.router = CallRouter(settings.reply_max_age_s, self.scheduler, self.journal, self.callers,
-                                 self.profiles, UserData(self.user_data), self.batcher, self.counters,
+                                 self.profiles, UserData(self.user_data, settings.user_data_max_bytes), self.batcher, self.counters,
                                  expired_reply=self.quota.expired_reply)
         rules = Rules(settings.api_max_retries, settings.reply_max_age_s,
                       min(settings.content_max_bytes, settings.max_frame_bytes - FRAME_OVERHEAD))

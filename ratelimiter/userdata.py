@@ -3,12 +3,16 @@
 
 Both go through a store thread of their own (a `StoreWriter` that only this class uses), in the
 order called, so a `user_get` made after a `user_set_data` was answered reads it. Neither runs on
-the event loop nor in the call journal's writer: a record can be megabytes (a 5 MB one is 20-60 ms
+the event loop nor in the call journal's writer: a record can be large (a 5 MB one is 20-60 ms
 of store read and JSON decode, or of JSON encode and write), and every reply waits for its
-journal entry to be written before it goes (docs/dispatcher.md, "A handler that stops reading")."""
+journal entry to be written before it goes (docs/dispatcher.md, "A handler that stops reading").
+
+Data past `user_data_max_bytes` is refused: every `user_get` answers the whole record, and three
+handlers reading 5 MB records delayed everyone's replies by half a second on two cores."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Callable
 
@@ -27,10 +31,11 @@ Answer = Callable[[object, object], None]
 class UserData:
     """The store's users table as the handlers' two store methods see it (args already checked
     against the endpoint table). `thread`: the store thread that reads and writes the records,
-    started and closed by its owner."""
+    started and closed by its owner; `max_bytes`: user_data_max_bytes."""
 
-    def __init__(self, thread: StoreWriter):
+    def __init__(self, thread: StoreWriter, max_bytes: int):
         self._thread = thread
+        self._max_bytes = max_bytes
 
     def get(self, args: dict, answer: Answer) -> None:
         """`answer(error, result)` with the user's record, or None for an unknown user."""
@@ -61,4 +66,11 @@ class UserData:
                 answer(api_error(f"store unavailable: {error}", retryable=True), None)
             else:
                 answer(None, None)
-        self._thread.call(lambda store: store.user_set_data(user_id, data)).add_done_callback(written)
+
+        def write(store: Store) -> None:
+            size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+            if size > self._max_bytes:
+                raise ValueError(f"it is {size} bytes as JSON, over user_data_max_bytes={self._max_bytes};"
+                                 " nothing was stored")
+            store.user_set_data(user_id, data)
+        self._thread.call(write).add_done_callback(written)

@@ -202,6 +202,15 @@ def test_content_download_and_size_limit(system):
     assert limiter.result(limiter.call("content", {"messageId": small}))[1]["data"] == message_content(small)[1]
 
 
+def test_user_data_past_user_data_max_bytes_is_refused_naming_the_limit(system):
+    _, limiter = system(user_data_max_bytes=100)
+    fits = {"note": "x" * 80}                           # 91 bytes as compact JSON
+    assert limiter.result(limiter.call("user_set_data", {"userId": "U1", "data": fits})) == (None, None)
+    error, _ = limiter.result(limiter.call("user_set_data", {"userId": "U1", "data": {"note": "x" * 90}}))
+    assert "it is 101 bytes as JSON, over user_data_max_bytes=100" in error["message"] and not error["retryable"]
+    assert limiter.result(limiter.call("user_get", {"userId": "U1"}))[1]["data"] == fits
+
+
 def test_generic_call_reaches_any_endpoint(system):
     sandbox, limiter = system()
     error, result = limiter.result(limiter.call("call", {"method": "GET", "path": "/v2/bot/info"}))

@@ -4,8 +4,8 @@ measurement in docs/dispatcher.md ("A handler that stops reading").
 
 An event whose text is `hoard` turns this process into a hoarder for good. With
 $FD_TEST_HOARD_CALL = `user_get` (the default) it reads the event's user and, if that user's data
-is smaller than $FD_TEST_HOARD_BYTES (default 5,000,000), stores that much (the calls it waits
-for); then it stops reading its stdin and makes more calls for the event without waiting, up to
+is smaller than $FD_TEST_HOARD_BYTES (default 65,000: about the most the default
+user_data_max_bytes of 64 KiB lets it store), stores that much (the calls it waits for); then it stops reading its stdin and makes more calls for the event without waiting, up to
 $FD_TEST_HOARD_CALLS in all (default 100): `user_get` of that user, so every answer is that big.
 With `bot_info` it makes those calls at once, each `GET /v2/bot/info` (answered by LINE, paced by
 the rate limiter).
@@ -27,7 +27,7 @@ from tests.frame_stream import read_frame
 WINDOW = int(os.environ.get("FD_TEST_WINDOW", "1"))
 HOARD_CALL = os.environ.get("FD_TEST_HOARD_CALL", "user_get")
 HOARD_CALLS = int(os.environ.get("FD_TEST_HOARD_CALLS", "100"))
-HOARD_BYTES = int(os.environ.get("FD_TEST_HOARD_BYTES", "5000000"))
+HOARD_BYTES = int(os.environ.get("FD_TEST_HOARD_BYTES", "65000"))
 ORDINARY = os.environ.get("FD_TEST_ORDINARY", "reply")
 RECORD = os.environ.get("FD_TEST_RECORD")
 

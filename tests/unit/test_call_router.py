@@ -47,7 +47,7 @@ class Layers:
         self.batcher = Batcher(0.02, self.batched.append, clock=lambda: 0.0, call_at=lambda *args: NoTimer()) \
             if batching else None
         self.router = CallRouter(50.0, self.scheduler, self.journal, self.callers,
-                                 Profiles(store, writer, 60.0, clock=lambda: NOW), UserData(writer),
+                                 Profiles(store, writer, 60.0, clock=lambda: NOW), UserData(writer, max_bytes=64 * 1024),
                                  self.batcher, self.counters, clock=lambda: NOW)
         self._msgids = iter(range(1, 1000))
 

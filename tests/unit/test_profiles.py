@@ -60,7 +60,7 @@ def test_user_data_round_trip_and_refusals(tmp_path):
     with sqlite_store(tmp_path) as store:
         async def main():
             async with started_writer(store) as writer:
-                users = UserData(writer)
+                users = UserData(writer, max_bytes=1000)
                 answers = []
 
                 def answered(*answer):
@@ -88,6 +88,29 @@ def test_user_data_round_trip_and_refusals(tmp_path):
         asyncio.run(main())
 
 
+def test_user_data_past_the_limit_is_refused_and_the_record_kept(tmp_path):
+    """Every user_get answers the whole record, so its size is bounded where it is written: as
+    compact UTF-8 JSON, at most user_data_max_bytes."""
+    with sqlite_store(tmp_path) as store:
+        async def main():
+            async with started_writer(store) as writer:
+                users = UserData(writer, max_bytes=20)
+                answers = []
+
+                def answered(*answer):
+                    answers.append(answer)
+                users.set_data({"userId": "U1", "data": {"n": "é" * 6}}, answered)      # {"n":"éééééé"}: 20 bytes
+                users.set_data({"userId": "U1", "data": {"n": "é" * 7}}, answered)      # 22 bytes
+                users.get({"userId": "U1"}, answered)
+                await settled(writer)
+                fits, (too_large, _), (_, user) = answers
+                assert fits == (None, None) and user["data"] == {"n": "é" * 6}
+                assert too_large["message"] == ("user_set_data: `data` cannot be stored: it is 22 bytes as JSON,"
+                                                " over user_data_max_bytes=20; nothing was stored")
+                assert too_large["retryable"] is False
+        asyncio.run(main())
+
+
 def test_a_slow_user_record_holds_up_neither_the_loop_nor_a_journal_write(tmp_path):
     """A handler's record can be megabytes; every reply waits for its journal entry. A gate on the
     users' store thread stands for a slow record: the calls made behind it wait there, not on the
@@ -95,7 +118,7 @@ def test_a_slow_user_record_holds_up_neither_the_loop_nor_a_journal_write(tmp_pa
     with sqlite_store(tmp_path) as store:
         async def main():
             async with started_writer(store) as journal_writer, started_writer(store) as users_thread:
-                users = UserData(users_thread)
+                users = UserData(users_thread, max_bytes=1000)
                 gate = threading.Event()
                 users_thread.call(lambda _: gate.wait(60))
                 answers = []
