@@ -43,7 +43,7 @@ class Commit:
 
 
 def answered(request: WriteRequest) -> bool:
-    return request.finished.is_set()
+    return request.answered
 
 
 # --- Linger ----------------------------------------------------------------------------------------
