@@ -75,14 +75,18 @@ class Deliveries:
         self.handling = Histogram(buckets)      # mean events in flight = handling.total_s / time
         self.busy_s = 0.0                       # time with at least one event in flight, until _busy_since
         self._busy_since: float | None = None
+        # At or before every running deadline (see late()): a deadline is always set to now +
+        # deadline_s, never earlier than one set before it, so the bound holds until it passes.
+        self._earliest = math.inf
 
     def add(self, msgid: int, doc: dict, queued: bool = False) -> Delivery:
         """An event handed over now; `queued`: in a batch behind its key's current event, so its
         deadline starts when the one before it is answered (`after_answer`)."""
         o = doc["o"]
         now = self.clock()
-        delivery = Delivery(msgid, doc, o["_id"], o["key"], math.inf if queued else now + self.deadline_s, now,
-                            queued=queued)
+        delivery = Delivery(msgid, doc, o["_id"], o["key"], math.inf, now, queued=queued)
+        if not queued:
+            self._start_deadline(delivery, now)
         if not self.in_flight:
             self._busy_since = now
         self.in_flight[msgid] = delivery
@@ -166,7 +170,15 @@ class Deliveries:
 
     def touch(self, delivery: Delivery) -> None:
         """A sign of progress: the deadline starts over, or stays paused while a call is out."""
-        delivery.deadline = self.clock() + self.deadline_s if not delivery.waiting else math.inf
+        if delivery.waiting:
+            delivery.deadline = math.inf
+        else:
+            self._start_deadline(delivery, self.clock())
+
+    def _start_deadline(self, delivery: Delivery, now: float) -> None:
+        delivery.deadline = now + self.deadline_s
+        if self._earliest == math.inf:
+            self._earliest = delivery.deadline
 
     def call_waiting(self, delivery: Delivery) -> None:
         """An API call of this event went to frontdesk: the handler now waits on us."""
@@ -178,10 +190,19 @@ class Deliveries:
         self.touch(delivery)
 
     def late(self, now: float) -> list[Delivery]:
-        return [d for d in self.in_flight.values() if now >= d.deadline]
+        """The deliveries past their deadline. Looks at them only once the earliest bound has
+        passed, and then moves the bound to the real earliest deadline: the dispatcher asks on
+        every loop turn, and a look at each of a busy pool's events cost it a twentieth of its CPU."""
+        if now < self._earliest:
+            return []
+        late = [d for d in self.in_flight.values() if now >= d.deadline]
+        if not late:
+            self._earliest = min([d.deadline for d in self.in_flight.values()], default=math.inf)
+        return late
 
     def next_deadline(self) -> float | None:
-        return min([d.deadline for d in self.in_flight.values()], default=None)
+        """When late() may find one (maybe earlier: then it looks and finds none); None: no deadline runs."""
+        return None if self._earliest == math.inf else self._earliest
 
     def take_all(self) -> list[Delivery]:
         """Every unanswered delivery, removed (they go back to the store)."""
@@ -213,6 +234,7 @@ class Deliveries:
 
     # --- busy time -------------------------------------------------------------------------------------
     def _idle(self, now: float) -> None:
+        self._earliest = math.inf   # nothing in flight: no deadline runs
         if self._busy_since is not None:
             self.busy_s += now - self._busy_since
             self._busy_since = None
