@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 from frontdesk.protocol import rpc
+from frontdesk.protocol.coalesce import WorkRate
 from frontdesk.protocol.children.framed import FramedChild
 from frontdesk.protocol.children.lifeline import identity_of
 from frontdesk.protocol.children.loop import EventLoop, SignalQueue
@@ -79,7 +80,9 @@ class Arbiter:
                  wall: Callable[[], float] = time.time, pipes: Callable[..., FramedChild] = FramedChild):
         self.settings, self.store = settings, store
         self.clock, self.wall = clock, wall
-        self.loop = EventLoop(settings.loop_coalesce_ms / 1000)
+        self.coalesce_s = settings.loop_coalesce_ms / 1000
+        self.loop = EventLoop(self.coalesce_s)
+        self.work = WorkRate(self.clock)   # events handed out per second: whether pauses pay
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
         # no secret in any child's environment: the rate limiter inherits the token's descriptor
@@ -119,7 +122,8 @@ class Arbiter:
             signals.open()
             self.open()
             while self.state is not STOPPED:
-                self.loop.run_once(self._timeout(), pause=not self.router.runs)   # runs: events wait on us
+                # no pause while events wait on us (runs), nor where it would gather little
+                self.loop.run_once(self._timeout(), pause=not self.router.runs and self.work.gathers(self.coalesce_s))
                 signals.dispatch(self, log)
                 self.turn()
             self.router.flush()    # the last acks, whenever the last store turn was
@@ -201,6 +205,7 @@ class Arbiter:
 
     def _deliver(self, docs: list[dict], ready: list[HandlerProcess]) -> None:
         if docs:
+            self.work.add(len(docs))
             for doc, exc in self.pool.deliver(docs, ready, self.router):   # a dead letter; the rest flow on
                 self.router.nack(doc["o"]["_id"], doc["o"]["key"], f"event {exc}", False)
 
