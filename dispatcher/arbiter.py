@@ -80,9 +80,8 @@ class Arbiter:
                  wall: Callable[[], float] = time.time, pipes: Callable[..., FramedChild] = FramedChild):
         self.settings, self.store = settings, store
         self.clock, self.wall = clock, wall
-        self.coalesce_s = settings.loop_coalesce_ms / 1000
-        self.loop = EventLoop(self.coalesce_s)
-        self.work = WorkRate(self.clock)   # events handed out per second: whether pauses pay
+        self.work = WorkRate(self.clock)   # events handed out: whether the loop's pauses pay
+        self.loop = EventLoop(settings.loop_coalesce_ms / 1000, self.work)
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
         # no secret in any child's environment: the rate limiter inherits the token's descriptor
@@ -122,8 +121,7 @@ class Arbiter:
             signals.open()
             self.open()
             while self.state is not STOPPED:
-                # no pause while events wait on us (runs), nor where it would gather little
-                self.loop.run_once(self._timeout(), pause=not self.router.runs and self.work.gathers(self.coalesce_s))
+                self.loop.run_once(self._timeout(), pause=not self.router.runs)   # runs: events wait on us
                 signals.dispatch(self, log)
                 self.turn()
             self.router.flush()    # the last acks, whenever the last store turn was

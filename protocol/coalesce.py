@@ -12,11 +12,12 @@ delayed: the pause only follows a wake-up less than `coalesce_s` ago.
 A pause costs latency on every hop, so it is taken only where CPU is what runs short. A loop
 working less than a tenth of its time does not pause (at 300 events/s the pauses put 13 ms on the
 e2e p99 and saved CPU nobody needed), nor one working more than half of its time (its turns carry
-many messages anyway, and pausing would make it the bottleneck). The dispatcher also pauses only
-while it hands out events fast enough for a pause to gather two (`WorkRate`: 667 events/s at
-3 ms): its store work makes it busy a quarter of its time at 300/s as at 1,000/s, and its pauses
-put 9-10 ms on the e2e p50 at 300/s (one on each of an event's hops through it) to save CPU
-nobody needed there (0.2-0.4 ms per event, with three quarters of the two cores free).
+many messages anyway, and pausing would make it the bottleneck). Nor does one whose work comes too
+slowly for a pause to gather two units of it (`WorkRate`; at 3 ms: 667 webhooks/s at the receiver,
+667 events handed out/s at the dispatcher): the dispatcher's store work makes it busy a quarter of
+its time at 300/s as at 1,000/s, and its pauses put 9-10 ms on the e2e p50 at 300/s (one on each
+of an event's hops through it) to save CPU nobody needed there (0.2-0.4 ms per event, with three
+quarters of the two cores free).
 It does not pause while a conversation's next event waits for
 the current one's answer (a run, docs/dispatcher.md): ten conversations draining a queue went from
 12,000 to 3,200 events/s with a plain 3 ms pause, and one conversation to 322/s.
@@ -40,46 +41,12 @@ RATE_MEMORY_S = 0.5    # WorkRate: how long the rate remembers (a window's weigh
 RATE_WINDOW_S = 0.1    # WorkRate: the rate is brought up to date at most this often
 
 
-class CoalescingSelector(selectors.DefaultSelector):
-    """The platform's selector, pausing what is left of `coalesce_s` since it last woke before it
-    looks again: only while the loop's busy share is between IDLE_LIMIT and BUSY_LIMIT, never when
-    asked not to wait (timeout 0), and never while its owner says that work waits on this turn
-    (`pausing` False)."""
-
-    def __init__(self, coalesce_s: float):
-        super().__init__()
-        self.coalesce_s = coalesce_s
-        self.pausing = True
-        self.busy = 0.0          # share of the loop's recent time spent working, 0..1
-        self._work = self._span = 0.0
-        self._woke = 0.0         # when the last look returned
-        self._looked = 0.0       # when the last look began
-
-    def select(self, timeout: float | None = None):
-        now = time.monotonic()
-        if self._looked:   # time-weighted: a turn that took no time counts for nothing
-            self._work = self._work * BUSY_MEMORY + (now - self._woke)
-            self._span = self._span * BUSY_MEMORY + (now - self._looked)
-            self.busy = self._work / self._span if self._span > 0 else 0.0
-        self._looked = now
-        if self.coalesce_s > 0 and timeout != 0 and self.pausing and IDLE_LIMIT <= self.busy < BUSY_LIMIT:
-            gap = self._woke + self.coalesce_s - now
-            if gap > 0:
-                if timeout is not None:
-                    gap = min(gap, timeout)
-                    timeout -= gap
-                time.sleep(gap)
-        ready = super().select(timeout)
-        self._woke = time.monotonic()
-        return ready
-
-
 class WorkRate:
-    """Units of work an owner takes on (the dispatcher: events handed out) per second, smoothed,
-    and whether a pause of `coalesce_s` would gather GATHER_MIN of them. A loop's busy share does
-    not tell 300 events/s from 1,000/s where each turn's store work is most of its time (the
-    dispatcher works a quarter to a third of its time at both): there its pauses put 10 ms on the
-    e2e p50 at 300/s, while at 1,000/s they save a tenth of frontdesk's CPU.
+    """Units of work an owner takes on (the receiver: webhooks; the dispatcher: events handed out)
+    per second, smoothed, and whether a pause of `coalesce_s` would gather GATHER_MIN of them. A
+    loop's busy share does not tell 300 events/s from 1,000/s where each turn's store work is most
+    of its time (the dispatcher works a quarter to a third of its time at both): there its pauses
+    put 10 ms on the e2e p50 at 300/s, while at 1,000/s they save a tenth of frontdesk's CPU.
     `clock` is injected (time.monotonic in the process)."""
 
     def __init__(self, clock=time.monotonic):
@@ -100,7 +67,45 @@ class WorkRate:
         return self.per_s * coalesce_s >= GATHER_MIN
 
 
-def run(main, coalesce_s: float):
-    """asyncio.run(main) on a selector loop whose wake-ups are coalesced."""
-    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(CoalescingSelector(coalesce_s))) as runner:
+class CoalescingSelector(selectors.DefaultSelector):
+    """The platform's selector, pausing what is left of `coalesce_s` since it last woke before it
+    looks again: only while the loop's busy share is between IDLE_LIMIT and BUSY_LIMIT and, given
+    its owner's `work` rate, while a pause would gather GATHER_MIN of it; never when asked not to
+    wait (timeout 0), and never while its owner says that work waits on this turn (`pausing`
+    False)."""
+
+    def __init__(self, coalesce_s: float, work: WorkRate | None = None):
+        super().__init__()
+        self.coalesce_s = coalesce_s
+        self.work = work
+        self.pausing = True
+        self.busy = 0.0          # share of the loop's recent time spent working, 0..1
+        self._working = self._span = 0.0
+        self._woke = 0.0         # when the last look returned
+        self._looked = 0.0       # when the last look began
+
+    def select(self, timeout: float | None = None):
+        now = time.monotonic()
+        if self._looked:   # time-weighted: a turn that took no time counts for nothing
+            self._working = self._working * BUSY_MEMORY + (now - self._woke)
+            self._span = self._span * BUSY_MEMORY + (now - self._looked)
+            self.busy = self._working / self._span if self._span > 0 else 0.0
+        self._looked = now
+        if (self.coalesce_s > 0 and timeout != 0 and self.pausing and IDLE_LIMIT <= self.busy < BUSY_LIMIT
+                and (self.work is None or self.work.gathers(self.coalesce_s))):
+            gap = self._woke + self.coalesce_s - now
+            if gap > 0:
+                if timeout is not None:
+                    gap = min(gap, timeout)
+                    timeout -= gap
+                time.sleep(gap)
+        ready = super().select(timeout)
+        self._woke = time.monotonic()
+        return ready
+
+
+def run(main, coalesce_s: float, work: WorkRate | None = None):
+    """asyncio.run(main) on a selector loop whose wake-ups are coalesced (given `work`: while they
+    gather enough of it)."""
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(CoalescingSelector(coalesce_s, work))) as runner:
         return runner.run(main)

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from typing import Callable
 
+from frontdesk.protocol.coalesce import WorkRate
 from frontdesk.protocol.config import Settings
 from frontdesk.protocol.http_server import Request, Response, error_body
 from frontdesk.protocol.prometheus import CONTENT_TYPE as METRICS_TYPE
@@ -35,11 +36,13 @@ class Receiver:
     handed to the store's group-commit writer (`append_nowait`) and answered on the loop when the
     writer says it is durable, or with 503 when it could not start within the ack budget. `busy`
     reads the HTTP server's count of requests not answered yet; `fail(reason)` stops the receiver
-    (exit status 1) for its supervisor to restart it."""
+    (exit status 1) for its supervisor to restart it. `webhooks` counts the webhooks taken on (the
+    loop's coalescing pauses pay only while they come often: protocol/coalesce.py)."""
 
     def __init__(self, settings: Settings, store: Store, busy: Callable[[], int | None] = lambda: None,
-                 fail: Callable[[str], None] = lambda reason: None):
+                 fail: Callable[[str], None] = lambda reason: None, webhooks: WorkRate | None = None):
         self._secret = settings.channel_secret.encode()
+        self._webhooks = webhooks
         self._callback_path = settings.callback_path
         self._max_body_bytes = settings.max_body_bytes
         self._budget_s = settings.ack_budget_s
@@ -78,6 +81,8 @@ class Receiver:
             return self._answer(request, rejected.status, 0, 0, 0, rejected)
         if not events:   # LINE's connectivity check: nothing to store
             return self._answer(request, 200, 0, 0, 0)
+        if self._webhooks is not None:
+            self._webhooks.add(1)
         deadline = request.arrived + self._budget_s
         if time.monotonic() >= deadline:
             return self._answer(request, 503, len(events), 0, 0,

@@ -52,8 +52,9 @@ def main(settings: Settings) -> int:
     def receive(store) -> int:
         log_writer = _log_through_queue()
         try:
-            failure = coalesce.run(serve(settings, lambda busy, fail: Receiver(settings, store, busy, fail)),
-                                    settings.loop_coalesce_ms / 1000)
+            webhooks = coalesce.WorkRate()   # whether the loop's pauses pay
+            failure = coalesce.run(serve(settings, lambda busy, fail: Receiver(settings, store, busy, fail, webhooks)),
+                                   settings.loop_coalesce_ms / 1000, webhooks)
         except OSError as exc:
             log.error("event=listen_failed address=%s reason=%s", settings.listen, exc.strerror or exc)
             return 1

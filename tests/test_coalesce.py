@@ -14,7 +14,7 @@ import types
 import pytest
 
 from frontdesk.protocol import coalesce
-from frontdesk.protocol.coalesce import BUSY_LIMIT, IDLE_LIMIT, CoalescingSelector, run
+from frontdesk.protocol.coalesce import BUSY_LIMIT, IDLE_LIMIT, CoalescingSelector, WorkRate, run
 
 
 @pytest.fixture
@@ -82,6 +82,22 @@ def test_a_loop_told_that_work_waits_does_not_pause(pauses):
     selector.pausing = False
     turns(selector, 6, 0.2, 0.08, pauses)
     assert pauses == [] and IDLE_LIMIT <= selector.busy < BUSY_LIMIT   # it would pause, if free to
+
+
+def held_rate(per_s: float) -> WorkRate:
+    """An owner's work rate that stays at `per_s` (its clock stands still)."""
+    rate = WorkRate(clock=lambda: 0.0)
+    rate.per_s = per_s
+    return rate
+
+
+def test_a_loop_whose_work_comes_too_slowly_to_gather_two_per_pause_does_not_pause(pauses):
+    slow = CoalescingSelector(0.4, held_rate(4.0))     # 1.6 per pause of 0.4 s
+    turns(slow, 6, 0.2, 0.08, pauses)
+    assert pauses == [] and IDLE_LIMIT <= slow.busy < BUSY_LIMIT   # it would pause, by its busy share
+    fast = CoalescingSelector(0.4, held_rate(5.0))     # 2 per pause
+    turns(fast, 8, 0.2, 0.08, pauses)
+    assert len(pauses) >= 4
 
 
 def test_timeout_zero_never_sleeps_and_zero_turns_pausing_off(pauses):

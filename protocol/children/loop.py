@@ -16,7 +16,7 @@ import selectors
 import signal
 from typing import Protocol
 
-from ..coalesce import CoalescingSelector
+from ..coalesce import CoalescingSelector, WorkRate
 
 # Every supervisor handles these, and no others: TERM/INT stop in order, QUIT at once, HUP, TTIN
 # and TTOU are about the handler pool, CHLD means a child may have exited.
@@ -47,8 +47,8 @@ class EventLoop:
     """A selector with buffered writers: what each turn reads is handed to the callbacks
     registered for its descriptor, and every writer marked dirty is flushed before the next look."""
 
-    def __init__(self, coalesce_s: float = 0.0):
-        self.selector = CoalescingSelector(coalesce_s)
+    def __init__(self, coalesce_s: float = 0.0, work: WorkRate | None = None):
+        self.selector = CoalescingSelector(coalesce_s, work)
         self._dirty: set = set()
 
     def add_reader(self, fd: int, callback) -> None:

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from frontdesk.protocol.coalesce import WorkRate
 from frontdesk.protocol.config import load
 from frontdesk.protocol.events import webhook_signature
 from frontdesk.protocol.http_server import Request, Response
@@ -264,3 +265,19 @@ def test_metrics_count_every_answer_by_route_and_status(receiver):
     assert requests.value("/callback", "200") == requests.value("/callback", "401") == 1
     assert requests.value("unmatched", "404") == 1
     assert 'frontdesk_receiver_requests_total{route="/callback",status="401"} 1' in scraped.body.decode()
+
+
+def test_the_webhooks_with_events_are_counted_for_the_loops_pauses(store):
+    """Not the connectivity check (no events), not a refused one: the rate the coalescing pause
+    looks at is the webhooks the receiver takes on."""
+    clock = [100.0]
+    webhooks = WorkRate(clock=lambda: clock[0])
+    settings = load(environ={"LINE_CHANNEL_SECRET": SECRET})
+    receiver = Receiver(settings, store, webhooks=webhooks)
+    assert answer(receiver, request(make_body(make_event()))).status == 200
+    assert answer(receiver, request(make_body(make_event()))).status == 200
+    assert answer(receiver, request(make_body())).status == 200                       # no events
+    assert answer(receiver, request(make_body(make_event()), signature="bad")).status == 401
+    clock[0] += 1.0
+    webhooks.gathers(0.003)
+    assert webhooks.per_s == 2.0
