@@ -1,11 +1,15 @@
 """The rate limiter's thread for store writes (and a second one for users' records, userdata.py).
 
-The event loop never writes to the store itself: a write waits for the store's writer lock, which
-the receiver holds through every fsync. `StoreWriter` is one thread that does the writes in order
+The event loop never waits for the store: a write waits for the store's writer lock, which the
+receiver holds through every fsync. `StoreWriter` is one thread that does the writes in order
 and settles an asyncio future for each; journal entries queued together go in one transaction.
-The writes of one loop turn (the "started" of every call that goes out in it) are handed to the
-thread together, at the end of the turn: one wake-up of the thread per turn, not one per call.
-An outcome that must not wait (journal.py says which) is handed over at once.
+The writes of one loop turn (the "started" of every call that goes out in it) are handed over
+together, at the end of the turn: one wake-up of the thread per turn, not one per call. When the
+thread has nothing to do and the store's lock is free that moment, the turn's journal entries are
+written on the loop instead (`journal_put_many_nowait`, ~0.1 ms): at 300 events/s the hand-off to
+the thread and back held each reply 0.25-1.3 ms at the median and 1.2-4.8 ms at p90 before it
+went out, on a busy machine. An outcome that must not wait (journal.py says which) is handed over
+at once.
 
 A write may linger: the call journal's "done" of a request LINE drops a repeat of waits up to
 OUTCOME_LINGER_S for the next write and goes in its transaction (journal.py says why that is
@@ -50,6 +54,7 @@ class StoreWriter:
         self._lingering: list[_Write] = []                     # writes waiting for company
         self._linger_timer: asyncio.TimerHandle | None = None
         self._this_turn: list[_Write] = []                     # writes of this loop turn, handed over at its end
+        self._handed = 0                                       # lists handed to the thread, not settled yet
         self._thread: threading.Thread | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -110,8 +115,23 @@ class StoreWriter:
             self._linger_timer.cancel()
             self._linger_timer = None
         writes, self._lingering, self._this_turn = self._lingering + self._this_turn, [], []
-        if writes:
+        if writes and not self._written_now(writes):
+            self._handed += 1
             self._queue.put(writes)
+
+    def _written_now(self, writes: list[_Write]) -> bool:
+        """Journal entries written on the loop, in order: only while the thread has nothing (a
+        write handed to it earlier goes first), and only if the store need not wait."""
+        if self._handed or any(w.entries is None for w in writes):
+            return False
+        try:
+            if not self._store.journal_put_many_nowait([entry for w in writes for entry in w.entries]):
+                return False
+            error = None
+        except Exception as exc:   # every waiter must hear of it
+            error = exc
+        _settle([(w.future, None, error) for w in writes])
+        return True
 
     def _run(self) -> None:
         while True:
@@ -122,9 +142,10 @@ class StoreWriter:
                 except queue.Empty:
                     break
             stopping = lists[-1] is _STOP
-            outcomes = self._write([w for writes in lists if writes is not _STOP for w in writes])
-            if outcomes:
-                self._loop.call_soon_threadsafe(_settle, outcomes)
+            handed = [writes for writes in lists if writes is not _STOP]
+            outcomes = self._write([w for writes in handed for w in writes])
+            if handed:
+                self._loop.call_soon_threadsafe(self._settle_handed, outcomes, len(handed))
             if stopping:
                 return
 
@@ -145,6 +166,12 @@ class StoreWriter:
                 except Exception as exc:
                     outcomes.append((write.future, None, exc))
         return outcomes
+
+
+    def _settle_handed(self, outcomes, handed: int) -> None:
+        """On the loop: what the thread wrote is settled, and it has that many fewer to do."""
+        self._handed -= handed
+        _settle(outcomes)
 
 
 def _settle(outcomes) -> None:

@@ -224,6 +224,16 @@ class Journal(abc.ABC):
                 MongoDB: an integer beyond 64 bits); nothing is written.
         """
 
+    def journal_put_many_nowait(self, entries: list[JournalEntry]) -> bool:
+        """journal_put_many, only if the store can write at once: on a thread that must not wait
+        (the rate limiter's event loop). Returns False, having written nothing, when the write
+        would wait for another writer; a store that cannot tell always says so (MongoDB).
+
+        Raises:
+            as journal_put_many, once the write was started.
+        """
+        return False
+
     @abc.abstractmethod
     def journal_unfinished(self) -> list[JournalEntry]:
         """Returns: entries still "started", oldest first (a restarted rate limiter resolves them)."""

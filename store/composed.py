@@ -137,6 +137,9 @@ class ComposedStore(Store, Generic[C]):
     def journal_put_many(self, entries: list[JournalEntry]) -> None:
         self._journal.journal_put_many(entries)
 
+    def journal_put_many_nowait(self, entries: list[JournalEntry]) -> bool:
+        return self._journal.journal_put_many_nowait(entries)
+
     def journal_unfinished(self) -> list[JournalEntry]:
         return self._journal.journal_unfinished()
 

@@ -25,6 +25,7 @@ from .sqlite_files import FILE_MODE, SQLiteFile
 
 BOOKKEEPING_SYNC = "NORMAL"
 BUSY_TIMEOUT_S = 10.0       # how long a write waits for a transaction of a foreign writer
+NOWAIT_BUSY_TIMEOUT_MS = 0  # transaction_nowait: no wait at all
 WAL_SIZE_LIMIT_BYTES = 64 << 20   # the WAL file is truncated back to this after a checkpoint
 WRITER_LOCK_SUFFIX = ".writelock"
 ID_QUERY_CHUNK = 500        # ids per `IN (...)` query (SQLite allows 32766 parameters)
@@ -50,7 +51,18 @@ class WriterLock:
     def __enter__(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
+    def try_enter(self) -> bool:
+        """Take the lock only if no one holds it."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def release(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
@@ -145,6 +157,41 @@ class SQLiteConnections:
                     rollback(conn)
                     raise
             return result
+
+    def transaction_nowait(self, work: Callable[[sqlite3.Connection], object]) -> bool:
+        """transaction(work), only if no writer of this store holds the lock now (nor a foreign
+        one, such as an operator's sqlite3 shell, SQLite's own lock); False: nothing was done."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self.closed:
+                raise StoreUnavailable(f"store {self.path} is closed")
+            self.file.check_same()
+            if not self.shared_lock.try_enter():
+                return False
+            conn = self.bookkeeping
+            try:
+                conn.execute(f"PRAGMA busy_timeout={NOWAIT_BUSY_TIMEOUT_MS}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError:   # SQLITE_BUSY: a foreign writer
+                    return False
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+                try:
+                    work(conn)
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    rollback(conn)
+                    raise StoreUnavailable(f"store {self.path}: {exc}") from None
+                except BaseException:
+                    rollback(conn)
+                    raise
+                return True
+            finally:
+                self.shared_lock.release()
+        finally:
+            self._lock.release()
 
     def read(self, sql: str, params=()) -> list[tuple]:
         with self._read_lock:

@@ -36,10 +36,15 @@ class SQLiteJournal(Journal):
         return _entry(rows[0]) if rows else None
 
     def journal_put_many(self, entries: list[JournalEntry]) -> None:
+        self._db.transaction(self._insert(entries))
+
+    def journal_put_many_nowait(self, entries: list[JournalEntry]) -> bool:
+        return self._db.transaction_nowait(self._insert(entries))
+
+    def _insert(self, entries: list[JournalEntry]):
         rows = [(entry.event_id, entry.call_no, entry.fingerprint, entry.state, _json_or_null(entry.request),
                  _json_or_null(entry.response), entry.updated_at or self._clock()) for entry in entries]
-        self._db.transaction(lambda conn: conn.executemany(
-            f"INSERT OR REPLACE INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows))
+        return lambda conn: conn.executemany(f"INSERT OR REPLACE INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def journal_unfinished(self) -> list[JournalEntry]:
         rows = self._db.read(f"SELECT {_COLUMNS} FROM journal WHERE state = 'started' ORDER BY updated_at")

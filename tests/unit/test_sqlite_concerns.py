@@ -3,10 +3,13 @@ moves: dead letters and retention, the call journal, the rate budget, users, obs
 control, the integrity report, and the appends' dedupe and follow state."""
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from frontdesk.store.base import JournalEntry
 from frontdesk.store.sqlite_budget import SQLiteBudget
+from frontdesk.store.sqlite_connections import WRITER_LOCK_SUFFIX, WriterLock
 from frontdesk.store.sqlite_integrity import SQLiteIntegrity
 from frontdesk.store.sqlite_journal import SQLiteJournal
 from frontdesk.store.sqlite_observation import SQLiteObservation
@@ -116,6 +119,25 @@ def test_a_journal_entry_without_a_time_is_stamped_now(db, clock):
     journal = SQLiteJournal(db, clock)
     journal.journal_put(JournalEntry("ev1", 1, "fp", "started"))
     assert journal.journal_get("ev1", 1).updated_at == clock.now
+
+
+def test_a_journal_write_that_must_not_wait_is_refused_while_any_writer_holds_the_store(db, clock):
+    """One of ours (the writer lock) or a foreign one (an operator's sqlite3 shell: SQLite's own
+    lock): False at once, nothing written; then, the store free, written."""
+    journal = SQLiteJournal(db, clock)
+    entry = JournalEntry("ev1", 1, "fp", "started", updated_at=5.0)
+    another_process = WriterLock(db.path + WRITER_LOCK_SUFFIX)
+    with another_process:
+        assert journal.journal_put_many_nowait([entry]) is False
+    another_process.close()
+    foreign = sqlite3.connect(db.path, isolation_level=None)
+    foreign.execute("BEGIN IMMEDIATE")
+    assert journal.journal_put_many_nowait([entry]) is False and journal.journal_get("ev1", 1) is None
+    foreign.execute("COMMIT")
+    foreign.close()
+    assert journal.journal_put_many_nowait([entry]) is True and journal.journal_get("ev1", 1) == entry
+    journal.journal_put(JournalEntry("ev2", 1, "fp", "started"))     # the busy timeout is back: it waits as before
+    assert db.bookkeeping.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
 
 
 def test_unfinished_entries_are_the_started_ones_oldest_first(db, clock):

@@ -71,48 +71,101 @@ def test_a_write_nobody_waits_for_logs_its_failure(tmp_path, caplog):
     assert "event=store_write_failed what=profile_cache_write reason='division by zero'" in caplog.text
 
 
-def recorded_transactions(store) -> tuple[list[list[str]], threading.Event]:
-    """The event ids of each journal transaction the store is given, and an Event set at the first."""
-    transactions: list[list[str]] = []
-    handed = threading.Event()
-    put_many = store.journal_put_many
+def recorded_transactions(store) -> tuple[list[tuple[str, list[str]]], threading.Event]:
+    """Each journal transaction the store is given, as (where, event ids): "thread" (it may wait)
+    or "loop" (written at once); and an Event set at the first."""
+    transactions: list[tuple[str, list[str]]] = []
+    written = threading.Event()
+    put_many, put_many_nowait = store.journal_put_many, store.journal_put_many_nowait
 
-    def recording(entries):
-        transactions.append([e.event_id for e in entries])
-        handed.set()
+    def on_thread(entries):
         put_many(entries)
-    store.journal_put_many = recording
-    return transactions, handed
+        transactions.append(("thread", [e.event_id for e in entries]))
+        written.set()
+
+    def on_loop(entries):
+        if not put_many_nowait(entries):
+            return False
+        transactions.append(("loop", [e.event_id for e in entries]))
+        written.set()
+        return True
+    store.journal_put_many, store.journal_put_many_nowait = on_thread, on_loop
+    return transactions, written
 
 
-def test_the_writes_of_one_loop_turn_reach_the_thread_together_at_its_end(tmp_path):
-    """Calls started in one turn share one hand-off and one transaction: the thread is handed
-    nothing while the turn goes on (it is given the time to take the first write, were it handed
-    over), and then both entries at once."""
+def test_the_writes_of_one_loop_turn_are_written_together_at_its_end(tmp_path):
+    """Calls started in one turn share one transaction: nothing is written while the turn goes on
+    (the thread is given the time to take the first write, were it handed over), then both
+    entries at once, on the loop: the thread has nothing to do and the store's lock is free."""
     with sqlite_store(tmp_path) as store:
-        transactions, handed = recorded_transactions(store)
+        transactions, written = recorded_transactions(store)
 
         async def main():
             async with started_writer(store) as writer:
                 first = writer.journal([entry("a", "started")])
-                assert not handed.wait(0.2)   # still this turn: not handed to the thread yet
+                assert not written.wait(0.2)   # still this turn: not written yet
                 second = writer.journal([entry("b", "started")])
                 await asyncio.gather(first, second)
         asyncio.run(main())
-        assert transactions == [["a", "b"]]
+        assert transactions == [("loop", ["a", "b"])]
 
 
-def test_an_outcome_written_at_once_reaches_the_thread_within_the_turn_with_what_waited(tmp_path):
+def test_an_outcome_written_at_once_is_written_within_the_turn_with_what_waited(tmp_path):
     """An outcome whose caller was already answered does not wait for the end of the turn: a
     rate limiter killed right after the answer should find it written."""
     with sqlite_store(tmp_path) as store:
-        transactions, handed = recorded_transactions(store)
+        transactions, written = recorded_transactions(store)
 
         async def main():
             async with started_writer(store) as writer:
                 started = writer.journal([entry("a", "started")])
                 outcome = writer.journal_at_once([entry("b", "failed")])
-                assert handed.wait(30)   # the same turn still: handed over already
+                assert written.is_set()   # the same turn still: written already
                 await asyncio.gather(started, outcome)
         asyncio.run(main())
-        assert transactions == [["a", "b"]]
+        assert transactions == [("loop", ["a", "b"])]
+
+
+def test_while_another_writer_holds_the_store_the_turns_entries_go_to_the_thread(tmp_path):
+    """The loop never waits for the store: with the writer lock taken (the receiver's fsync,
+    another process's transaction) the entries go to the thread, which writes them once it frees."""
+    with sqlite_store(tmp_path) as store, sqlite_store(tmp_path) as other:
+        transactions, written = recorded_transactions(store)
+        holding, release = threading.Event(), threading.Event()
+
+        def hold(conn):
+            holding.set()
+            release.wait(30)
+        holder = threading.Thread(target=lambda: other._journal._db.transaction(hold))
+        holder.start()
+        assert holding.wait(30)
+
+        async def main():
+            async with started_writer(store) as writer:
+                started = writer.journal([entry("a", "started")])
+                await asyncio.sleep(0)     # the turn ends: the entries are handed to the thread
+                assert not written.is_set() and store.journal_get("a", 1) is None
+                release.set()
+                await started
+        asyncio.run(main())
+        holder.join()
+        assert transactions == [("thread", ["a"])]
+
+
+def test_a_journal_entry_never_overtakes_a_write_the_thread_has(tmp_path):
+    """In order: while the thread has work handed to it, the next turn's entries go after it."""
+    with sqlite_store(tmp_path) as store:
+        transactions, written = recorded_transactions(store)
+        gate = threading.Event()
+
+        async def main():
+            async with started_writer(store) as writer:
+                slow = writer.call(lambda s: gate.wait(30))
+                await asyncio.sleep(0)     # handed to the thread, which now waits at the gate
+                started = writer.journal([entry("a", "started")])
+                await asyncio.sleep(0)
+                assert not written.is_set()
+                gate.set()
+                await asyncio.gather(slow, started)
+        asyncio.run(main())
+        assert transactions == [("thread", ["a"])]
