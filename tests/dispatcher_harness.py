@@ -13,6 +13,9 @@ from frontdesk.store import open_store
 from tests.helpers import wait_until
 
 SCRIPTED = [sys.executable, "-m", "tests.handlers.scripted"]
+# The API base unless a test gives one (a sandbox): a closed port on loopback refuses at once. With
+# api.line.me out of reach, a new rate limiter's start-up reads held its first status report ~3 s.
+NO_LINE = "http://127.0.0.1:9"
 FAST = {  # short deadlines and backoffs so failures play out in a test's time
     "event_deadline_s": "1.5", "kill_grace_s": "0.5", "handler_start_timeout_s": "10",   # (a slow start is no failure)
     "restart_backoff_max_s": "0.3", "retry_backoff_s": "0.05", "retry_backoff_max_s": "0.2",
@@ -40,7 +43,8 @@ class Harness:
         for key, value in overrides.items():
             argv += ["--set", f"{key}={value}"]
         full_env = {**os.environ, "FD_TEST_RECORD": str(self.record),
-                    "LINE_CHANNEL_ACCESS_TOKEN": "test-token", "PYTHONUNBUFFERED": "1", **(env or {})}
+                    "LINE_CHANNEL_ACCESS_TOKEN": "test-token", "PYTHONUNBUFFERED": "1",
+                    "FRONTDESK_API_BASE": NO_LINE, "FRONTDESK_API_DATA_BASE": NO_LINE, **(env or {})}
         log = open(self.tmp / f"dispatcher-{len(self.processes)}.log", "wb")
         process = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=Path(__file__).resolve().parent.parent)

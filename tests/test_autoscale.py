@@ -8,7 +8,7 @@ import threading
 
 def test_a_burst_scales_a_real_pool_up_drains_in_order_and_idle_scales_it_down(harness):
     process = harness.start(handlers="auto", handlers_min=1, handlers_max=4, autoscale_backlog_s=0.5,
-                            autoscale_idle_s=2, env={"FD_TEST_WINDOW": "1", "FD_TEST_DELAY_MS": "40"})
+                            autoscale_idle_s=1, env={"FD_TEST_WINDOW": "1", "FD_TEST_DELAY_MS": "40"})
     harness.wait_status(process, lambda d: d["autoscale"] and len([h for h in d["handlers"]
                                                                   if h["state"] == "ready"]) == 1, timeout=30)
     seen, stop = [], threading.Event()

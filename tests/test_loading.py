@@ -63,7 +63,8 @@ def test_waiting_one_to_one_chats_see_the_animation_and_groups_and_rooms_never(t
 
 
 def test_no_animation_when_the_setting_is_off(tmp_path):
-    with running_system(tmp_path, rate_limits="reply=4/s", loading_after_s=0) as system:
+    # at 8 a second the burst's last replies still wait 2 s: past the 1 s that shows the animation above
+    with running_system(tmp_path, rate_limits="reply=8/s", loading_after_s=0) as system:
         stats = run_burst(system)
     assert stats["loading"] == {"chats": 0, "started": 0, "by_chat": {}} and "loading" not in stats["calls"]
 
