@@ -214,11 +214,21 @@ class Scheduler:
     def pending(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
-    def close(self) -> None:
-        """No more submissions are coming: senders stop once everything queued is sent."""
+    def close(self, drop: Callable[[object], bool] = lambda item: False) -> list:
+        """No more submissions are coming: senders stop once everything queued is sent, but for
+        the items `drop` picks, taken out now (retries too, whenever due) and returned for their
+        owner to answer."""
         self._closed = True
+        dropped = []
+        for queue in self._queues.values():
+            dropped += [item for _, item in queue.waiting if drop(item)]
+            dropped += [entry[3] for entry in queue.retries if drop(entry[3])]
+            queue.waiting = deque(entry for entry in queue.waiting if not drop(entry[1]))
+            queue.retries = [entry for entry in queue.retries if not drop(entry[3])]
+            heapq.heapify(queue.retries)
         while self._waiters:
             _wake(self._waiters.popleft())
+        return dropped
 
     def stats(self) -> dict:
         return {name: queue.stats() for name, queue in self._queues.items() if len(queue) or queue.waits}

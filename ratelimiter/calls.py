@@ -47,12 +47,14 @@ class Call:
 
 class OwnCall(Call):
     """A call the rate limiter makes of its own accord (the quota, a group's member count): no
-    handler waits for it, its answer goes to `answered(error, result)`."""
-    __slots__ = ("answered",)
+    handler waits for it, its answer goes to `answered(error, result)`. `needed_at_stop` False:
+    a read nothing depends on once the input has ended (it is dropped, not waited for)."""
+    __slots__ = ("answered", "needed_at_stop")
 
-    def __init__(self, method: str, args: dict, answered):
+    def __init__(self, method: str, args: dict, answered, needed_at_stop: bool = True):
         super().__init__(None, None, method, args, {}, None)
         self.answered = answered
+        self.needed_at_stop = needed_at_stop
 
 
 class Send:
@@ -77,6 +79,13 @@ class Send:
             call = calls[0]
             return cls(build_request("push", call.args, call.retry_key()), calls, "push")
         return cls(batch_request([(call.args, call.key) for call in calls]), calls, "multicast")
+
+
+def unneeded_at_stop(send) -> bool:
+    """A Send only of the rate limiter's own reads that nothing needs once its input has ended
+    (LINE's quota, a chat's member count): at stop it is dropped rather than sent or retried, so a
+    stop while LINE cannot be reached does not wait out their retries (4-5 s)."""
+    return all(isinstance(call, OwnCall) and not call.needed_at_stop for call in send.calls)
 
 
 def may_withdraw(send: Send) -> bool:

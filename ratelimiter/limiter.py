@@ -32,7 +32,7 @@ from frontdesk.store import run_with_store
 from .batcher import Batcher
 from .buckets import Scheduler
 from .callers import Callers
-from .calls import Send, parse_call
+from .calls import Send, parse_call, unneeded_at_stop
 from .journal import CallJournal
 from .line_api import LineApi
 from .loading import LOADING, Loading
@@ -166,7 +166,7 @@ class RateLimiter:
             self.loading.close()
         self.quota.stop_polling()
         self.mark_read.stop()
-        self.scheduler.close()
+        self.sending.stop(self.scheduler.close(drop=unneeded_at_stop))
         await self.senders.join()
         await self.quota.close()
         await self.token.close()     # last: every send, and the quota's, used it

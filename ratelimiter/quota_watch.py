@@ -93,7 +93,7 @@ class QuotaWatch:
             return
         self._add(kind, count)
         if kind in UNKNOWN_RECIPIENTS and self._loop is not None:   # only LINE's figure knows their recipients
-            self._route(OwnCall("quota_consumption", {}, self._usage_read))
+            self._read("quota_consumption", {}, self._usage_read)
 
     def _add(self, kind: str, count: int) -> None:
         self.month.add(kind, count, self._clock())
@@ -111,7 +111,7 @@ class QuotaWatch:
         waiting.append(kind)
         if len(waiting) == 1:
             method, field = CHAT_METHODS[chat[0]]
-            self._route(OwnCall(method, {field: chat}, lambda error, result: self._members_read(chat, error, result)))
+            self._read(method, {field: chat}, lambda error, result: self._members_read(chat, error, result))
 
     def _members_read(self, chat: str, error, result) -> None:
         count = result.get("count") if error is None and isinstance(result, dict) else None
@@ -178,13 +178,17 @@ class QuotaWatch:
         return api_error(f"reply not sent: {why}, and {reason}: not sent as a push (dead letter)")
 
     # --- LINE's figures and the webhook, every quota_poll_s ---------------------------------------------
+    def _read(self, method: str, args: dict, answered) -> None:
+        """Ask LINE; nothing needs the answer once the input has ended (unneeded_at_stop)."""
+        self._route(OwnCall(method, args, answered, needed_at_stop=False))
+
     def _poll(self) -> None:
         if self._loop is None:
             return
         self._poll_timer = self._loop.call_later(self._settings.quota_poll_s, self._poll)
-        self._route(OwnCall("quota", {}, self._quota_read))
-        self._route(OwnCall("quota_consumption", {}, self._usage_read))
-        self._route(OwnCall("webhook_endpoint", {}, self._webhook_read))
+        self._read("quota", {}, self._quota_read)
+        self._read("quota_consumption", {}, self._usage_read)
+        self._read("webhook_endpoint", {}, self._webhook_read)
         if self._flush_timer is None:
             self._flush()
 
@@ -234,7 +238,7 @@ class QuotaWatch:
         self.month.turn(self._clock())
         if self.line["month"] not in (None, self.month.month) and self._loop is not None:   # last month's: read again
             self.line.update(used=None, checked_at=None, month=None)
-            self._route(OwnCall("quota_consumption", {}, self._usage_read))
+            self._read("quota_consumption", {}, self._usage_read)
         allowance = self.allowance()
         warned = allowance.warning()
         return {"month": self.month.month, "sent": self.month.sent(), "counted": allowance.counted,

@@ -19,7 +19,7 @@ from frontdesk.store import StoreError
 
 from .buckets import Scheduler
 from .callers import Callers
-from .calls import Send, may_withdraw
+from .calls import Send, may_withdraw, unneeded_at_stop
 from .http import ApiConnectionError
 from .journal import CallJournal
 from .line_api import LineApi, build_request, reply_as_push, trace_header
@@ -29,6 +29,8 @@ from .results import fetched_profile, result_of
 from .stats import Counters
 
 log = logging.getLogger("frontdesk.ratelimiter")
+
+STOPPING = api_error("not sent: the rate limiter is stopping")
 
 
 class Sending:
@@ -52,6 +54,14 @@ class Sending:
         self._clock = clock
         self._accepted = accepted              # LINE accepted a Send: the month's count (quota_watch.py)
         self._expired_reply = expired_reply    # reply_expiry's choice: None (a push) or the call's error
+        self._stopping = False
+
+    def stop(self, dropped: list[Send]) -> None:
+        """The input has ended: the rate limiter's own reads are answered unsent (`dropped`, taken
+        out of the queues) and not retried any more (unneeded_at_stop)."""
+        self._stopping = True
+        for send in dropped:
+            self._finish(send, STOPPING, None)
 
     async def serve(self, api: LineApi, send: Send) -> None:
         """Send until answered or queued again; a bug costs this Send, not the sender."""
@@ -124,6 +134,8 @@ class Sending:
     def _carry_out(self, send: Send, decision: Decision, response) -> bool:
         """Do what the decision says; True when the calls are answered."""
         step = decision.next
+        if step is Next.RETRY and self._stopping and unneeded_at_stop(send):
+            return self._finish(send, STOPPING, None)
         if step is Next.RETRY:
             self._counters.add("retries")
             self._scheduler.retry(send.endpoint, send, decision.delay_s, send.enqueued_at,

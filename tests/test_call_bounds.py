@@ -29,8 +29,7 @@ def test_a_handler_that_stops_reading_has_its_calls_held_and_starves_no_one(harn
     harness.store.user_set_data("Uhoard", {"blob": "x" * BLOB_BYTES})
     appended = harness.append({"Uhoard": ["hoard"], **{f"U{n}": ["hi"] * 3 for n in range(10)}})
     ordinary = [event_id for event_id in appended if event_id != appended[0]]
-    # no call goes to LINE (NO_LINE, said here since it matters): an https base would add a TLS
-    # context per connection (~110 MB for 64) to the rate limiter's memory measured here
+    # no call goes to LINE (NO_LINE, said here since it matters)
     dispatcher = harness.start(handlers=3, handler=HOARDER, event_deadline_s=10, max_attempts=1,
                                env={"FD_TEST_ORDINARY": "user_get", "FD_TEST_HOARD_BYTES": str(BLOB_BYTES),
                                     "FRONTDESK_API_BASE": NO_LINE})

@@ -349,3 +349,20 @@ def test_stdin_eof_finishes_queued_calls_then_exits_0(system):
     assert all(error is None for error, _ in limiter.results(ids, timeout=1))
     assert len(sandbox.deliveries()) == 40
     assert limiter.stats and limiter.stats[-1]["calls"]["push"] == {"200": 40}
+
+
+def test_at_stop_its_own_reads_of_an_unreachable_line_are_dropped_not_retried(tmp_path):
+    """The quota and webhook reads it makes at start, against a LINE it cannot reach: a stop soon
+    after once waited out their six attempts each (4-5 s); now they are answered unsent at once
+    (that a handler's call still goes: tests/unit/test_sending.py)."""
+    env = limiter_env("http://127.0.0.1:9", TOKEN, f"sqlite:///{tmp_path}/rl.db")   # nothing listens there
+    limiter = RateLimiterProcess(env, tmp_path / "ratelimiter.log", cwd=tmp_path)
+    try:
+        wait_until(lambda: "event=api_connection_error" in limiter.log(), timeout=30, message="a read failed")
+        limiter.close_stdin()
+        assert limiter.wait_exit(timeout=30) == 0
+        log = limiter.log()
+        assert "webhook_check_failed problem='cannot read the webhook endpoint: not sent: the rate limiter is stopping'" in log
+        assert "attempt=6" not in log
+    finally:
+        limiter.kill()

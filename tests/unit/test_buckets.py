@@ -172,3 +172,14 @@ def test_a_waiting_sender_wakes_at_a_submit_and_every_sender_ends_at_close():
         rest = await asyncio.wait_for(asyncio.gather(*(t for t in takers if t not in done)), 5)
         assert rest == [None, None]
     asyncio.run(main())
+
+
+def test_close_takes_out_what_the_owner_drops_retries_too_and_leaves_the_rest_to_go():
+    scheduler = Scheduler({}, clock=Clock(0.0))
+    for item in ("keep-1", "drop-1"):
+        scheduler.submit("push", item)
+    scheduler.retry("push", "drop-2", 30.0, 0.0, pause_endpoint=False)
+    scheduler.retry("push", "keep-2", 30.0, 0.0, pause_endpoint=False)
+    assert sorted(scheduler.close(drop=lambda item: item.startswith("drop"))) == ["drop-1", "drop-2"]
+    assert scheduler.pending() == 2 and scheduler.next_ready(0.0)[0] == "keep-1"
+    assert scheduler.next_ready(31.0)[0] == "keep-2"

@@ -8,7 +8,7 @@ import logging
 
 from frontdesk.ratelimiter.buckets import Scheduler
 from frontdesk.ratelimiter.callers import Callers
-from frontdesk.ratelimiter.calls import Call, Send, fingerprint
+from frontdesk.ratelimiter.calls import Call, OwnCall, Send, fingerprint, unneeded_at_stop
 from frontdesk.ratelimiter.http import ApiConnectionError
 from frontdesk.ratelimiter.journal import CallJournal
 from frontdesk.ratelimiter.line_api import HttpResponse, batch_request, build_request, retry_key
@@ -245,3 +245,28 @@ def test_each_sender_has_its_own_connections_serves_until_the_queue_closes_and_c
         assert len(connections) == 3 and all(c.closed for c in connections)
         assert {id(c) for c, _ in served} <= {id(c) for c in connections}
     asyncio.run(main())
+
+
+def test_at_stop_the_rate_limiters_own_reads_are_answered_unsent_and_never_retried(tmp_path):
+    """A stop while LINE cannot be reached once waited out six attempts of its quota reads (4-5 s):
+    its own reads are dropped from the queues (retries too), one that fails after the stop is not
+    retried; a handler's call and an own call that has effects still go."""
+    async def scenario(layers):
+        heard = []
+
+        def own(method: str, needed_at_stop: bool = False, args: dict | None = None) -> Send:
+            call = OwnCall(method, args or {}, lambda error, result: heard.append((method, error)), needed_at_stop)
+            return Send(build_request(method, args or {}, None), [call], method)
+        retried, queued, failing = own("quota"), own("quota_consumption"), own("webhook_endpoint")
+        await layers.sending.serve(ScriptedLine(json_answer(503)), retried)   # back in its queue, to retry
+        layers.scheduler.submit(queued.endpoint, queued)
+        push, effect = layers.send_of("push", PUSH_ARGS), own("mark_as_read", True, {"markAsReadToken": "t"})
+        for send in (push, effect):
+            layers.scheduler.submit(send.endpoint, send)
+        layers.sending.stop(layers.scheduler.close(drop=unneeded_at_stop))
+        await layers.sending.serve(ScriptedLine(json_answer(503)), failing)
+        stopping = "not sent: the rate limiter is stopping"
+        assert sorted((method, error["message"]) for method, error in heard) == [
+            ("quota", stopping), ("quota_consumption", stopping), ("webhook_endpoint", stopping)]
+        assert set(layers.requeued()) == {push, effect}
+    run(tmp_path, scenario)
