@@ -221,10 +221,18 @@ class Scheduler:
         self._closed = True
         dropped = []
         for queue in self._queues.values():
-            dropped += [item for _, item in queue.waiting if drop(item)]
-            dropped += [entry[3] for entry in queue.retries if drop(entry[3])]
-            queue.waiting = deque(entry for entry in queue.waiting if not drop(entry[1]))
-            queue.retries = [entry for entry in queue.retries if not drop(entry[3])]
+            waiting, queue.waiting = queue.waiting, deque()
+            for enqueued_at, item in waiting:
+                if drop(item):
+                    dropped.append(item)
+                else:
+                    queue.waiting.append((enqueued_at, item))
+            retries, queue.retries = queue.retries, []
+            for entry in retries:     # (due, seq, enqueued_at, item)
+                if drop(entry[3]):
+                    dropped.append(entry[3])
+                else:
+                    queue.retries.append(entry)
             heapq.heapify(queue.retries)
         while self._waiters:
             _wake(self._waiters.popleft())

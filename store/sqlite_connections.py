@@ -141,22 +141,13 @@ class SQLiteConnections:
         that was removed or replaced since it was opened: StoreGone); SQLite's errors become
         StoreUnavailable, anything work() raises is raised after a rollback."""
         with self._lock:
-            if self.closed:
-                raise StoreUnavailable(f"store {self.path} is closed")
-            self.file.check_same()
-            conn = self.bookkeeping
+            conn = self._bookkeeping_now()
             with self.shared_lock:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
-                    result = work(conn)
-                    conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    rollback(conn)
                     raise StoreUnavailable(f"store {self.path}: {exc}") from None
-                except BaseException:
-                    rollback(conn)
-                    raise
-            return result
+                return self._commit(conn, work)
 
     def transaction_nowait(self, work: Callable[[sqlite3.Connection], object]) -> bool:
         """transaction(work), only if no writer of this store holds the lock now (nor a foreign
@@ -164,34 +155,53 @@ class SQLiteConnections:
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            if self.closed:
-                raise StoreUnavailable(f"store {self.path} is closed")
-            self.file.check_same()
+            conn = self._bookkeeping_now()
             if not self.shared_lock.try_enter():
                 return False
-            conn = self.bookkeeping
             try:
-                conn.execute(f"PRAGMA busy_timeout={NOWAIT_BUSY_TIMEOUT_MS}")
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError:   # SQLITE_BUSY: a foreign writer
+                if not self._begin_nowait(conn):
                     return False
-                finally:
-                    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-                try:
-                    work(conn)
-                    conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    rollback(conn)
-                    raise StoreUnavailable(f"store {self.path}: {exc}") from None
-                except BaseException:
-                    rollback(conn)
-                    raise
+                self._commit(conn, work)
                 return True
             finally:
                 self.shared_lock.release()
         finally:
             self._lock.release()
+
+    def _bookkeeping_now(self) -> sqlite3.Connection:
+        """The bookkeeping connection, on the file at the configured path (under self._lock)."""
+        if self.closed:
+            raise StoreUnavailable(f"store {self.path} is closed")
+        self.file.check_same()
+        return self.bookkeeping
+
+    def _begin_nowait(self, conn: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE without waiting for a foreign writer (busy timeout 0 for it); False
+        when one holds the database."""
+        try:
+            conn.execute(f"PRAGMA busy_timeout={NOWAIT_BUSY_TIMEOUT_MS}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return True
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                return False
+            raise StoreUnavailable(f"store {self.path}: {exc}") from None
+
+    def _commit(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+        """work(conn) in the open transaction, then COMMIT; rolled back on any failure."""
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(conn)
+            raise StoreUnavailable(f"store {self.path}: {exc}") from None
+        except BaseException:
+            rollback(conn)
+            raise
+        return result
 
     def read(self, sql: str, params=()) -> list[tuple]:
         with self._read_lock:
