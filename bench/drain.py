@@ -29,6 +29,7 @@ import threading
 import time
 
 from frontdesk.protocol.frames import FrameDecoder, encode_frame
+from frontdesk.protocol.reads import READ_SIZE
 
 from .cpu import process_cpu_s
 
@@ -50,7 +51,7 @@ def handler_main() -> int:
     decoder = FrameDecoder()
     hello = None
     while hello is None:
-        chunk = os.read(0, 65536)
+        chunk = os.read(0, READ_SIZE)
         if not chunk:
             return 0
         values = decoder.feed(chunk)
@@ -58,7 +59,7 @@ def handler_main() -> int:
     os.write(1, encode_frame([1, hello[1], None, {"protocol": 1, "name": "bench-noop", "max_in_flight": WINDOW,
                                                   "features": ["batch"]}]))
     while True:
-        chunk = os.read(0, 1 << 20)
+        chunk = os.read(0, READ_SIZE)
         if not chunk:
             break
         now = time.monotonic()

@@ -14,13 +14,13 @@ import logging
 import os
 
 from frontdesk.protocol.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.reads import READ_SIZE
 from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, error_value, parse_message
 
 from .sdk import (BATCH, EXIT_OK, EXIT_PROTOCOL_ERROR, EXIT_UNSUPPORTED, SKIPPED, Api, ApiError, Event,
                   batch_entries, nack_value, answer_hello)
 
 log = logging.getLogger("frontdesk.sdk")
-READ_SIZE = 1 << 20
 GONE = {"message": "dispatcher gone: stdin closed", "status": 0, "retryable": True}
 
 

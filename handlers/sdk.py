@@ -31,6 +31,7 @@ import threading
 from frontdesk.protocol import PROTOCOL_VERSION
 from frontdesk.protocol.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, ProtocolError, encode_frame
 from frontdesk.protocol.line_endpoints import TABLE, ApiMethod, EndpointTable
+from frontdesk.protocol.reads import READ_SIZE
 from frontdesk.protocol.rpc import MsgIds, Notification, Request, Response, error_value, parse_message
 
 EXIT_OK, EXIT_UNSUPPORTED, EXIT_PROTOCOL_ERROR = 0, 1, 2
@@ -306,7 +307,7 @@ class _Session:
     def frames(self):
         """Decoded frames until EOF; a truncated last frame is a ProtocolError."""
         while True:
-            data = os.read(self.in_fd, 1 << 16)
+            data = os.read(self.in_fd, READ_SIZE)
             if not data:
                 if self.decoder.buffered:
                     raise ProtocolError(f"stdin ended inside a frame ({self.decoder.buffered} bytes)")

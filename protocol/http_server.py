@@ -40,6 +40,8 @@ from typing import Callable
 
 import httptools
 
+from .reads import read_small
+
 MAX_HEAD_BYTES = 64 * 1024      # request line and headers (431 above it); trailers count too
 PIPELINE_DEPTH = 4              # requests read ahead of the one being answered before reading pauses
 # Headers that frontdesk's routes read as one value. A second copy is refused (400) rather than
@@ -224,6 +226,7 @@ class _Connection(asyncio.Protocol):
     # --- connection life ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        read_small(transport)
         server = self.server
         if server.stopping or (len(server.connections) >= server.limits.max_connections
                                and not server.make_room()):

@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from frontdesk.protocol.reads import read_small
+
 MAX_HEAD_BYTES = 64 * 1024      # what may arrive before the answer's headers are complete
 
 
@@ -77,6 +79,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        read_small(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

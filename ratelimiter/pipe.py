@@ -13,6 +13,7 @@ import os
 from collections import deque
 from typing import Callable
 
+from frontdesk.protocol.reads import read_small
 from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
 from frontdesk.protocol.rpc import parse_message
 
@@ -28,6 +29,7 @@ class _Reader(asyncio.Protocol):
         self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport) -> None:
+        read_small(transport)
         self.pipe.reading(transport)
 
     def data_received(self, data: bytes) -> None:

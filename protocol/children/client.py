@@ -14,9 +14,9 @@ from typing import IO, Callable
 
 from .. import rpc
 from ..frames import DEFAULT_MAX_FRAME_BYTES, ProtocolError, encode_frame
+from ..reads import READ_SIZE
 from .stream import MessageStream
 
-READ_SIZE = 1 << 16
 KILL_JOIN_S = 5.0   # how long kill() waits for the reader threads to see the pipes end
 
 

@@ -15,12 +15,12 @@ from typing import Protocol
 
 from .. import rpc
 from ..frames import ProtocolError, encode_frame
+from ..reads import READ_SIZE
 from .lifeline import Identity, spawn
 from .loop import EventLoop
 from .stream import MessageStream
 
 STDERR_LINE_MAX = 4096
-READ_SIZE = 256 * 1024
 
 
 class FrameReceiver(Protocol):
