@@ -9,6 +9,12 @@ The rest of the package is the `frontdesk` command and its processes: `frontdesk
 `frontdesk.handlers`, `frontdesk.protocol` and `frontdesk.bench` (README, "Layout").
 """
 from frontdesk.handlers.sdk import Api, ApiError, Bot, Event, Nack
-from frontdesk.protocol import VERSION as __version__
+from frontdesk.protocol import version
 
 __all__ = ["Api", "ApiError", "Bot", "Event", "Nack", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "__version__":   # read when asked for (protocol.version)
+        return version()
+    raise AttributeError(f"module 'frontdesk' has no attribute {name!r}")

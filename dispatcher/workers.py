@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Callable, Protocol
 
-from frontdesk.protocol import PROTOCOL_VERSION, VERSION, rpc
+from frontdesk.protocol import PROTOCOL_VERSION, rpc, version
 from frontdesk.protocol.children.framed import STDERR_LINE_MAX, FramedChild
 from frontdesk.protocol.children.lifeline import Identity, describe_exit
 from frontdesk.protocol.children.lifecycle import (BACKOFF, CLOSING, DRAINING, READY, STARTING, STOPPING,
@@ -130,7 +130,7 @@ class HandlerProcess(SupervisedChild):
 
     def _started(self) -> None:
         self.ready_by = self.clock() + self.settings.handler_start_timeout_s
-        self.pipes.send(rpc.Request(0, "hello", [{"protocol": PROTOCOL_VERSIONS, "dispatcher": f"frontdesk/{VERSION}",
+        self.pipes.send(rpc.Request(0, "hello", [{"protocol": PROTOCOL_VERSIONS, "dispatcher": f"frontdesk/{version()}",
                                                   "max_frame_bytes": self.settings.max_frame_bytes,
                                                   "features": FEATURES}]))
 
