@@ -5,8 +5,9 @@ limit is exceeded. Each endpoint here gets a token bucket refilled at its config
 small burst (a twentieth of a second's worth, at least one): network jitter can bunch requests
 together on their way to LINE, and a small burst keeps even a bunched second inside LINE's
 one-second budget. Waiting calls queue per endpoint in arrival order; when several endpoints
-have tokens the oldest waiting call goes first, so no endpoint starves another; except the
-`lowest` endpoints (the loading animation), whose calls go only when no other call may.
+have tokens the oldest waiting call goes first, so no endpoint starves another; except calls that
+yield (the loading animation, the rate limiter's own reads of the quota: Scheduler `yields`), which
+go only when no other call may, in their own order.
 
 Every endpoint with a row in LINE's rate-limit table has its own bucket at LINE's published figure
 (protocol/line_endpoints.py: rich menu create/delete 100/h, rich menu batch 3/h, webhook test 60/h,
@@ -27,7 +28,7 @@ from typing import Callable
 from frontdesk.protocol.line_endpoints import DEFAULT, LIMITS as LINE_LIMITS
 
 BURST_SECONDS = 0.05
-LOWEST_AFTER_S = 1e9    # a lowest-priority call counts as enqueued this much later
+YIELD_AFTER_S = 1e9     # a call that yields counts as enqueued this much later
 ROUNDING = 1e-9   # refills summed in floats may fall short of a whole token by this: it counts as whole
 
 
@@ -61,27 +62,31 @@ class TokenBucket:
 
 
 class EndpointQueue:
-    """One endpoint: its bucket, its waiting calls (FIFO), its retries (due time order), its stats."""
+    """One endpoint: its bucket, its waiting calls (FIFO; those that yield behind the others), its
+    retries (due time order), its stats."""
 
     def __init__(self, name: str, count: float, period_s: float, now: float):
         self.name = name
         self.bucket = TokenBucket(count, period_s, now)
         self.waiting: deque = deque()   # (enqueued_at, item)
+        self.yielding: deque = deque()  # (enqueued_at, item): go when `waiting` is empty
         self.retries: list = []         # heap of (due, seq, enqueued_at, item)
         self.waits = 0
         self.wait_total = 0.0
         self.wait_max = 0.0
 
     def __len__(self) -> int:
-        return len(self.waiting) + len(self.retries)
+        return len(self.waiting) + len(self.yielding) + len(self.retries)
 
     def head(self, now: float) -> tuple[float, float] | None:
-        """(seconds until the next item may go, its enqueue time) or None when empty."""
-        if self.retries and (self.retries[0][0] <= now or not self.waiting):
+        """(seconds until the next item may go, the enqueue time it ranks by) or None when empty."""
+        if self.retries and (self.retries[0][0] <= now or not (self.waiting or self.yielding)):
             due, _, enqueued_at, _ = self.retries[0]
             return max(due - now, self.bucket.delay(now)), enqueued_at
         if self.waiting:
             return self.bucket.delay(now), self.waiting[0][0]
+        if self.yielding:
+            return self.bucket.delay(now), self.yielding[0][0] + YIELD_AFTER_S
         return None
 
     def pop(self, now: float):
@@ -89,7 +94,7 @@ class EndpointQueue:
         if self.retries and self.retries[0][0] <= now:
             _, _, enqueued_at, item = heapq.heappop(self.retries)
         else:
-            enqueued_at, item = self.waiting.popleft()
+            enqueued_at, item = (self.waiting or self.yielding).popleft()
         self.bucket.take(now)
         wait = now - enqueued_at
         self.waits += 1
@@ -115,9 +120,9 @@ class Scheduler:
     """
 
     def __init__(self, rate_limits: dict[str, tuple[float, float]], clock: Callable[[], float] = time.monotonic,
-                 lowest: frozenset[str] = frozenset()):
+                 yields: Callable[[object], bool] = lambda item: False):
         self._clock = clock
-        self._lowest = lowest   # endpoints whose calls go only when no other call may (the loading animation)
+        self._yields = yields   # an item that goes only when no other may (a retry ranks as it was queued)
         limits = {**LINE_LIMITS, **rate_limits}   # an endpoint the setting leaves out keeps LINE's figure
         now = clock()
         self._queues = {name: EndpointQueue(name, count, period, now) for name, (count, period) in limits.items()}
@@ -134,7 +139,7 @@ class Scheduler:
     def submit(self, endpoint: str, item) -> None:
         """Queue an item behind the waiting ones of its endpoint."""
         queue = self.queue_for(endpoint)
-        queue.waiting.append((self._clock(), item))
+        (queue.yielding if self._yields(item) else queue.waiting).append((self._clock(), item))
         self._busy[queue.name] = queue
         self._wake_one()
 
@@ -162,8 +167,6 @@ class Scheduler:
             delay, enqueued_at = head
             if delay <= 0 and self.budget is not None:
                 delay = self.budget.delay(queue.name, now, len(queue))
-            if delay <= 0 and queue.name in self._lowest:
-                enqueued_at += LOWEST_AFTER_S   # behind every other ready call, in its own order
             if delay <= 0 and (best is None or enqueued_at < best[1]):
                 best = (queue, enqueued_at)
             elif delay > 0 and (soonest is None or delay < soonest):
@@ -221,12 +224,14 @@ class Scheduler:
         self._closed = True
         dropped = []
         for queue in self._queues.values():
-            waiting, queue.waiting = queue.waiting, deque()
-            for enqueued_at, item in waiting:
-                if drop(item):
-                    dropped.append(item)
-                else:
-                    queue.waiting.append((enqueued_at, item))
+            for waiting in (queue.waiting, queue.yielding):
+                entries = list(waiting)
+                waiting.clear()
+                for enqueued_at, item in entries:
+                    if drop(item):
+                        dropped.append(item)
+                    else:
+                        waiting.append((enqueued_at, item))
             retries, queue.retries = queue.retries, []
             for entry in retries:     # (due, seq, enqueued_at, item)
                 if drop(entry[3]):

@@ -56,6 +56,13 @@ log = logging.getLogger("frontdesk.ratelimiter")
 FRAME_OVERHEAD = 1024       # room in a frame around a content download's bytes
 
 
+def yields(send: Send) -> bool:
+    """A Send that goes only when no other call may (buckets.Scheduler): the loading animation
+    (a courtesy), and the rate limiter's own reads (the quota, a chat's member count), which no
+    handler waits for: a reply must not wait behind them where a bucket is small."""
+    return send.endpoint == LOADING or unneeded_at_stop(send)
+
+
 class RateLimiter:
     """Reads frames and hands each message on; builds the layers and runs them on one loop.
 
@@ -68,7 +75,7 @@ class RateLimiter:
         self.counters = Counters()
         self.pipe = FramePipe(in_fd, out_fd, settings.max_frame_bytes, self.on_message)
         self.callers = Callers(self.pipe.write)
-        self.scheduler = Scheduler(settings.rate_limits, lowest=frozenset({LOADING}))   # never ahead of real calls
+        self.scheduler = Scheduler(settings.rate_limits, yields=yields)
         if settings.shared_rate_budget:   # every rate limiter on this store shares the limits
             self.scheduler.budget = SharedBudget(store, self.scheduler.rates(), self.scheduler.notify)
         self.writer = StoreWriter(store)

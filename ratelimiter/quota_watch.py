@@ -6,7 +6,8 @@ the same timer; and what a reply whose token is too old does (`reply_expiry`).
 The counting is per send, never per event: an accepted send adds to a dict, and the store gets
 the sum at most every FLUSH_S (one small write), so the cost per event does not change. A push to
 a group or room needs its member count: asked of LINE once per MEMBER_COUNT_TTL_S, through the
-same queues as a handler's calls (an OwnCall), and the push counted when it is known.
+same queues as a handler's calls (an OwnCall, behind them: limiter.yields), and the push counted
+when it is known.
 """
 from __future__ import annotations
 

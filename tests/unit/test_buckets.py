@@ -79,9 +79,9 @@ def test_the_oldest_ready_call_of_any_endpoint_goes_first():
     assert scheduler.next_ready(100.2) == (None, None) and scheduler.pending() == 0
 
 
-def test_a_lowest_priority_call_goes_only_when_no_other_call_may():
+def test_a_call_that_yields_goes_only_when_no_other_call_of_any_endpoint_may():
     clock = Clock(100.0)
-    scheduler = Scheduler({"reply": (1, 1.0)}, clock=clock, lowest=frozenset({"loading"}))
+    scheduler = Scheduler({"reply": (1, 1.0)}, clock=clock, yields=lambda item: item.startswith("loading"))
     scheduler.submit("loading", "loading-1")
     scheduler.submit("loading", "loading-2")
     clock.now = 100.1
@@ -90,6 +90,30 @@ def test_a_lowest_priority_call_goes_only_when_no_other_call_may():
     assert scheduler.next_ready(100.1)[0] == "reply-1"          # older loading calls wait behind it
     assert [scheduler.next_ready(100.1)[0] for _ in range(2)] == ["loading-1", "loading-2"]  # reply-2 has no token
     assert scheduler.next_ready(101.1)[0] == "reply-2"
+
+
+def test_a_call_that_yields_goes_after_a_later_call_of_its_own_endpoint_and_in_its_own_order():
+    """The rate limiter's own reads share `default` with a handler's calls: at one call per 3 s,
+    three reads queued at start once put a handler's first call 9 s back."""
+    clock = Clock(100.0)
+    scheduler = Scheduler({"default": (1, 3.0)}, clock=clock, yields=lambda item: item.startswith("own"))
+    scheduler.submit("quota.get", "own-quota")
+    scheduler.submit("quota.consumption", "own-consumption")
+    clock.now = 100.5
+    scheduler.submit("bot_info.get", "handler-1")
+    scheduler.submit("bot_info.get", "handler-2")
+    sent = [scheduler.next_ready(at)[0] for at in (100.5, 103.5, 106.5, 109.5)]
+    assert sent == ["handler-1", "handler-2", "own-quota", "own-consumption"]
+    assert scheduler.queue_for("default").stats()["wait_ms_max"] == pytest.approx(9500.0)
+
+
+def test_closing_drops_the_picked_calls_that_yield_and_keeps_the_rest_in_order():
+    scheduler = Scheduler({}, clock=Clock(0.0), yields=lambda item: item.startswith("own"))
+    for item in ("own-1", "call-1", "own-keep", "call-drop", "own-2"):
+        scheduler.submit("default", item)
+    dropped = scheduler.close(drop=lambda item: item in ("own-1", "own-2", "call-drop"))
+    assert sorted(dropped) == ["call-drop", "own-1", "own-2"]
+    assert [scheduler.next_ready(0.0)[0] for _ in range(2)] == ["call-1", "own-keep"]
 
 
 def test_an_endpoint_without_a_row_is_paced_in_default():
