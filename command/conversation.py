@@ -6,7 +6,10 @@ transcript. The sandbox's recorder (/sandbox/deliveries, long-polled) says what 
 store, when it can be read, says when the bot is done (no event waiting or in flight) and whether
 the event became a dead letter; without it, a turn is over once the answers it expects came and
 no more followed for QUIET_S, or at its timeout. (The store is read only when it holds the event
-just sent: a frontdesk.db of another folder says nothing about this system.)
+just sent: a frontdesk.db of another folder says nothing about this system.) Once the store says
+done, only QUIET_DONE_S more is waited: a handler acks an event after the answers to its calls, and
+the sandbox records a call before it answers it, so what came for the event is already recorded;
+the short wait only catches a push the bot makes after its ack.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from frontdesk.protocol.events import conversation_key
 from frontdesk.sandbox.webhooks import EventFactory, post_webhook, report_sent
 from frontdesk.store import StoreError, open_store, sqlite_file_missing
 
-QUIET_S = 0.3          # a turn is over when this long passed after its last answer (and the bot is done)
+QUIET_S = 0.3          # without the store: a turn is over when this long passed after its last expected answer
+QUIET_DONE_S = 0.1     # with it: when this long passed after the store said done (and the last answer)
 STORE_CHECK_S = 0.1    # while nothing arrives, how often the store is asked whether the bot is done
 CHAT_WIDE = frozenset({"broadcast", "narrowcast"})   # reach every chat: recorded with an empty `to`
 
@@ -87,8 +91,9 @@ class Player:
         """After send(event): what the bot sent to `chat_id` (the reply to the event, pushes and
         multicasts to the chat, broadcasts), until the bot is done with it (the store shows nothing
         of its conversation waiting or in flight; without the store, `expected` answers came) and
-        QUIET_S passed with nothing more, or until `timeout`."""
+        the quiet time passed with nothing more, or until `timeout`."""
         key = conversation_key(event)
+        quiet = QUIET_DONE_S if self._watched else QUIET_S
         found: list[dict] = []
         last_at = time.monotonic()
         deadline = last_at + timeout
@@ -97,10 +102,10 @@ class Player:
             if done_at is None and (self._conversation_done(key) if self._watched
                                   else len(found) >= expected):
                 done_at = now
-            if done_at is not None and now - max(last_at, done_at) >= QUIET_S:
+            if done_at is not None and now - max(last_at, done_at) >= quiet:
                 break
             if done_at is not None:
-                wait = QUIET_S - (now - max(last_at, done_at))
+                wait = quiet - (now - max(last_at, done_at))
             else:
                 wait = STORE_CHECK_S if self._watched else deadline - now
             mine = [d for d in self._deliveries(min(wait, deadline - now))
