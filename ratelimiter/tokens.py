@@ -5,7 +5,8 @@ in no environment, no log line, no store record and no answer to a handler.
 An issued token is renewed at 80 % of its life (a stateless token of 15 minutes after 12; a v2.1
 token of 30 days after 24). When LINE's token API fails the old token is kept while it is valid
 and the issue retried after 1 s, doubling to 60 s. A 401 from the Messaging API while a renewable
-token is in use asks for a new one at once (at most every `REFUSED_RENEW_GAP_S`). A clean stop
+token is in use asks for a new one at once; a refusal of the token that asking got waits
+`REFUSED_RENEW_GAP_S` after it (LINE refusing every token must not make a loop). A clean stop
 revokes a v2.1 token; a stateless one cannot be revoked and lives out its 15 minutes.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ log = logging.getLogger("frontdesk.ratelimiter.tokens")
 RENEW_AT_SHARE = 0.8          # of a token's life: renewed then
 RETRY_FIRST_S = 1.0           # a failed issue is tried again after this, doubling
 RETRY_MAX_S = 60.0
-REFUSED_RENEW_GAP_S = 5.0     # a 401 renews at once, unless a token was issued this recently
+REFUSED_RENEW_GAP_S = 5.0     # a 401 renews at once, unless a 401 renewed one this recently
 
 
 class RenewalSchedule:
@@ -34,12 +35,12 @@ class RenewalSchedule:
 
     def __init__(self):
         self.expires_at: float | None = None
-        self.issued_at: float | None = None
+        self.refusal_renewed_at: float | None = None   # when a 401 last asked for a new token
         self.failures = 0            # failed issues in a row
 
     def issued(self, now: float, expires_in: float) -> float:
         """A token came: when to renew it."""
-        self.issued_at, self.expires_at, self.failures = now, now + expires_in, 0
+        self.expires_at, self.failures = now + expires_in, 0
         return now + RENEW_AT_SHARE * expires_in
 
     def failed(self, now: float) -> float:
@@ -51,8 +52,12 @@ class RenewalSchedule:
         return self.expires_at is not None and now < self.expires_at
 
     def renew_on_refusal(self, now: float) -> bool:
-        """LINE refused the token (401): renew now, unless one was issued moments ago."""
-        return self.issued_at is None or now - self.issued_at >= REFUSED_RENEW_GAP_S
+        """LINE refused the token (401): renew now (a token revoked in LINE's console is replaced
+        at once), unless a refusal asked for one moments ago (LINE refuses every token: no loop)."""
+        if self.refusal_renewed_at is not None and now - self.refusal_renewed_at < REFUSED_RENEW_GAP_S:
+            return False
+        self.refusal_renewed_at = now
+        return True
 
 
 class TokenKeeper:

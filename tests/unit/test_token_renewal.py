@@ -43,12 +43,13 @@ def test_failed_issues_are_retried_after_1_s_doubling_to_60_s_and_a_success_star
     assert schedule.failed(902.0) == pytest.approx(903.0)   # the backoff starts again after a success
 
 
-def test_a_refused_token_is_renewed_at_once_but_not_again_within_a_few_seconds():
+def test_a_refused_token_is_renewed_at_once_even_just_after_its_issue_but_not_again_within_a_few_seconds():
     schedule = RenewalSchedule()
-    assert schedule.renew_on_refusal(5.0)              # nothing issued yet
     schedule.issued(now=10.0, expires_in=900)
-    assert not schedule.renew_on_refusal(10.0 + REFUSED_RENEW_GAP_S - 0.1)
-    assert schedule.renew_on_refusal(10.0 + REFUSED_RENEW_GAP_S)
+    assert schedule.renew_on_refusal(10.1)             # revoked behind frontdesk's back: at once
+    schedule.issued(now=10.2, expires_in=900)
+    assert not schedule.renew_on_refusal(10.1 + REFUSED_RENEW_GAP_S - 0.1)   # LINE refuses every token
+    assert schedule.renew_on_refusal(10.1 + REFUSED_RENEW_GAP_S)
 
 
 def test_a_stateless_token_is_asked_for_with_the_channel_id_and_secret_and_cannot_be_revoked():
