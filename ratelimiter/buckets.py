@@ -122,7 +122,7 @@ class Scheduler:
     def __init__(self, rate_limits: dict[str, tuple[float, float]], clock: Callable[[], float] = time.monotonic,
                  yields: Callable[[object], bool] = lambda item: False):
         self._clock = clock
-        self._yields = yields   # an item that goes only when no other may (a retry ranks as it was queued)
+        self._yields = yields   # an item that goes only when no other may (a retry of it ranks as any retry)
         limits = {**LINE_LIMITS, **rate_limits}   # an endpoint the setting leaves out keeps LINE's figure
         now = clock()
         self._queues = {name: EndpointQueue(name, count, period, now) for name, (count, period) in limits.items()}

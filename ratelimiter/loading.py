@@ -6,7 +6,7 @@ conversation's oldest event not yet acked, one-to-one chats only) says which cha
 rule (`LoadingPlan`) starts the animation for a chat once, again when its animation is about to
 end (REFRESH_AHEAD_S) while it still waits, and again when it waits for a newer event (the reply
 to the older one ended the animation). Its calls go in the `loading` bucket at its own rate and
-they yield (buckets.Scheduler `yields`): never ahead of a real call. The cost is
+yield (buckets.Scheduler `yields`): never ahead of a real call. The cost is
 one read a second, not one per event, and one call per waiting chat per `loading_seconds`.
 
 While loading calls from the last round still wait for a sender (every sender busy with real

@@ -13,8 +13,8 @@ import os
 from collections import deque
 from typing import Callable
 
-from frontdesk.protocol.reads import read_small
 from frontdesk.protocol.frames import FrameDecoder, ProtocolError, encode_frame
+from frontdesk.protocol.reads import read_small
 from frontdesk.protocol.rpc import parse_message
 
 OUT_HIGH_WATER = 8 * 1024 * 1024   # answers not yet taken by the dispatcher: read no more calls past it
