@@ -13,5 +13,6 @@ READ_SIZE = 64 * 1024
 
 
 def read_small(transport) -> None:
-    """Make an asyncio transport read at most READ_SIZE at a time (its `max_size`, 256 KiB)."""
+    """Make an asyncio transport read at most READ_SIZE at a time. `max_size` (256 KiB) is
+    asyncio's own attribute, not public API: tests/unit/test_reads.py pins that it is honoured."""
     transport.max_size = READ_SIZE
