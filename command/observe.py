@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
+from frontdesk.protocol.process import HANDLING_BUCKETS_S
 from frontdesk.protocol.process import status_role
 
 from .quota_view import quota_lines

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Callable
 
-from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
+from frontdesk.protocol.process import HANDLING_BUCKETS_S
 from frontdesk.protocol.process import status_role
 from frontdesk.protocol.prometheus import CONTENT_TYPE as METRICS_TYPE, Exposition
 from frontdesk.store import StoreError, StoreGone, run_with_store

@@ -11,11 +11,13 @@ import logging
 import time
 from typing import Callable
 
+from frontdesk.protocol.process import HANDLING_BUCKETS_S
+
 from .deliveries import Delivery, Histogram
 from .pacer import StorePacer
 from .router import Router
 from .suspects import Suspects
-from .workers import HANDLING_BUCKETS_S, HandlerProcess
+from .workers import HandlerProcess
 
 log = logging.getLogger("frontdesk.dispatcher")
 

@@ -22,6 +22,7 @@ from frontdesk.protocol.children.lifecycle import (BACKOFF, CLOSING, DRAINING, R
                                                    SupervisedChild)
 from frontdesk.protocol.children.policy import RestartPolicy
 from frontdesk.protocol.frames import EncodeError, encode_frame
+from frontdesk.protocol.process import HANDLING_BUCKETS_S
 
 from .batchframe import BATCH, batch_frame, pack_run
 from .deliveries import Deliveries, Delivery, OutOfTurn
@@ -29,9 +30,6 @@ from .deliveries import Deliveries, Delivery, OutOfTurn
 PROTOCOL_VERSIONS = [PROTOCOL_VERSION]   # offered in the hello, newest first
 FEATURES = [BATCH]                        # offered in the hello; a handler takes those it names
 EXIT_AFTER_EOF_WAIT_S = 0.1   # failure path only: how long to wait for an exit after stdout EOF
-# Handling-time histogram bounds (seconds) for `frontdesk top` and the status page: one bisect and
-# one list increment per answered event, published as cumulative counts on the status cadence.
-HANDLING_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 READING = (STARTING, READY, DRAINING, CLOSING)   # a process we still read and write
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
               "error": logging.ERROR}

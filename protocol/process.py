@@ -19,6 +19,9 @@ from .credentials import protect_held_secrets
 from .logs import setup_logging
 
 PROFILE_ENV = "FRONTDESK_PROFILE_DIR"   # a folder: each role runs under cProfile and leaves its figures there
+# The bounds (seconds) of the dispatcher's handling-time histograms, whose counts its status
+# document publishes (`handling_counts`) for `frontdesk top` and the status page to read.
+HANDLING_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def run_role(name: str, main: Callable[[Settings], int | None], unread_secrets: tuple[str, ...] = ()) -> int:

@@ -6,7 +6,7 @@ import pytest
 
 from frontdesk.advice import advise
 from frontdesk.observe import Sample, build_view, percentile
-from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
+from frontdesk.protocol.process import HANDLING_BUCKETS_S
 
 NAME = "dispatcher:host:1"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
+from frontdesk.protocol.process import HANDLING_BUCKETS_S
 from frontdesk.observe import (BUSIEST_KEYS_EVERY_S, BUSIEST_KEYS_MIN, Observer, Sample, handler_view, queue_view,
                                ratelimiter_view)
 from frontdesk.store import open_store

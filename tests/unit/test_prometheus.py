@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from frontdesk.dispatcher.workers import HANDLING_BUCKETS_S
+from frontdesk.protocol.process import HANDLING_BUCKETS_S
 from frontdesk.observe import Sample
 from frontdesk.protocol.prometheus import Exposition, Registry, escape_label, labels_text, number
 from frontdesk.statuspage import metrics_text
