@@ -39,7 +39,7 @@ def _accepting(url: str) -> bool:
 
 @pytest.mark.skipif(not SDK_INSTALLED, reason="line-bot-sdk not installed (pip install '.[baseline]')")
 def test_both_systems_get_the_same_load_and_frontdesk_delivers_everything(tmp_path):
-    done = compare(tmp_path, "--json", "--count", "30", "--rate", "30", "--users", "5", "--settle", "60")
+    done = compare(tmp_path, "--json", "--count", "30", "--rate", "60", "--users", "5", "--settle", "60")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["latency_ms"] == 20 and summary["repeat"] == 1
