@@ -63,8 +63,9 @@ class Harness:
 
     # --- events ------------------------------------------------------------------------------
     def append(self, texts_by_key: dict[str, list[str]] | None = None, *, keys: int = 0, per_key: int = 0,
-               text: str = "hi") -> list[str]:
-        """Append events (interleaved across keys, as they would arrive); returns ids in store order."""
+               text: str = "hi", age_s: float = 0.0) -> list[str]:
+        """Append events (interleaved across keys, as they would arrive), received `age_s` ago;
+        returns ids in store order."""
         if texts_by_key is None:
             texts_by_key = {f"U{k}": [text] * per_key for k in range(keys)}
         rows = []
@@ -74,7 +75,7 @@ class Harness:
                 if index < len(texts):
                     self._seq += 1
                     rows.append((f"ev{self._seq:06d}", key, texts[index]))
-        now = int(time.time() * 1000)
+        now = int((time.time() - age_s) * 1000)
         events = [{"type": "message", "timestamp": now, "webhookEventId": event_id, "replyToken": "r" + event_id,
                    "source": {"type": "user", "userId": key},
                    "message": {"type": "text", "id": event_id, "text": text}}

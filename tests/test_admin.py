@@ -256,10 +256,16 @@ def test_a_cleanly_stopped_dispatcher_leaves_no_status(harness):
 
 
 def test_status_advises_a_handler_count_for_a_real_busy_pool(harness):
-    process = harness.start(handlers=1, env={"FD_TEST_WINDOW": "1", "FD_TEST_DELAY_MS": "60"})
+    # no loading animation: the backlog's 50 chats, all past its threshold at once, would put its
+    # endpoint at its limit in the measured interval (advice that rightly comes first)
+    process = harness.start(handlers=1, env={"FD_TEST_WINDOW": "1", "FD_TEST_DELAY_MS": "60"}, loading_after_s=0)
     harness.wait_status(process, lambda d: [h["state"] for h in d["handlers"]] == ["ready"], timeout=30)
-    harness.append(keys=50, per_key=8)      # 400 events: at ~30/s one handler needs over 10 s
-    wait_until(lambda: harness.store.stats()["oldest_pending_s"] > 6, timeout=30, message="a backlog")
+    # 400 events received 6 s ago, a backlog that has waited (not waited out here): at ~30/s one
+    # handler needs over 10 s, busy all through the measurement
+    harness.append(keys=50, per_key=8, age_s=6)
+    assert harness.store.stats()["oldest_pending_s"] > 5
+    # a status published while the handler works: both documents the rates come from show it busy
+    harness.wait_status(process, lambda d: d["handlers"][0]["handled"] >= 1, timeout=30)
     report = json.loads(frontdesk("status", "--json", "--interval", "1.5", "--store", harness.url).stdout)
     assert report["rates"] == "measured over 1.5 s"
     (handler,) = report["view"]["dispatchers"][0]["handlers"]

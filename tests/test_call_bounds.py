@@ -30,7 +30,9 @@ def test_a_handler_that_stops_reading_has_its_calls_held_and_starves_no_one(harn
     appended = harness.append({"Uhoard": ["hoard"], **{f"U{n}": ["hi"] * 3 for n in range(10)}})
     ordinary = [event_id for event_id in appended if event_id != appended[0]]
     # no call goes to LINE (NO_LINE, said here since it matters)
-    dispatcher = harness.start(handlers=3, handler=HOARDER, event_deadline_s=10, max_attempts=1,
+    # its calls are held 1.2 s after the start on a quiet machine: event_deadline_s=6 kills the
+    # hoarder well after the checks on what it holds
+    dispatcher = harness.start(handlers=3, handler=HOARDER, event_deadline_s=6, max_attempts=1,
                                env={"FD_TEST_ORDINARY": "user_get", "FD_TEST_HOARD_BYTES": str(BLOB_BYTES),
                                     "FRONTDESK_API_BASE": NO_LINE})
     wait_until(lambda: sum(1 for r in records(harness) if r[0] == "hoard") == 99, timeout=30,
@@ -48,7 +50,7 @@ def test_a_handler_that_stops_reading_has_its_calls_held_and_starves_no_one(harn
     # that a stuck handler's event is retried is tests/test_dispatcher_bad_input.py's)
     wait_until(lambda: harness.store.dead_letters(), timeout=60, message="the hoard event dead")
     (dead,) = harness.store.dead_letters()
-    assert dead["id"] == appended[0] and "stuck: read nothing of its stdin for event_deadline_s=10" in dead["error"]
+    assert dead["id"] == appended[0] and "stuck: read nothing of its stdin for event_deadline_s=6" in dead["error"]
     doc = harness.wait_status(dispatcher, lambda d: d["ratelimiter"]["held_calls"] == 0, message="held calls dropped")
     assert doc["ratelimiter"]["pending_calls"] == 0 and dispatcher.poll() is None
     assert peak_rss_mb(doc["ratelimiter"]["pid"]) < 150

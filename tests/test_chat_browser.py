@@ -28,6 +28,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                                        "chromium-driver; .ci/run installs them where apt-get exists)")
 SHOWCASE = f"{sys.executable} -m frontdesk.handlers.examples.showcase"
 WAIT_S = 60       # generous: the machine is shared; every wait ends as soon as its condition holds
+POLL_S = 0.05     # how often a wait looks (selenium's default, 0.5 s, is most of each wait here)
 XSS = '<img src=x onerror="window.pwned=1;document.title=\'pwned\'">'
 
 
@@ -68,8 +69,8 @@ class Chat:
                    "the page follows the chat")
 
     def until(self, condition, what: str):
-        return WebDriverWait(self.driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(
-            condition, message=what)
+        return WebDriverWait(self.driver, WAIT_S, poll_frequency=POLL_S,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(condition, message=what)
 
     def type(self, text: str) -> None:
         self.driver.find_element(By.ID, "text").send_keys(text, Keys.ENTER)

@@ -61,7 +61,7 @@ def committer():
 
 
 def test_while_writes_come_often_a_write_waits_for_the_next_to_share_its_commit(committer):
-    writer, commit = committer(1.0, learned_busy=True)
+    writer, commit = committer(0.5, learned_busy=True)
     results: list = []
     first = write_in_thread(writer, WriteRequest(), results)
     wait_until(lambda: writer._requests.qsize() == 0, message="the writer took the first request")

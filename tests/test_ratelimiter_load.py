@@ -38,16 +38,16 @@ def recipients(deliveries) -> Counter:
 
 
 @pytest.mark.slow
-def test_calls_offered_at_3x_the_limit_for_10_s_no_429_and_the_limit_is_reached(tmp_path):
+def test_calls_offered_at_3x_the_limit_for_5_s_no_429_and_the_limit_is_reached(tmp_path):
     # A limit far inside what a busy 2-core machine sustains with sandbox, limiter and test on it
     # (at 300/s a loaded machine delivered 253/s: the test measured the machine, not the pacing).
-    # 10 s of calls: the first burst (limit/20) moves the measured rate by 0.5 %, inside the 5 % allowed.
+    # 5 s of calls: the first burst (limit/20) moves the measured rate by 0.8 %, inside the 5 % allowed.
     limit = 100
     with running_sandbox(tmp_path, sandbox_rate_limits=f"push={limit}/s") as sandbox, \
             start_limiter(tmp_path, sandbox, batching="false", rate_limits=f"push={limit}/s",
                           api_connections=2) as limiter:
         calls = [{"method": "push", "args": {"to": user_id(n % 5000), "messages": TEXT},
-                  "event_id": uuid.uuid4().hex, "call_no": 1} for n in range(10 * limit)]
+                  "event_id": uuid.uuid4().hex, "call_no": 1} for n in range(5 * limit)]
         ids, offered_at = [], time.monotonic()
         for start in range(0, len(calls), limit):  # 3x the limit offered, a second's worth at a time
             ids += limiter.calls(calls[start:start + limit])

@@ -65,7 +65,7 @@ def test_replies_whose_connection_dropped_reach_each_user_once_and_never_as_a_pu
     come again. The repeat finds the token used: delivered by the earlier attempt, not a push."""
     with running_system(tmp_path, sandbox_drop_rate=0.6, api_max_retries=1, retry_backoff_s=0.05,
                         retry_backoff_max_s=0.2, max_attempts=30) as system:
-        report = bench_system(system, "--count", "40", "--rate", "20", "--users", "10")
+        report = bench_system(system, "--count", "40", "--rate", "40", "--users", "10")
     assert report["acked"] == report["expected"] == report["delivered"] == 40
     assert report["duplicates"] == 0 and report["lost"] == 0 and report["replies_as_push"] == 0
     log = (tmp_path / "run.log").read_text(errors="replace")
