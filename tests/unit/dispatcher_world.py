@@ -10,7 +10,8 @@ from frontdesk.dispatcher.arbiter import Arbiter
 from frontdesk.protocol import rpc
 from frontdesk.protocol.config import load
 from frontdesk.store import open_store
-from tests.unit.fake_children import Clock, FakePipes, PipesFactory
+from tests.unit.clock import Clock
+from tests.unit.fake_children import FakePipes, PipesFactory
 
 TURN_S = 0.01   # how far the clock moves between turns: more than store_turn_ms
 

@@ -12,20 +12,6 @@ from frontdesk.protocol.frames import FrameDecoder
 _pids = itertools.count(1000)
 
 
-class Clock:
-    """Monotonic seconds that move only when the test says."""
-
-    def __init__(self, now: float = 100.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
-
-
 class FakeProcess:
     """A started child (lifecycle.ChildProcess): it exits when the test says."""
 

@@ -9,18 +9,7 @@ from frontdesk.store.sqlite_files import SQLiteFile
 from frontdesk.store.sqlite_schema import migrate
 from frontdesk.store.sqlite_users import SQLiteUsers
 
-
-class Clock:
-    """Epoch seconds that move only when the test says so."""
-
-    def __init__(self, now: float = 1_700_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+EPOCH = 1_700_000_000.0   # the injected clock's start
 
 
 class Wakeups:

@@ -18,7 +18,8 @@ from frontdesk.protocol.children.policy import RestartPolicy
 from frontdesk.protocol.config import load
 from tests.helpers import wait_until
 from tests.unit.dispatcher_world import World
-from tests.unit.fake_children import Clock, PipesFactory
+from tests.unit.clock import Clock
+from tests.unit.fake_children import PipesFactory
 from tests.unit.test_handler_process import Owner, doc
 
 log = logging.getLogger("test.batches")

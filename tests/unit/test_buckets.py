@@ -8,14 +8,7 @@ import asyncio
 import pytest
 
 from frontdesk.ratelimiter.buckets import EndpointQueue, Scheduler, TokenBucket
-
-
-class Clock:
-    def __init__(self, now: float = 100.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.clock import Clock
 
 
 # --- the bucket -------------------------------------------------------------------------------------------

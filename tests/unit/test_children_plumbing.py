@@ -13,7 +13,7 @@ from frontdesk.protocol.children.stream import MessageStream
 from frontdesk.protocol.frames import HEADER, ProtocolError, encode_frame
 from frontdesk.store import open_store
 from frontdesk.store.status import STATUS_INTERVAL_S, StatusPublisher
-from tests.unit.fake_children import Clock
+from tests.unit.clock import Clock
 
 
 def test_the_stream_gives_each_message_as_its_frame_completes():

@@ -8,16 +8,9 @@ import math
 from hypothesis import given, settings, strategies as st
 
 from frontdesk.dispatcher.deliveries import Deliveries
+from tests.unit.clock import Clock
 
 DEADLINE_S = 10.0
-
-
-class Clock:
-    def __init__(self, now: float = 100.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def doc(event_id: str) -> dict:

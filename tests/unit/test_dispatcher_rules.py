@@ -19,7 +19,7 @@ from frontdesk.dispatcher.suspects import Suspects
 from frontdesk.protocol import rpc
 from frontdesk.protocol.config import load
 from frontdesk.store import open_store
-from tests.unit.fake_children import Clock
+from tests.unit.clock import Clock
 
 
 def delivery(msgid: int, event_id: str | None = None) -> Delivery:

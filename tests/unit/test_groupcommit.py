@@ -11,14 +11,7 @@ from frontdesk.store.base import StoreGone, StoreUnavailable
 from frontdesk.store.groupcommit import (LINGER_BELOW_INTERVAL, MAX_BATCH_REQUESTS, PROBE_INTERVAL_S,
                                          BatchWriter, GroupCommitter, Linger, WriteRequest)
 from tests.helpers import wait_until
-
-
-class Clock:
-    def __init__(self, now: float = 100.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.clock import Clock
 
 
 class Commit:

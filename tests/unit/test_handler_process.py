@@ -15,7 +15,8 @@ from frontdesk.protocol.children.lifecycle import BACKOFF, CLOSING, DRAINING, RE
 from frontdesk.protocol.children.loop import EventLoop
 from frontdesk.protocol.children.policy import FIRST_RESTART_DELAY_S, RestartPolicy
 from frontdesk.protocol.config import load
-from tests.unit.fake_children import Clock, PipesFactory
+from tests.unit.clock import Clock
+from tests.unit.fake_children import PipesFactory
 
 log = logging.getLogger("test.handler")
 

@@ -11,7 +11,8 @@ import pytest
 from frontdesk.protocol.children.lifecycle import (BACKOFF, CLOSING, DRAINING, READY, STARTING, STOPPED, STOPPING,
                                                    StateError, SupervisedChild)
 from frontdesk.protocol.children.policy import FIRST_RESTART_DELAY_S, RestartPolicy
-from tests.unit.fake_children import Clock, FakeProcess
+from tests.unit.clock import Clock
+from tests.unit.fake_children import FakeProcess
 
 SETTINGS = SimpleNamespace(restart_intensity=5, restart_period_s=60.0, restart_backoff_max_s=5.0)
 log = logging.getLogger("test.lifecycle")

@@ -9,6 +9,7 @@ from frontdesk.protocol.process import HANDLING_BUCKETS_S
 from frontdesk.observe import (BUSIEST_KEYS_EVERY_S, BUSIEST_KEYS_MIN, Observer, Sample, handler_view, queue_view,
                                ratelimiter_view)
 from frontdesk.store import open_store
+from tests.unit.clock import Clock
 
 
 def test_a_handler_view_rates_its_counters_over_the_seconds_between_documents():
@@ -68,14 +69,6 @@ def test_the_first_sample_has_no_rates_and_the_busiest_key_is_a_share_of_what_wa
     view = queue_view(Sample(100.0, _events(pending=30, in_flight=10), {}, busiest_key=("U1", 10)), None)
     assert view["arrivals_per_s"] is None and view["completions_per_s"] is None
     assert view["busiest_key"] == {"key": "U1", "events": 10, "share": 0.25}
-
-
-class Clock:
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -9,17 +9,10 @@ import threading
 from frontdesk.ratelimiter.profiles import ProfileCache, Profiles
 from frontdesk.ratelimiter.userdata import UserData
 from frontdesk.store.base import JournalEntry
+from tests.unit.clock import Clock
 from tests.unit.limiter_parts import settled, sqlite_store, started_writer
 
 PROFILE = {"userId": "U1", "displayName": "User-0001"}
-
-
-class Clock:
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_cached_profile_answers_while_younger_than_the_ttl():

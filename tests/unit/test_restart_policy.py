@@ -6,7 +6,7 @@ import logging
 from types import SimpleNamespace
 
 from frontdesk.protocol.children.policy import FIRST_RESTART_DELAY_S, SERVED_AFTER_S, RestartPolicy
-from tests.unit.fake_children import Clock
+from tests.unit.clock import Clock
 
 SETTINGS = SimpleNamespace(restart_intensity=2, restart_period_s=60.0, restart_backoff_max_s=5.0)
 

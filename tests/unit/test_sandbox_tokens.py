@@ -10,18 +10,12 @@ from frontdesk.sandbox.tokens import (MAX_SHORT_LIVED_TOKENS, MAX_V21_TOKENS, NO
                                       ChannelTokens, OAuthError)
 from frontdesk.sandbox.api import LineError
 from tests.assertions import assertion, new_private_key, public_jwk, signed
+from tests.unit.clock import Clock
 
+EPOCH = 1_800_000_000.0   # the injected clock's start
 CHANNEL = "1234567890"
 SECRET = "unit-test-secret"
 FIXED = "fixed-long-lived-token"
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +25,7 @@ def key():
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(EPOCH)
 
 
 @pytest.fixture

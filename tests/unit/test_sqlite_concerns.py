@@ -16,7 +16,8 @@ from frontdesk.store.sqlite_observation import SQLiteObservation
 from frontdesk.store.sqlite_queue import SQLiteQueue
 from frontdesk.store.sqlite_retention import PURGE_CHUNK, SQLiteRetention
 from frontdesk.store.sqlite_users import SQLiteUsers
-from tests.unit.store_parts import Clock, Wakeups, append, event, open_connections
+from tests.unit.clock import Clock
+from tests.unit.store_parts import EPOCH, Wakeups, append, event, open_connections
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def db(tmp_path):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(EPOCH)
 
 
 def dead(db, queue, *event_ids: str) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from frontdesk.store.sqlite_queue import SQLiteQueue
-from tests.unit.store_parts import Clock, Wakeups, append, event, open_connections
+from tests.unit.clock import Clock
+from tests.unit.store_parts import EPOCH, Wakeups, append, event, open_connections
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def db(tmp_path):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(EPOCH)
 
 
 @pytest.fixture

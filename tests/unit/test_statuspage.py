@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from frontdesk.statuspage import HEALTHY_SAMPLE_AGE_S, Sampler, history_point
 from frontdesk.store import open_store
+from tests.unit.clock import Clock
 
-
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+START = 1000.0   # the injected clock's start
 
 
 def test_healthz_says_503_with_the_reason_once_the_store_has_not_answered_for_a_while(tmp_path):
     store = open_store(f"sqlite:///{tmp_path}/fd.db")
-    clock = Clock()
+    clock = Clock(START)
     sampler = Sampler(store, clock=clock)
     sampler.read_once()
     assert sampler.health() == (200, {"status": "ok"})

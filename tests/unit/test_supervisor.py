@@ -14,7 +14,8 @@ from frontdesk.protocol.config import load
 from frontdesk.store import open_store
 from frontdesk.supervisor import QUITTING, RUNNING, Service, Supervisor
 from frontdesk.supervisor import STOPPING as RUN_STOPPING
-from tests.unit.fake_children import Clock, FakeProcess
+from tests.unit.clock import Clock
+from tests.unit.fake_children import FakeProcess
 
 
 class FakeService(Service):

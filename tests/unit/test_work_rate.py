@@ -3,16 +3,9 @@ only while it would gather GATHER_MIN units of work (the dispatcher: events hand
 from __future__ import annotations
 
 from frontdesk.protocol.coalesce import WorkRate
+from tests.unit.clock import Clock
 
 PAUSE_S = 0.003
-
-
-class Clock:
-    def __init__(self, now: float = 100.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def steady(rate: WorkRate, clock: Clock, per_s: int, seconds: float) -> bool:
